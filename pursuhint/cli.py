@@ -1,0 +1,154 @@
+"""The ``pursuhint`` command: parse arguments, call the library, print. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+from .config import Config, check_names, describe_defaults, load_config
+from .errors import PursuhintError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def add(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return add
+
+
+def _load(args: argparse.Namespace, overrides: Optional[dict] = None) -> Config:
+    """Validate the whole config (values, names, search space) before any work starts."""
+    cfg = load_config(args.config, overrides=overrides)
+    check_names(cfg)
+    return cfg
+
+
+def _say_defaults(cfg: Config, skip: Sequence[str] = ()) -> None:
+    for line in describe_defaults(cfg):
+        if not any(line.startswith(k) for k in skip):
+            print(f"note: {line}", file=sys.stderr)
+
+
+@command("train-teacher")
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    from .teacher import export_teacher, teacher_cache_dir, train_teacher
+
+    cfg = _load(args)
+    _say_defaults(cfg)
+    cached = teacher_cache_dir(cfg) / "teacher.pt"
+    if cached.exists():
+        print(f"teacher already trained for this config: {cached}")
+    path = train_teacher(cfg, progress=not args.quiet)
+    import json
+
+    meta = json.loads(path.with_suffix(".json").read_text())
+    print(f"teacher {meta['arch']} on {meta['dataset']}: val_acc {meta['val_acc']:.2f}% "
+          f"(best {meta['best_val_acc']:.2f}%), sha256 {meta['sha256'][:12]}")
+    print(f"checkpoint: {path}")
+    if args.output:
+        dest = export_teacher(path, Path(args.output))
+        print(f"copied to: {dest}")
+    return 0
+
+
+def _hint_table(inputs, hint_set, default) -> str:
+    """One row per candidate layer: position, name, stage, shape, cluster, and which are hints."""
+    chosen, base = set(hint_set.indices), set(default.indices)
+    rows = [("#", "layer", "stage", "channels", "spatial", "cluster", "hint", "default")]
+    for layer in inputs.layers:
+        cluster = "" if hint_set.membership is None else str(hint_set.membership[layer.index])
+        rows.append((str(layer.index + 1), layer.name, str(layer.stage + 1), str(layer.channels),
+                     "x".join(map(str, layer.spatial)), cluster,
+                     "*" if layer.index in chosen else "", "o" if layer.index in base else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@command("select")
+def cmd_select(args: argparse.Namespace) -> int:
+    from .hints.pipeline import choose_hints, prepare_selection, resolve_n_hints
+    from .teacher import dataset_for, load_teacher, runs_dir
+
+    overrides = {"selection.similarity": args.similarity, "selection.n_hints": args.n_hints,
+                 "selection.algorithm": args.algorithm, "selection.center": args.center}
+    cfg = _load(args, overrides)
+    _say_defaults(cfg)
+    sel = cfg.selection
+    ds = dataset_for(cfg)
+    teacher = load_teacher(cfg, ds=ds, progress=not args.quiet)
+    k = resolve_n_hints(sel.n_hints, cfg.student.arch, ds)
+    inputs = prepare_selection(teacher.model, teacher.arch, teacher.sha256, ds, [sel.similarity],
+                               probe_size=cfg.data.probe_size, granularity=sel.granularity, preact=sel.preact,
+                               rbf_max_samples=sel.rbf_max_samples, progress=not args.quiet)
+    hs = choose_hints(inputs, sel.similarity, k, sel.algorithm, sel.center, seed=cfg.seed,
+                      on_collision=sel.on_collision)
+    default = inputs.default()
+    mode = "paper mode" if hs.paper_mode else "extension"
+    print(f"teacher {teacher.arch} ({len(inputs.layers)} candidate layers, sha256 {teacher.sha256[:12]}); "
+          f"similarity {sel.similarity} over {cfg.data.probe_size} probe images; "
+          f"{sel.algorithm}/{sel.center}, K={k} ({mode})")
+    print(_hint_table(inputs, hs, default))
+    print(f"hints (*):   {', '.join(hs.layers)}  [positions {', '.join(str(i + 1) for i in hs.indices)}]")
+    print(f"default (o): {', '.join(default.layers)}  [positions {', '.join(str(i + 1) for i in default.indices)}]")
+    for warning in hs.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    out = Path(args.output) if args.output else (
+        runs_dir() / "hints" / f"{cfg.name}_{sel.similarity}_{sel.algorithm}_{sel.center}_k{k}.json")
+    hs.save(out)
+    print(f"hint set: {out}")
+    if args.plot:
+        from .plots import layer_atlas
+
+        layer_atlas(inputs.matrices[sel.similarity], hs, Path(args.plot), default=default)
+        print(f"layer atlas: {args.plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pursuhint",
+        description="Find where a student should learn from its teacher (PURSUhInT hint points), "
+                    "and search around it with Ray Tune, Optuna and MLflow.")
+    parser.add_argument("--version", action="version", version=f"pursuhint {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train-teacher", help="train the config's teacher once (cached by config hash)")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("-o", "--output", help="also copy the final checkpoint here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("select", help="choose hint points for the config's teacher and save the hint set")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("-o", "--output", help="hint set JSON (default runs/hints/<name>_<similarity>_..._k<K>.json)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the layer atlas (similarity heatmap, clusters, hints)")
+    p.add_argument("--similarity", help="similarity measure (overrides selection.similarity)")
+    p.add_argument("--n-hints", type=int, help="number of hint points K (overrides selection.n_hints)")
+    p.add_argument("--algorithm", help="clustering (overrides selection.algorithm)")
+    p.add_argument("--center", help="centre rule (overrides selection.center)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except PursuhintError as exc:
+        print(f"pursuhint: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pursuhint: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

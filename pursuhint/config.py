@@ -1,0 +1,500 @@
+"""Typed, validated configuration: one YAML file describes a teacher–student pair and all work on it.
+
+Any leaf may hold a search-space spec instead of a value (``{choice: [...]}``, ``{randint: [a, b]}``,
+``{uniform: [a, b]}``, ``{loguniform: [a, b]}``, ``{quniform: [a, b, q]}``); ``sweep`` searches
+them, every other command uses a default for them and says so (:attr:`Config.searched_defaults`).
+
+.. code-block:: yaml
+
+    name: digits_quick
+    seed: 0
+    data: {dataset: digits, image_size: 16, probe_size: 1000}
+    teacher: {arch: resnet56, train: {epochs: 30, lr: 0.05}}
+    student: {arch: resnet8}
+    selection: {similarity: {choice: [r2_cca, cka_linear]}, n_hints: {randint: [2, 4]}}
+    distill: {method: at}
+    train: {epochs: 10}
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+SPEC_KINDS = ("choice", "randint", "uniform", "loguniform", "quniform")
+
+# Paper defaults for searched keys that commands other than `sweep` use (PURSUHINT.md §3–§5).
+PAPER_DEFAULTS: dict[str, Any] = {
+    "selection.similarity": "r2_cca",
+    "selection.n_hints": None,  # the student's number of stages
+    "selection.algorithm": "pursuhint",
+    "selection.center": "mean_index",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class TrainRecipe(_Section):
+    """SGD recipe; defaults are the CRD benchmark's CIFAR-100 recipe.
+
+    .. code-block:: yaml
+
+        train: {epochs: 240, batch_size: 64, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4,
+                lr_schedule: step, milestones: [150, 180, 210], gamma: 0.1}
+    """
+
+    epochs: int = Field(240, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    lr_schedule: Literal["step", "cosine", "constant"] = "step"
+    # Epochs at which the step schedule multiplies the lr by `gamma`; default: 62.5 %, 75 % and
+    # 87.5 % of `epochs` (150, 180, 210 of 240 — the benchmark's points, scaled to any length).
+    milestones: Optional[list[int]] = None
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (sorted(v) != v or any(m < 1 for m in v)):
+            raise ValueError(f"milestones must be increasing epoch numbers ≥ 1, got {v}")
+        return v
+
+    def resolved_milestones(self) -> list[int]:
+        if self.milestones is not None:
+            return list(self.milestones)
+        return sorted({max(1, round(self.epochs * f)) for f in (0.625, 0.75, 0.875)})
+
+
+class DataConfig(_Section):
+    """Which images, at what size, how many, and the probe set for layer representations.
+
+    .. code-block:: yaml
+
+        data: {dataset: cifar100, root: ~/data, image_size: 32, probe_size: 10000}
+    """
+
+    dataset: str = "digits"
+    root: Optional[str] = None
+    image_size: Optional[int] = Field(None, ge=8)
+    train_samples: Optional[int] = Field(None, ge=1)
+    val_samples: Optional[int] = Field(None, ge=1)
+    probe_size: int = Field(1000, ge=2)
+    # auto = the data set's own default (crop_flip for natural images, crop for digits).
+    augment: Literal["auto", "crop_flip", "crop", "none"] = "auto"
+
+
+class TeacherConfig(_Section):
+    """The teacher: an architecture and either a checkpoint or a recipe to train it once (cached).
+
+    .. code-block:: yaml
+
+        teacher: {arch: resnet110, checkpoint: ckpts/resnet110_vanilla/ckpt_epoch_240.pth}
+    """
+
+    arch: str = "resnet56"
+    checkpoint: Optional[str] = None
+    train: TrainRecipe = Field(default_factory=TrainRecipe)
+
+
+class StudentConfig(_Section):
+    """The student architecture.
+
+    .. code-block:: yaml
+
+        student: {arch: resnet20}
+    """
+
+    arch: str = "resnet8"
+
+
+class SelectionConfig(_Section):
+    """How hint points are chosen (paper mode: r2_cca / pursuhint / mean_index).
+
+    .. code-block:: yaml
+
+        selection: {similarity: r2_cca, n_hints: 3, algorithm: pursuhint, center: mean_index}
+    """
+
+    similarity: str = "r2_cca"
+    n_hints: Optional[int] = Field(None, ge=1)  # None: the student's number of stages
+    algorithm: str = "pursuhint"
+    center: str = "mean_index"
+    granularity: str = "block"
+    preact: bool = False
+    rbf_max_samples: int = Field(4000, ge=10)
+    on_collision: Literal["error", "warn"] = "error"
+
+
+class DistillConfig(_Section):
+    """Distillation method and loss weights: ce_weight·CE + kd_weight·KD + hint_weight·Σ hint.
+
+    ``hint_weight: null`` takes the method's weight from the CRD benchmark (e.g. at 1000, fitnet 100).
+
+    .. code-block:: yaml
+
+        distill: {method: at, hint_weight: 1000, kd_weight: 0.0, ce_weight: 1.0, temperature: 4}
+    """
+
+    method: str = "at"
+    hint_weight: Optional[float] = Field(None, ge=0)
+    kd_weight: float = Field(0.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    mapping: Literal["auto", "stage_ends", "relative_depth"] = "auto"
+
+
+class ResourcesConfig(_Section):
+    """Resources one trial asks Ray for; fractional GPUs let small CIFAR trials share a GPU."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SearchConfig(_Section):
+    """Sweep settings (Ray Tune + Optuna + ASHA).
+
+    .. code-block:: yaml
+
+        search: {num_samples: 16, searcher: optuna, scheduler: asha, max_concurrent_trials: 2}
+    """
+
+    num_samples: int = Field(8, ge=1)
+    searcher: Literal["optuna", "random"] = "optuna"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)
+    resources_per_trial: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    baselines: list[Literal["default", "kd_only"]] = Field(default_factory=lambda: ["default", "kd_only"])
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    max_failures: int = Field(2, ge=0)
+
+
+class TrackingConfig(_Section):
+    """Where MLflow records go; null = ``sqlite:///<cwd>/mlflow.db``.
+
+    .. code-block:: yaml
+
+        tracking: {uri: http://127.0.0.1:5000}
+    """
+
+    uri: Optional[str] = None
+
+
+class Config(_Section):
+    """The whole file. Build it with :func:`load_config`, which also validates every searched value."""
+
+    name: str = Field("pursuhint", min_length=1)
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainRecipe = Field(default_factory=TrainRecipe)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    # Not part of the file: filled by load_config.
+    space: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
+    searched_defaults: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    source: Optional[str] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _name_is_safe(self) -> "Config":
+        if any(c in self.name for c in "/\\\0"):
+            raise ValueError(f"name {self.name!r} may not contain '/' or '\\'")
+        return self
+
+    def with_values(self, values: dict[str, Any]) -> "Config":
+        """A copy with dotted keys set (e.g. a trial's sampled ``{"selection.n_hints": 3}``)."""
+        raw = self.model_dump(mode="json")
+        for key, value in values.items():
+            _set_path(raw, key, value)
+        cfg = _validate(raw, self.source or "config")
+        cfg.space = dict(self.space)
+        cfg.source = self.source
+        return cfg
+
+    def section_hash(self, *sections: str) -> str:
+        """A short content hash of the named sections (e.g. the teacher cache key)."""
+        dump = self.model_dump(mode="json")
+        payload = json.dumps({s: _get_path(dump, s) for s in sections}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        raw = self.model_dump(mode="json")
+        for key, spec in self.space.items():
+            _set_path(raw, key, spec)
+        return yaml.safe_dump(raw, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:
+    """Read, validate and resolve a config file; any problem is one ConfigError sentence.
+
+    ``overrides`` sets dotted keys after reading (CLI flags such as ``--n-hints``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass the path of a YAML file "
+                          f"such as search_spaces/digits_quick.yaml")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read ({exc})") from None
+    return config_from_text(text, source=str(p), overrides=overrides)
+
+
+def config_from_text(text: str, source: str = "config", overrides: Optional[dict[str, Any]] = None) -> Config:
+    """Like :func:`load_config`, from a YAML string."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a YAML mapping of sections (name, data, teacher, ...), "
+                          f"not a {type(raw).__name__}")
+    return config_from_dict(raw, source=source, overrides=overrides)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config",
+                     overrides: Optional[dict[str, Any]] = None) -> Config:
+    """Validate a plain dict as a config, extracting and checking its search-space leaves."""
+    raw = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(raw, key, value)
+    space: dict[str, dict[str, Any]] = {}
+    _collect_specs(raw, "", space, source)
+    defaults: dict[str, Any] = {}
+    resolved = copy.deepcopy(raw)
+    for key, spec in space.items():
+        defaults[key] = default_for(key, spec)
+        _set_path(resolved, key, defaults[key])
+    cfg = _validate(resolved, source)
+    # Every value a sweep could sample must be valid too: check each choice and each range bound.
+    for key, spec in space.items():
+        for value in _spec_probe_values(spec):
+            _validate(_with(resolved, key, value), source, searched=key)
+    cfg.space = space
+    cfg.searched_defaults = defaults
+    cfg.source = source
+    return cfg
+
+
+def default_for(key: str, spec: dict[str, Any]) -> Any:
+    """The value non-sweep commands use for a searched key: the paper's default when the space
+    allows it, else the first choice, the low end of a randint, the middle of a range."""
+    kind, args = next(iter(spec.items()))
+    if key in PAPER_DEFAULTS:
+        paper = PAPER_DEFAULTS[key]
+        if paper is None or (kind == "choice" and paper in args):
+            return paper
+    if kind == "choice":
+        return args[0]
+    if kind == "randint":
+        return int(args[0])
+    if kind == "uniform":
+        return (args[0] + args[1]) / 2
+    if kind == "loguniform":
+        return math.sqrt(args[0] * args[1])
+    low, high, q = args
+    return round(((low + high) / 2) / q) * q
+
+
+def describe_defaults(cfg: Config) -> list[str]:
+    """Lines saying which searched keys took which default (commands other than sweep print them)."""
+    lines = []
+    for key, value in cfg.searched_defaults.items():
+        shown = "the student's number of stages" if value is None else repr(value)
+        lines.append(f"{key} is searched in this config; using {shown} (pass --{key.split('.')[-1].replace('_', '-')} "
+                     f"or run `pursuhint sweep` to search it)")
+    return lines
+
+
+def check_names(cfg: Config) -> None:
+    """Check every registry name in the config (and in its search space) against what exists.
+
+    Kept apart from the pydantic model so that config stays at the bottom of the import graph.
+    """
+    from .data import DATASETS
+    from .models import MODELS
+
+    def check(key: str, ok: bool, valid: list[str], value: Any) -> None:
+        if not ok:
+            close = difflib.get_close_matches(str(value), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}: unknown value {value!r}{hint}; valid: {', '.join(valid)}")
+
+    def values(key: str, current: Any) -> list[Any]:
+        spec = cfg.space.get(key)
+        if spec and "choice" in spec:
+            return list(spec["choice"])
+        return [current]
+
+    for v in values("data.dataset", cfg.data.dataset):
+        check("data.dataset", v in DATASETS, DATASETS.names(), v)
+    for key, current in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch)):
+        for v in values(key, current):
+            ok = v in MODELS or (isinstance(v, str) and v.startswith("torchvision:"))
+            check(key, ok, MODELS.names() + ["torchvision:<name>"], v)
+    try:
+        from .hints import CENTERS, CLUSTERINGS, SIMILARITIES
+    except ImportError:  # pragma: no cover - hints always importable in a full install
+        return
+    for key, reg, current in (("selection.similarity", SIMILARITIES, cfg.selection.similarity),
+                              ("selection.algorithm", CLUSTERINGS, cfg.selection.algorithm),
+                              ("selection.center", CENTERS, cfg.selection.center)):
+        for v in values(key, current):
+            check(key, v in reg, reg.names(), v)
+    gran = cfg.selection.granularity
+    if gran != "block" and not gran.startswith("pattern:"):
+        raise ConfigError(f"selection.granularity: unknown value {gran!r}; valid: block, pattern:<regex>")
+    try:
+        from .distill import METHODS
+    except ImportError:  # pragma: no cover
+        return
+    for v in values("distill.method", cfg.distill.method):
+        parts = str(v).split("+")
+        for part in parts:
+            check("distill.method", part in METHODS, METHODS.names() + ["<method>+crd"], v)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _validate(raw: dict[str, Any], source: str, searched: Optional[str] = None) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_one_sentence(exc, raw, source, searched)) from None
+
+
+def _one_sentence(exc: ValidationError, raw: dict[str, Any], source: str, searched: Optional[str]) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    where = f"{source}: "
+    if err["type"] == "extra_forbidden":
+        parent_model = _model_at(loc[:-1])
+        valid = list(parent_model.model_fields) if parent_model else []
+        valid = [v for v in valid if v not in ("space", "searched_defaults", "source")]
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f" (did you mean {'.'.join(loc[:-1] + [close[0]])!r}?)" if close else ""
+        return f"{where}unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+    value = err.get("input")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    during = f" (a value the search space for {searched!r} can take)" if searched else ""
+    return f"{where}{key} = {value!r} is invalid{during}: {msg}"
+
+
+def _model_at(loc: list[str]) -> Optional[type[BaseModel]]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SPEC_KINDS
+
+
+def _collect_specs(node: Any, prefix: str, out: dict[str, dict[str, Any]], source: str) -> None:
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if _is_spec(value):
+            out[path] = _check_spec(path, value, source)
+        elif isinstance(value, dict):
+            _collect_specs(value, path + ".", out, source)
+
+
+def _check_spec(key: str, spec: dict[str, Any], source: str) -> dict[str, Any]:
+    kind, args = next(iter(spec.items()))
+    bad = f"{source}: {key} has an invalid search space {{{kind}: {args!r}}}: "
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(bad + "choice needs a non-empty list of values")
+        if any(isinstance(a, (dict, list)) for a in args):
+            raise ConfigError(bad + "choice values must be scalars")
+        return {kind: list(args)}
+    need = 3 if kind == "quniform" else 2
+    if not isinstance(args, list) or len(args) != need or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        form = "[low, high, q]" if kind == "quniform" else "[low, high]"
+        raise ConfigError(bad + f"{kind} needs a list of {need} numbers {form}")
+    low, high = args[0], args[1]
+    if kind == "randint":
+        if not (float(low).is_integer() and float(high).is_integer()):
+            raise ConfigError(bad + "randint bounds must be integers")
+        if low > high:
+            raise ConfigError(bad + f"low {low} is greater than high {high}")
+        return {kind: [int(low), int(high)]}
+    if low >= high:
+        raise ConfigError(bad + f"low {low} must be smaller than high {high}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(bad + f"loguniform bounds must be > 0 (got low {low})")
+    if kind == "quniform" and args[2] <= 0:
+        raise ConfigError(bad + f"quniform step q must be > 0 (got {args[2]})")
+    return {kind: [float(a) for a in args]}
+
+
+def _spec_probe_values(spec: dict[str, Any]) -> list[Any]:
+    kind, args = next(iter(spec.items()))
+    if kind == "choice":
+        return list(args)
+    return [args[0], args[1]]
+
+
+def _with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    _set_path(out, key, value)
+    return out
+
+
+def _set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _get_path(raw: dict[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        node = node[part]
+    return node

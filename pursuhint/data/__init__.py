@@ -1,0 +1,25 @@
+"""Data sets as in-memory uint8 tensors and the on-device batching/augmentation pipeline."""
+
+from .datasets import (
+    AUGMENTATIONS,
+    DATASETS,
+    ImageDataset,
+    channel_stats,
+    load_dataset,
+    resize_images,
+    stratified_indices,
+)
+from .loader import DeviceLoader, probe_images, probe_loader
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "DeviceLoader",
+    "ImageDataset",
+    "channel_stats",
+    "load_dataset",
+    "probe_images",
+    "probe_loader",
+    "resize_images",
+    "stratified_indices",
+]

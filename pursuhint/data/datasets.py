@@ -1,0 +1,530 @@
+"""Image data sets as in-memory uint8 tensors: embedded digits, CIFAR-10/100 and ImageFolder.
+
+Every loader returns an :class:`ImageDataset` whose images are decoded once and held on the
+CPU as N×C×H×W uint8; batching and augmentation happen later, on the device (``loader.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import pickle
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import DataError
+from ..registry import Registry
+
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+
+Loader = Callable[[str | None, int | None, int], "ImageDataset"]
+DATASETS: Registry[Loader] = Registry("data set", error=DataError)
+
+
+@dataclass
+class ImageDataset:
+    """A classification data set held in memory: uint8 N×C×H×W images, int64 labels, split train/val.
+
+    ``mean``/``std`` are per-channel statistics of the training images on the 0–1 scale;
+    ``augment`` is the data set's default training augmentation (one of ``AUGMENTATIONS``).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str = "crop_flip"
+
+    def __post_init__(self) -> None:
+        for split, x, y in (("train", self.train_x, self.train_y), ("val", self.val_x, self.val_y)):
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise DataError(
+                    f"data set {self.name!r} {split} images have dtype {x.dtype} and shape "
+                    f"{tuple(x.shape)}; expected a uint8 N×C×H×W tensor"
+                )
+            if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+                raise DataError(
+                    f"data set {self.name!r} {split} labels have dtype {y.dtype} and shape "
+                    f"{tuple(y.shape)}; expected int64 of shape ({x.shape[0]},)"
+                )
+        if self.val_x.shape[1:] != self.train_x.shape[1:]:
+            raise DataError(
+                f"data set {self.name!r} val images are {tuple(self.val_x.shape[1:])} but train images "
+                f"are {tuple(self.train_x.shape[1:])}; both splits need the same C×H×W"
+            )
+        if len(self.classes) != self.num_classes:
+            raise DataError(
+                f"data set {self.name!r} names {len(self.classes)} classes but num_classes is "
+                f"{self.num_classes}; they must agree"
+            )
+        c = self.channels
+        if len(self.mean) != c or len(self.std) != c:
+            raise DataError(
+                f"data set {self.name!r} has mean {self.mean} and std {self.std}; expected {c} "
+                "values each, one per channel"
+            )
+        if self.augment not in AUGMENTATIONS:
+            raise DataError(
+                f"data set {self.name!r} has augment {self.augment!r}; valid: {', '.join(AUGMENTATIONS)}"
+            )
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry point
+
+
+def load_dataset(
+    name: str,
+    root: str | None = None,
+    image_size: int | None = None,
+    train_samples: int | None = None,
+    val_samples: int | None = None,
+    seed: int = 0,
+) -> ImageDataset:
+    """Load data set ``name`` (see ``DATASETS.names()``), optionally resized and stratified-subsampled.
+
+    ``image_size=None`` keeps the native size; ``train_samples``/``val_samples`` keep a stratified
+    subset of that many images, the same for the same ``seed``. ``mean``/``std`` always describe
+    the full training split, so they do not change with ``train_samples``.
+    """
+    loader = DATASETS.get(name)
+    if image_size is not None:
+        _check_positive_int("image_size", image_size, minimum=4)
+    for what, n in (("train_samples", train_samples), ("val_samples", val_samples)):
+        if n is not None:
+            _check_positive_int(what, n)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise DataError(f"seed {seed!r} is not an integer; give an integer seed such as 0")
+    ds = loader(root, image_size, seed)
+    if train_samples is not None:
+        idx = stratified_indices(ds.train_y, train_samples, seed, tag=1, what=f"{name} train")
+        ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
+    if val_samples is not None:
+        idx = stratified_indices(ds.val_y, val_samples, seed, tag=2, what=f"{name} val")
+        ds.val_x, ds.val_y = ds.val_x[idx], ds.val_y[idx]
+    return ds
+
+
+def _check_positive_int(what: str, value: object, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"{what} {value!r} is invalid; expected an integer >= {minimum} or None")
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def stratified_indices(y: torch.Tensor, n: int, seed: int, tag: int = 0, what: str = "split") -> torch.Tensor:
+    """Sorted indices of a class-stratified random subset of ``n`` labels, deterministic for ``seed``.
+
+    Each class gets ``n · count_c / N`` rounded by largest remainder (ties to the lower class), so
+    class proportions are kept as closely as integers allow.
+    """
+    labels = y.cpu().numpy()
+    total = len(labels)
+    if n > total:
+        raise DataError(f"{what} has {total} images, fewer than the {n} requested; ask for at most {total}")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / total
+    quota = np.floor(exact).astype(np.int64)
+    short = n - int(quota.sum())
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[:short]] += 1
+    rng = np.random.default_rng([seed, tag])
+    picked = []
+    for cls, k in zip(classes, quota):
+        members = np.flatnonzero(labels == cls)
+        picked.append(members[rng.permutation(len(members))[:k]])
+    idx = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(idx.astype(np.int64))
+
+
+def resize_images(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Bilinear (antialiased when shrinking) resize of uint8 N×C×H×W images to size×size, as uint8."""
+    if x.shape[-2:] == (size, size):
+        return x
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, x.shape[0], chunk):
+        part = x[start : start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images on the 0–1 scale (exact, via histograms)."""
+    if x.shape[0] * x.shape[2] * x.shape[3] == 0:
+        raise DataError("cannot compute channel statistics of an empty training split; add images")
+    values = torch.arange(256, dtype=torch.float64)
+    mean, std = [], []
+    for c in range(x.shape[1]):
+        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
+        p = hist / hist.sum()
+        m = float((p * values).sum())
+        var = max(float((p * values * values).sum()) - m * m, 0.0)
+        mean.append(m / 255)
+        std.append(max(var**0.5, 1e-3 * 255) / 255)  # a constant channel must not divide by zero
+    return tuple(mean), tuple(std)
+
+
+def _finish(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    classes: list[str],
+    augment: str,
+) -> ImageDataset:
+    mean, std = channel_stats(train_x)
+    return ImageDataset(name, train_x, train_y, val_x, val_y, len(classes), classes, mean, std, augment)
+
+
+# ---------------------------------------------------------------------------------------------
+# digits (bundled with scikit-learn)
+
+
+@DATASETS.register("digits")
+def load_digits(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
+    """scikit-learn's 1 797 8×8 handwritten digits (real, bundled, no download), upsampled to 16 px.
+
+    Values 0–16 become 0–255; the 80/20 train/val split is stratified and fixed by ``seed``.
+    ``root`` is ignored.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    raw = sk_load_digits()
+    images = np.rint(raw.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    x = torch.from_numpy(images).unsqueeze(1)
+    x = resize_images(x, image_size or 16)
+    y = torch.from_numpy(raw.target.astype(np.int64))
+    val_idx = stratified_indices(y, round(0.2 * len(y)), seed, tag=0, what="digits")
+    is_val = torch.zeros(len(y), dtype=torch.bool)
+    is_val[val_idx] = True
+    classes = [str(int(c)) for c in raw.target_names]
+    return _finish("digits", x[~is_val], y[~is_val], x[is_val], y[is_val], classes, "crop")
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 (the official "python version" archives, unpacked by the user)
+
+_NUMPY_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles; harmless
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler for the CIFAR batch files: only numpy arrays and plain containers may be built.
+
+    The official archives are pickles (written by Python 2, hence ``encoding="bytes"``); refusing
+    every other global means a tampered file cannot run code.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's own signature
+        if module.startswith("numpy.core"):  # numpy 1.x spelling of the same module
+            module = "numpy._core" + module[len("numpy.core") :]
+        if (module, name) not in _NUMPY_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR file")
+        if module == "numpy._core.multiarray":
+            try:
+                return getattr(importlib.import_module(module), name)
+            except ImportError:  # numpy < 2 has only numpy.core
+                return getattr(importlib.import_module("numpy.core.multiarray"), name)
+        return super().find_class(module, name)
+
+
+def _read_pickle(path: Path, folder: Path, expected: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except Exception as e:  # unreadable, truncated, not a pickle, or a forbidden global
+        raise DataError(
+            f"cannot read {path.name} in {str(folder)!r} ({type(e).__name__}: {e}); expected {expected}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path.name} in {str(folder)!r} is not a CIFAR pickle dict; expected {expected}")
+    return obj
+
+
+def _cifar_arrays(path: Path, folder: Path, label_key: bytes, expected: str) -> tuple[np.ndarray, np.ndarray]:
+    obj = _read_pickle(path, folder, expected)
+    data, labels = obj.get(b"data"), obj.get(label_key)
+    if data is None or labels is None:
+        raise DataError(
+            f"{path.name} in {str(folder)!r} lacks the keys b'data' and {label_key!r}; expected {expected}"
+        )
+    data = np.asarray(data)
+    labels = np.asarray(labels)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or labels.shape != (len(data),):
+        raise DataError(
+            f"{path.name} in {str(folder)!r} holds data {data.dtype} {data.shape} with {labels.shape} labels; "
+            "expected uint8 N×3072 rows (R, G, B planes of 32×32) and N labels"
+        )
+    return data, labels.astype(np.int64)
+
+
+def _cifar_folder(root: str | None, sub: str, marker: str, expected: str, name: str) -> Path:
+    if root is None:
+        raise DataError(f"data set {name!r} needs root, a folder holding {sub}/ ({expected})")
+    base = Path(root).expanduser()
+    for candidate in (base / sub, base):
+        if (candidate / marker).is_file():
+            return candidate
+    raise DataError(
+        f"neither {str(base / sub)!r} nor {str(base)!r} is a {name} folder holding {marker}; expected {expected}"
+    )
+
+
+def _load_cifar(
+    name: str,
+    root: str | None,
+    image_size: int | None,
+    sub: str,
+    train_files: list[str],
+    test_file: str,
+    meta_file: str,
+    label_key: bytes,
+    names_key: bytes,
+    num_classes: int,
+) -> ImageDataset:
+    expected = f"{', '.join(train_files + [test_file])} and {meta_file} from the official python archive"
+    folder = _cifar_folder(root, sub, train_files[0], expected, name)
+    missing = [f for f in train_files + [test_file] if not (folder / f).is_file()]
+    if missing:
+        raise DataError(f"CIFAR folder {str(folder)!r} lacks {', '.join(missing)}; expected {expected}")
+    parts = [_cifar_arrays(folder / f, folder, label_key, expected) for f in train_files]
+    train_data = np.concatenate([p[0] for p in parts])
+    train_labels = np.concatenate([p[1] for p in parts])
+    val_data, val_labels = _cifar_arrays(folder / test_file, folder, label_key, expected)
+
+    classes = [f"class_{i}" for i in range(num_classes)]
+    if (folder / meta_file).is_file():
+        meta = _read_pickle(folder / meta_file, folder, expected)
+        names = meta.get(names_key)
+        if not isinstance(names, list) or len(names) != num_classes:
+            raise DataError(
+                f"{meta_file} in {str(folder)!r} lacks {names_key!r} with {num_classes} names; expected {expected}"
+            )
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    for split, labels in (("train", train_labels), ("test", val_labels)):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DataError(
+                f"{name} {split} labels in {str(folder)!r} span {labels.min()}..{labels.max()}; "
+                f"expected 0..{num_classes - 1}"
+            )
+
+    def images(data: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))
+        return resize_images(x, image_size) if image_size else x
+
+    return _finish(
+        name,
+        images(train_data),
+        torch.from_numpy(train_labels),
+        images(val_data),
+        torch.from_numpy(val_labels),
+        classes,
+        "crop_flip",
+    )
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
+    """CIFAR-10 from ``root/cifar-10-batches-py/`` (or that folder itself); the test batch is the val split."""
+    files = [f"data_batch_{i}" for i in range(1, 6)]
+    return _load_cifar(
+        "cifar10", root, image_size, "cifar-10-batches-py", files, "test_batch", "batches.meta",
+        b"labels", b"label_names", 10,
+    )
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
+    """CIFAR-100 (fine labels) from ``root/cifar-100-python/`` (or that folder itself); test is the val split."""
+    return _load_cifar(
+        "cifar100", root, image_size, "cifar-100-python", ["train"], "test", "meta",
+        b"fine_labels", b"fine_label_names", 100,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder: root/train/<class>/*, root/val/<class>/* (or root/test/)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_CACHE_VERSION = 1
+
+
+def _list_split(split_dir: Path) -> list[tuple[str, Path]]:
+    """(class, file) pairs under split_dir/<class>/, sorted by class then file name."""
+    items = []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(class_dir.iterdir()):
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
+                items.append((class_dir.name, f))
+    return items
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    """One image as size×size×3 uint8: RGB, shorter side resized to ``size``, centre-cropped."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), getattr(Image, "Resampling", Image).BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DataError(f"image {str(path)!r} cannot be decoded ({e}); expected a PIL-readable image") from None
+
+
+def _cache_dirs(base: Path) -> list[Path]:
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root_id = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
+    return [base / ".pursuhint_cache", home / "pursuhint" / "imagefolder" / root_id]
+
+
+def _write_cache(dirs: list[Path], prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
+    """Write the decoded arrays atomically into the first writable cache folder; drop stale files."""
+    for d in dirs:
+        tmp = None
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            target = d / f"{prefix}{key}.npz"
+            os.replace(tmp, target)
+            for stale in d.glob(f"{prefix}*.npz"):
+                if stale != target:
+                    stale.unlink(missing_ok=True)
+            return target
+        except OSError:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+    warnings.warn(f"could not write an image cache in any of {[str(d) for d in dirs]}; images are not cached")
+    return None
+
+
+def _imagefolder_files(base: Path) -> tuple[list[str], list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """Sorted class names and the (class, file) lists of the train and val (or test) splits."""
+    train_dir = base / "train"
+    val_dir = next((base / s for s in ("val", "test") if (base / s).is_dir()), None)
+    if not train_dir.is_dir() or val_dir is None:
+        raise DataError(
+            f"image folder {str(base)!r} lacks train/ or val/ (or test/); "
+            "expected train/<class>/* and val/<class>/*"
+        )
+    train_items, val_items = _list_split(train_dir), _list_split(val_dir)
+    for split_dir, items in ((train_dir, train_items), (val_dir, val_items)):
+        if not items:
+            raise DataError(
+                f"image folder split {str(split_dir)!r} has no images; expected <class>/ folders with "
+                f"{', '.join(IMAGE_EXTENSIONS)} files"
+            )
+    classes = sorted({c for c, _ in train_items})
+    folders = {p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    empty = sorted(folders - set(classes))
+    if empty:
+        raise DataError(f"class folders {empty} in {str(train_dir)!r} have no images; add images or remove them")
+    unknown = sorted({c for c, _ in val_items} - set(classes))
+    if unknown:
+        raise DataError(
+            f"classes {unknown} in {str(val_dir)!r} are not in {str(train_dir)!r}; valid: {classes}"
+        )
+    return classes, train_items, val_items
+
+
+def _cache_key(base: Path, items: list[tuple[str, Path]], size: int) -> str:
+    """Hash of the sorted file list with sizes and mtimes, and the image size."""
+    listing = []
+    for _, f in items:
+        st = f.stat()
+        listing.append([str(f.relative_to(base)), st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"version": _CACHE_VERSION, "size": size, "files": sorted(listing)})
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _read_cache(dirs: list[Path], name: str) -> dict[str, np.ndarray] | None:
+    for d in dirs:
+        path = d / name
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in ("train_x", "train_y", "val_x", "val_y", "classes")}
+            except (OSError, ValueError, KeyError):
+                continue  # a damaged cache is rebuilt
+    return None
+
+
+def _decode_split(items: list[tuple[str, Path]], classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a split with a few threads (PIL releases the GIL): N×3×size×size uint8 and int64 labels."""
+    index = {c: i for i, c in enumerate(classes)}
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        decoded = pool.map(lambda item: _decode(item[1], size), items)
+        imgs = list(tqdm(decoded, total=len(items), desc="decoding images", disable=None, leave=False))
+    labels = np.array([index[c] for c, _ in items], dtype=np.int64)
+    return np.stack(imgs).transpose(0, 3, 1, 2).copy(), labels
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
+    """Images in ``root/train/<class>/`` and ``root/val/<class>/`` (or ``root/test/``), as RGB at 32 px.
+
+    Decoded once and cached as ``.npz`` under ``root/.pursuhint_cache/`` (or the user cache folder
+    when root is read-only), keyed by the file list with sizes and mtimes and the image size.
+    """
+    if root is None:
+        raise DataError("data set 'imagefolder' needs root, a folder holding train/<class>/ and val/<class>/")
+    base = Path(root).expanduser()
+    size = image_size or 32
+    classes, train_items, val_items = _imagefolder_files(base)
+    prefix = f"imagefolder-{size}px-"
+    key = _cache_key(base, train_items + val_items, size)
+    dirs = _cache_dirs(base)
+    arrays = _read_cache(dirs, f"{prefix}{key}.npz")
+    if arrays is None:
+        train_x, train_y = _decode_split(train_items, classes, size)
+        val_x, val_y = _decode_split(val_items, classes, size)
+        arrays = dict(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, classes=np.array(classes))
+        _write_cache(dirs, prefix, key, arrays)
+    return _finish(
+        "imagefolder",
+        torch.from_numpy(arrays["train_x"]),
+        torch.from_numpy(arrays["train_y"]),
+        torch.from_numpy(arrays["val_x"]),
+        torch.from_numpy(arrays["val_y"]),
+        [str(c) for c in arrays["classes"]],
+        "crop_flip",
+    )

@@ -1,0 +1,185 @@
+"""Batches from in-memory uint8 images, augmented on the device with a few tensor ops per batch.
+
+The whole data set sits on the device once; a batch is a handful of tensor ops: one row gather
+does the random crop (zero padding) and the horizontal flip together, then one normalisation.
+Random numbers come from a CPU ``torch.Generator`` seeded by (seed, epoch), so CPU and CUDA give
+the same batches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..registry import unknown_name_message
+from .datasets import AUGMENTATIONS, ImageDataset
+
+
+class DeviceLoader:
+    """Iterate ``(images, labels)`` batches of float32 normalised images and int64 labels on ``device``.
+
+    Train mode shuffles and augments (``"crop"``: random crop with ``padding`` zero pixels on each
+    side, default ``round(size / 8)``; ``"crop_flip"``: plus horizontal flip with p = 0.5;
+    ``"none"``); eval mode (``train=False``) keeps the order and never augments. Each pass over the
+    loader uses the epoch set by :meth:`set_epoch` and then advances it by one.
+    ``drop_last`` defaults to ``train`` (but never drops the only, partial batch).
+    ``with_index=True`` yields ``(images, labels, indices)``: the samples' positions in ``x``, which
+    CRD's memory bank needs.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        train: bool,
+        augment: str,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool | None = None,
+        padding: int | None = None,
+        with_index: bool = False,
+    ) -> None:
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
+            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise DataError(f"images are {got}; expected a uint8 N×C×H×W tensor")
+        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise DataError(f"labels have shape {got}; expected ({x.shape[0]},), one per image")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"batch_size {batch_size!r} is invalid; expected a positive integer")
+        if augment not in AUGMENTATIONS:
+            raise DataError(unknown_name_message("augmentation", augment, list(AUGMENTATIONS)))
+        channels, height, width = x.shape[1:]
+        if len(mean) != channels or len(std) != channels:
+            raise DataError(f"mean {tuple(mean)} and std {tuple(std)} need {channels} values each, one per channel")
+        if any(not s > 0 for s in std):
+            raise DataError(f"std {tuple(std)} has a value <= 0; every channel's std must be positive")
+        if padding is None:
+            padding = round(min(height, width) / 8)
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise DataError(f"padding {padding!r} is invalid; expected a non-negative integer or None")
+
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(device=self.device, dtype=torch.int64)
+        self.batch_size = batch_size
+        self.train = bool(train)
+        self.augment = augment if self.train else "none"
+        self.padding = padding
+        self.with_index = bool(with_index)
+        self.seed = int(seed)
+        self.epoch = 0
+        n = x.shape[0]
+        self.drop_last = (self.train and n >= batch_size) if drop_last is None else bool(drop_last)
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        # (v / 255 - mean) / std  ==  v * scale + shift
+        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
+        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+        self._channels_last = self.device.type == "cuda"
+        self._rows = torch.arange(height, device=self.device)
+        self._chans = torch.arange(channels, device=self.device)
+        self._batch_ar = torch.arange(batch_size, device=self.device)
+
+    def __len__(self) -> int:
+        n = self.x.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next pass: the same (seed, epoch) gives the same batches."""
+        self.epoch = int(epoch)
+
+    def _generator(self) -> torch.Generator:
+        mixed = np.random.SeedSequence([self.seed & (2**63 - 1), self.epoch & (2**63 - 1)])
+        return torch.Generator().manual_seed(int(mixed.generate_state(1, dtype=np.uint64)[0] >> 1))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n, b = self.x.shape[0], self.batch_size
+        order = params = None
+        if self.train:
+            g = self._generator()
+            order = torch.randperm(n, generator=g)
+            if self.augment != "none":
+                span = 2 * self.padding + 1
+                params = torch.randint(0, span, (n, 3), generator=g)
+                params[:, 2] = torch.randint(0, 2, (n,), generator=g) if self.augment == "crop_flip" else 0
+                params = params.to(self.device, non_blocking=True)
+            order = order.to(self.device, non_blocking=True)
+        self.epoch += 1
+        for i in range(len(self)):
+            lo, hi = i * b, min((i + 1) * b, n)
+            if order is None:
+                idx = torch.arange(lo, hi, device=self.device)
+                xb, yb = self.x[lo:hi], self.y[lo:hi]
+            else:
+                idx = order[lo:hi]
+                yb = self.y.index_select(0, idx)
+                xb = self._augment(idx, params[lo:hi]) if params is not None else self.x.index_select(0, idx)
+            if self.with_index:
+                yield self._normalise(xb), yb, idx
+            else:
+                yield self._normalise(xb), yb
+
+    def _augment(self, idx: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Crop (zero padding) and flip a batch with one row gather from a padded copy of it.
+
+        The batch is padded once into a buffer that also holds its mirror image; every output row
+        (sample, channel, r) is W contiguous bytes of that buffer, so one ``index_select`` over an
+        overlapping strided view of it does crop and flip for the whole batch. Output pixel (r, c)
+        of sample k is padded[r + dy, dx + c], or padded[r + dy, dx + W-1-c] when flipped.
+        """
+        p = self.padding
+        b = idx.numel()
+        c, h, w = self.x.shape[1:]
+        hp, wp = h + 2 * p, w + 2 * p
+        copies = 2 if self.augment == "crop_flip" else 1
+        buf = torch.zeros((copies, b, c, hp, wp), dtype=torch.uint8, device=self.device)
+        buf[0, :, :, p : p + h, p : p + w] = self.x.index_select(0, idx)
+        if copies == 2:
+            buf[1] = buf[0].flip(-1)
+        dy, dx, flip = params[:, 0], params[:, 1], params[:, 2]
+        # the mirror at column offset 2p - dx is the mirror of the crop at dx
+        col = dx + flip * (2 * p - 2 * dx)
+        sample = self._batch_ar[:b] + flip * b
+        rows = ((sample[:, None, None] * c + self._chans[None, :, None]) * hp + self._rows + dy[:, None, None]) * wp
+        flat = buf.view(-1)
+        windows = flat.as_strided((flat.numel() - w + 1, w), (1, 1))  # row k = flat[k : k + w]
+        return windows.index_select(0, (rows + col[:, None, None]).view(-1)).view(b, c, h, w)
+
+    def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if self._channels_last else torch.contiguous_format
+        return xb.to(dtype=torch.float32, memory_format=fmt).mul_(self._scale).add_(self._shift)
+
+
+def probe_images(ds: ImageDataset, size: int) -> torch.Tensor:
+    """``size`` training images at evenly spaced positions ``round(i·N/size)`` of the unshuffled split.
+
+    Deterministic, like the paper's "every 5th batch of the unshuffled training set"; uint8, CPU.
+    """
+    return ds.train_x[_probe_indices(ds, size)]
+
+
+def _probe_indices(ds: ImageDataset, size: int) -> torch.Tensor:
+    n = ds.train_x.shape[0]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size > n:
+        raise DataError(f"probe size {size!r} is invalid for {ds.name!r}; expected an integer from 1 to {n}")
+    i = torch.arange(size, dtype=torch.int64)
+    return (2 * i * n + size) // (2 * size)  # round(i·n/size), halves up
+
+
+def probe_loader(
+    ds: ImageDataset, size: int, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> DeviceLoader:
+    """Batches of the probe set (:func:`probe_images`) with eval transforms, in order."""
+    idx = _probe_indices(ds, size)
+    return DeviceLoader(
+        ds.train_x[idx], ds.train_y[idx], batch_size, train=False, augment="none",
+        mean=ds.mean, std=ds.std, device=device,
+    )

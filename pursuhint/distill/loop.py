@@ -1,0 +1,264 @@
+"""The epoch loop shared by teacher and student training: SGD recipe, evaluation, checkpoints, resume.
+
+A caller supplies the trainable modules and a ``compute_loss(images, labels, indices)`` closure
+returning ``(logits, {name: loss_term})`` already weighted; the loop sums the terms, steps, evaluates,
+reports an :class:`EpochStats` to every callback and checkpoints each epoch so an interrupted run
+resumes to the same final weights (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainRecipe
+from ..errors import CheckpointError
+from ..fileio import save_torch_atomic
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+Callback = Callable[["EpochStats"], None]
+
+
+@dataclass
+class EpochStats:
+    """What one finished epoch reports (the sweep's reporter and MLflow read these)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    lr: float
+    losses: dict[str, float]  # mean of each weighted term, plus "total"
+    train_acc: float
+    val_acc: float
+    val_top5: float
+    epoch_time: float
+    images_per_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_metrics(self) -> dict[str, float]:
+        """Flat scalar metrics: ``train_loss``, ``loss_<term>``, accuracies, lr and timings."""
+        out = {f"loss_{k}": v for k, v in self.losses.items() if k != "total"}
+        out.update(train_loss=self.losses.get("total", float("nan")), train_acc=self.train_acc,
+                   val_acc=self.val_acc, val_top5=self.val_top5, lr=self.lr,
+                   epoch_time=self.epoch_time, images_per_s=self.images_per_s)
+        return out
+
+
+@dataclass
+class FitResult:
+    history: list[EpochStats]
+    status: str  # "completed" | "diverged"
+    message: str = ""
+
+    @property
+    def best_val_acc(self) -> float:
+        return max((h.val_acc for h in self.history), default=float("nan"))
+
+    @property
+    def final_val_acc(self) -> float:
+        return self.history[-1].val_acc if self.history else float("nan")
+
+
+def pick_device(requested: Optional[str] = None) -> torch.device:
+    """CUDA when present (or when asked), else CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run is reproducible on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay, as the CRD benchmark trains."""
+    return torch.optim.SGD(list(params), lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+def lr_factor(epoch: int, recipe: TrainRecipe) -> float:
+    """The learning-rate multiplier for 0-based ``epoch`` under the recipe's schedule."""
+    if recipe.warmup_epochs and epoch < recipe.warmup_epochs:
+        return (epoch + 1) / (recipe.warmup_epochs + 1)
+    if recipe.lr_schedule == "constant":
+        return 1.0
+    if recipe.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
+    passed = sum(1 for m in recipe.resolved_milestones() if epoch >= m)
+    return recipe.gamma ** passed
+
+
+def set_lr(optimizer: torch.optim.Optimizer, epoch: int, recipe: TrainRecipe) -> float:
+    lr = recipe.lr * lr_factor(epoch, recipe)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (percent) of ``model`` over ``loader`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    try:
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with autocast(device):
+                logits = model(images)
+            k = min(5, logits.shape[1])
+            top = logits.float().topk(k, dim=1).indices
+            hit = top.eq(labels[:, None])
+            correct1 += int(hit[:, 0].sum())
+            correct5 += int(hit.any(dim=1).sum())
+            total += labels.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        return float("nan"), float("nan")
+    return 100.0 * correct1 / total, 100.0 * correct5 / total
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op context on CPU (keeps CPU runs exact and deterministic)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe, *,
+        train_loader: Any, val_loader: Iterable, eval_model: nn.Module, device: torch.device,
+        checkpoint_path: Optional[Path] = None, callbacks: Sequence[Callback] = (),
+        progress: bool = False, desc: str = "train", seed: int = 0) -> FitResult:
+    """Train ``modules`` (all their parameters) with ``compute_loss`` for ``recipe.epochs`` epochs.
+
+    Resumes from ``checkpoint_path`` when it exists; writes it after every epoch. A NaN or
+    infinite loss ends training with status ``diverged`` instead of raising.
+    """
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, recipe)
+    history: list[EpochStats] = []
+    start = 0
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = load_training_state(Path(checkpoint_path))
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(_tuple_state(state["py_rng"]))
+        history = [EpochStats(**h) for h in state["history"]]
+        start = int(state["epoch"])
+        if state.get("status") == "diverged":
+            return FitResult(history, "diverged", state.get("message", ""))
+    bar = _progress(range(start, recipe.epochs), desc, progress, start, recipe.epochs)
+    for epoch in bar:
+        lr = set_lr(optimizer, epoch, recipe)
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        for m in modules.values():
+            m.train()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        t0 = time.perf_counter()
+        for batch in train_loader:
+            images, labels, indices = _unpack(batch, device)
+            with autocast(device):
+                logits, terms = compute_loss(images, labels, indices)
+            total = sum(terms.values()) if terms else logits.sum() * 0
+            if not torch.isfinite(total.detach()):
+                msg = (f"loss became {float(total)} at epoch {epoch + 1} "
+                       f"(terms: {', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
+                       f"lower train.lr ({recipe.lr}) or the loss weights")
+                if checkpoint_path is not None:
+                    _save_state(Path(checkpoint_path), modules, optimizer, epoch, history, "diverged", msg)
+                return FitResult(history, "diverged", msg)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            n = labels.numel()
+            seen += n
+            correct += int((logits.detach().argmax(1) == labels).sum())
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            sums["total"] = sums.get("total", 0.0) + float(total.detach()) * n
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
+        val1, val5 = evaluate(eval_model, val_loader, device)
+        stats = EpochStats(epoch=epoch + 1, epochs=recipe.epochs, lr=lr,
+                           losses={k: v / max(seen, 1) for k, v in sums.items()},
+                           train_acc=100.0 * correct / max(seen, 1), val_acc=val1, val_top5=val5,
+                           epoch_time=time.perf_counter() - t0,
+                           images_per_s=seen / train_time if train_time > 0 else float("nan"))
+        history.append(stats)
+        if checkpoint_path is not None:
+            _save_state(Path(checkpoint_path), modules, optimizer, epoch + 1, history, "running", "")
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{stats.losses['total']:.3f}", val_acc=f"{val1:.2f}")
+        for cb in callbacks:
+            cb(stats)
+    return FitResult(history, "completed")
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Read a training checkpoint; a corrupt or partial one is a CheckpointError naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated/corrupt file
+        raise CheckpointError(f"training checkpoint {str(path)!r} is corrupt or partial ({type(exc).__name__}); "
+                              f"delete it to start this run from scratch") from None
+    if not isinstance(state, dict) or not {"modules", "optimizer", "epoch", "history"} <= set(state):
+        raise CheckpointError(f"training checkpoint {str(path)!r} is not a pursuhint training checkpoint; "
+                              f"delete it to start from scratch")
+    return state
+
+
+def _save_state(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, epoch: int,
+                history: list[EpochStats], status: str, message: str) -> None:
+    save_torch_atomic({
+        "modules": {k: m.state_dict() for k, m in modules.items()},
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "py_rng": _list_state(random.getstate()),
+        "epoch": epoch,
+        "history": [asdict(h) for h in history],
+        "status": status,
+        "message": message,
+    }, path)
+
+
+def _list_state(state: Any) -> Any:
+    # random.getstate() holds tuples; weights_only loading accepts lists of ints.
+    return [state[0], list(state[1]), state[2]]
+
+
+def _tuple_state(state: Any) -> Any:
+    return (state[0], tuple(state[1]), state[2])
+
+
+def _unpack(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if len(batch) == 3:
+        images, labels, indices = batch
+    else:
+        images, labels = batch
+        indices = torch.empty(0, dtype=torch.long)
+    return (images.to(device, non_blocking=True), labels.to(device, non_blocking=True),
+            indices.to(device, non_blocking=True))
+
+
+def _progress(it: range, desc: str, enabled: bool, start: int, total: int):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, unit="epoch", initial=start, total=total, dynamic_ncols=True)

@@ -1,0 +1,246 @@
+"""Train a student from a teacher through a hint set: γ·CE + α·KD + β·Σ_k L_hint (+ CRD).
+
+The teacher stays frozen in eval mode and runs once per batch under ``no_grad``; forward hooks sit
+only at the hint layers of teacher and student (and at the classifier input when CRD needs the
+penultimate embedding).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+from ..data import DeviceLoader, ImageDataset
+from ..errors import HintSetError, PursuhintError
+from ..fileio import save_torch_atomic, write_text_atomic
+from ..hints.hintset import HintSet
+from ..hints.layers import CandidateLayer, candidate_layers, tapped_module
+from ..models import create_model
+from .kd import kd_loss
+from .loop import Callback, FitResult, fit, pick_device, seed_everything
+from .mapping import map_hints
+from .methods import create_method
+
+# β of each method in the CRD benchmark's training scripts (hint_weight: null picks these).
+BENCHMARK_HINT_WEIGHTS: dict[str, float] = {
+    "fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "nst": 50.0, "vid": 1.0, "pkt": 30000.0,
+    "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0,
+}
+CRD_WEIGHT = 0.8  # the benchmark's β for CRD
+
+
+def hint_weight_for(method: str, configured: Optional[float]) -> float:
+    """The configured β, or the benchmark's β for the method (for ``X+crd``, X's)."""
+    if configured is not None:
+        return float(configured)
+    base = method.split("+")[0]
+    return BENCHMARK_HINT_WEIGHTS.get(base, 1.0)
+
+
+@dataclass
+class HintPair:
+    """One teacher hint point and the student layer that learns from it."""
+
+    teacher: CandidateLayer
+    student: CandidateLayer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.name, "teacher_index": self.teacher.index,
+                "student": self.student.name, "student_index": self.student.index}
+
+
+@dataclass
+class StudentResult:
+    """What ``train_student`` returns: the trained student, the pairing and the per-epoch history."""
+
+    student: nn.Module
+    pairs: list[HintPair]
+    method: str
+    weights: dict[str, float]
+    fit: FitResult
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.fit.status
+
+    @property
+    def best_val_acc(self) -> float:
+        return self.fit.best_val_acc
+
+    @property
+    def final_val_acc(self) -> float:
+        return self.fit.final_val_acc
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "message": self.fit.message, "method": self.method, "weights": self.weights,
+            "final_val_acc": self.final_val_acc, "best_val_acc": self.best_val_acc,
+            "epochs": len(self.fit.history), "seconds": round(self.seconds, 2),
+            "hint_pairs": [p.as_dict() for p in self.pairs],
+            "history": [h.as_metrics() | {"epoch": h.epoch} for h in self.fit.history],
+        }
+
+
+class FeatureTaps:
+    """Forward hooks on named modules that keep each one's latest output (in the order given)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], inputs: Sequence[str] = ()) -> None:
+        self.outputs: list[Optional[torch.Tensor]] = [None] * len(names)
+        self.inputs: list[Optional[torch.Tensor]] = [None] * len(inputs)
+        self._handles = []
+        for i, name in enumerate(names):
+            self._handles.append(tapped_module(model, name).register_forward_hook(self._keep(i)))
+        for i, name in enumerate(inputs):
+            self._handles.append(tapped_module(model, name).register_forward_pre_hook(self._keep_input(i)))
+
+    def _keep(self, i: int):
+        def hook(_m, _inp, out):
+            self.outputs[i] = out
+        return hook
+
+    def _keep_input(self, i: int):
+        def hook(_m, inp):
+            self.inputs[i] = inp[0]
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+@contextmanager
+def taps(model: nn.Module, names: Sequence[str], inputs: Sequence[str] = ()) -> Iterator[FeatureTaps]:
+    t = FeatureTaps(model, names, inputs)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def pair_hints(hint_set: Optional[HintSet], teacher: nn.Module, student: nn.Module, ds: ImageDataset,
+               granularity: str, rule: str) -> list[HintPair]:
+    """Pair the hint set's teacher layers with student layers (``auto``/``stage_ends``/``relative_depth``)."""
+    if hint_set is None or not hint_set.indices:
+        return []
+    shape = (ds.channels, ds.image_size, ds.image_size)
+    t_layers = candidate_layers(teacher, granularity, input_shape=shape)
+    names = [l.name for l in t_layers]
+    for name, idx in zip(hint_set.layers, hint_set.indices):
+        if idx >= len(t_layers) or names[idx] != name:
+            raise HintSetError(f"hint layer {name!r} (position {idx + 1}) is not a candidate of this teacher; "
+                               f"its candidates are {', '.join(names[:4])}, ... ({len(names)} in all)")
+    s_layers = candidate_layers(student, "block", input_shape=shape)
+    chosen = [t_layers[i] for i in hint_set.indices]
+    return [HintPair(t, s) for t, s in map_hints(chosen, s_layers, rule)]
+
+
+def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, ds: ImageDataset, *,
+                  teacher_sha256: Optional[str] = None, out_dir: Optional[Path] = None,
+                  callbacks: Sequence[Callback] = (), progress: bool = False,
+                  device: Optional[torch.device] = None, checkpoint_name: str = "student_state.pt") -> StudentResult:
+    """Distil ``teacher`` into a fresh ``cfg.student.arch`` through ``hint_set`` (None: no hints, KD/CE only).
+
+    Checkpoints each epoch in ``out_dir`` and resumes from it; a NaN/inf loss ends with status
+    ``diverged``. The teacher must be the one the hint set was made for.
+    """
+    t0 = time.perf_counter()
+    if hint_set is not None and teacher_sha256 is not None:
+        hint_set.check_teacher(teacher_sha256)
+    device = device or next(teacher.parameters()).device
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    seed_everything(cfg.seed)
+    student = create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels).to(device)
+    if device.type == "cuda":
+        student = student.to(memory_format=torch.channels_last)
+    method_name = cfg.distill.method if hint_set is not None else "kd_only"
+    pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
+    uses_crd = method_name == "crd" or method_name.endswith("+crd")
+    if method_name in ("kd_only", "none", "crd"):
+        pairs = []
+    s_shapes = [(p.student.channels, *p.student.spatial) for p in pairs]
+    t_shapes = [(p.teacher.channels, *p.teacher.spatial) for p in pairs]
+    params: dict[str, Any] = {}
+    s_cls = t_cls = None
+    if uses_crd:
+        s_cls, t_cls = _classifier(student), _classifier(teacher)
+        params = {"n_data": int(ds.train_x.shape[0]), "s_dim": tapped_module(student, s_cls).in_features,
+                  "t_dim": tapped_module(teacher, t_cls).in_features}
+    method = create_method(method_name, s_shapes, t_shapes, **params).to(device)
+    w_hint = hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0
+    weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight, "hint": w_hint,
+               "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
+    train_loader = DeviceLoader(ds.train_x, ds.train_y, cfg.train.batch_size, train=True,
+                                augment=ds.augment if cfg.data.augment == "auto" else cfg.data.augment,
+                                mean=ds.mean, std=ds.std, device=device, seed=cfg.seed, with_index=uses_crd)
+    val_loader = DeviceLoader(ds.val_x, ds.val_y, max(256, cfg.train.batch_size), train=False, augment="none",
+                              mean=ds.mean, std=ds.std, device=device, seed=cfg.seed)
+    t_names = [p.teacher.name for p in pairs]
+    s_names = [p.student.name for p in pairs]
+    with taps(teacher, t_names, [t_cls] if t_cls else []) as t_taps, \
+            taps(student, s_names, [s_cls] if s_cls else []) as s_taps:
+
+        def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
+            with torch.no_grad():
+                logits_t = teacher(images)
+            logits_s = student(images)
+            terms: dict[str, torch.Tensor] = {}
+            if weights["ce"]:
+                terms["ce"] = weights["ce"] * F.cross_entropy(logits_s.float(), labels)
+            if weights["kd"]:
+                terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
+            if pairs or uses_crd:
+                out = method(s_taps.outputs, t_taps.outputs,
+                             emb_s=s_taps.inputs[0] if uses_crd else None,
+                             emb_t=t_taps.inputs[0] if uses_crd else None,
+                             index=index if uses_crd else None)
+                if pairs:
+                    terms["hint"] = w_hint * out["hint"]
+                if uses_crd:
+                    terms["crd"] = CRD_WEIGHT * out["crd"]
+            return logits_s, terms
+
+        ckpt = Path(out_dir) / checkpoint_name if out_dir is not None else None
+        result = fit({"student": student, "method": method}, compute_loss, cfg.train,
+                     train_loader=train_loader, val_loader=val_loader, eval_model=student, device=device,
+                     checkpoint_path=ckpt, callbacks=callbacks, progress=progress,
+                     desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.seed)
+    return StudentResult(student=student, pairs=pairs, method=method_name, weights=weights, fit=result,
+                         seconds=time.perf_counter() - t0)
+
+
+def save_student(result: StudentResult, out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``student.pt`` (weights + metadata) and ``result.json`` (accuracy, pairs, method, time)."""
+    from ..models import save_checkpoint
+
+    out_dir = Path(out_dir)
+    summary = result.summary() | meta
+    ckpt = out_dir / "student.pt"
+    summary["sha256"] = save_checkpoint(ckpt, result.student, {k: v for k, v in summary.items()
+                                                               if k not in ("history", "hint_pairs", "weights")})
+    res = write_text_atomic(out_dir / "result.json", json.dumps(summary, indent=2))
+    return ckpt, res
+
+
+def _classifier(model: nn.Module) -> str:
+    name = getattr(model, "classifier", None)
+    if isinstance(name, str):
+        return name
+    for cand in ("fc", "linear", "classifier", "head"):
+        if isinstance(getattr(model, cand, None), nn.Linear):
+            return cand
+    raise PursuhintError(f"cannot find the classifier of {type(model).__name__} for CRD; "
+                         f"give the model a `classifier` attribute naming its final nn.Linear")

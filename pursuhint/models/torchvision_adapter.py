@@ -1,0 +1,87 @@
+"""torchvision architectures as ``torchvision:<name>``, built untrained, plus model-agnostic helpers.
+
+Weights are never downloaded (``weights=None``). torchvision ResNets get ``block_stages`` and
+``classifier_path`` like the zoo models; any other model has no stages (``model_block_stages`` → []).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torchvision
+from torch import nn
+from torchvision.models import ResNet
+
+from ..errors import ModelError
+
+PREFIX = "torchvision:"
+
+
+class TorchvisionResNet(ResNet):
+    """torchvision's ResNet with the zoo's hint-point API; instances are re-classed, never built directly."""
+
+    classifier_path = "fc"
+
+    def block_stages(self) -> list[list[str]]:
+        """Every residual block, grouped by stage (``layer1`` … ``layer4``)."""
+        stages = ("layer1", "layer2", "layer3", "layer4")
+        return [[f"{s}.{i}" for i in range(len(getattr(self, s)))] for s in stages]
+
+
+def torchvision_names() -> list[str]:
+    """Names of torchvision's image-classification builders."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def build_torchvision(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """``torchvision.models.<name>(weights=None, num_classes=...)``, first conv adapted to ``in_channels``."""
+    valid = torchvision_names()
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=3)
+        some = close or [n for n in ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16") if n in valid]
+        raise ModelError(
+            f"unknown torchvision architecture {name!r}; valid names include "
+            f"{', '.join(PREFIX + n for n in some)} (see torchvision.models.list_models())"
+        )
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"torchvision architecture {name!r} cannot be built with num_classes={num_classes}: {exc}") from None
+    if in_channels != 3:
+        _replace_first_conv(model, name, in_channels)
+    if type(model) is ResNet:
+        model.__class__ = TorchvisionResNet
+    return model
+
+
+def _replace_first_conv(model: nn.Module, name: str, in_channels: int) -> None:
+    """Swap the first 3-channel ``Conv2d`` for a fresh one reading ``in_channels`` channels."""
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            try:
+                new = nn.Conv2d(
+                    in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                    module.dilation, module.groups, module.bias is not None, module.padding_mode,
+                )
+            except ValueError as exc:
+                raise ModelError(f"cannot give torchvision:{name} in_channels={in_channels}: {exc}") from None
+            parent_path, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent_path), child, new)
+            return
+    raise ModelError(f"torchvision:{name} has no 3-channel first convolution, so in_channels={in_channels} is unsupported; use 3")
+
+
+def model_block_stages(model: nn.Module) -> list[list[str]]:
+    """The model's candidate hint points by stage (its ``block_stages()``), or [] when it has none."""
+    method = getattr(model, "block_stages", None)
+    return [list(stage) for stage in method()] if callable(method) else []
+
+
+def model_classifier(model: nn.Module) -> str | None:
+    """Path of the final linear layer (its input is the penultimate embedding): the model's
+    ``classifier_path``, else its last ``nn.Linear`` in registration order, else None."""
+    declared = getattr(model, "classifier_path", None)
+    if isinstance(declared, str):
+        return declared
+    linears = [path for path, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None

@@ -1,0 +1,142 @@
+"""Pictures of a result: the layer atlas (similarity heatmap, clusters and hint points along depth)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import HintSetError, PursuhintError
+
+ATLAS_SIZE = (7.0, 8.0)  # inches; with ATLAS_DPI this fixes the PNG's pixel size
+ATLAS_DPI = 120
+MAX_NAMED_TICKS = 30
+HINT_STYLE = dict(c="red", edgecolors="black", marker="*", zorder=4)
+DEFAULT_STYLE = dict(facecolors="none", edgecolors="orange", linewidths=2, marker="s", zorder=3)
+
+
+def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: Any = None):
+    """The L × L similarity heatmap with cluster boxes and hint points, over a depth ribbon of clusters.
+
+    ``S`` has ``.values`` (L × L), ``.metric`` and ``.names``; ``hint_set`` has ``.indices``,
+    ``.membership`` (cluster id per layer, or None), ``.algorithm``, ``.similarity``, ``.n_hints``;
+    ``default`` (optional) has ``.indices`` of the default hints, drawn with another marker.
+    Returns a matplotlib Figure (Agg, no pyplot state) and writes a PNG to ``path`` when given.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    values, names = _matrix(S)
+    size = len(names)
+    hints = _indices(hint_set.indices, size, "hint")
+    defaults = _indices(default.indices, size, "default hint") if default is not None else []
+    membership = _membership(getattr(hint_set, "membership", None), size)
+
+    fig = Figure(figsize=ATLAS_SIZE, dpi=ATLAS_DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    low, high = (0.0, 1.0) if values.min() >= 0 and values.max() <= 1 else (values.min(), values.max())
+    image = ax.imshow(values, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+    divider = make_axes_locatable(ax)
+    fig.colorbar(image, cax=divider.append_axes("right", size="4%", pad=0.1), label=f"similarity ({S.metric})")
+    ribbon = divider.append_axes("bottom", size="7%", pad=0.1, sharex=ax)
+
+    runs = _runs(membership) if membership is not None else []
+    for start, stop in runs:  # one box per depth-contiguous run of a cluster
+        corner, side = (start - 0.5, start - 0.5), stop - start
+        ax.add_patch(Rectangle(corner, side, side, fill=False, edgecolor="white", lw=1.5))
+    marks = []
+    if defaults:
+        marks.append(ax.scatter(defaults, defaults, label="default hints", **DEFAULT_STYLE, s=90))
+    marks.append(ax.scatter(hints, hints, label="hint points", **HINT_STYLE, s=140))
+    ax.legend(handles=marks, loc="upper right", fontsize=8, framealpha=0.8)
+    ax.set_title(
+        f"{S.metric} similarity of {size} candidate layers\n"
+        f"{hint_set.algorithm} on {hint_set.similarity}: "
+        f"{hint_set.n_hints} hints at layers {[i + 1 for i in hints]} (from 1)",
+        fontsize=10,
+    )
+
+    if membership is not None:
+        strip = np.asarray(membership, dtype=float)[None, :]
+        ribbon.imshow(strip, aspect="auto", cmap="tab20", vmin=0, vmax=max(19.0, strip.max()), interpolation="nearest")
+    else:
+        ribbon.imshow(np.zeros((1, size)), aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    for start, _ in runs[1:]:
+        ribbon.axvline(start - 0.5, color="white", lw=1.5)
+    if defaults:
+        ribbon.scatter(defaults, [0] * len(defaults), **DEFAULT_STYLE, s=60)
+    ribbon.scatter(hints, [0] * len(hints), **HINT_STYLE, s=100)
+    ribbon.set_yticks([0], ["cluster" if membership is not None else "depth"])
+
+    ticks = _ticks(size)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=7)
+    ax.tick_params(axis="x", labelbottom=False)
+    ribbon.set_xticks(ticks, [names[i] for i in ticks], fontsize=7, rotation=90)
+    ribbon.set_xlabel("candidate layer (depth →)")
+
+    if path is not None:
+        target = Path(path)
+        if not target.parent.is_dir():
+            raise PursuhintError(
+                f"cannot write the layer atlas to {str(target)!r}: folder {str(target.parent)!r} does not exist"
+            )
+        fig.savefig(target, dpi=ATLAS_DPI)
+    return fig
+
+
+def _matrix(S: Any) -> tuple[np.ndarray, list[str]]:
+    """S.values as a finite square float array and S.names of matching length, or a PursuhintError."""
+    values = np.asarray(S.values, dtype=float)
+    names = [str(name) for name in S.names]
+    if values.ndim != 2 or values.shape[0] != values.shape[1] or values.shape[0] == 0:
+        raise PursuhintError(f"similarity values of shape {values.shape} are not a non-empty L × L matrix")
+    if len(names) != values.shape[0]:
+        raise PursuhintError(
+            f"{len(names)} layer names do not match the {len(values)} × {len(values)} similarity matrix"
+        )
+    if not np.isfinite(values).all():
+        raise PursuhintError("the similarity matrix has NaN or infinite entries; recompute it")
+    return values, names
+
+
+def _indices(indices: Any, size: int, what: str) -> list[int]:
+    """0-based layer indices, each within [0, size), or a HintSetError naming the first bad one."""
+    out = [int(i) for i in indices]
+    bad = [i for i in out if not 0 <= i < size]
+    if bad:
+        raise HintSetError(f"{what} index {bad[0]} is outside the {size} candidate layers (valid: 0 to {size - 1})")
+    return sorted(out)
+
+
+def _membership(membership: Any, size: int) -> list[int] | None:
+    """Cluster id per layer (length L), or None when the hint set has none."""
+    if membership is None:
+        return None
+    out = [int(m) for m in membership]
+    if len(out) != size:
+        raise HintSetError(f"membership has {len(out)} entries but there are {size} candidate layers")
+    return out
+
+
+def _runs(membership: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) of each maximal run of equal cluster ids along depth."""
+    runs, start = [], 0
+    for i in range(1, len(membership) + 1):
+        if i == len(membership) or membership[i] != membership[start]:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+def _ticks(size: int) -> list[int]:
+    """Every layer when L ≤ 30, else about 15 evenly stepped ones (plus the deepest if it has room)."""
+    if size <= MAX_NAMED_TICKS:
+        return list(range(size))
+    step = math.ceil(size / 15)
+    ticks = list(range(0, size, step))
+    return ticks + [size - 1] if size - 1 - ticks[-1] >= step / 2 else ticks

@@ -1,0 +1,64 @@
+"""Named registries: users add their own models, similarities, clusterings and methods in one file."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Generic, Iterator, TypeVar
+
+from .errors import PursuhintError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name → object mapping with a decorator to add entries and a clear error for unknown names.
+
+    >>> SIMS = Registry("similarity")
+    >>> @SIMS.register("mine")
+    ... def mine(x, y): ...
+    """
+
+    def __init__(self, kind: str, error: type[PursuhintError] = PursuhintError) -> None:
+        self.kind = kind
+        self.error = error
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``; used bare as a decorator when ``obj`` is omitted."""
+
+        def add(item: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = item
+            return item
+
+        return add if obj is None else add(obj)
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``, or a PursuhintError listing the valid names."""
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            raise self.error(unknown_name_message(self.kind, name, self.names())) from None
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def unknown_name_message(kind: str, name: object, valid: list[str]) -> str:
+    """``unknown similarity 'cka' (did you mean 'cka_linear'?); valid: r2_cca, cka_linear``."""
+    hint = ""
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name, valid, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+    return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"

@@ -1,0 +1,140 @@
+"""The teacher: load its checkpoint, or train it once and cache it by the content hash of its config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .data import DeviceLoader, ImageDataset, load_dataset
+from .distill.loop import Callback, FitResult, fit, pick_device, seed_everything
+from .errors import CheckpointError
+from .models import create_model, load_checkpoint, save_checkpoint, weights_sha256
+
+
+def runs_dir() -> Path:
+    """Where pursuhint keeps teachers, caches and results: ``$PURSUHINT_RUNS`` or ``./runs``."""
+    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute()
+
+
+@dataclass
+class Teacher:
+    """A trained teacher ready for hint selection: the model (eval mode), where it came from, its hash."""
+
+    model: nn.Module
+    arch: str
+    checkpoint: Path
+    sha256: str
+    meta: dict[str, Any]
+
+
+def dataset_for(cfg: Config) -> ImageDataset:
+    """The data set the config names, with its sizes and subsets."""
+    d = cfg.data
+    return load_dataset(d.dataset, root=d.root, image_size=d.image_size, train_samples=d.train_samples,
+                        val_samples=d.val_samples, seed=cfg.seed)
+
+
+def augment_for(cfg: Config, ds: ImageDataset) -> str:
+    return ds.augment if cfg.data.augment == "auto" else cfg.data.augment
+
+
+def loaders_for(cfg: Config, ds: ImageDataset, batch_size: int, device: torch.device,
+                seed: Optional[int] = None) -> tuple[DeviceLoader, DeviceLoader]:
+    """Train (augmented, shuffled by seed and epoch) and validation loaders on ``device``."""
+    seed = cfg.seed if seed is None else seed
+    train = DeviceLoader(ds.train_x, ds.train_y, batch_size, train=True, augment=augment_for(cfg, ds),
+                         mean=ds.mean, std=ds.std, device=device, seed=seed)
+    val = DeviceLoader(ds.val_x, ds.val_y, max(batch_size, 256), train=False, augment="none",
+                       mean=ds.mean, std=ds.std, device=device, seed=seed)
+    return train, val
+
+
+def teacher_cache_dir(cfg: Config) -> Path:
+    """``runs/teachers/<hash>``: the same teacher config (arch, recipe, data, seed) maps to one folder."""
+    key = cfg.section_hash("teacher.arch", "teacher.train", "data", "seed")
+    return runs_dir() / "teachers" / f"{cfg.teacher.arch.replace(':', '_')}-{key}"
+
+
+def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[ImageDataset] = None,
+                  device: Optional[torch.device] = None, progress: bool = True,
+                  callbacks: Sequence[Callback] = ()) -> Path:
+    """Train ``teacher.arch`` with ``teacher.train`` and write ``teacher.pt`` with its metadata.
+
+    Checkpoints every epoch to ``train_state.pt`` and resumes from it after an interruption.
+    Returns the final checkpoint's path.
+    """
+    out = Path(out_dir) if out_dir is not None else teacher_cache_dir(cfg)
+    final = out / "teacher.pt"
+    if final.exists():
+        return final
+    ds = ds if ds is not None else dataset_for(cfg)
+    device = device or pick_device()
+    seed_everything(cfg.seed)
+    model = create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels).to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    recipe = cfg.teacher.train
+    train_loader, val_loader = loaders_for(cfg, ds, recipe.batch_size, device)
+
+    def ce(images: torch.Tensor, labels: torch.Tensor, _idx: torch.Tensor):
+        logits = model(images)
+        return logits, {"ce": F.cross_entropy(logits.float(), labels)}
+
+    result: FitResult = fit({"model": model}, ce, recipe, train_loader=train_loader, val_loader=val_loader,
+                            eval_model=model, device=device, checkpoint_path=out / "train_state.pt",
+                            callbacks=callbacks, progress=progress, desc=f"teacher {cfg.teacher.arch}",
+                            seed=cfg.seed)
+    if result.status != "completed":
+        raise CheckpointError(f"teacher training diverged: {result.message}")
+    meta = {
+        "arch": cfg.teacher.arch, "num_classes": ds.num_classes, "in_channels": ds.channels,
+        "dataset": ds.name, "image_size": ds.image_size, "val_acc": result.final_val_acc,
+        "best_val_acc": result.best_val_acc, "epochs": recipe.epochs, "seed": cfg.seed,
+        "config_hash": cfg.section_hash("teacher.arch", "teacher.train", "data", "seed"),
+    }
+    sha = save_checkpoint(final, model, meta)
+    meta["sha256"] = sha
+    (out / "teacher.json").write_text(json.dumps(meta, indent=2))
+    (out / "train_state.pt").unlink(missing_ok=True)
+    return final
+
+
+def load_teacher(cfg: Config, *, ds: Optional[ImageDataset] = None, device: Optional[torch.device] = None,
+                 progress: bool = True) -> Teacher:
+    """The config's teacher in eval mode: from ``teacher.checkpoint``, the cache, or trained now."""
+    ds = ds if ds is not None else dataset_for(cfg)
+    device = device or pick_device()
+    if cfg.teacher.checkpoint:
+        path = Path(cfg.teacher.checkpoint).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"teacher.checkpoint {str(path)!r} does not exist; give the path of a "
+                                  f"checkpoint for {cfg.teacher.arch}, or leave it empty to train one")
+    else:
+        path = train_teacher(cfg, ds=ds, device=device, progress=progress)
+    model = create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels)
+    meta = load_checkpoint(model, path, arch=cfg.teacher.arch)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    sha = weights_sha256(model.state_dict())
+    return Teacher(model=model, arch=cfg.teacher.arch, checkpoint=path, sha256=sha, meta=dict(meta or {}))
+
+
+def export_teacher(src: Path, dest: Path) -> Path:
+    """Copy a trained teacher checkpoint (and its metadata file) to ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    side = src.with_suffix(".json")
+    if side.exists():
+        shutil.copyfile(side, dest.with_suffix(".json"))
+    return dest

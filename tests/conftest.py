@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated runs folder for the session and one trained digits teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The digits teacher every integration test shares (trained once per session, ~1 min on 2 cores).
+TEACHER_YAML = """
+name: test_digits
+seed: 0
+data: {dataset: digits, image_size: 16, probe_size: 500}
+teacher: {arch: resnet56, train: {epochs: 15, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
+student: {arch: resnet8}
+train: {epochs: 2, batch_size: 64, lr: 0.05, lr_schedule: cosine}
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_runs(tmp_path_factory) -> Path:
+    """Every test writes run outputs under one temporary folder, never into the checkout."""
+    runs = tmp_path_factory.mktemp("runs")
+    old = os.environ.get("PURSUHINT_RUNS")
+    os.environ["PURSUHINT_RUNS"] = str(runs)
+    yield runs
+    if old is None:
+        os.environ.pop("PURSUHINT_RUNS", None)
+    else:
+        os.environ["PURSUHINT_RUNS"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_config_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "digits.yaml"
+    path.write_text(TEACHER_YAML)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(digits_config_path, isolated_runs):
+    """(config, checkpoint path) of the shared digits resnet56 teacher."""
+    from pursuhint.config import load_config
+    from pursuhint.teacher import train_teacher
+
+    cfg = load_config(digits_config_path)
+    path = train_teacher(cfg, progress=False)
+    return cfg, path

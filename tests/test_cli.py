@@ -1,0 +1,111 @@
+"""The command line: bad input is one sentence, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pursuhint.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def assert_refused(code, err, *fragments):
+    assert code == 2
+    assert err.startswith("pursuhint: error: ")
+    assert err.count("\n") == 1, err  # one sentence on one line
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_missing_config(capsys, tmp_path):
+    code, _, err = run(["train-teacher", str(tmp_path / "nope.yaml")], capsys)
+    assert_refused(code, err, "nope.yaml", "does not exist")
+
+
+def test_malformed_yaml(capsys, tmp_path):
+    code, _, err = run(["train-teacher", write(tmp_path, "name: [x\n")], capsys)
+    assert_refused(code, err, "is not valid YAML at line")
+
+
+def test_unknown_key(capsys, tmp_path):
+    code, _, err = run(["select", write(tmp_path, "teacher: {arch: resnet20, chekpoint: a.pt}")], capsys)
+    assert_refused(code, err, "unknown key 'teacher.chekpoint'", "did you mean 'teacher.checkpoint'")
+
+
+@pytest.mark.parametrize("text,fragments", [
+    ("data: {dataset: mnist}", ["data.dataset: unknown value 'mnist'", "cifar100", "digits"]),
+    ("teacher: {arch: resnet111}", ["teacher.arch: unknown value 'resnet111'", "resnet110"]),
+])
+def test_unknown_names(capsys, tmp_path, text, fragments):
+    code, _, err = run(["train-teacher", write(tmp_path, text)], capsys)
+    assert_refused(code, err, *fragments)
+
+
+def test_missing_data_folder_writes_nothing(capsys, tmp_path, isolated_runs):
+    before = set(isolated_runs.rglob("*"))
+    missing = tmp_path / "no_cifar_here"
+    code, _, err = run(["train-teacher", write(tmp_path, f"data: {{dataset: cifar10, root: {missing}}}")], capsys)
+    assert_refused(code, err, str(missing))
+    assert set(isolated_runs.rglob("*")) == before
+
+
+def test_checkpoint_that_is_not_a_checkpoint(capsys, tmp_path):
+    bogus = tmp_path / "teacher.pth"
+    bogus.write_text("definitely not a checkpoint")
+    cfg = write(tmp_path, f"data: {{dataset: digits, image_size: 8}}\nteacher: {{arch: resnet8, checkpoint: {bogus}}}")
+    code, _, err = run(["select", cfg], capsys)
+    assert_refused(code, err, str(bogus))
+
+
+def test_checkpoint_for_another_architecture(capsys, tmp_path):
+    from pursuhint.models import create_model, save_checkpoint
+
+    ckpt = tmp_path / "resnet20.pth"
+    save_checkpoint(ckpt, create_model("resnet20", 10, in_channels=1), {})
+    cfg = write(tmp_path, f"data: {{dataset: digits, image_size: 8}}\nteacher: {{arch: resnet8, checkpoint: {ckpt}}}")
+    code, _, err = run(["select", cfg], capsys)
+    assert_refused(code, err, "resnet8")
+
+
+def test_missing_checkpoint_file(capsys, tmp_path):
+    cfg = write(tmp_path, "data: {dataset: digits, image_size: 8}\nteacher: {arch: resnet8, checkpoint: /no/such.pth}")
+    code, _, err = run(["select", cfg], capsys)
+    assert_refused(code, err, "/no/such.pth", "does not exist")
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    exe = Path(sys.executable).parent / "pursuhint"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "pursuhint.cli"]
+    proc = subprocess.run(argv + ["train-teacher", write(tmp_path, "seed: [1")], capture_output=True, text=True,
+                          env={**os.environ, "PURSUHINT_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "not valid YAML" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_teacher_cli_reports_cached_teacher(capsys, trained_teacher, digits_config_path, tmp_path):
+    out = tmp_path / "copy" / "teacher.pt"
+    code, stdout, _ = run(["train-teacher", str(digits_config_path), "-q", "-o", str(out)], capsys)
+    assert code == 0
+    assert "already trained" in stdout and "val_acc" in stdout
+    assert torch.load(out, weights_only=True)["model"].keys()
+    assert out.with_suffix(".json").exists()
