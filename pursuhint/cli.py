@@ -61,7 +61,7 @@ def _hint_table(inputs, hint_set, default) -> str:
     chosen, base = set(hint_set.indices), set(default.indices)
     rows = [("#", "layer", "stage", "channels", "spatial", "cluster", "hint", "default")]
     for layer in inputs.layers:
-        cluster = "" if hint_set.membership is None else str(hint_set.membership[layer.index])
+        cluster = "" if hint_set.membership is None else str(hint_set.membership[layer.index] + 1)
         rows.append((str(layer.index + 1), layer.name, str(layer.stage + 1), str(layer.channels),
                      "x".join(map(str, layer.spatial)), cluster,
                      "*" if layer.index in chosen else "", "o" if layer.index in base else ""))

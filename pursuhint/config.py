@@ -329,8 +329,8 @@ def describe_defaults(cfg: Config) -> list[str]:
     lines = []
     for key, value in cfg.searched_defaults.items():
         shown = "the student's number of stages" if value is None else repr(value)
-        lines.append(f"{key} is searched in this config; using {shown} (pass --{key.split('.')[-1].replace('_', '-')} "
-                     f"or run `pursuhint sweep` to search it)")
+        lines.append(f"{key} is searched in this config; using {shown} here "
+                     f"(`pursuhint sweep` searches it)")
     return lines
 
 

@@ -109,3 +109,50 @@ def test_train_teacher_cli_reports_cached_teacher(capsys, trained_teacher, digit
     assert "already trained" in stdout and "val_acc" in stdout
     assert torch.load(out, weights_only=True)["model"].keys()
     assert out.with_suffix(".json").exists()
+
+
+def test_select_prints_table_saves_hint_set_and_atlas(capsys, trained_teacher, digits_config_path, tmp_path):
+    from PIL import Image
+
+    from pursuhint.hints import HintSet
+
+    out, png = tmp_path / "hints.json", tmp_path / "atlas.png"
+    code, stdout, err = run(["select", str(digits_config_path), "-q", "-o", str(out), "--plot", str(png),
+                             "--n-hints", "3"], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    header = next(i for i, l in enumerate(lines) if l.startswith("#"))
+    table = lines[header + 1: header + 28]
+    assert [l.split()[1] for l in table] == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(9)]
+    assert sum(l.rstrip().endswith("o") for l in table) == 3  # default hints: stage ends 9, 18, 27
+    hs = HintSet.load(out)
+    assert hs.n_hints == 3 and len(hs.indices) == 3 and hs.indices == sorted(hs.indices)
+    assert hs.similarity == "r2_cca" and hs.algorithm == "pursuhint" and hs.paper_mode
+    assert hs.teacher_arch == "resnet56" and len(hs.candidates) == 27
+    assert sum("*" in l.split()[6:7] for l in table if len(l.split()) > 6) == 3
+    assert f"positions {', '.join(str(i + 1) for i in hs.indices)}" in stdout
+    assert "positions 9, 18, 27" in stdout
+    assert Image.open(png).size == (840, 960)
+
+
+def test_select_reuses_cached_matrix(capsys, trained_teacher, digits_config_path, tmp_path, monkeypatch):
+    run(["select", str(digits_config_path), "-q", "-o", str(tmp_path / "a.json"), "--similarity", "cka_linear"],
+        capsys)
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr("pursuhint.hints.pipeline.layer_representations", boom)
+    monkeypatch.setattr("pursuhint.hints.pipeline.similarity_matrix", boom)
+    code, _, err = run(["select", str(digits_config_path), "-q", "-o", str(tmp_path / "b.json"),
+                        "--similarity", "cka_linear", "--algorithm", "kmedoids", "--center", "medoid"], capsys)
+    assert code == 0, err
+    from pursuhint.hints import HintSet
+
+    assert HintSet.load(tmp_path / "b.json").algorithm == "kmedoids"
+    assert not HintSet.load(tmp_path / "b.json").paper_mode
+
+
+def test_select_refuses_too_many_hints(capsys, trained_teacher, digits_config_path):
+    code, _, err = run(["select", str(digits_config_path), "-q", "--n-hints", "28"], capsys)
+    assert_refused(code, err, "28", "27")

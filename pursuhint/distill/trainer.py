@@ -24,9 +24,9 @@ from ..errors import HintSetError, PursuhintError
 from ..fileio import save_torch_atomic, write_text_atomic
 from ..hints.hintset import HintSet
 from ..hints.layers import CandidateLayer, candidate_layers, tapped_module
-from ..models import create_model
+from ..models import create_model, model_classifier
 from .kd import kd_loss
-from .loop import Callback, FitResult, fit, pick_device, seed_everything
+from .loop import Callback, FitResult, fit, seed_everything
 from .mapping import map_hints
 from .methods import create_method
 
@@ -236,11 +236,8 @@ def save_student(result: StudentResult, out_dir: Path, meta: dict[str, Any]) -> 
 
 
 def _classifier(model: nn.Module) -> str:
-    name = getattr(model, "classifier", None)
-    if isinstance(name, str):
-        return name
-    for cand in ("fc", "linear", "classifier", "head"):
-        if isinstance(getattr(model, cand, None), nn.Linear):
-            return cand
-    raise PursuhintError(f"cannot find the classifier of {type(model).__name__} for CRD; "
-                         f"give the model a `classifier` attribute naming its final nn.Linear")
+    name = model_classifier(model)
+    if name is None:
+        raise PursuhintError(f"cannot find the classifier of {type(model).__name__} for CRD; give the model a "
+                             f"`classifier_path` attribute naming its final nn.Linear")
+    return name

@@ -40,8 +40,8 @@ class ClusterResult:
 
 
 def check_similarity(S: np.ndarray, n_clusters: int, what: str = "n_clusters") -> np.ndarray:
-    """``S`` as a float64 array after checking it is square, finite, symmetric with unit diagonal,
-    and that 1 ≤ n_clusters ≤ L; a PursuhintError naming the problem otherwise."""
+    """``S`` as a float64 array after checking it is square, finite, symmetric, within [−1, 1], with unit
+    diagonal, and that 1 ≤ n_clusters ≤ L; a PursuhintError naming the problem otherwise."""
     try:
         S = np.array(S, dtype=np.float64)
     except (TypeError, ValueError):
@@ -53,6 +53,9 @@ def check_similarity(S: np.ndarray, n_clusters: int, what: str = "n_clusters") -
     if not np.allclose(S, S.T, rtol=0.0, atol=1e-8):
         i, j = np.unravel_index(np.argmax(np.abs(S - S.T)), S.shape)
         raise PursuhintError(f"the similarity matrix is not symmetric: S[{i}, {j}] = {S[i, j]} but S[{j}, {i}] = {S[j, i]}")
+    if np.abs(S).max() > 1.0 + 1e-9:
+        i, j = np.unravel_index(np.argmax(np.abs(S)), S.shape)
+        raise PursuhintError(f"similarities must lie in [-1, 1], but S[{i}, {j}] = {S[i, j]}")
     diag = np.diagonal(S)
     if not np.allclose(diag, 1.0, rtol=0.0, atol=1e-6):
         i = int(np.argmax(np.abs(diag - 1.0)))

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from torch import nn
 
-from ..errors import HintSetError, PursuhintError
+from ..errors import HintSetError
 from .cluster import CENTERS, CLUSTERINGS, check_similarity, cluster
 from .layers import CandidateLayer
 from .similarity import PAPER_SIMILARITIES, SimilarityMatrix, _check_names
@@ -263,7 +263,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool)  # plain ints only, so the JSON always serialises
 
 
 def _check_type(key: str, value: Any, ok: bool, want: str) -> None:

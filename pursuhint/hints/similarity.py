@@ -8,7 +8,6 @@ triangle, all in float64 on the representations' device.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field

@@ -32,7 +32,9 @@ def _strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
 def _read(path: Path) -> Any:
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file; give the path of a saved model")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist or is not a file; give the path of a saved model"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load fails in many ways (zip, pickle, KeyError, …) on a bad file
@@ -53,7 +55,8 @@ def _split(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             if key in obj and _is_state_dict(obj[key]):
                 return _strip_module_prefix(obj[key]), _metadata(obj)
     raise CheckpointError(
-        f"checkpoint {str(path)!r} holds no model weights; expected a state_dict, {{'model': state_dict}} or {{'state_dict': state_dict}}"
+        f"checkpoint {str(path)!r} holds no model weights; expected a state_dict, "
+        "{'model': state_dict} or {'state_dict': state_dict}"
     )
 
 
@@ -72,7 +75,8 @@ def _metadata(obj: Mapping) -> dict:
 
 
 def _check_plain(value: Any, where: str) -> None:
-    """Metadata must survive ``weights_only=True`` loading: only str/int/float/bool/None, lists, tuples, str-keyed dicts."""
+    """Metadata must survive ``weights_only=True`` loading: str, int, float, bool, None, lists, tuples
+    and str-keyed dicts of them."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return
     if isinstance(value, (list, tuple)):

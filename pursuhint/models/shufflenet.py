@@ -117,7 +117,9 @@ class ShuffleV2DownUnit(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         mid = out_channels // 2
-        self.conv1 = nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=2, padding=1, groups=in_channels, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_channels, in_channels, kernel_size=3, stride=2, padding=1, groups=in_channels, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv2 = nn.Conv2d(in_channels, mid, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)

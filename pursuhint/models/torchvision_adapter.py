@@ -38,7 +38,8 @@ def build_torchvision(name: str, num_classes: int, in_channels: int = 3) -> nn.M
     valid = torchvision_names()
     if name not in valid:
         close = difflib.get_close_matches(name, valid, n=3)
-        some = close or [n for n in ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16") if n in valid]
+        common = ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16")
+        some = close or [n for n in common if n in valid]
         raise ModelError(
             f"unknown torchvision architecture {name!r}; valid names include "
             f"{', '.join(PREFIX + n for n in some)} (see torchvision.models.list_models())"
@@ -46,7 +47,9 @@ def build_torchvision(name: str, num_classes: int, in_channels: int = 3) -> nn.M
     try:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"torchvision architecture {name!r} cannot be built with num_classes={num_classes}: {exc}") from None
+        raise ModelError(
+            f"torchvision architecture {name!r} cannot be built with num_classes={num_classes}: {exc}"
+        ) from None
     if in_channels != 3:
         _replace_first_conv(model, name, in_channels)
     if type(model) is ResNet:
@@ -68,7 +71,9 @@ def _replace_first_conv(model: nn.Module, name: str, in_channels: int) -> None:
             parent_path, _, child = path.rpartition(".")
             setattr(model.get_submodule(parent_path), child, new)
             return
-    raise ModelError(f"torchvision:{name} has no 3-channel first convolution, so in_channels={in_channels} is unsupported; use 3")
+    raise ModelError(
+        f"torchvision:{name} has no 3-channel first convolution, so in_channels={in_channels} is unsupported; use 3"
+    )
 
 
 def model_block_stages(model: nn.Module) -> list[list[str]]:

@@ -47,7 +47,10 @@ class NetworkBlock(nn.Module):
     def __init__(self, nb_layers: int, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
         self.layer = nn.Sequential(
-            *[WideBasic(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1) for i in range(nb_layers)]
+            *[
+                WideBasic(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
+                for i in range(nb_layers)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
