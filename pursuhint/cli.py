@@ -109,6 +109,57 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("distill")
+def cmd_distill(args: argparse.Namespace) -> int:
+    import json
+
+    from .distill.trainer import kd_only_config, save_student, train_student
+    from .hints import HintSet
+    from .hints.pipeline import teacher_default_hints
+    from .teacher import dataset_for, load_teacher, runs_dir
+
+    cfg = _load(args, {"distill.method": args.method, "train.epochs": args.epochs})
+    _say_defaults(cfg)
+    hint_file = None
+    if args.hints not in ("default", "none"):
+        hint_file = HintSet.load(args.hints)  # refuse a malformed file before any work
+    ds = dataset_for(cfg)
+    teacher = load_teacher(cfg, ds=ds, progress=not args.quiet)
+    if args.hints == "none":
+        hs, label = None, "none"
+        cfg = kd_only_config(cfg)
+    elif args.hints == "default":
+        hs, label = teacher_default_hints(teacher.model, teacher.arch, teacher.sha256, ds,
+                                          cfg.selection.granularity), "default"
+    else:
+        hs, label = hint_file, Path(args.hints).stem
+        hs.check_teacher(teacher.sha256)
+    key = cfg.section_hash("student", "distill", "train", "data", "seed", "selection.granularity")
+    hints_key = "none" if hs is None else "-".join(map(str, hs.indices))
+    out = Path(args.output) if args.output else runs_dir() / "students" / cfg.name / f"{label}-{hints_key}-{key}"
+    if (out / "result.json").exists():
+        summary = json.loads((out / "result.json").read_text())
+        print(f"already trained: {out / 'result.json'}")
+    else:
+        result = train_student(cfg, hs, teacher.model, ds, teacher_sha256=teacher.sha256, out_dir=out,
+                               progress=not args.quiet)
+        meta = {"student_arch": cfg.student.arch, "teacher_arch": teacher.arch,
+                "teacher_sha256": teacher.sha256, "hints": label,
+                "hint_layers": [] if hs is None else hs.layers, "dataset": ds.name}
+        _, res = save_student(result, out, meta)
+        summary = json.loads(res.read_text())
+        (out / "student_state.pt").unlink(missing_ok=True)
+    pairs = ", ".join(f"{p['teacher']}→{p['student']}" for p in summary["hint_pairs"]) or "none"
+    print(f"student {cfg.student.arch} ← teacher {teacher.arch} [{summary['method']}], hints {label}: {pairs}")
+    print(f"status {summary['status']}; val_acc {summary['final_val_acc']:.2f}% (best {summary['best_val_acc']:.2f}%) "
+          f"after {summary['epochs']} epochs, {summary['seconds']:.1f}s")
+    if summary["status"] != "completed":
+        print(f"pursuhint: training {summary['status']}: {summary.get('message', '')}", file=sys.stderr)
+        return 1
+    print(f"student: {out / 'student.pt'}\nresult:  {out / 'result.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pursuhint",
@@ -130,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-hints", type=int, help="number of hint points K (overrides selection.n_hints)")
     p.add_argument("--algorithm", help="clustering (overrides selection.algorithm)")
     p.add_argument("--center", help="centre rule (overrides selection.center)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("distill", help="train the config's student from its teacher through a hint set")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--hints", default="default",
+                   help="a hint set JSON/YAML file, 'default' (last block of each stage) or 'none' (KD/CE only)")
+    p.add_argument("--method", help="distillation method (overrides distill.method)")
+    p.add_argument("--epochs", type=int, help="student epochs (overrides train.epochs)")
+    p.add_argument("-o", "--output", help="output folder (default runs/students/<name>/<hints>-<hash>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -156,3 +156,50 @@ def test_select_reuses_cached_matrix(capsys, trained_teacher, digits_config_path
 def test_select_refuses_too_many_hints(capsys, trained_teacher, digits_config_path):
     code, _, err = run(["select", str(digits_config_path), "-q", "--n-hints", "28"], capsys)
     assert_refused(code, err, "28", "27")
+
+
+def test_distill_with_default_hints_writes_student_and_result(capsys, trained_teacher, digits_config_path, tmp_path):
+    import json
+
+    out = tmp_path / "student"
+    code, stdout, err = run(["distill", str(digits_config_path), "-q", "--hints", "default", "--epochs", "1",
+                             "-o", str(out)], capsys)
+    assert code == 0, err
+    res = json.loads((out / "result.json").read_text())
+    assert res["method"] == "at" and res["status"] == "completed" and res["epochs"] == 1
+    assert [p["teacher"] for p in res["hint_pairs"]] == ["layer1.8", "layer2.8", "layer3.8"]
+    assert [p["student"] for p in res["hint_pairs"]] == ["layer1.0", "layer2.0", "layer3.0"]
+    assert res["weights"]["hint"] == 1000.0 and 0 <= res["final_val_acc"] <= 100 and res["seconds"] > 0
+    assert "layer1.8→layer1.0" in stdout
+    assert torch.load(out / "student.pt", weights_only=True)["meta"]["student_arch"] == "resnet8"
+    assert not (out / "student_state.pt").exists()
+    # Running it again reuses the finished result instead of training twice.
+    code, stdout, _ = run(["distill", str(digits_config_path), "-q", "--hints", "default", "--epochs", "1",
+                           "-o", str(out)], capsys)
+    assert code == 0 and "already trained" in stdout
+
+
+def test_distill_none_is_kd_only(capsys, trained_teacher, digits_config_path, tmp_path):
+    import json
+
+    out = tmp_path / "kd"
+    code, _, err = run(["distill", str(digits_config_path), "-q", "--hints", "none", "--epochs", "1",
+                        "-o", str(out)], capsys)
+    assert code == 0, err
+    res = json.loads((out / "result.json").read_text())
+    assert res["method"] == "kd_only" and res["hint_pairs"] == []
+    assert res["weights"]["kd"] == 0.9 and res["weights"]["ce"] == 0.1
+
+
+def test_distill_refuses_bad_hint_files(capsys, trained_teacher, digits_config_path, tmp_path):
+    from pursuhint.hints import HintSet
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run(["distill", str(digits_config_path), "-q", "--hints", str(bad)], capsys)
+    assert_refused(code, err, str(bad))
+    other = HintSet(layers=["layer1.8"], indices=[8], n_hints=1, candidates=[f"layer1.{i}" for i in range(9)],
+                    algorithm="default", center=None, teacher_arch="resnet56", teacher_sha256="a" * 64)
+    other.save(tmp_path / "other.json")
+    code, _, err = run(["distill", str(digits_config_path), "-q", "--hints", str(tmp_path / "other.json")], capsys)
+    assert_refused(code, err, "hint set was made for teacher resnet56")

@@ -176,8 +176,8 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
                 logits, terms = compute_loss(images, labels, indices)
             total = sum(terms.values()) if terms else logits.sum() * 0
             if not torch.isfinite(total.detach()):
-                msg = (f"loss became {float(total)} at epoch {epoch + 1} "
-                       f"(terms: {', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
+                msg = (f"loss became {float(total.detach())} at epoch {epoch + 1} "
+                       f"(terms: {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in terms.items())}); "
                        f"lower train.lr ({recipe.lr}) or the loss weights")
                 if checkpoint_path is not None:
                     _save_state(Path(checkpoint_path), modules, optimizer, epoch, history, "diverged", msg)

@@ -46,6 +46,18 @@ def hint_weight_for(method: str, configured: Optional[float]) -> float:
     return BENCHMARK_HINT_WEIGHTS.get(base, 1.0)
 
 
+KD_ONLY_WEIGHTS = {"distill.ce_weight": 0.1, "distill.kd_weight": 0.9}  # the benchmark's KD recipe
+
+
+def kd_only_config(cfg: Config) -> Config:
+    """The config for the KD-only baseline: the configured KD weights, or the benchmark's (0.1 CE + 0.9 KD)
+    when ``distill.kd_weight`` is 0 — a KD baseline without KD would be plain training."""
+    values: dict[str, Any] = {"distill.method": "kd_only"}
+    if cfg.distill.kd_weight == 0:
+        values.update(KD_ONLY_WEIGHTS)
+    return cfg.with_values(values)
+
+
 @dataclass
 class HintPair:
     """One teacher hint point and the student layer that learns from it."""

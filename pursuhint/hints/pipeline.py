@@ -157,3 +157,12 @@ def student_stage_count(student_arch: str, ds: ImageDataset) -> int:
 def resolve_n_hints(n_hints: Optional[int], student_arch: str, ds: ImageDataset) -> int:
     """``n_hints`` as configured, or (when null) the student's number of stages, as in the paper."""
     return int(n_hints) if n_hints is not None else student_stage_count(student_arch, ds)
+
+
+def teacher_default_hints(teacher: nn.Module, teacher_arch: str, teacher_sha256: str, ds: ImageDataset,
+                          granularity: str = "block") -> HintSet:
+    """The default hint set (last block of each stage) for a teacher, without any probe pass."""
+    layers = candidate_layers(teacher, granularity, input_shape=(ds.channels, ds.image_size, ds.image_size))
+    hs = default_hints(layers)
+    hs.teacher_arch, hs.teacher_sha256, hs.granularity = teacher_arch, teacher_sha256, granularity
+    return hs
