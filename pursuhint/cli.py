@@ -160,6 +160,63 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .export import format_leaderboard, leaderboard_rows
+    from .search.sweep import run_sweep
+
+    overrides = {"search.num_samples": args.num_samples}
+    cfg = _load(args, overrides)
+    result = run_sweep(cfg, address=args.address, resume=args.resume, num_samples=args.num_samples,
+                       tracking_uri=args.tracking_uri, storage_path=args.storage_path,
+                       verbose=0 if args.quiet else 1, progress=not args.quiet)
+    try:
+        rows = leaderboard_rows(result.tracking_uri, result.parent_run_id)
+    except Exception as exc:  # MLflow away at the end: Tune's results still hold everything
+        print(f"pursuhint: warning: MLflow unreachable for the leaderboard ({exc})", file=sys.stderr)
+        rows = []
+    print(f"\nsweep {cfg.name}: {len(rows)} trials (Tune results: {result.experiment_dir})")
+    if rows:
+        print(format_leaderboard(rows))
+    print(f"\nbrowse it: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from .export import find_parent, format_leaderboard, leaderboard_rows
+    from .tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, None)
+    check_reachable(uri)
+    _, parent = find_parent(uri, args.name)
+    rows = leaderboard_rows(uri, parent)
+    print(f"sweep {args.name}: {len(rows)} trials (MLflow {uri}, run {parent})")
+    print(format_leaderboard(rows, args.top))
+    if args.plot:
+        from .plots import sweep_comparison
+
+        sweep_comparison(rows, Path(args.plot))
+        print(f"comparison plot: {args.plot}")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import best_hint_sets, find_parent, write_hint_sets
+    from .tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, None)
+    check_reachable(uri)
+    _, parent = find_parent(uri, args.name)
+    sets = best_hint_sets(uri, parent, top=args.top)
+    if not sets:
+        raise PursuhintError(f"sweep {args.name!r} has no finished trial with a hint set to export yet")
+    for path in write_hint_sets(sets, Path(args.output), args.format):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pursuhint",
@@ -191,6 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="student epochs (overrides train.epochs)")
     p.add_argument("-o", "--output", help="output folder (default runs/students/<name>/<hints>-<hash>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("sweep", help="search hint points, clustering and distillation methods with Ray Tune")
+    p.add_argument("config", help="YAML config file (its spec leaves are the search space)")
+    p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://host:10001); default: a local Ray")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
+    p.add_argument("--num-samples", type=int, help="searched trials (overrides search.num_samples)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default tracking.uri, else sqlite:///./mlflow.db)")
+    p.add_argument("--storage-path", help="Tune results folder (default ./runs/ray_results; shared storage "
+                                          "on a multi-node cluster)")
+    p.add_argument("-q", "--quiet", action="store_true", help="less output")
+
+    for name, text in (("report", "print a sweep's leaderboard (and a comparison plot)"),
+                       ("export", "write the best hint sets of a sweep for other training code")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", help="the sweep's name (the config's `name`)")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///./mlflow.db)")
+        p.add_argument("--storage-path", help="Tune results folder, used when MLflow is unreachable")
+        p.add_argument("--top", type=int, default=None if name == "report" else 1,
+                       help="how many rows / hint sets")
+        if name == "report":
+            p.add_argument("--plot", metavar="PNG", help="also draw each trial against the baselines")
+        else:
+            p.add_argument("--format", default="json", choices=["json", "yaml", "torchdistill"])
+            p.add_argument("-o", "--output", default="exported_hints", help="output folder")
     return parser
 
 

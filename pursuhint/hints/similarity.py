@@ -337,7 +337,7 @@ def _cka_rbf_matrix(xs, dead, names, rbf_max_samples: int = RBF_MAX_SAMPLES, **_
         meta["rbf_subsampled_to"] = n
     live = _live(dead)
     warnings = []
-    prep: dict[int, tuple[Tensor, Tensor, float, Tensor, Tensor]] = {}
+    prep: dict[int, tuple[Tensor, Tensor, float, Tensor]] = {}
     for i in live:  # pass 1, per layer: σ² from the median squared distance, row means of the Gram
         x = xs[i]
         sq = (x * x).sum(1)
@@ -349,45 +349,82 @@ def _cka_rbf_matrix(xs, dead, names, rbf_max_samples: int = RBF_MAX_SAMPLES, **_
                 f"cka_rbf: more than half the sample pairs of layer {names[i]!r} coincide; σ² uses the mean "
                 f"non-zero squared distance instead of the median"
             )
-        k = torch.exp(d2 / (-2.0 * sigma2))
-        rows = k.mean(1)
-        prep[i] = (x, sq, sigma2, rows, rows.mean())
-        del d2, k
+        rows = d2.mul_(-0.5 / sigma2).exp_().mean(1)  # the Gram K, in place of d2
+        # K̃ = K − r_i − r_j + mean(r) = K − u_i − u_j with u = r − mean(r)/2 (K is symmetric)
+        prep[i] = (x, sq, sigma2, rows - rows.mean() / 2.0)
+        del d2
     g = torch.zeros(len(xs), len(xs), dtype=torch.float64, device=xs[0].device)
     if live:  # pass 2: ⟨K̃_i, K̃_j⟩ accumulated over row chunks of all centred Grams at once
-        chunk = max(1, _RBF_CHUNK_BYTES // (8 * n * len(live)))
+        chunk = max(1, min(n, _RBF_CHUNK_BYTES // (8 * n * len(live))))
         acc = torch.zeros(len(live), len(live), dtype=torch.float64, device=xs[0].device)
+        buf = torch.empty(len(live), chunk * n, dtype=torch.float64, device=xs[0].device)
         for r0 in range(0, n, chunk):
             r1 = min(n, r0 + chunk)
-            blocks = []
-            for i in live:
-                x, sq, sigma2, rows, mean = prep[i]
-                k = torch.exp(_sq_dists(x, sq, r0, r1) / (-2.0 * sigma2))
-                blocks.append((k - rows[r0:r1, None] - rows[None, :] + mean).reshape(-1))
-            a = torch.stack(blocks)
+            a = buf[:, : (r1 - r0) * n]
+            for row, i in enumerate(live):
+                x, sq, sigma2, u = prep[i]
+                k = _sq_dists(x, sq, r0, r1, out=buf[row, : (r1 - r0) * n].view(r1 - r0, n))
+                k.mul_(-0.5 / sigma2).exp_().sub_(u[r0:r1, None]).sub_(u[None, :])
             acc += a @ a.T
         idx = torch.tensor(live, device=g.device)
         g[idx[:, None], idx[None, :]] = acc
     return _normalise(g), meta, warnings
 
 
-def _sq_dists(x: Tensor, sq: Tensor, r0: int, r1: int) -> Tensor:
-    """Squared Euclidean distances from rows r0:r1 of ``x`` to all rows, ≥ 0, with an exact zero diagonal."""
-    d2 = (sq[r0:r1, None] + sq[None, :] - 2.0 * (x[r0:r1] @ x.T)).clamp_(min=0.0)
+def _sq_dists(x: Tensor, sq: Tensor, r0: int, r1: int, out: Tensor | None = None) -> Tensor:
+    """Squared Euclidean distances from rows r0:r1 of ``x`` to all rows, ≥ 0, with an exact zero diagonal.
+
+    Written into ``out`` ((r1 − r0) × N, float64) when given: one BLAS call adds ‖x_j‖² − 2 x_i·x_j.
+    """
+    d2 = torch.addmm(sq[None, :], x[r0:r1], x.T, alpha=-2.0, out=out)
+    d2.add_(sq[r0:r1, None]).clamp_(min=0.0)
     rows = torch.arange(r1 - r0, device=x.device)
     d2[rows, rows + r0] = 0.0
     return d2
 
 
+_MEDIAN_SAMPLE = 1 << 16  # below this many entries the median is one partition; above, a bracket first
+
+
 def _median(t: Tensor) -> float:
-    """numpy's median of all entries (mean of the two middle values when the count is even)."""
+    """numpy's median of all entries (mean of the two middle values when the count is even), exactly.
+
+    Large inputs: a fixed random sample brackets the two middle order statistics, one pass counts the
+    entries below the bracket and gathers those inside it, and only that small set is partitioned.
+    If the bracket misses (it cannot silently be wrong: the counts are checked), the whole input is.
+    """
     flat = t.reshape(-1)
     m = flat.numel()
-    if flat.device.type == "cpu":  # one partition pass finds both middle values
-        part = np.partition(flat.numpy(), [(m - 1) // 2, m // 2])
-        return float((part[(m - 1) // 2] + part[m // 2]) / 2.0)
-    lo = flat.kthvalue((m + 1) // 2).values
-    hi = flat.kthvalue(m // 2 + 1).values if m % 2 == 0 else lo
+    ks = ((m - 1) // 2, m // 2)  # 0-based positions of the two middle values
+    if m > _MEDIAN_SAMPLE:
+        gen = torch.Generator(device=flat.device).manual_seed(0)
+        picks = torch.randint(m, (_MEDIAN_SAMPLE,), generator=gen, device=flat.device)
+        sample = flat[picks].sort().values
+        slack = 4 * int(_MEDIAN_SAMPLE**0.5)  # ~8 standard deviations of the sample rank
+        lo = sample[max(0, _MEDIAN_SAMPLE // 2 - slack)]
+        hi = sample[min(_MEDIAN_SAMPLE - 1, _MEDIAN_SAMPLE // 2 + slack)]
+        if flat.device.type == "cpu":  # numpy's comparisons and counts are several times faster here
+            a = flat.numpy()
+            keep = a >= lo.item()
+            below = m - int(np.count_nonzero(keep))
+            keep &= a <= hi.item()
+            inside = torch.from_numpy(a[keep])
+        else:
+            keep = flat >= lo
+            below = m - int(keep.sum())
+            inside = flat[keep & (flat <= hi)]
+        if below <= ks[0] and below + inside.numel() > ks[1]:
+            return _middle(inside, (ks[0] - below, ks[1] - below))
+    return _middle(flat, ks)
+
+
+def _middle(flat: Tensor, ks: tuple[int, int]) -> float:
+    """Mean of the order statistics at 0-based positions ``ks`` of a 1-D tensor."""
+    if flat.device.type == "cpu":  # one partition pass finds both
+        part = np.partition(flat.numpy(), list(ks))
+        return float((part[ks[0]] + part[ks[1]]) / 2.0)
+    lo = flat.kthvalue(ks[0] + 1).values
+    hi = flat.kthvalue(ks[1] + 1).values if ks[1] != ks[0] else lo
     return float((lo + hi) / 2.0)
 
 

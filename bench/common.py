@@ -1,0 +1,141 @@
+"""Shared helpers for the benchmarks: timing protocol, machine description, synthetic CIFAR-shaped data.
+
+Every timing is the median of several repeats after a warm-up, and every headline is a ratio against a
+baseline measured in the same process, so a busy machine slows both sides alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import torch
+
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else CPU (the same code path on both)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device: torch.device | None = None) -> None:
+    """Wait for queued CUDA work so a wall-clock reading covers it; a no-op on CPU."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], Any], device: torch.device | None = None) -> float:
+    """Wall-clock seconds of one call of ``fn`` (CUDA work included)."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: torch.device | None = None) -> dict:
+    """Median wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones, with every sample."""
+    for _ in range(warmup):
+        fn()
+    times = [seconds(fn, device) for _ in range(repeats)]
+    return {"median_s": statistics.median(times), "times_s": [round(t, 6) for t in times]}
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                device: torch.device | None = None) -> dict[str, dict]:
+    """Like :func:`median_time` for several functions, alternating them (A B C A B C …).
+
+    Interleaving makes slow phases of a shared machine hit every side of a ratio alike.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(seconds(fn, device))
+    return {name: {"median_s": statistics.median(ts), "times_s": [round(t, 6) for t in ts]}
+            for name, ts in samples.items()}
+
+
+def cifar_like(n: int, seed: int = 0, classes: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random CIFAR-shaped uint8 images (n × 3 × 32 × 32) and int64 labels, reproducible by seed."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return x, y
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine(device: torch.device | None = None) -> dict[str, Any]:
+    """Where a figure was measured: CPU model, cores, torch version and threads, and the device."""
+    device = device or pick_device()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "cpu": cpu_model(),
+        "cores": usable,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": name,
+        "python": platform.python_version(),
+    }
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """A table for docs/benchmarks.md: a title, column names and rows of cells (numbers or text)."""
+    return {"title": title, "columns": list(columns), "rows": [list(r) for r in rows]}
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 3 significant figures (ratios and seconds), everything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else ("yes" if value else "no")
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator rounded to 4 significant figures (inf if the denominator is 0)."""
+    if denominator <= 0:
+        return float("inf")
+    return float(f"{numerator / denominator:.4g}")
+
+
+def command(name: str, quick: bool, tiny: bool = False) -> str:
+    """The command that reproduces one benchmark's entry."""
+    flags = (" --quick" if quick else "") + (" --tiny" if tiny else "")
+    return f"python bench/run.py{flags} --only {name}"

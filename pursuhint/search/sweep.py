@@ -1,0 +1,260 @@
+"""``pursuhint sweep``: shared work once, then Ray Tune trials (Optuna samples, ASHA stops the weak),
+every trial in MLflow under one parent run; resumable after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import tracking
+from ..config import Config
+from ..errors import PursuhintError
+from ..fileio import write_text_atomic
+
+MARKER = "pursuhint_sweep.json"
+
+
+@dataclass
+class SweepResult:
+    experiment_dir: Path
+    tracking_uri: str
+    parent_run_id: str
+    leaderboard: list[dict[str, Any]]
+
+
+def default_storage() -> Path:
+    """``$PURSUHINT_RUNS/ray_results`` (default ``./runs/ray_results``)."""
+    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute() / "ray_results"
+
+
+def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = False,
+              num_samples: Optional[int] = None, tracking_uri: Optional[str] = None,
+              storage_path: Optional[str] = None, verbose: int = 1, progress: bool = True) -> SweepResult:
+    """Run (or ``resume``) the sweep the config describes and return its leaderboard."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with our column names
+    import ray
+    from ray import tune
+
+    from .duplicates import DuplicateIndex
+    from .searcher import make_scheduler, make_searcher, total_trials
+    from .shared import prepare_shared
+    from .trainable import SweepInfo, run_trial
+
+    uri = tracking.resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
+    tracking.check_reachable(uri)
+    storage = Path(storage_path).expanduser().absolute() if storage_path and "://" not in storage_path else None
+    storage_str = str(storage) if storage else (storage_path or str(default_storage()))
+    exp_dir = (storage or default_storage()) / cfg.name if "://" not in storage_str else None
+    if exp_dir is not None:
+        exists = (exp_dir / MARKER).exists()
+        if resume and not exists:
+            raise PursuhintError(f"no sweep named {cfg.name!r} to resume under {exp_dir.parent}; "
+                                 f"run it without --resume first (or pass its --storage-path)")
+        if not resume and exists:
+            raise PursuhintError(f"a sweep named {cfg.name!r} already exists in {exp_dir}; pass --resume to "
+                                 f"continue it, or change `name` or --storage-path for a new one")
+
+    _ray_init(address)
+    try:
+        _check_resources(cfg)
+        experiment_id = tracking.ensure_experiment(uri, cfg.name)
+        parent = tracking.parent_run(uri, experiment_id, str(exp_dir or storage_str), run_name=f"sweep-{cfg.name}")
+        _log_parent(uri, parent, cfg)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        shared_ref = ray.remote(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)(_prepare_remote).remote(
+            cfg.to_yaml(), progress)
+        shared = ray.get(shared_ref)
+        actor_name = f"pursuhint-duplicates-{parent}"
+        index = DuplicateIndex.options(name=actor_name, get_if_exists=True).remote()
+        ray.get(index.seed.remote(_finished_from_mlflow(uri, experiment_id, parent)))
+        info = SweepInfo(name=cfg.name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent,
+                         duplicates_actor=actor_name, cpus_per_trial=cfg.search.resources_per_trial.cpu)
+        res = {"cpu": cfg.search.resources_per_trial.cpu, "gpu": cfg.search.resources_per_trial.gpu}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared, sweep=info), res)
+        if exp_dir is not None:
+            write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri,
+                                                            "parent_run_id": parent}, indent=2))
+        callbacks = [_EndTrials(actor_name)]
+        if resume:
+            tuner = tune.Tuner.restore(str(exp_dir) if exp_dir else f"{storage_str.rstrip('/')}/{cfg.name}",
+                                       trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric="val_acc", mode="max", search_alg=make_searcher(cfg), scheduler=make_scheduler(cfg),
+                    num_samples=total_trials(cfg, num_samples),
+                    max_concurrent_trials=cfg.search.max_concurrent_trials),
+                run_config=tune.RunConfig(
+                    name=cfg.name, storage_path=storage_str, verbose=verbose,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+                    progress_reporter=_reporter(cfg), callbacks=callbacks),
+            )
+        grid = tuner.fit()
+        board = leaderboard_from_grid(grid)
+        _finish_parent(uri, parent, board, shared)
+        return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
+                           leaderboard=board)
+    finally:
+        if ray.is_initialized() and _we_started_ray:
+            ray.shutdown()
+
+
+_we_started_ray = False
+
+
+def _ray_init(address: Optional[str]) -> None:
+    global _we_started_ray
+    import ray
+
+    if ray.is_initialized():
+        _we_started_ray = False
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(address="local", include_dashboard=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise PursuhintError(f"cannot connect to the Ray cluster at {address!r} ({exc}); start it with "
+                             f"`ray start --head` or `ray up ray_cluster.yaml`, or drop --address "
+                             f"to run locally") from None
+    _we_started_ray = True
+
+
+def _check_resources(cfg: Config) -> None:
+    """A trial asking for more than any node (or the whole cluster) has would wait forever: refuse it."""
+    import ray
+
+    want = cfg.search.resources_per_trial
+    total = ray.cluster_resources()
+    for kind, need in (("CPU", want.cpu), ("GPU", want.gpu)):
+        have = total.get(kind, 0)
+        if need > have:
+            raise PursuhintError(f"search.resources_per_trial asks for {need:g} {kind} per trial but the Ray "
+                                 f"cluster has {have:g}; lower it (fractions share a GPU) or add nodes")
+
+
+def _prepare_remote(config_yaml: str, progress: bool):
+    from .shared import prepare_shared
+
+    return prepare_shared(config_yaml, progress=progress)
+
+
+def _reporter(cfg: Config):
+    from ray.tune import CLIReporter
+
+    from .space import short_name
+
+    params = {key: short_name(key) for key in cfg.space}
+    params["pursuhint.baseline"] = "baseline"
+    return CLIReporter(parameter_columns=params,
+                       metric_columns={"val_acc": "val_acc", "epoch": "epoch", "training_iteration": "iter"},
+                       max_report_frequency=30, sort_by_metric=True)
+
+
+def _EndTrials(actor_name: str):
+    """A Tune callback telling the duplicate index when Tune ends a trial (stopped by ASHA, errored)."""
+    from ray.tune import Callback
+
+    class EndTrials(Callback):
+        def _mark(self, trial: Any, state: str) -> None:
+            import ray
+
+            try:
+                ray.get_actor(actor_name).finish_trial.remote(trial.trial_id, state)
+            except ValueError:
+                pass
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._mark(trial, "done")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._mark(trial, "failed")
+
+    return EndTrials()
+
+
+def _log_parent(uri: str, parent: str, cfg: Config) -> None:
+    from mlflow.entities import Param
+
+    c = tracking.client(uri)
+    run = c.get_run(parent)
+    if "num_samples" not in run.data.params:
+        c.log_batch(parent, params=[Param("num_samples", str(cfg.search.num_samples)),
+                                    Param("searcher", cfg.search.searcher),
+                                    Param("scheduler", cfg.search.scheduler),
+                                    Param("teacher", cfg.teacher.arch), Param("student", cfg.student.arch),
+                                    Param("dataset", cfg.data.dataset)])
+        c.log_text(parent, cfg.to_yaml(), "config.yaml")
+        c.log_dict(parent, cfg.space, "search_space.json")
+
+
+def leaderboard_from_grid(grid: Any) -> list[dict[str, Any]]:
+    """One row per trial with its best val_acc, sorted best first (ties: earlier trial first)."""
+    rows = []
+    for result in grid:
+        cfgd = result.config or {}
+        df = result.metrics_dataframe
+        best = float(df["val_acc"].max()) if df is not None and "val_acc" in df else float("nan")
+        metrics = result.metrics or {}
+        rows.append({
+            "trial_id": metrics.get("trial_id", ""), "baseline": cfgd.get("pursuhint.baseline", "") or "",
+            "best_val_acc": best, "status": metrics.get("status", "error" if result.error else "completed"),
+            "config": {k: v for k, v in cfgd.items() if k != "pursuhint.baseline"},
+            "epochs": int(metrics.get("epoch", 0) or 0),
+        })
+    rows.sort(key=lambda r: (-(r["best_val_acc"] if r["best_val_acc"] == r["best_val_acc"] else -1), r["trial_id"]))
+    return rows
+
+
+def _finished_from_mlflow(uri: str, experiment_id: str, parent: str) -> dict[str, dict[str, Any]]:
+    """Results of this sweep's finished trials (a resumed sweep's duplicate index starts from them)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        runs = tracking.find_runs(uri, experiment_id, **{tracking.PARENT_TAG: parent})
+    except Exception:
+        return out
+    c = tracking.client(uri)
+    for run in runs:
+        tags = run.data.tags
+        key, status = tags.get(tracking.TRAIN_KEY_TAG), tags.get(tracking.STATUS_TAG)
+        if not key or status not in ("completed", "diverged") or tags.get(tracking.DUPLICATE_TAG):
+            continue
+        history: dict[int, dict[str, Any]] = {}
+        for name in ("val_acc", "train_loss", "epoch_time"):
+            for m in c.get_metric_history(run.info.run_id, name):
+                history.setdefault(m.step, {"epoch": m.step})[name] = m.value
+        out[key] = {"owner": tags.get(tracking.TRIAL_TAG, ""), "state": "done", "status": status,
+                    "run_id": run.info.run_id, "history": [history[s] for s in sorted(history)]}
+    return out
+
+
+def _finish_parent(uri: str, parent: str, board: list[dict[str, Any]], shared: Any) -> None:
+    from ..export import best_hint_sets, leaderboard_rows
+
+    c = tracking.client(uri)
+    try:
+        rows = leaderboard_rows(uri, parent)
+        if rows:
+            table = {k: [r.get(k) for r in rows] for k in rows[0]}
+            c.log_table(parent, table, "leaderboard.json")
+            best = next((r for r in rows if r.get("hint_indices")), None)
+            if best is not None:
+                c.log_metric(parent, "best_val_acc", float(best["best_val_acc"]))
+                sets = best_hint_sets(uri, parent, top=1)
+                if sets:
+                    import tempfile
+
+                    with tempfile.TemporaryDirectory() as d:
+                        path = Path(d) / "best_hint_set.json"
+                        sets[0].save(path)
+                        c.log_artifact(parent, str(path))
+        c.set_tag(parent, tracking.STATUS_TAG, "completed")
+    except Exception as exc:  # the sweep's results are in Tune's folder either way
+        print(f"pursuhint: warning: could not write the leaderboard to MLflow ({exc})", file=sys.stderr)

@@ -1,0 +1,197 @@
+"""MLflow layout of a sweep: experiment = config name, one parent run per sweep, one child per trial.
+
+The names here are the interface users browse in the MLflow UI:
+parent tags ``pursuhint.role=sweep``; child params ``similarity``, ``n_hints``, ``algorithm``,
+``center``, ``method``, ``hint_weight``, ``kd_weight``, ``lr``, ``hint_layers``, ``hint_indices``,
+``student_layers``; per-epoch metrics ``val_acc``, ``train_loss``, ``loss_ce``, ``loss_kd``,
+``loss_hint``, ``epoch_time``; ``best_val_acc``; tags ``pursuhint.trial_id``, ``pursuhint.status``,
+``pursuhint.baseline``; artifacts ``hint_set.json`` and ``layer_atlas.png``.
+Runs are found again by tag (never created twice for one trial), so retries and resumed sweeps log
+into the runs they started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+from .errors import PursuhintError
+
+ROLE_TAG = "pursuhint.role"
+SWEEP_DIR_TAG = "pursuhint.sweep_dir"
+TRIAL_TAG = "pursuhint.trial_id"
+STATUS_TAG = "pursuhint.status"
+BASELINE_TAG = "pursuhint.baseline"
+DUPLICATE_TAG = "pursuhint.duplicate_of"
+TRAIN_KEY_TAG = "pursuhint.train_key"
+PARENT_TAG = "mlflow.parentRunId"
+
+# Environment variables whose values must never reach MLflow (tokens, cloud keys, passwords).
+SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH")
+
+
+class TrackingError(PursuhintError):
+    """The tracking server or store cannot be used."""
+
+
+def resolve_tracking_uri(cli_uri: Optional[str], config_uri: Optional[str], cwd: Optional[Path] = None) -> str:
+    """``--tracking-uri``, else ``tracking.uri``, else ``sqlite:///<cwd>/mlflow.db``; always absolute.
+
+    Relative sqlite or file paths are made absolute so trials (whose working directory differs) log
+    to the same store.
+    """
+    uri = cli_uri or config_uri
+    base = Path(cwd or os.getcwd()).absolute()
+    if not uri:
+        return f"sqlite:///{base / 'mlflow.db'}"
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///"):]
+        if not path.startswith("/"):
+            return f"sqlite:///{(base / path).absolute()}"
+        return uri
+    if parsed.scheme == "" and not uri.startswith("/"):
+        return str((base / uri).absolute())
+    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+        return f"file://{(base / parsed.path).absolute()}"
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Refuse an unreachable tracking server or an unwritable local store before any work starts."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user's own server
+                if resp.status >= 400:
+                    raise TrackingError(f"MLflow server {uri} answered {resp.status}; check --tracking-uri")
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"MLflow server {uri} is unreachable ({reason}); start it "
+                                f"(cluster/mlflow_server.sh) or pass another --tracking-uri") from None
+        return
+    if parsed.scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+    elif parsed.scheme in ("", "file"):
+        folder = Path(parsed.path if parsed.scheme == "file" else uri)
+        folder = folder if folder.exists() else folder.parent
+    else:
+        return  # databricks, postgresql, ...: the first client call reports problems
+    if not folder.exists() or not os.access(folder, os.W_OK):
+        raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist or is not writable")
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def artifact_root_for(uri: str) -> Optional[str]:
+    """For a local sqlite store, artifacts go beside the database (``mlartifacts/``); servers decide."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+    return None
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The experiment id for ``name``, created once (restored if it was deleted)."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return c.create_experiment(name, artifact_location=artifact_root_for(uri))
+        except Exception:  # created meanwhile by another process
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        c.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def find_runs(uri: str, experiment_id: str, **tags: str) -> list[Any]:
+    """Runs of the experiment whose tags equal the given values (tag names with dots as keys)."""
+    parts = [f"tags.\"{k}\" = '{v}'" for k, v in tags.items()]
+    return list(client(uri).search_runs([experiment_id], " and ".join(parts), max_results=1000))
+
+
+def parent_run(uri: str, experiment_id: str, sweep_dir: str, run_name: str) -> str:
+    """The sweep's parent run: found by its storage folder (a resumed sweep reuses it) or created."""
+    found = find_runs(uri, experiment_id, **{ROLE_TAG: "sweep", SWEEP_DIR_TAG: sweep_dir})
+    if found:
+        return found[0].info.run_id
+    run = client(uri).create_run(experiment_id, run_name=run_name,
+                                 tags={ROLE_TAG: "sweep", SWEEP_DIR_TAG: sweep_dir})
+    return run.info.run_id
+
+
+def child_run(uri: str, experiment_id: str, parent_id: str, trial_id: str, run_name: str,
+              tags: dict[str, str]) -> str:
+    """The trial's child run, found by trial id under this parent, or created with ``tags``."""
+    found = find_runs(uri, experiment_id, **{TRIAL_TAG: trial_id, PARENT_TAG: parent_id})
+    if found:
+        return found[0].info.run_id
+    run = client(uri).create_run(experiment_id, run_name=run_name,
+                                 tags={PARENT_TAG: parent_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial", **tags})
+    return run.info.run_id
+
+
+def logged_steps(uri: str, run_id: str, metric: str = "val_acc") -> set[int]:
+    """Epochs already logged for ``metric`` (a restarted trial skips them: no duplicate points)."""
+    try:
+        return {m.step for m in client(uri).get_metric_history(run_id, metric)}
+    except Exception:
+        return set()
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Scalar params (lists are joined with commas) so MLflow's compare views work on them."""
+    from mlflow.entities import Param
+
+    c = client(uri)
+    existing = c.get_run(run_id).data.params
+    new = [Param(k, scalar(v)) for k, v in params.items() if k not in existing]
+    if new:
+        c.log_batch(run_id, params=new)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+    if batch:
+        client(uri).log_batch(run_id, metrics=batch)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    client(uri).log_batch(run_id, tags=[RunTag(k, scalar(v)) for k, v in tags.items()])
+
+
+def scalar(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
+def secret_values(environ: Optional[dict[str, str]] = None) -> list[str]:
+    """Values of secret-looking environment variables (long enough to matter), for scrubbing."""
+    env = os.environ if environ is None else environ
+    return [v for k, v in env.items() if is_secret_name(k) and len(v) >= 8]
