@@ -100,7 +100,30 @@ def machine(device: torch.device | None = None) -> dict[str, Any]:
         "device": str(device),
         "device_name": name,
         "python": platform.python_version(),
+        "load_avg_1m": _load_average(),
     }
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (other people's work on the same cores shows up here), if known."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+class threads:
+    """Context manager: run the block with ``n`` torch intra-op threads, then restore the previous count."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self) -> "threads":
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.old)
 
 
 def now() -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import __version__
-from .config import Config, check_names, describe_defaults, load_config
+from .config import Config, describe_defaults, load_config
+from .preflight import preflight
 from .errors import PursuhintError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -24,7 +25,7 @@ def command(name: str):
 def _load(args: argparse.Namespace, overrides: Optional[dict] = None) -> Config:
     """Validate the whole config (values, names, search space) before any work starts."""
     cfg = load_config(args.config, overrides=overrides)
-    check_names(cfg)
+    preflight(cfg)
     return cfg
 
 
@@ -167,7 +168,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     overrides = {"search.num_samples": args.num_samples}
     cfg = _load(args, overrides)
-    result = run_sweep(cfg, address=args.address, resume=args.resume, num_samples=args.num_samples,
+    result = run_sweep(cfg, address=args.address, resume=args.resume, overwrite=args.overwrite,
+                       num_samples=args.num_samples,
                        tracking_uri=args.tracking_uri, storage_path=args.storage_path,
                        verbose=0 if args.quiet else 1, progress=not args.quiet)
     try:
@@ -253,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file (its spec leaves are the search space)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://host:10001); default: a local Ray")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep of the same name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again a sweep whose Tune results already exist (MLflow keeps the old runs)")
     p.add_argument("--num-samples", type=int, help="searched trials (overrides search.num_samples)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default tracking.uri, else sqlite:///./mlflow.db)")
     p.add_argument("--storage-path", help="Tune results folder (default ./runs/ray_results; shared storage "

@@ -51,6 +51,7 @@ def leaderboard_rows(uri: str, parent: str) -> list[dict[str, Any]]:
             "method": p.get("method", ""), "hint_weight": _num(p.get("hint_weight")),
             "kd_weight": _num(p.get("kd_weight")), "lr": _num(p.get("lr")),
             "duplicate_of": t.get(tracking.DUPLICATE_TAG, ""), "student_layers": p.get("student_layers", ""),
+            "n_candidates": int(_num(p.get("n_candidates")) if math.isfinite(_num(p.get("n_candidates"))) else 0),
         })
     return rank(rows)
 

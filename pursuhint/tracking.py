@@ -41,12 +41,13 @@ class TrackingError(PursuhintError):
 
 
 def resolve_tracking_uri(cli_uri: Optional[str], config_uri: Optional[str], cwd: Optional[Path] = None) -> str:
-    """``--tracking-uri``, else ``tracking.uri``, else ``sqlite:///<cwd>/mlflow.db``; always absolute.
+    """``--tracking-uri``, else ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<cwd>/mlflow.db``; always absolute.
 
     Relative sqlite or file paths are made absolute so trials (whose working directory differs) log
     to the same store.
     """
-    uri = cli_uri or config_uri
+    uri = cli_uri or config_uri or os.environ.get("MLFLOW_TRACKING_URI")
     base = Path(cwd or os.getcwd()).absolute()
     if not uri:
         return f"sqlite:///{base / 'mlflow.db'}"

@@ -31,10 +31,14 @@ def default_storage() -> Path:
     return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute() / "ray_results"
 
 
-def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = False,
+def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = False, overwrite: bool = False,
               num_samples: Optional[int] = None, tracking_uri: Optional[str] = None,
               storage_path: Optional[str] = None, verbose: int = 1, progress: bool = True) -> SweepResult:
-    """Run (or ``resume``) the sweep the config describes and return its leaderboard."""
+    """Run (or ``resume``) the sweep the config describes and return its leaderboard.
+
+    ``overwrite`` replaces an earlier sweep of the same name in the Tune storage (its MLflow runs stay,
+    under a parent tagged as replaced); without it an existing sweep is refused unless resumed.
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with our column names
     import ray
     from ray import tune
@@ -54,13 +58,21 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         if resume and not exists:
             raise PursuhintError(f"no sweep named {cfg.name!r} to resume under {exp_dir.parent}; "
                                  f"run it without --resume first (or pass its --storage-path)")
-        if not resume and exists:
+        if resume and overwrite:
+            raise PursuhintError("--resume and --overwrite contradict each other; pass one of them")
+        if not resume and exists and not overwrite:
             raise PursuhintError(f"a sweep named {cfg.name!r} already exists in {exp_dir}; pass --resume to "
-                                 f"continue it, or change `name` or --storage-path for a new one")
+                                 f"continue it, --overwrite to start it again, or change `name` or "
+                                 f"--storage-path for a new one")
+        if overwrite and exp_dir.exists():
+            _retire(uri, cfg.name, str(exp_dir))
+            import shutil
+
+            shutil.rmtree(exp_dir)
 
     _ray_init(address)
     try:
-        _check_resources(cfg)
+        _check_resources(cfg, autoscaling=bool(address))
         experiment_id = tracking.ensure_experiment(uri, cfg.name)
         parent = tracking.parent_run(uri, experiment_id, str(exp_dir or storage_str), run_name=f"sweep-{cfg.name}")
         _log_parent(uri, parent, cfg)
@@ -88,7 +100,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                 tune_config=tune.TuneConfig(
                     metric="val_acc", mode="max", search_alg=make_searcher(cfg), scheduler=make_scheduler(cfg),
                     num_samples=total_trials(cfg, num_samples),
-                    max_concurrent_trials=cfg.search.max_concurrent_trials),
+                    max_concurrent_trials=cfg.search.max_concurrent_trials, reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=cfg.name, storage_path=storage_str, verbose=verbose,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -127,8 +139,25 @@ def _ray_init(address: Optional[str]) -> None:
     _we_started_ray = True
 
 
-def _check_resources(cfg: Config) -> None:
-    """A trial asking for more than any node (or the whole cluster) has would wait forever: refuse it."""
+def _retire(uri: str, name: str, sweep_dir: str) -> None:
+    """Tag the MLflow parent of a sweep being overwritten so the new sweep gets a parent of its own."""
+    import time as _time
+
+    try:
+        exp = tracking.client(uri).get_experiment_by_name(name)
+        if exp is None:
+            return
+        for run in tracking.find_runs(uri, exp.experiment_id, **{tracking.ROLE_TAG: "sweep",
+                                                                  tracking.SWEEP_DIR_TAG: sweep_dir}):
+            tracking.set_tags(uri, run.info.run_id, {tracking.SWEEP_DIR_TAG: f"{sweep_dir} (replaced "
+                                                     f"{_time.strftime('%Y-%m-%d %H:%M:%S')})"})
+    except Exception:
+        pass
+
+
+def _check_resources(cfg: Config, autoscaling: bool = False) -> None:
+    """A trial asking for more than the cluster has would wait forever: refuse it on a local Ray; on a
+    remote cluster (which may still be scaling up from zero workers) warn instead."""
     import ray
 
     want = cfg.search.resources_per_trial
@@ -136,8 +165,11 @@ def _check_resources(cfg: Config) -> None:
     for kind, need in (("CPU", want.cpu), ("GPU", want.gpu)):
         have = total.get(kind, 0)
         if need > have:
-            raise PursuhintError(f"search.resources_per_trial asks for {need:g} {kind} per trial but the Ray "
-                                 f"cluster has {have:g}; lower it (fractions share a GPU) or add nodes")
+            msg = (f"search.resources_per_trial asks for {need:g} {kind} per trial but the Ray cluster has "
+                   f"{have:g}")
+            if not autoscaling:
+                raise PursuhintError(f"{msg}; lower it (fractions share a GPU) or add nodes")
+            print(f"pursuhint: warning: {msg} now; trials wait until the autoscaler adds nodes", file=sys.stderr)
 
 
 def _prepare_remote(config_yaml: str, progress: bool):

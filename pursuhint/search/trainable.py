@@ -94,6 +94,7 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "hint_indices": ",".join(str(i + 1) for i in hs.indices) if hs else "",
         "student_layers": ",".join(student_layers),
         "paper_mode": bool(hs.paper_mode) if hs else False,
+        "n_candidates": len(hs.candidates) if hs else 0,
     }
     for key, value in sampled.items():
         if key != BASELINE_KEY and short_name(key) not in params:
@@ -146,15 +147,22 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     import ray
 
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
+    node_id = ray.get_runtime_context().get_node_id()
     cfg, baseline = trial_config(shared, config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    hs = trial_hints(cfg, baseline, shared)
     teacher = shared.teacher(device)
-    student_probe = create_model(cfg.student.arch, shared.dataset.num_classes, in_channels=shared.dataset.channels)
-    pairs = pair_hints(hs, shared.teacher(torch.device("cpu")), student_probe, shared.dataset,
-                       cfg.selection.granularity, cfg.distill.mapping)
+    try:
+        hs = trial_hints(cfg, baseline, shared)
+        student_probe = create_model(cfg.student.arch, shared.dataset.num_classes,
+                                     in_channels=shared.dataset.channels)
+        pairs = pair_hints(hs, teacher, student_probe, shared.dataset, cfg.selection.granularity,
+                           cfg.distill.mapping)
+    except PursuhintError as exc:  # this point of the space cannot be trained: say so, don't retry
+        _invalid(sweep, trial_id, cfg, baseline, config, str(exc))
+        return
     key = train_key(cfg, None if hs is None else hs.indices)
     tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "running",
             tracking.TRAIN_KEY_TAG: key}
@@ -191,7 +199,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
         if index is not None:
             index.update.remote(key, trial_id, metrics, run_id)
-        tune.report(_tune_metrics(metrics | {"status": "running"}),
+        tune.report(_tune_metrics(metrics | {"status": "running", "node_id": node_id}),
                     checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
     try:
@@ -214,6 +222,21 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         tune.report({"val_acc": last, "best_val_acc": best, "status": status,
                      "epoch": len(result.fit.history)})
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sampled: dict[str, Any],
+             message: str) -> None:
+    """Record a trial whose sampled config cannot be trained (status ``invalid``) and end it."""
+    try:
+        run_id = tracking.child_run(sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id, trial_id,
+                                    run_name(cfg, baseline, None),
+                                    {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid",
+                                     "pursuhint.error": message[:4000]})
+        tracker = _Tracker(sweep.tracking_uri, run_id)
+        tracker._call("log_params", trial_params(cfg, baseline, None, [], sampled))
+    except Exception as exc:
+        log.warning("MLflow logging failed (%s)", exc)
+    tune.report({"val_acc": 0.0, "best_val_acc": 0.0, "status": "invalid", "error": message[:500], "epoch": 0})
 
 
 def _replay(claim: dict[str, Any], tracker: _Tracker, trial_id: str) -> None:
