@@ -90,7 +90,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         if exp_dir is not None:
             write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri,
                                                             "parent_run_id": parent}, indent=2))
-        callbacks = [_EndTrials(actor_name)]
+        callbacks = [_EndTrials(actor_name, uri, experiment_id, parent)]
         if resume:
             tuner = tune.Tuner.restore(str(exp_dir) if exp_dir else f"{storage_str.rstrip('/')}/{cfg.name}",
                                        trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -190,24 +190,35 @@ def _reporter(cfg: Config):
                        max_report_frequency=30, sort_by_metric=True)
 
 
-def _EndTrials(actor_name: str):
-    """A Tune callback telling the duplicate index when Tune ends a trial (stopped by ASHA, errored)."""
+def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
+    """A Tune callback for trials Tune ends itself: it tells the duplicate index, and marks the MLflow
+    run ``stopped`` (ASHA stopped it early) or ``error`` (it failed for good)."""
     from ray.tune import Callback
 
     class EndTrials(Callback):
-        def _mark(self, trial: Any, state: str) -> None:
+        def _mark(self, trial: Any, state: str, status: Optional[str]) -> None:
             import ray
 
             try:
                 ray.get_actor(actor_name).finish_trial.remote(trial.trial_id, state)
             except ValueError:
                 pass
+            if status is None:
+                return
+            try:
+                for run in tracking.find_runs(uri, experiment_id, **{tracking.TRIAL_TAG: trial.trial_id,
+                                                                     tracking.PARENT_TAG: parent}):
+                    if run.data.tags.get(tracking.STATUS_TAG) == "running":
+                        tracking.set_tags(uri, run.info.run_id, {tracking.STATUS_TAG: status})
+            except Exception:  # MLflow away: `report --sync` and the trial's own retry logging catch up
+                pass
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._mark(trial, "done")
+            last = trial.last_result or {}
+            self._mark(trial, "done", "stopped" if last.get("status") == "running" else None)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._mark(trial, "failed")
+            self._mark(trial, "failed", "error")
 
     return EndTrials()
 

@@ -194,8 +194,11 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
             if src.exists():
                 shutil.copyfile(src, workdir / STATE_FILE)
 
+    best_so_far = [0.0]
+
     def report(stats: EpochStats) -> None:
-        metrics = stats.as_metrics() | {"epoch": stats.epoch}
+        best_so_far[0] = max(best_so_far[0], stats.val_acc)
+        metrics = stats.as_metrics() | {"epoch": stats.epoch, "best_val_acc": best_so_far[0]}
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
         if index is not None:
             index.update.remote(key, trial_id, metrics, run_id)
@@ -245,8 +248,9 @@ def _replay(claim: dict[str, Any], tracker: _Tracker, trial_id: str) -> None:
     tracker.tags({tracking.DUPLICATE_TAG: claim["owner"], tracking.STATUS_TAG: claim.get("status") or "completed"})
     best = 0.0
     for metrics in history:
-        tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, int(metrics["epoch"]))
         best = max(best, float(metrics.get("val_acc", 0.0)))
+        tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"} | {"best_val_acc": best},
+                      int(metrics["epoch"]))
         tune.report(_tune_metrics(metrics | {"status": "duplicate", "duplicate_of": claim["owner"]}))
     tracker.metric({"best_val_acc": best}, len(history))
     if not history:

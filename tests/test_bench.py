@@ -1,0 +1,131 @@
+"""bench/: the runner writes well-formed entries and keeps others; the naive baseline is a faithful one.
+
+Figures are not asserted (they are measured in bench/, not tested); the smoke test runs at --tiny sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import run as bench_run  # noqa: E402
+from bench.selection_speed import naive_cka, naive_kmeans, naive_pair_list  # noqa: E402
+from pursuhint.hints import cluster, similarity_matrix  # noqa: E402
+from pursuhint.hints import similarity as sim  # noqa: E402
+
+
+def test_quick_selection_speed_writes_a_well_formed_entry_and_keeps_others(tmp_path):
+    out, docs = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    kept = {"name": "gpu", "ratio": 3.0, "note": "from an earlier run"}
+    out.write_text(json.dumps({"gpu": kept}))
+    docs.write_text("# Benchmarks\n\nHand-written intro.\n\n<!-- BEGIN generated:selection_speed -->\nold\n"
+                    "<!-- END generated:selection_speed -->\n\nHand-written reading.\n")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--tiny", "--only", "selection_speed",
+         "--output", str(out), "--docs", str(docs)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["gpu"] == kept  # entries of benchmarks not run this time stay
+    entry = data["selection_speed"]
+    assert {"ratio", "ratio_definition", "aim", "machine", "date", "quick", "command", "figures", "tables"} <= set(entry)
+    assert isinstance(entry["ratio"], float) and math.isfinite(entry["ratio"]) and entry["ratio"] > 0
+    assert entry["quick"] is True and entry["tiny"] is True
+    assert entry["command"] == "python bench/run.py --quick --tiny --only selection_speed"
+    assert {"cpu", "cores", "torch", "device"} <= set(entry["machine"])
+    assert entry["machine"]["torch"] == torch.__version__
+    datetime.fromisoformat(entry["date"])
+    case = entry["figures"]["cases"][0]
+    assert case["naive_pair_evaluations"] == case["naive_measured_evaluations"]  # the count is exact
+    assert case["naive_same_hints"] is True
+    text = docs.read_text()
+    assert "Hand-written intro." in text and "Hand-written reading." in text and "\nold\n" not in text
+    assert f"**Headline ratio: {bench_run.fmt(entry['ratio'])}**" in text
+    assert "Not written yet: `bench/sweep_overhead.py` does not exist" in text
+    assert text.count("<!-- BEGIN generated:") == len(bench_run.BENCHMARKS)
+
+
+def test_unknown_benchmark_name_is_refused_with_the_valid_names(tmp_path):
+    with pytest.raises(bench_run.BenchUsageError, match="unknown benchmark 'speed'; valid: selection_speed, "):
+        bench_run.parse_only("selection_speed,speed")
+    assert bench_run.parse_only(None) == list(bench_run.BENCHMARKS)
+    assert bench_run.main(["--only", "nope", "--output", str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_docs_are_created_with_one_section_per_benchmark(tmp_path):
+    docs = tmp_path / "b.md"
+    entry = {"ratio": 12.5, "ratio_definition": "a over b", "aim": "≥ 5", "aim_met": True, "quick": False,
+             "command": "python bench/run.py --only input_pipeline", "date": "2026-01-01T00:00:00+00:00",
+             "machine": {"cpu": "X", "cores": 2, "torch": "2", "device": "cpu"},
+             "tables": [{"title": "T", "columns": ["a", "b"], "rows": [["x", 0.012345], ["y", 12345.0]]}]}
+    bench_run.refresh_docs(docs, {"input_pipeline": entry})
+    text = docs.read_text()
+    assert "**Headline ratio: 12.5** — a over b." in text and "**met**" in text
+    assert "| x | 0.0123 |" in text and "| y | 12,345 |" in text
+    assert "No result yet: run `python bench/run.py --only selection_speed`." in text
+    bench_run.refresh_docs(docs, {"input_pipeline": entry})
+    assert docs.read_text() == text  # idempotent
+
+
+def test_naive_gram_cka_equals_feature_space_cka():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=g, dtype=torch.float64) + 3.0  # uncentred on purpose
+    y = torch.tanh(x @ torch.randn(6, 4, generator=g, dtype=torch.float64))
+    want = similarity_matrix([x, y], "cka_linear").values[0, 1]
+    assert naive_cka(x, y) == pytest.approx(want, abs=1e-12)
+    assert naive_cka(x, 2.5 * x) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_naive_kmeans_makes_the_same_choices_and_count_as_the_paper_clustering():
+    g = torch.Generator().manual_seed(1)
+    bases = [torch.randn(40, 5, generator=g, dtype=torch.float64) for _ in range(3)]
+    # three depth blocks of 4, 3 and 5 layers, each a noisy copy of its block's base
+    reps = [bases[b] + 0.3 * torch.randn(40, 5, generator=g, dtype=torch.float64) for b in [0] * 4 + [1] * 3 + [2] * 5]
+    S = similarity_matrix(reps, "cka_linear").values
+    result = cluster(S, 3)
+    centres, iterations, evaluations = naive_kmeans(reps, 3)
+    assert sorted(set(centres)) == result.centers
+    assert iterations == result.iterations
+    pairs = naive_pair_list(result.trace, result.iterations, len(reps))
+    assert evaluations == len(pairs) == iterations * 3 * len(reps)
+
+
+@pytest.mark.parametrize("case", ["continuous", "ties", "mostly_zero", "odd"])
+def test_rbf_median_fast_path_is_numpys_median(case, monkeypatch):
+    # the bracketed selection in similarity._median must give exactly np.median on large inputs
+    rng = np.random.default_rng(3)
+    if case == "continuous":
+        a = rng.standard_normal((400, 400)) ** 2
+    elif case == "ties":
+        a = rng.integers(0, 7, (400, 400)).astype(np.float64)
+    elif case == "mostly_zero":
+        a = np.where(rng.random((400, 400)) < 0.6, 0.0, rng.random((400, 400)))
+    else:
+        a = rng.random((401, 399))
+    assert a.size > sim._MEDIAN_SAMPLE
+    assert sim._median(torch.from_numpy(a)) == np.median(a)
+
+
+def test_rbf_median_falls_back_to_a_full_selection_when_the_bracket_misses(monkeypatch):
+    a = np.random.default_rng(4).random(90_001)
+    monkeypatch.setattr(sim, "_MEDIAN_SAMPLE", 64)
+    picks = torch.randint(a.size, (64,), generator=torch.Generator().manual_seed(0)).numpy()
+    a[picks] = 1e9  # the sampled entries are all outliers, so the bracket [1e9, 1e9] misses the median
+    sizes = []
+    middle = sim._middle
+    monkeypatch.setattr(sim, "_middle", lambda flat, ks: sizes.append(flat.numel()) or middle(flat, ks))
+    assert sim._median(torch.from_numpy(a)) == np.median(a)
+    assert sizes == [a.size]

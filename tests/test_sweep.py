@@ -1,0 +1,172 @@
+"""Sweeps on a real local Ray, tracked in a real MLflow store: layout, baselines, ASHA, duplicates,
+report and export."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pursuhint import tracking
+from pursuhint.config import load_config
+from pursuhint.export import best_hint_sets, format_leaderboard, leaderboard_rows, write_hint_sets
+from pursuhint.hints import HintSet
+from pursuhint.search.sweep import run_sweep
+
+from sweep_helpers import children, write_config
+
+pytestmark = pytest.mark.slow
+
+CHILD_PARAMS = {"similarity", "n_hints", "algorithm", "center", "method", "hint_weight", "kd_weight", "lr",
+                "hint_layers", "hint_indices", "student_layers"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    cfg = load_config(write_config(folder, "t_sweep"))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0,
+                       progress=False)
+    return cfg, uri, result, folder
+
+
+def test_parent_and_children_layout(sweep):
+    cfg, uri, result, _ = sweep
+    parent, runs = children(uri, "t_sweep")
+    assert parent.data.tags[tracking.ROLE_TAG] == "sweep"
+    assert parent.data.tags[tracking.STATUS_TAG] == "completed"
+    assert parent.data.params["teacher"] == "resnet14" and parent.data.params["student"] == "resnet8"
+    assert len(runs) == 3 + 2  # 3 searched + default-hints baseline (at) + KD-only
+    assert len({r.data.tags[tracking.TRIAL_TAG] for r in runs}) == 5
+    assert Counter(r.data.tags[tracking.BASELINE_TAG] for r in runs) == {"none": 3, "default": 1, "kd_only": 1}
+    for run in runs:
+        assert CHILD_PARAMS <= set(run.data.params), run.info.run_name
+        assert run.data.tags[tracking.PARENT_TAG] == parent.info.run_id
+        assert run.data.tags[tracking.STATUS_TAG] in ("completed", "stopped"), run.data.tags
+        assert "best_val_acc" in run.data.metrics
+    names = {r.info.run_name for r in runs}
+    assert {"baseline-default-at", "baseline-kd_only", "r2_cca-k3-pursuhint-mean_index-at"} <= names
+    client = tracking.client(uri)
+    parent_files = {f.path for f in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "search_space.json", "leaderboard.json", "best_hint_set.json"} <= parent_files
+
+
+def test_metrics_per_epoch_and_baselines_run_full_budget(sweep):
+    cfg, uri, _, _ = sweep
+    _, runs = children(uri, "t_sweep")
+    client = tracking.client(uri)
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == sorted(set(steps)) and steps[0] == 1, (run.info.run_name, steps)
+        if run.data.tags[tracking.BASELINE_TAG] != "none":
+            # ASHA never stops a baseline: it trains every epoch.
+            assert steps == [1, 2, 3], run.info.run_name
+            for key in ("train_loss", "loss_ce", "epoch_time"):
+                assert len(client.get_metric_history(run.info.run_id, key)) == 3, key
+    default = next(r for r in runs if r.data.tags[tracking.BASELINE_TAG] == "default")
+    assert default.data.params["hint_indices"] == "2,4,6"  # resnet14's stage ends (1-based)
+    assert default.data.params["student_layers"] == "layer1.0,layer2.0,layer3.0"
+    kd = next(r for r in runs if r.data.tags[tracking.BASELINE_TAG] == "kd_only")
+    assert kd.data.params["method"] == "kd_only" and kd.data.params["hint_layers"] == ""
+    assert float(kd.data.params["kd_weight"]) == 0.9
+
+
+def test_duplicate_trials_reuse_the_first_result(sweep):
+    _, uri, _, _ = sweep
+    _, runs = children(uri, "t_sweep")
+    searched = [r for r in runs if r.data.tags[tracking.BASELINE_TAG] == "none"]
+    owners = [r for r in searched if tracking.DUPLICATE_TAG not in r.data.tags]
+    dups = [r for r in searched if tracking.DUPLICATE_TAG in r.data.tags]
+    assert len(owners) == 1 and len(dups) == 2
+    owner = owners[0]
+    client = tracking.client(uri)
+    want = [m.value for m in client.get_metric_history(owner.info.run_id, "val_acc")]
+    for dup in dups:
+        assert dup.data.tags[tracking.DUPLICATE_TAG] == owner.data.tags[tracking.TRIAL_TAG]
+        assert dup.data.tags[tracking.TRAIN_KEY_TAG] == owner.data.tags[tracking.TRAIN_KEY_TAG]
+        got = [m.value for m in client.get_metric_history(dup.info.run_id, "val_acc")]
+        assert got == want
+
+
+def test_hint_set_and_atlas_artifacts(sweep):
+    _, uri, _, folder = sweep
+    _, runs = children(uri, "t_sweep")
+    client = tracking.client(uri)
+    for run in runs:
+        files = {f.path for f in client.list_artifacts(run.info.run_id)}
+        if run.data.params["hint_layers"]:
+            assert {"hint_set.json", "layer_atlas.png"} <= files, run.info.run_name
+            hs = HintSet.load(client.download_artifacts(run.info.run_id, "hint_set.json", str(folder)))
+            assert ",".join(hs.layers) == run.data.params["hint_layers"]
+            assert hs.teacher_arch == "resnet14" and len(hs.teacher_sha256) == 64
+        else:
+            assert "hint_set.json" not in files
+
+
+def test_leaderboard_gains_and_report_text(sweep):
+    _, uri, result, _ = sweep
+    rows = leaderboard_rows(uri, result.parent_run_id)
+    assert [r["rank"] for r in rows] == list(range(1, 6))
+    accs = [r["best_val_acc"] for r in rows]
+    assert accs == sorted(accs, reverse=True)
+    default = next(r for r in rows if r["baseline"] == "default")
+    kd = next(r for r in rows if r["baseline"] == "kd_only")
+    for r in rows:
+        if r["method"] == "at":
+            assert r["gain_default"] == pytest.approx(r["best_val_acc"] - default["best_val_acc"])
+        else:  # no default-hints baseline for KD-only itself
+            assert r["gain_default"] != r["gain_default"]
+        assert r["gain_kd"] == pytest.approx(r["best_val_acc"] - kd["best_val_acc"])
+    text = format_leaderboard(rows)
+    assert text.splitlines()[0].split()[:3] == ["rank", "best_val_acc", "hints"]
+    assert len(text.splitlines()) == 6
+    assert result.leaderboard and len(result.leaderboard) == 5
+
+
+def test_export_round_trip(sweep, tmp_path):
+    _, uri, result, _ = sweep
+    sets = best_hint_sets(uri, result.parent_run_id, top=3)
+    rows = leaderboard_rows(uri, result.parent_run_id)
+    assert 1 <= len(sets) <= 2  # two distinct hint sets exist: clustered and default
+    assert len({tuple(s.indices) for s in sets}) == len(sets)
+    paths = write_hint_sets(sets, tmp_path / "json", "json")
+    for path, hs in zip(paths, sets):
+        again = HintSet.load(path)
+        assert again.to_dict() == hs.to_dict()
+        row = next(r for r in rows if r["run_id"] == again.provenance["mlflow_run_id"])
+        assert again.score == row["best_val_acc"] and again.provenance["sweep"] == "t_sweep"
+        assert again.provenance["method"] == row["method"]
+    (ypath,) = write_hint_sets(sets[:1], tmp_path / "yaml", "yaml")
+    assert HintSet.load(ypath).layers == sets[0].layers
+    (tpath,) = write_hint_sets(sets[:1], tmp_path / "td", "torchdistill")
+    frag = yaml.safe_load(tpath.read_text())
+    assert frag["teacher"]["forward_hook"]["output"] == sets[0].layers
+    assert frag["student"]["forward_hook"]["output"] == ["layer1.0", "layer2.0", "layer3.0"]
+
+
+def test_cli_report_and_export(sweep, tmp_path, capsys, monkeypatch):
+    from pursuhint.cli import main
+
+    _, uri, _, folder = sweep
+    assert main(["report", "t_sweep", "--tracking-uri", uri, "--plot", str(tmp_path / "cmp.png")]) == 0
+    out = capsys.readouterr().out
+    assert "sweep t_sweep: 5 trials" in out and (tmp_path / "cmp.png").stat().st_size > 1000
+    assert main(["export", "t_sweep", "--tracking-uri", uri, "--top", "1", "-o", str(tmp_path / "ex")]) == 0
+    assert HintSet.load(tmp_path / "ex" / "hint_set_1.json").score is not None
+    assert main(["report", "no_such_sweep", "--tracking-uri", uri]) == 2
+    assert "no sweep named 'no_such_sweep'" in capsys.readouterr().err
+
+
+def test_existing_sweep_is_not_overwritten_silently(sweep):
+    cfg, uri, _, folder = sweep
+    from pursuhint.errors import PursuhintError
+
+    with pytest.raises(PursuhintError, match="already exists.*--resume.*--overwrite"):
+        run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
+    other = cfg.with_values({"name": "never_ran"})
+    with pytest.raises(PursuhintError, match="no sweep named 'never_ran' to resume"):
+        run_sweep(other, tracking_uri=uri, storage_path=str(folder / "ray_results"), resume=True, verbose=0)
