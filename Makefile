@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 CONFIG ?= search_spaces/digits_quick.yaml
+NAME   ?= digits_quick
 
 .PHONY: demo test install clean bench
 
@@ -18,8 +19,17 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The embedded sweep (digits, no download): a second `make demo` resumes/reuses the finished sweep.
 demo: $(STAMP)
-	$(VENV)/bin/pursuhint train-teacher $(CONFIG)
+	@if [ -f runs/ray_results/$(NAME)/pursuhint_sweep.json ]; then \
+		$(VENV)/bin/pursuhint sweep $(CONFIG) --resume; \
+	else \
+		$(VENV)/bin/pursuhint sweep $(CONFIG); \
+	fi
+	$(VENV)/bin/pursuhint report $(NAME) --plot runs/$(NAME)_report.png
+	@echo
+	@echo "Browse the comparison in MLflow:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

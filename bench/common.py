@@ -10,8 +10,9 @@ import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -44,7 +45,7 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: to
     for _ in range(warmup):
         fn()
     times = [seconds(fn, device) for _ in range(repeats)]
-    return {"median_s": statistics.median(times), "times_s": [round(t, 6) for t in times]}
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": [round(t, 6) for t in times]}
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
@@ -60,8 +61,16 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(seconds(fn, device))
-    return {name: {"median_s": statistics.median(ts), "times_s": [round(t, 6) for t in ts]}
+    return {name: {"median_s": statistics.median(ts), "min_s": min(ts), "times_s": [round(t, 6) for t in ts]}
             for name, ts in samples.items()}
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's CPU RNG seeded (e.g. model initialisation), then restore the RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def cifar_like(n: int, seed: int = 0, classes: int = 100) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -76,7 +75,7 @@ def _epoch(loader: Any, device: torch.device) -> Callable[[], int]:
 def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     """Images per second of each pipeline over whole epochs; headline = ours ÷ the best DataLoader."""
     n = 1024 if tiny else (5000 if quick else 10000)
-    repeats = 2 if tiny else (3 if quick else 5)
+    repeats = 2 if tiny else (5 if quick else 7)
     device = pick_device()
     x, y = cifar_like(n, seed=1)
     ours = DeviceLoader(x, y, BATCH, train=True, augment="crop_flip", mean=CIFAR100_MEAN, std=CIFAR100_STD,
@@ -117,7 +116,8 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                                                                           if k.endswith("=0"))),
                     "ratio_vs_workers2_best": ratio(rates[ours_key], max(r for k, r in baselines.items()
                                                                           if k.endswith("=2"))),
-                    "one_thread": {"images_per_s": rates_one, "epoch_s": {k: v["times_s"] for k, v in timed_one.items()},
+                    "one_thread": {"images_per_s": rates_one,
+                                   "epoch_s": {k: v["times_s"] for k, v in timed_one.items()},
                                    "ratio_vs_best": ratio(rates_one[ours_key], rates_one[best_one])}},
         "tables": [table(f"Images per second over one epoch of {images:,} CIFAR-shaped images, batch {BATCH} "
                          f"(median of {repeats} interleaved epochs after a warm-up epoch)",

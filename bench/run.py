@@ -1,6 +1,6 @@
 """Run pursuhint's benchmarks, merge their entries into bench/results.json, refresh docs/benchmarks.md.
 
-    python bench/run.py [--quick] [--only NAME[,NAME]] [--output PATH] [--docs PATH]
+    python bench/run.py [--quick] [--only NAME[,NAME]] [--output PATH] [--docs PATH] [--render]
 
 A benchmark is a module ``bench/<name>.py`` exposing ``NAME``, ``TITLE`` and ``run(quick) -> dict``
 (the results.json entry: figures, headline ``ratio``, ``machine``, ``date``, ``quick``, ``command``,
@@ -30,6 +30,12 @@ from bench.common import fmt  # noqa: E402
 
 BENCHMARKS = ("selection_speed", "input_pipeline", "distill_step", "sweep_overhead", "asha_savings",
               "selection_quality", "gpu")
+TITLES = {  # headings for benchmarks whose module (and so its TITLE) does not exist yet
+    "sweep_overhead": "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly",
+    "asha_savings": "ASHA savings: the same sweep with ASHA and with FIFO",
+    "selection_quality": "Selection quality: clustered vs default vs random hint points",
+    "gpu": "GPU: epoch time, selection time and concurrent fractional-GPU trials",
+}
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 DEFAULT_DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BEGIN generated:{name} -->", "<!-- END generated:{name} -->"
@@ -103,8 +109,10 @@ def render_table(t: dict[str, Any]) -> str:
 
 def render_machine(m: dict[str, Any]) -> str:
     dev = m.get("device_name", m.get("device", "?"))
+    load = m.get("load_avg_1m")
     return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')} "
-            f"({m.get('torch_threads', '?')} threads), device {dev}")
+            f"({m.get('torch_threads', '?')} threads), device {dev}"
+            + ("" if load is None else f"; 1-minute load average {load} when it finished"))
 
 
 def render_entry(name: str, entry: dict[str, Any] | None, written: bool) -> str:
@@ -159,7 +167,7 @@ def refresh_docs(path: Path, results: dict[str, Any]) -> None:
             _, post = rest.split(end, 1)
             text = f"{pre}{begin}\n{block}\n{end}{post}"
         else:
-            title = getattr(module, "TITLE", name.replace("_", " ").capitalize())
+            title = getattr(module, "TITLE", TITLES.get(name, name.replace("_", " ").capitalize()))
             text = text.rstrip("\n") + f"\n\n## {k}. {title} (`{name}`)\n\n{begin}\n{block}\n{end}\n"
     write_atomic(path, text if text.endswith("\n") else text + "\n")
 
@@ -173,8 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated benchmarks to run, from: {', '.join(BENCHMARKS)}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON to merge into")
     parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="Markdown page to refresh")
+    parser.add_argument("--render", action="store_true", help="only refresh the Markdown from the JSON; run nothing")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke-test sizes (tests only)
     args = parser.parse_args(argv)
+    if args.render:
+        refresh_docs(args.docs, read_results(args.output))
+        print(f"wrote {args.docs} from {args.output}")
+        return 0
     try:
         names = parse_only(args.only)
     except BenchUsageError as exc:

@@ -22,10 +22,10 @@ def command(name: str):
     return add
 
 
-def _load(args: argparse.Namespace, overrides: Optional[dict] = None) -> Config:
-    """Validate the whole config (values, names, search space) before any work starts."""
+def _load(args: argparse.Namespace, overrides: Optional[dict] = None, student: bool = True) -> Config:
+    """Validate the whole config (values, names, search space, hint counts) before any work starts."""
     cfg = load_config(args.config, overrides=overrides)
-    preflight(cfg)
+    preflight(cfg, student=student)
     return cfg
 
 
@@ -77,7 +77,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     overrides = {"selection.similarity": args.similarity, "selection.n_hints": args.n_hints,
                  "selection.algorithm": args.algorithm, "selection.center": args.center}
-    cfg = _load(args, overrides)
+    cfg = _load(args, overrides, student=False)
     _say_defaults(cfg)
     sel = cfg.selection
     ds = dataset_for(cfg)
@@ -184,16 +184,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("report")
-def cmd_report(args: argparse.Namespace) -> int:
-    from .export import find_parent, format_leaderboard, leaderboard_rows
-    from .tracking import check_reachable, resolve_tracking_uri
+def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
+    """(rows, hint sets, where) from MLflow, or from Tune's results folder when MLflow is unreachable."""
+    from .export import best_hint_sets, find_parent, leaderboard_rows, tune_hint_sets, tune_rows
+    from .search.sweep import default_storage
+    from .tracking import TrackingError, check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, None)
-    check_reachable(uri)
+    try:
+        check_reachable(uri)
+    except TrackingError as exc:
+        exp_dir = (Path(args.storage_path).expanduser() if args.storage_path else default_storage()) / args.name
+        if not exp_dir.exists():
+            raise
+        print(f"pursuhint: warning: {exc}; reading Tune's results in {exp_dir} instead", file=sys.stderr)
+        sets = tune_hint_sets(exp_dir, top_sets) if top_sets else []
+        return tune_rows(exp_dir), sets, str(exp_dir)
     _, parent = find_parent(uri, args.name)
-    rows = leaderboard_rows(uri, parent)
-    print(f"sweep {args.name}: {len(rows)} trials (MLflow {uri}, run {parent})")
+    sets = best_hint_sets(uri, parent, top=top_sets) if top_sets else []
+    return leaderboard_rows(uri, parent), sets, f"MLflow {uri}, run {parent}"
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from .export import format_leaderboard
+
+    rows, _, where = _sweep_rows(args)
+    print(f"sweep {args.name}: {len(rows)} trials ({where})")
     print(format_leaderboard(rows, args.top))
     if args.plot:
         from .plots import sweep_comparison
@@ -205,15 +222,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import best_hint_sets, find_parent, write_hint_sets
-    from .tracking import check_reachable, resolve_tracking_uri
+    from .export import write_hint_sets
 
-    uri = resolve_tracking_uri(args.tracking_uri, None)
-    check_reachable(uri)
-    _, parent = find_parent(uri, args.name)
-    sets = best_hint_sets(uri, parent, top=args.top)
+    _, sets, where = _sweep_rows(args, top_sets=args.top)
     if not sets:
-        raise PursuhintError(f"sweep {args.name!r} has no finished trial with a hint set to export yet")
+        raise PursuhintError(f"sweep {args.name!r} has no finished trial with a hint set to export yet ({where})")
     for path in write_hint_sets(sets, Path(args.output), args.format):
         print(path)
     return 0
@@ -288,6 +301,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PursuhintError as exc:
+        if type(exc).__name__ == "SweepInterrupted":
+            print(f"pursuhint: {exc}", file=sys.stderr)
+            return 130
         print(f"pursuhint: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

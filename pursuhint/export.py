@@ -86,22 +86,31 @@ def format_leaderboard(rows: list[dict[str, Any]], limit: Optional[int] = None) 
 def best_hint_sets(uri: str, parent: str, top: int = 1) -> list[HintSet]:
     """The ``top`` best distinct hint sets of the sweep (by hint indices), with score and provenance."""
     c = tracking.client(uri)
-    out: list[HintSet] = []
-    seen: set[str] = set()
     exp_name = c.get_experiment(c.get_run(parent).info.experiment_id).name
-    for row in leaderboard_rows(uri, parent):
-        if not row["hint_indices"] or row["hint_indices"] in seen or not math.isfinite(row["best_val_acc"]):
-            continue
+
+    def load(row: dict[str, Any]) -> Optional[HintSet]:
         with tempfile.TemporaryDirectory() as d:
             try:
-                path = c.download_artifacts(row["run_id"], "hint_set.json", d)
+                return HintSet.load(c.download_artifacts(row["run_id"], "hint_set.json", d))
             except Exception:
-                continue
-            hs = HintSet.load(path)
+                return None
+
+    return _top_hint_sets(leaderboard_rows(uri, parent), load, exp_name, parent, top)
+
+
+def _top_hint_sets(rows: list[dict[str, Any]], load: Any, sweep: str, parent: str, top: int) -> list[HintSet]:
+    out: list[HintSet] = []
+    seen: set[str] = set()
+    for row in rows:
+        if not row["hint_indices"] or row["hint_indices"] in seen or not math.isfinite(row["best_val_acc"]):
+            continue
+        hs = load(row)
+        if hs is None:
+            continue
         seen.add(row["hint_indices"])
         hs.score = row["best_val_acc"]
         hs.provenance.update({
-            "sweep": exp_name, "trial_id": row["trial_id"], "mlflow_run_id": row["run_id"],
+            "sweep": sweep, "trial_id": row["trial_id"], "mlflow_run_id": row["run_id"],
             "sweep_run_id": parent, "method": row["method"], "hint_weight": row["hint_weight"],
             "kd_weight": row["kd_weight"], "lr": row["lr"], "baseline": row["baseline"],
             "student_layers": row["student_layers"],
@@ -110,6 +119,61 @@ def best_hint_sets(uri: str, parent: str, top: int = 1) -> list[HintSet]:
         if len(out) >= top:
             break
     return out
+
+
+# ----------------------------------------------------------------------- Tune results fallback
+
+
+def tune_rows(exp_dir: Path) -> list[dict[str, Any]]:
+    """Leaderboard rows read from Tune's results folder (when MLflow is unreachable): each trial's
+    sampled config, per-epoch results and the hint set kept in its latest checkpoint."""
+    from .config import config_from_text
+    from .search.sweep import MARKER
+    from .distill.trainer import hint_weight_for
+
+    exp_dir = Path(exp_dir)
+    marker = exp_dir / MARKER
+    if not marker.exists():
+        raise PursuhintError(f"no sweep results in {exp_dir}; pass the --storage-path the sweep used")
+    info = json.loads(marker.read_text())
+    base = config_from_text(info["config_yaml"])
+    rows = []
+    for trial_dir in sorted(p for p in exp_dir.iterdir() if (p / "params.json").exists()):
+        sampled = json.loads((trial_dir / "params.json").read_text())
+        results = [json.loads(l) for l in (trial_dir / "result.json").read_text().splitlines() if l.strip()] \
+            if (trial_dir / "result.json").exists() else []
+        baseline = sampled.get("pursuhint.baseline", "") or "none"
+        cfg = base.with_values({k: v for k, v in sampled.items() if k != "pursuhint.baseline"})
+        if baseline == "kd_only":
+            from .distill.trainer import kd_only_config
+
+            cfg = kd_only_config(cfg)
+        ckpts = sorted(trial_dir.glob("checkpoint_*/artifacts/hint_set.json"))
+        hs = HintSet.load(ckpts[-1]) if ckpts else None
+        accs = [r["val_acc"] for r in results if isinstance(r.get("val_acc"), (int, float))]
+        last = results[-1] if results else {}
+        rows.append({
+            "run_id": "", "trial_id": last.get("trial_id", trial_dir.name),
+            "baseline": baseline, "status": last.get("status", "unknown"),
+            "best_val_acc": float(max(accs)) if accs else float("nan"),
+            "hint_layers": ",".join(hs.layers) if hs else "",
+            "hint_indices": ",".join(str(i + 1) for i in hs.indices) if hs else "",
+            "similarity": hs.similarity or "none" if hs else "none", "algorithm": hs.algorithm if hs else "none",
+            "center": (hs.center or "none") if hs else "none", "n_hints": hs.n_hints if hs else 0,
+            "method": cfg.distill.method,
+            "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight) if hs else 0.0,
+            "kd_weight": cfg.distill.kd_weight, "lr": cfg.train.lr,
+            "duplicate_of": last.get("duplicate_of", ""), "student_layers": "",
+            "n_candidates": len(hs.candidates) if hs else 0, "hint_set_path": str(ckpts[-1]) if ckpts else "",
+        })
+    return rank(rows)
+
+
+def tune_hint_sets(exp_dir: Path, top: int = 1) -> list[HintSet]:
+    """``best_hint_sets`` from Tune's results folder."""
+    rows = tune_rows(exp_dir)
+    return _top_hint_sets(rows, lambda r: HintSet.load(r["hint_set_path"]) if r["hint_set_path"] else None,
+                          Path(exp_dir).name, "", top)
 
 
 def write_hint_sets(sets: list[HintSet], out_dir: Path, fmt: str) -> list[Path]:

@@ -19,8 +19,12 @@ def candidate_count(arch: str, granularity: str = "block", in_channels: int = 3)
     return sum(len(s) for s in stages) or None
 
 
-def preflight(cfg: Config) -> None:
-    """Refuse, with one sentence, anything that would only fail once training has started."""
+def preflight(cfg: Config, student: bool = True) -> None:
+    """Refuse, with one sentence, anything that would only fail once training has started.
+
+    ``student=False`` (for ``select``) checks the teacher side only: a hint set may be made for
+    another student later.
+    """
     check_names(cfg)
     spec = cfg.space.get("selection.n_hints")
     if spec is None:
@@ -33,7 +37,9 @@ def preflight(cfg: Config) -> None:
         return
     k = max(wanted)
     where = "the search space of selection.n_hints allows" if spec else "selection.n_hints is"
-    archs = [("teacher", cfg.teacher.arch, cfg.selection.granularity), ("student", cfg.student.arch, "block")]
+    archs = [("teacher", cfg.teacher.arch, cfg.selection.granularity)]
+    if student:
+        archs.append(("student", cfg.student.arch, "block"))
     for role, arch_key, gran in archs:
         for arch in _values(cfg, f"{role}.arch", arch_key):
             n = candidate_count(arch, gran)

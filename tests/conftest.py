@@ -10,10 +10,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # The digits teacher every integration test shares (trained once per session, ~1 min on 2 cores).
+# Its teacher and data sections equal search_spaces/digits_quick.yaml's, so the embedded config
+# finds this teacher in the cache.
 TEACHER_YAML = """
 name: test_digits
 seed: 0
-data: {dataset: digits, image_size: 16, probe_size: 500}
+data: {dataset: digits, image_size: 16, probe_size: 1000}
 teacher: {arch: resnet56, train: {epochs: 15, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
 student: {arch: resnet8}
 train: {epochs: 2, batch_size: 64, lr: 0.05, lr_schedule: cosine}

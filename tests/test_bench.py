@@ -40,7 +40,8 @@ def test_quick_selection_speed_writes_a_well_formed_entry_and_keeps_others(tmp_p
     data = json.loads(out.read_text())
     assert data["gpu"] == kept  # entries of benchmarks not run this time stay
     entry = data["selection_speed"]
-    assert {"ratio", "ratio_definition", "aim", "machine", "date", "quick", "command", "figures", "tables"} <= set(entry)
+    keys = {"ratio", "ratio_definition", "aim", "machine", "date", "quick", "command", "figures", "tables"}
+    assert keys <= set(entry)
     assert isinstance(entry["ratio"], float) and math.isfinite(entry["ratio"]) and entry["ratio"] > 0
     assert entry["quick"] is True and entry["tiny"] is True
     assert entry["command"] == "python bench/run.py --quick --tiny --only selection_speed"

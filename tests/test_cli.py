@@ -203,3 +203,31 @@ def test_distill_refuses_bad_hint_files(capsys, trained_teacher, digits_config_p
     other.save(tmp_path / "other.json")
     code, _, err = run(["distill", str(digits_config_path), "-q", "--hints", str(tmp_path / "other.json")], capsys)
     assert_refused(code, err, "hint set was made for teacher resnet56")
+
+
+def test_select_on_the_embedded_config(capsys, trained_teacher, tmp_path):
+    from pursuhint.hints import HintSet
+    from pursuhint.teacher import teacher_cache_dir
+    from pursuhint.config import load_config
+
+    embedded = ROOT / "search_spaces" / "digits_quick.yaml"
+    assert teacher_cache_dir(load_config(embedded)) == trained_teacher[1].parent  # the shared teacher
+    out, png = tmp_path / "h.json", tmp_path / "a.png"
+    code, stdout, err = run(["select", str(embedded), "-q", "-o", str(out), "--plot", str(png)], capsys)
+    assert code == 0, err
+    assert "selection.similarity is searched in this config; using 'r2_cca'" in err
+    hs = HintSet.load(out)
+    assert hs.paper_mode and hs.n_hints == 3 and hs.similarity == "r2_cca"  # K = resnet8's 3 stages
+    assert png.stat().st_size > 10_000
+
+
+def test_select_may_pick_more_hints_than_the_student_has_stages(capsys, trained_teacher, digits_config_path,
+                                                                  tmp_path):
+    from pursuhint.hints import HintSet
+
+    code, _, err = run(["select", str(digits_config_path), "-q", "--n-hints", "5", "-o", str(tmp_path / "h.json"),
+                        "--algorithm", "kmedoids", "--center", "medoid"], capsys)
+    assert code == 0, err
+    assert HintSet.load(tmp_path / "h.json").n_hints == 5
+    code, _, err = run(["distill", str(digits_config_path), "-q", "--hints", str(tmp_path / "h.json")], capsys)
+    assert code == 2 and "5 teacher hints cannot be paired" in err

@@ -170,3 +170,23 @@ def test_existing_sweep_is_not_overwritten_silently(sweep):
     other = cfg.with_values({"name": "never_ran"})
     with pytest.raises(PursuhintError, match="no sweep named 'never_ran' to resume"):
         run_sweep(other, tracking_uri=uri, storage_path=str(folder / "ray_results"), resume=True, verbose=0)
+
+
+def test_report_and_export_fall_back_to_tune_results(sweep, tmp_path, capsys):
+    from pursuhint.cli import main
+
+    _, uri, result, folder = sweep
+    dead = "http://127.0.0.1:9"  # nothing listens on the discard port
+    storage = str(folder / "ray_results")
+    assert main(["report", "t_sweep", "--tracking-uri", dead, "--storage-path", storage]) == 0
+    captured = capsys.readouterr()
+    assert "reading Tune's results" in captured.err and "sweep t_sweep: 5 trials" in captured.out
+    mlflow_rows = leaderboard_rows(uri, result.parent_run_id)
+    from pursuhint.export import tune_rows
+
+    tune = tune_rows(folder / "ray_results" / "t_sweep")
+    assert sorted(r["best_val_acc"] for r in tune) == pytest.approx(sorted(r["best_val_acc"] for r in mlflow_rows))
+    assert main(["export", "t_sweep", "--tracking-uri", dead, "--storage-path", storage, "-o",
+                 str(tmp_path / "fb")]) == 0
+    hs = HintSet.load(tmp_path / "fb" / "hint_set_1.json")
+    assert hs.score == max(r["best_val_acc"] for r in mlflow_rows if r["hint_indices"])

@@ -18,6 +18,10 @@ from ..fileio import write_text_atomic
 MARKER = "pursuhint_sweep.json"
 
 
+class SweepInterrupted(PursuhintError):
+    """The sweep was stopped (Ctrl-C / SIGINT) before every trial ended; ``--resume`` finishes it."""
+
+
 @dataclass
 class SweepResult:
     experiment_dir: Path
@@ -89,7 +93,8 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared, sweep=info), res)
         if exp_dir is not None:
             write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri,
-                                                            "parent_run_id": parent}, indent=2))
+                                                            "parent_run_id": parent,
+                                                            "config_yaml": cfg.to_yaml()}, indent=2))
         callbacks = [_EndTrials(actor_name, uri, experiment_id, parent)]
         if resume:
             tuner = tune.Tuner.restore(str(exp_dir) if exp_dir else f"{storage_str.rstrip('/')}/{cfg.name}",
@@ -108,6 +113,10 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                     progress_reporter=_reporter(cfg), callbacks=callbacks),
             )
         grid = tuner.fit()
+        unfinished = _unfinished(grid, total_trials(cfg, num_samples))
+        if unfinished:
+            raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
+                                   f"state is saved: run the same command with --resume to finish it")
         board = leaderboard_from_grid(grid)
         _finish_parent(uri, parent, board, shared)
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
@@ -127,6 +136,8 @@ def _ray_init(address: Optional[str]) -> None:
     if ray.is_initialized():
         _we_started_ray = False
         return
+    if address and address not in ("auto", "local") and "://" not in address:
+        _check_port(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True)
@@ -137,6 +148,15 @@ def _ray_init(address: Optional[str]) -> None:
                              f"`ray start --head` or `ray up ray_cluster.yaml`, or drop --address "
                              f"to run locally") from None
     _we_started_ray = True
+
+
+def _unfinished(grid: Any, expected: int) -> int:
+    """How many of the ``expected`` trials Tune did not finish (terminated or errored): an interrupted run."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    if os.environ.get("PURSUHINT_DEBUG_SWEEP"):
+        print("trial statuses:", [getattr(t, "status", None) for t in trials], file=sys.stderr)
+    done = sum(1 for t in trials if getattr(t, "status", "TERMINATED") in ("TERMINATED", "ERROR"))
+    return max(0, expected - done)
 
 
 def _retire(uri: str, name: str, sweep_dir: str) -> None:
@@ -153,6 +173,20 @@ def _retire(uri: str, name: str, sweep_dir: str) -> None:
                                                      f"{_time.strftime('%Y-%m-%d %H:%M:%S')})"})
     except Exception:
         pass
+
+
+def _check_port(address: str) -> None:
+    """``host:port`` must answer within seconds; ray.init would otherwise retry for minutes."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as exc:
+        raise PursuhintError(f"cannot connect to the Ray cluster at {address!r} ({exc}); start it with "
+                             f"`ray start --head` or `ray up ray_cluster.yaml`, or drop --address "
+                             f"to run locally") from None
 
 
 def _check_resources(cfg: Config, autoscaling: bool = False) -> None:
