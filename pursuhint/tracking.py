@@ -192,6 +192,18 @@ def is_secret_name(name: str) -> bool:
     return any(marker in upper for marker in SECRET_MARKERS)
 
 
+_USERINFO = __import__("re").compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@")
+
+
+def scrub(text: str, environ: Optional[dict[str, str]] = None) -> str:
+    """``text`` without credentials: ``user:password@`` in URIs and the values of secret-looking
+    environment variables (tokens, keys, passwords) are replaced by ``***``."""
+    text = _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+    for value in secret_values(environ):
+        text = text.replace(value, "***")
+    return text
+
+
 def secret_values(environ: Optional[dict[str, str]] = None) -> list[str]:
     """Values of secret-looking environment variables (long enough to matter), for scrubbing."""
     env = os.environ if environ is None else environ

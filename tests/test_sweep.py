@@ -24,13 +24,25 @@ CHILD_PARAMS = {"similarity", "n_hints", "algorithm", "center", "method", "hint_
                 "hint_layers", "hint_indices", "student_layers"}
 
 
+SECRET = "tok-9f8e7d6c5b4a39281706"
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    import os
+
     folder = tmp_path_factory.mktemp("sweep")
     cfg = load_config(write_config(folder, "t_sweep"))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0,
-                       progress=False)
+    # Credentials in the environment (driver and, inherited, every Ray worker) must never reach MLflow.
+    os.environ["PURSUHINT_TEST_API_TOKEN"] = SECRET
+    os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET + "-aws"
+    try:
+        result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0,
+                           progress=False)
+    finally:
+        os.environ.pop("PURSUHINT_TEST_API_TOKEN", None)
+        os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
     return cfg, uri, result, folder
 
 
@@ -190,3 +202,25 @@ def test_report_and_export_fall_back_to_tune_results(sweep, tmp_path, capsys):
                  str(tmp_path / "fb")]) == 0
     hs = HintSet.load(tmp_path / "fb" / "hint_set_1.json")
     assert hs.score == max(r["best_val_acc"] for r in mlflow_rows if r["hint_indices"])
+
+
+def test_no_credentials_in_mlflow_records(sweep, tmp_path):
+    _, uri, _, _ = sweep
+    parent, runs = children(uri, "t_sweep")
+    client = tracking.client(uri)
+    seen_text = 0
+    for run in [parent, *runs]:
+        blob = json.dumps({"params": run.data.params, "tags": run.data.tags, "metrics": list(run.data.metrics)})
+        assert SECRET not in blob, run.info.run_name
+        local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / run.info.run_id)))
+        for f in local.rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".yaml", ".txt", ".yml"):
+                assert SECRET not in f.read_text(errors="ignore"), f
+                seen_text += 1
+    assert seen_text >= 5  # the scan really read the parent's and trials' text artifacts
+
+
+def test_scrub_removes_credentials():
+    text = "tracking: http://alice:pw123456@mlflow.internal:5000 token=abcdefghijk"
+    out = tracking.scrub(text, {"MY_SERVICE_TOKEN": "abcdefghijk", "HOME": "/root"})
+    assert out == "tracking: http://***@mlflow.internal:5000 token=***"

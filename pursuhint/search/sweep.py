@@ -268,7 +268,7 @@ def _log_parent(uri: str, parent: str, cfg: Config) -> None:
                                     Param("scheduler", cfg.search.scheduler),
                                     Param("teacher", cfg.teacher.arch), Param("student", cfg.student.arch),
                                     Param("dataset", cfg.data.dataset)])
-        c.log_text(parent, cfg.to_yaml(), "config.yaml")
+        c.log_text(parent, tracking.scrub(cfg.to_yaml()), "config.yaml")
         c.log_dict(parent, cfg.space, "search_space.json")
 
 

@@ -209,7 +209,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
                                out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE)
     except PursuhintError as exc:
-        tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": str(exc)[:4000]})
+        tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
         if index is not None:
             ray.get(index.finish.remote(key, trial_id, "failed", "error"))
         raise
@@ -234,7 +234,7 @@ def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sample
         run_id = tracking.child_run(sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id, trial_id,
                                     run_name(cfg, baseline, None),
                                     {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid",
-                                     "pursuhint.error": message[:4000]})
+                                     "pursuhint.error": tracking.scrub(message)[:4000]})
         tracker = _Tracker(sweep.tracking_uri, run_id)
         tracker._call("log_params", trial_params(cfg, baseline, None, [], sampled))
     except Exception as exc:
