@@ -149,7 +149,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
                 "hint_layers": [] if hs is None else hs.layers, "dataset": ds.name}
         _, res = save_student(result, out, meta)
         summary = json.loads(res.read_text())
-        (out / "student_state.pt").unlink(missing_ok=True)
+        for leftover in ("student_state.pt", "student_state.pt.prev"):
+            (out / leftover).unlink(missing_ok=True)
     pairs = ", ".join(f"{p['teacher']}→{p['student']}" for p in summary["hint_pairs"]) or "none"
     print(f"student {cfg.student.arch} ← teacher {teacher.arch} [{summary['method']}], hints {label}: {pairs}")
     print(f"status {summary['status']}; val_acc {summary['final_val_acc']:.2f}% (best {summary['best_val_acc']:.2f}%) "

@@ -105,7 +105,8 @@ def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[I
     sha = save_checkpoint(final, model, meta)
     meta["sha256"] = sha
     (out / "teacher.json").write_text(json.dumps(meta, indent=2))
-    (out / "train_state.pt").unlink(missing_ok=True)
+    for leftover in ("train_state.pt", "train_state.pt.prev"):
+        (out / leftover).unlink(missing_ok=True)
     return final
 
 

@@ -130,3 +130,58 @@ def test_rbf_median_falls_back_to_a_full_selection_when_the_bracket_misses(monke
     monkeypatch.setattr(sim, "_middle", lambda flat, ks: sizes.append(flat.numel()) or middle(flat, ks))
     assert sim._median(torch.from_numpy(a)) == np.median(a)
     assert sizes == [a.size]
+
+
+def test_asha_epochs_trained_leaves_out_replays_and_invalid_trials():
+    from bench.asha_savings import epochs_trained
+
+    rows = [{"epochs": 8, "status": "running"}, {"epochs": 2, "status": "running"},
+            {"epochs": 8, "status": "duplicate"}, {"epochs": 0, "status": "invalid"}, {"epochs": 4, "status": "diverged"}]
+    assert epochs_trained(rows) == 8 + 2 + 4
+
+
+def test_selection_quality_random_sets_and_seed_statistics():
+    from bench.selection_quality import paired, random_hint_set, summarise
+    from pursuhint.hints import candidate_layers
+    from pursuhint.hints.pipeline import SelectionInputs
+    from pursuhint.models import create_model
+
+    layers = candidate_layers(create_model("resnet56", 10), input_shape=(3, 16, 16))
+    sel = SelectionInputs(layers=layers, matrices={}, teacher_arch="resnet56", teacher_sha256="a" * 64,
+                          granularity="block", probe_size=10, probe_key="k")
+    sets = [random_hint_set(sel, 3, seed) for seed in range(20)]
+    for hs in sets:  # sorted, distinct, valid positions, stamped for this teacher, never paper mode
+        assert hs.indices == sorted(set(hs.indices)) and len(hs.indices) == 3 and 0 <= hs.indices[0]
+        assert hs.indices[-1] < 27 and hs.layers == [layers[i].name for i in hs.indices]
+        assert hs.teacher_sha256 == "a" * 64 and hs.paper_mode is False and hs.algorithm == "random"
+    assert random_hint_set(sel, 3, 7).indices == sets[7].indices  # seeded
+    assert len({tuple(h.indices) for h in sets}) > 10
+    assert summarise([90.0, 92.0, 94.0]) == {"mean": 92.0, "std": 2.0, "n": 3}
+    assert summarise([91.5]) == {"mean": 91.5, "std": 0.0, "n": 1}
+    assert paired([91.0, 93.0, 95.0], [90.0, 90.0, 90.0]) == {"mean": 3.0, "std": 2.0, "n": 3}
+
+
+def test_gpu_benchmark_without_cuda_writes_a_skipped_entry(monkeypatch):
+    from bench import gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    entry = gpu.run(quick=True)
+    assert entry["skipped"] is True and entry["ratio"] is None and entry["figures"] == {}
+    assert "no GPU was lent" in entry["notes"][0]
+    assert entry["command"] == "python bench/run.py --quick --only gpu"
+    json.dumps(entry, allow_nan=False)
+
+
+def test_sweep_benchmarks_workspace_points_runs_at_the_cache_and_cleans_up(tmp_path, monkeypatch):
+    import os
+
+    from bench.sweep_overhead import CACHE_ENV, sweep_storage, workspace
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    before = os.environ.get("PURSUHINT_RUNS")
+    with workspace() as folder:
+        assert os.environ["PURSUHINT_RUNS"] == str(tmp_path / "cache")
+        kw = sweep_storage(folder / "s")
+        assert (folder / "s").is_dir() and kw["tracking_uri"] == f"sqlite:///{folder / 's' / 'mlflow.db'}"
+        assert not str(folder).startswith(str(ROOT))  # never inside the checkout
+    assert os.environ.get("PURSUHINT_RUNS") == before and not folder.exists()

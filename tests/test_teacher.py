@@ -87,3 +87,36 @@ def test_lr_schedules():
     assert lr_factor(0, cos) == 1.0 and lr_factor(5, cos) == pytest.approx(0.5)
     warm = config_from_text("train: {epochs: 10, lr_schedule: constant, warmup_epochs: 3}").train
     assert [lr_factor(e, warm) for e in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    cfg = config_from_text(SMALL)
+    straight = train_teacher(cfg, tmp_path / "a", progress=False)
+
+    def stop_after_two(stats):
+        if stats.epoch == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_teacher(cfg, tmp_path / "b", progress=False, callbacks=[stop_after_two])
+    state = tmp_path / "b" / "train_state.pt"
+    assert (tmp_path / "b" / "train_state.pt.prev").exists()
+    state.write_bytes(state.read_bytes()[:100])  # a partial write of the epoch-2 state
+    with pytest.warns(RuntimeWarning, match=r"train_state.pt' is corrupt or partial"):
+        resumed = train_teacher(cfg, tmp_path / "b", progress=False)
+    # Epoch 2 is trained again from the epoch-1 state: the result equals the uninterrupted run.
+    sa = torch.load(straight, weights_only=True)["model"]
+    sb = torch.load(resumed, weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_unreadable_checkpoints_start_from_scratch(tmp_path):
+    cfg = config_from_text(SMALL)
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "train_state.pt").write_text("garbage")
+    with pytest.warns(RuntimeWarning, match="corrupt or partial"):
+        path = train_teacher(cfg, out, progress=False)
+    straight = train_teacher(cfg, tmp_path / "a2", progress=False)
+    sa, sb = (torch.load(p, weights_only=True)["model"] for p in (straight, path))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -9,6 +9,8 @@ resumes to the same final weights (on CPU).
 from __future__ import annotations
 
 import math
+import os
+import warnings
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,8 +151,8 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
     optimizer = make_optimizer(params, recipe)
     history: list[EpochStats] = []
     start = 0
-    if checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_training_state(Path(checkpoint_path))
+    state = resume_state(Path(checkpoint_path)) if checkpoint_path is not None else None
+    if state is not None:
         for name, module in modules.items():
             module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
@@ -210,6 +212,25 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
     return FitResult(history, "completed")
 
 
+def previous_path(path: Path) -> Path:
+    """Where the checkpoint of the epoch before is kept (the fallback when the latest is damaged)."""
+    return path.with_name(path.name + ".prev")
+
+
+def resume_state(path: Path) -> Optional[dict[str, Any]]:
+    """The state to resume from: the latest checkpoint, else (if it is corrupt or partial, with a
+    warning naming it) the previous one, else None (start from scratch)."""
+    for candidate in (path, previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            return load_training_state(candidate)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; falling back to the previous checkpoint or to scratch", RuntimeWarning,
+                          stacklevel=2)
+    return None
+
+
 def load_training_state(path: Path) -> dict[str, Any]:
     """Read a training checkpoint; a corrupt or partial one is a CheckpointError naming it."""
     try:
@@ -225,6 +246,8 @@ def load_training_state(path: Path) -> dict[str, Any]:
 
 def _save_state(path: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, epoch: int,
                 history: list[EpochStats], status: str, message: str) -> None:
+    if path.exists():
+        os.replace(path, previous_path(path))
     save_torch_atomic({
         "modules": {k: m.state_dict() for k, m in modules.items()},
         "optimizer": optimizer.state_dict(),

@@ -190,9 +190,9 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            src = Path(d) / STATE_FILE
-            if src.exists():
-                shutil.copyfile(src, workdir / STATE_FILE)
+            for name in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
+                if (Path(d) / name).exists():
+                    shutil.copyfile(Path(d) / name, workdir / name)
 
     best_so_far = [0.0]
 
