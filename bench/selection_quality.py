@@ -88,6 +88,22 @@ def random_hint_set(sel: SelectionInputs, k: int, seed: int) -> HintSet:
                               algorithm="random", center=None, similarity=None, seed=seed))
 
 
+def probe_sensitivity(teacher: Teacher, full: ImageDataset, student_ds: ImageDataset,
+                      sizes: tuple[int, ...] = (200, 500, 1000, 1438)) -> list[dict[str, Any]]:
+    """Paper-mode hint sets (K = 3) of the teacher for several probe sets: ``sizes`` evenly spaced
+    images of its full training split, and the student's own subset; for r2_cca and cka_linear."""
+    out = []
+    probes = [("teacher's training split", full, n) for n in sizes if n <= full.train_x.shape[0]]
+    probes.append(("the student's subset", student_ds, int(student_ds.train_x.shape[0])))
+    for where, ds, n in probes:
+        with threads(1):
+            sel = prepare_selection(teacher.model, teacher.arch, teacher.sha256, ds, ["r2_cca", "cka_linear"],
+                                    probe_size=n)
+        out.append({"probe": where, "images": n, **{m: choose_hints(sel, m, K, on_collision="warn").indices
+                                                    for m in ("r2_cca", "cka_linear")}})
+    return out
+
+
 def _train(cfg: Config, hs: Optional[HintSet], teacher: Teacher, ds: ImageDataset, seed: int) -> dict[str, Any]:
     """One student at ``seed`` (one torch thread: deterministic, and steady on a shared machine)."""
     with threads(1):
@@ -154,6 +170,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         randoms = {seed: random_hint_set(sel, K, 1000 + seed) for seed in s["seeds"]}
         base_cfg = student_config(teacher.checkpoint, "at", s["epochs"])
         ds = dataset_for(base_cfg)  # the 200-image student subset (fixed by the config's seed 0)
+        sensitivity = probe_sensitivity(teacher, full, ds) if not tiny else []
 
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         ce_only = [_train(base_cfg, None, teacher, ds, seed) for seed in s["seeds"]]
@@ -180,35 +197,12 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
             cfg = student_config(teacher.checkpoint, best_method, s["epochs"])
             sweep["retrained"] = [_train(cfg, hs, teacher, ds, seed) for seed in s["seeds"]]
             sweep["retrained_stats"] = summarise([r["final"] for r in sweep["retrained"]])
+            sweep["retrained_minus_default"] = paired([r["final"] for r in sweep["retrained"]],
+                                                      finals[best_method]["default"])
 
     headline = ratios[best_method]
     ce = summarise([r["final"] for r in ce_only])
-    one = lambda idx: ", ".join(str(i + 1) for i in idx)  # noqa: E731 - 1-based, as the paper numbers blocks
-    ms = lambda st: f"{st['mean']:.2f} ± {st['std']:.2f}"  # noqa: E731
-    rows = [["—", "none (CE only)", "—", ms(ce), "—"]]
-    for m in s["methods"]:
-        for kind in [*sets, "random"]:
-            hints = one(sets[kind].indices) if kind in sets else "a new one per seed"
-            diff = "—" if kind == "default" else ms(paired(finals[m][kind], finals[m]["default"]))
-            rows.append([f"{m} (β = {WEIGHTS[m]:g})", kind, hints, ms(stats[m][kind]), diff])
-    tables = [table(
-        f"Final val_acc (%) of resnet8 after {s['epochs']} epochs on {TRAIN_SAMPLES} digits, mean ± std over "
-        f"{len(s['seeds'])} seeds; hint positions 1-based among resnet56's {len(sel.layers)} blocks",
-        ["method", "hint points", "positions", "val_acc mean ± std", "− default, paired by seed"], rows)]
-    if sweep is not None:
-        tables.append(table(
-            f"Sweep for {best_method}: {sweep['trials']} trials (similarity × clustering × centre, K = {K}, seed 0, "
-            f"{sweep['trained']} trained, the rest duplicates) and its best hint set trained again over the seeds",
-            ["what", "hint points", "val_acc"],
-            [["sweep's default baseline (best epoch, seed 0)", one(sets["default"].indices),
-              sweep["default_best_val_acc"]],
-             ["sweep's best searched trial (best epoch, seed 0)", one(sweep["best_set_indices"]),
-              sweep["best_val_acc"]],
-             [f"its best hint set, final epoch over {len(s['seeds'])} seeds", one(sweep["best_set_indices"]),
-              ms(sweep["retrained_stats"])],
-             [f"default hints, final epoch over {len(s['seeds'])} seeds", one(sets["default"].indices),
-              ms(stats[best_method]["default"])]]))
-    return {
+    entry = {
         "title": TITLE, "aim": AIM, "ratio": headline,
         "ratio_definition": f"mean val_acc with paper-mode clustered hints ({main.split()[1]}) ÷ with the default "
                             f"hints, for the method whose clustered hints scored best ({best_method})",
@@ -222,9 +216,9 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
             "ratio_clustered_over_default": ratios, "best_method": best_method,
             "paired_clustered_minus_default": {m: paired(finals[m][main], finals[m]["default"])
                                                for m in s["methods"]},
-            "sweep": sweep, "direct_part_s": round(t_direct, 1),
+            "sweep": sweep, "direct_part_s": round(t_direct, 1), "candidates": len(sel.layers),
+            "probe_sensitivity": sensitivity,
         },
-        "tables": tables,
         "notes": [
             f"Teacher: the benchmark's digits resnet56 (val_acc {teacher_info['val_acc']:.1f} %); its paper-mode "
             f"hints come from a probe of {PROBE_SIZE} images of its full training split (1,438 images). Student: "
@@ -243,3 +237,45 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         "machine": machine(device), "date": now(), "quick": quick, "tiny": tiny,
         "command": command(NAME, quick, tiny),
     }
+    entry["tables"] = tables(entry["figures"])
+    return entry
+
+
+def tables(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Markdown tables of an entry, from its figures alone."""
+    s, sets, stats, weights = f["settings"], f["hint_sets"], f["stats"], f["weights"]
+    finals = {m: {k: [r["final"] for r in v] for k, v in kinds.items()} for m, kinds in f["runs"].items()}
+    one = lambda idx: ", ".join(str(i + 1) for i in idx)  # noqa: E731 - 1-based, as the paper numbers blocks
+    ms = lambda st: f"{st['mean']:.2f} ± {st['std']:.2f}"  # noqa: E731
+    rows = [["—", "none (CE only)", "—", ms(f["ce_only_stats"]), "—"]]
+    for m in s["methods"]:
+        for kind in [*sets, "random"]:
+            hints = one(sets[kind]) if kind in sets else "a new one per seed"
+            diff = "—" if kind == "default" else ms(paired(finals[m][kind], finals[m]["default"]))
+            rows.append([f"{m} (β = {weights[m]:g})", kind, hints, ms(stats[m][kind]), diff])
+    out = [table(
+        f"Final val_acc (%) of resnet8 after {s['epochs']} epochs on {f['train_samples']} digits, mean ± std over "
+        f"{len(s['seeds'])} seeds; hint positions 1-based among resnet56's {f['candidates']} blocks",
+        ["method", "hint points", "positions", "val_acc mean ± std", "− default, paired by seed"], rows)]
+    if f.get("probe_sensitivity"):
+        out.append(table("The paper-mode hint set (K = 3, positions 1-based) depends on the probe set: the same "
+                         "teacher, probes of different sizes",
+                         ["probe images", "from", "r2_cca", "cka_linear"],
+                         [[p["images"], p["probe"], one(p["r2_cca"]), one(p["cka_linear"])]
+                          for p in f["probe_sensitivity"]]))
+    sweep, best = f["sweep"], f["best_method"]
+    if sweep is not None:
+        n = len(s["seeds"])
+        out.append(table(
+            f"Sweep for {best}: {sweep['trials']} trials (similarity × clustering × centre, K = {K}, seed 0; "
+            f"{sweep['trained']} trained, the rest duplicates) and its best hint set trained again over the seeds",
+            ["what", "hint points", "val_acc", "− default, paired by seed"],
+            [["sweep's default baseline (best epoch, seed 0)", one(sets["default"]), sweep["default_best_val_acc"],
+              "—"],
+             [f"sweep's best searched trial (best epoch, seed 0; {sweep['best_row']['similarity']} / "
+              f"{sweep['best_row']['algorithm']} / {sweep['best_row']['center']})", one(sweep["best_set_indices"]),
+              sweep["best_val_acc"], sweep["best_val_acc"] - sweep["default_best_val_acc"]],
+             [f"its best hint set, final epoch over {n} seeds", one(sweep["best_set_indices"]),
+              ms(sweep["retrained_stats"]), ms(sweep["retrained_minus_default"])],
+             [f"default hints, final epoch over {n} seeds", one(sets["default"]), ms(stats[best]["default"]), "—"]]))
+    return out
