@@ -224,3 +224,11 @@ def test_scrub_removes_credentials():
     text = "tracking: http://alice:pw123456@mlflow.internal:5000 token=abcdefghijk"
     out = tracking.scrub(text, {"MY_SERVICE_TOKEN": "abcdefghijk", "HOME": "/root"})
     assert out == "tracking: http://***@mlflow.internal:5000 token=***"
+
+
+def test_trials_ended_by_tune_are_completed_only_when_every_epoch_ran():
+    from pursuhint.search.sweep import _ended_status
+
+    assert _ended_status({"status": "running", "epoch": 3, "epochs_total": 3}) == "completed"  # ASHA at max_t
+    assert _ended_status({"status": "running", "epoch": 1, "epochs_total": 3}) == "stopped"
+    assert _ended_status({"status": "diverged", "epoch": 1, "epochs_total": 3}) is None  # the trial said so itself

@@ -248,13 +248,21 @@ def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
                 pass
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            last = trial.last_result or {}
-            self._mark(trial, "done", "stopped" if last.get("status") == "running" else None)
+            self._mark(trial, "done", _ended_status(trial.last_result or {}))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._mark(trial, "failed", "error")
 
     return EndTrials()
+
+
+def _ended_status(last: dict[str, Any]) -> Optional[str]:
+    """For a trial whose last report still said ``running`` (Tune ended it, not the trial itself):
+    ``completed`` when it had trained every epoch (ASHA stops trials at max_t too), else ``stopped``."""
+    if last.get("status") != "running":
+        return None
+    total = last.get("epochs_total")
+    return "completed" if total and int(last.get("epoch", 0)) >= int(total) else "stopped"
 
 
 def _log_parent(uri: str, parent: str, cfg: Config) -> None:
@@ -282,7 +290,8 @@ def leaderboard_from_grid(grid: Any) -> list[dict[str, Any]]:
         metrics = result.metrics or {}
         rows.append({
             "trial_id": metrics.get("trial_id", ""), "baseline": cfgd.get("pursuhint.baseline", "") or "",
-            "best_val_acc": best, "status": metrics.get("status", "error" if result.error else "completed"),
+            "best_val_acc": best, "status": _ended_status(metrics) or metrics.get(
+                "status", "error" if result.error else "completed"),
             "config": {k: v for k, v in cfgd.items() if k != "pursuhint.baseline"},
             "epochs": int(metrics.get("epoch", 0) or 0),
         })

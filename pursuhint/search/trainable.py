@@ -202,7 +202,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
         if index is not None:
             index.update.remote(key, trial_id, metrics, run_id)
-        tune.report(_tune_metrics(metrics | {"status": "running", "node_id": node_id}),
+        tune.report(_tune_metrics(metrics | {"status": "running", "node_id": node_id, "epochs_total": stats.epochs}),
                     checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
     try:
