@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .data import DeviceLoader, ImageDataset, load_dataset
+from .data import ImageDataset, load_dataset, train_val_loaders
 from .distill.loop import Callback, FitResult, fit, pick_device, seed_everything
 from .errors import CheckpointError
 from .models import create_model, load_checkpoint, save_checkpoint, weights_sha256
@@ -43,21 +43,6 @@ def dataset_for(cfg: Config) -> ImageDataset:
                         val_samples=d.val_samples, seed=cfg.seed)
 
 
-def augment_for(cfg: Config, ds: ImageDataset) -> str:
-    return ds.augment if cfg.data.augment == "auto" else cfg.data.augment
-
-
-def loaders_for(cfg: Config, ds: ImageDataset, batch_size: int, device: torch.device,
-                seed: Optional[int] = None) -> tuple[DeviceLoader, DeviceLoader]:
-    """Train (augmented, shuffled by seed and epoch) and validation loaders on ``device``."""
-    seed = cfg.seed if seed is None else seed
-    train = DeviceLoader(ds.train_x, ds.train_y, batch_size, train=True, augment=augment_for(cfg, ds),
-                         mean=ds.mean, std=ds.std, device=device, seed=seed)
-    val = DeviceLoader(ds.val_x, ds.val_y, max(batch_size, 256), train=False, augment="none",
-                       mean=ds.mean, std=ds.std, device=device, seed=seed)
-    return train, val
-
-
 def teacher_cache_dir(cfg: Config) -> Path:
     """``runs/teachers/<hash>``: the same teacher config (arch, recipe, data, seed) maps to one folder."""
     key = cfg.section_hash("teacher.arch", "teacher.train", "data", "seed")
@@ -84,7 +69,8 @@ def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[I
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     recipe = cfg.teacher.train
-    train_loader, val_loader = loaders_for(cfg, ds, recipe.batch_size, device)
+    train_loader, val_loader = train_val_loaders(ds, recipe.batch_size, augment=cfg.data.augment, device=device,
+                                                 seed=cfg.seed)
 
     def ce(images: torch.Tensor, labels: torch.Tensor, _idx: torch.Tensor):
         logits = model(images)

@@ -57,16 +57,21 @@ class _Stop(Exception):
     pass
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    cfg = config_from_text(SMALL)
-    straight = train_teacher(cfg, tmp_path / "a", progress=False)
+def _interrupt_after_two_epochs(cfg, out):
+    """Train until epoch 2 has been checkpointed, then stop as an interruption would."""
 
     def stop_after_two(stats):
         if stats.epoch == 2:
             raise _Stop
 
     with pytest.raises(_Stop):
-        train_teacher(cfg, tmp_path / "b", progress=False, callbacks=[stop_after_two])
+        train_teacher(cfg, out, progress=False, callbacks=[stop_after_two])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    cfg = config_from_text(SMALL)
+    straight = train_teacher(cfg, tmp_path / "a", progress=False)
+    _interrupt_after_two_epochs(cfg, tmp_path / "b")
     assert (tmp_path / "b" / "train_state.pt").exists() and not (tmp_path / "b" / "teacher.pt").exists()
     resumed = train_teacher(cfg, tmp_path / "b", progress=False)
     sa = torch.load(straight, weights_only=True)["model"]
@@ -92,13 +97,7 @@ def test_lr_schedules():
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
     cfg = config_from_text(SMALL)
     straight = train_teacher(cfg, tmp_path / "a", progress=False)
-
-    def stop_after_two(stats):
-        if stats.epoch == 2:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        train_teacher(cfg, tmp_path / "b", progress=False, callbacks=[stop_after_two])
+    _interrupt_after_two_epochs(cfg, tmp_path / "b")
     state = tmp_path / "b" / "train_state.pt"
     assert (tmp_path / "b" / "train_state.pt.prev").exists()
     state.write_bytes(state.read_bytes()[:100])  # a partial write of the epoch-2 state

@@ -9,12 +9,14 @@ from .datasets import (
     resize_images,
     stratified_indices,
 )
-from .loader import DeviceLoader, probe_images, probe_loader
+from .loader import DeviceLoader, probe_images, probe_loader, resolve_augment, train_val_loaders
 
 __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
     "DeviceLoader",
+    "resolve_augment",
+    "train_val_loaders",
     "ImageDataset",
     "channel_stats",
     "load_dataset",

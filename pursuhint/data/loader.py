@@ -183,3 +183,18 @@ def probe_loader(
         ds.train_x[idx], ds.train_y[idx], batch_size, train=False, augment="none",
         mean=ds.mean, std=ds.std, device=device,
     )
+
+
+def resolve_augment(configured: str, ds: ImageDataset) -> str:
+    """``auto`` means the data set's own augmentation (crop_flip for natural images, crop for digits)."""
+    return ds.augment if configured == "auto" else configured
+
+
+def train_val_loaders(ds: ImageDataset, batch_size: int, *, augment: str, device: str | torch.device = "cpu",
+                      seed: int = 0, with_index: bool = False) -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (shuffled by seed and epoch, augmented) and the validation loader (in order)."""
+    train = DeviceLoader(ds.train_x, ds.train_y, batch_size, train=True, augment=resolve_augment(augment, ds),
+                         mean=ds.mean, std=ds.std, device=device, seed=seed, with_index=with_index)
+    val = DeviceLoader(ds.val_x, ds.val_y, max(batch_size, 256), train=False, augment="none",
+                       mean=ds.mean, std=ds.std, device=device, seed=seed)
+    return train, val

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..data import DeviceLoader, ImageDataset
+from ..data import ImageDataset, train_val_loaders
 from ..errors import HintSetError, PursuhintError
 from ..fileio import save_torch_atomic, write_text_atomic
 from ..hints.hintset import HintSet
@@ -195,11 +195,8 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     w_hint = hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight, "hint": w_hint,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
-    train_loader = DeviceLoader(ds.train_x, ds.train_y, cfg.train.batch_size, train=True,
-                                augment=ds.augment if cfg.data.augment == "auto" else cfg.data.augment,
-                                mean=ds.mean, std=ds.std, device=device, seed=cfg.seed, with_index=uses_crd)
-    val_loader = DeviceLoader(ds.val_x, ds.val_y, max(256, cfg.train.batch_size), train=False, augment="none",
-                              mean=ds.mean, std=ds.std, device=device, seed=cfg.seed)
+    train_loader, val_loader = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment,
+                                                 device=device, seed=cfg.seed, with_index=uses_crd)
     t_names = [p.teacher.name for p in pairs]
     s_names = [p.student.name for p in pairs]
     with taps(teacher, t_names, [t_cls] if t_cls else []) as t_taps, \
