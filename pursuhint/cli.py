@@ -175,9 +175,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        verbose=0 if args.quiet else 1, progress=not args.quiet)
     try:
         rows = leaderboard_rows(result.tracking_uri, result.parent_run_id)
-    except Exception as exc:  # MLflow away at the end: Tune's results still hold everything
-        print(f"pursuhint: warning: MLflow unreachable for the leaderboard ({exc})", file=sys.stderr)
-        rows = []
+    except Exception:  # MLflow away at the end: Tune's results still hold everything
+        from .export import tune_rows
+
+        rows = tune_rows(result.experiment_dir)
     print(f"\nsweep {cfg.name}: {len(rows)} trials (Tune results: {result.experiment_dir})")
     if rows:
         print(format_leaderboard(rows))
@@ -210,6 +211,8 @@ def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
 def cmd_report(args: argparse.Namespace) -> int:
     from .export import format_leaderboard
 
+    if args.sync:
+        _sync(args)
     rows, _, where = _sweep_rows(args)
     print(f"sweep {args.name}: {len(rows)} trials ({where})")
     print(format_leaderboard(rows, args.top))
@@ -219,6 +222,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         sweep_comparison(rows, Path(args.plot))
         print(f"comparison plot: {args.plot}")
     return 0
+
+
+def _sync(args: argparse.Namespace) -> None:
+    """``report --sync``: write into MLflow what the sweep's trials could not (see search.sync)."""
+    from .search.sweep import default_storage
+    from .search.sync import read_marker, sync_sweep
+
+    exp_dir = (Path(args.storage_path).expanduser() if args.storage_path else default_storage()) / args.name
+    info = read_marker(exp_dir)
+    uri = args.tracking_uri or info["tracking_uri"]
+    args.tracking_uri = uri  # the leaderboard below reads the store the sweep wrote to
+    summary = sync_sweep(exp_dir, uri)
+    print(f"synced {exp_dir} → MLflow {uri}: {summary}")
 
 
 @command("export")
@@ -287,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how many rows / hint sets")
         if name == "report":
             p.add_argument("--plot", metavar="PNG", help="also draw each trial against the baselines")
+            p.add_argument("--sync", action="store_true",
+                           help="first write into MLflow what it missed (e.g. the server was away mid-sweep) "
+                                "from Tune's results")
         else:
             p.add_argument("--format", default="json", choices=["json", "yaml", "torchdistill"])
             p.add_argument("-o", "--output", default="exported_hints", help="output folder")

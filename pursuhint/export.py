@@ -128,8 +128,8 @@ def tune_rows(exp_dir: Path) -> list[dict[str, Any]]:
     """Leaderboard rows read from Tune's results folder (when MLflow is unreachable): each trial's
     sampled config, per-epoch results and the hint set kept in its latest checkpoint."""
     from .config import config_from_text
-    from .search.sweep import MARKER
     from .distill.trainer import hint_weight_for
+    from .search.sync import MARKER, TrialRecord
 
     exp_dir = Path(exp_dir)
     marker = exp_dir / MARKER
@@ -154,7 +154,9 @@ def tune_rows(exp_dir: Path) -> list[dict[str, Any]]:
         last = results[-1] if results else {}
         rows.append({
             "run_id": "", "trial_id": last.get("trial_id", trial_dir.name),
-            "baseline": baseline, "status": last.get("status", "unknown"),
+            "baseline": baseline,
+            "status": TrialRecord(last.get("trial_id", ""), trial_dir, results, None,
+                                  (trial_dir / "error.txt").exists()).status(bool(info.get("finished"))) or "running",
             "best_val_acc": float(max(accs)) if accs else float("nan"),
             "hint_layers": ",".join(hs.layers) if hs else "",
             "hint_indices": ",".join(str(i + 1) for i in hs.indices) if hs else "",

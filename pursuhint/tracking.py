@@ -95,6 +95,19 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+# MLflow retries an unreachable server for minutes by default (7 retries, doubling back-off). A sweep must
+# keep training when the server goes away, so its calls give up within seconds and are retried later
+# (queued by the trial; written by `pursuhint report --sync`). Values the user sets win.
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def fail_fast_http() -> None:
+    """Make MLflow HTTP calls in this process give up after seconds, not minutes (user settings win)."""
+    for key, value in FAIL_FAST_HTTP.items():
+        os.environ.setdefault(key, value)
+
+
 def artifact_root_for(uri: str) -> Optional[str]:
     """For a local sqlite store, artifacts go beside the database (``mlartifacts/``); servers decide."""
     if uri.startswith("sqlite:///"):
@@ -177,6 +190,15 @@ def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
     from mlflow.entities import RunTag
 
     client(uri).log_batch(run_id, tags=[RunTag(k, scalar(v)) for k, v in tags.items()])
+
+
+def log_artifact(uri: str, run_id: str, path: str) -> None:
+    client(uri).log_artifact(run_id, path)
+
+
+def artifact_names(uri: str, run_id: str) -> set[str]:
+    """Top-level artifact paths of a run."""
+    return {f.path for f in client(uri).list_artifacts(run_id)}
 
 
 def scalar(value: Any) -> str:

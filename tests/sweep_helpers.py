@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+
+BIN = Path(sys.executable).parent
 
 TINY_SWEEP = """
 name: {name}
@@ -37,3 +47,105 @@ def children(uri: str, name: str):
     exp_id, parent = find_parent(uri, name)
     runs = tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})
     return tracking.client(uri).get_run(parent), runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    """The first truthy value of ``predicate()``, polled until ``timeout`` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` storing in ``folder`` (a restart keeps the data)."""
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "server_artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return proc.poll() is not None
+
+    wait_for(healthy, 120, "mlflow server")
+    assert proc.poll() is None, "mlflow server exited"
+    return proc
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+    """Signal ``proc``'s whole process group (started with start_new_session) and reap it."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def tune_results(exp_dir: Path) -> dict[str, list[dict]]:
+    """Each trial folder's result lines (a line being written is skipped)."""
+    out = {}
+    for path in sorted(Path(exp_dir).glob("*/result.json")):
+        lines = []
+        for line in path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        out[path.parent.name] = lines
+    return out
+
+
+def sweep_argv(cfg_path: Path, uri: str, storage: Path, *extra: str) -> list[str]:
+    return [str(BIN / "pursuhint"), "sweep", str(cfg_path), "--tracking-uri", uri, "--storage-path", str(storage),
+            "-q", *extra]
+
+
+def epoch_steps(uri: str, run_id: str) -> list[int]:
+    from pursuhint import tracking
+
+    return sorted(m.step for m in tracking.client(uri).get_metric_history(run_id, "val_acc"))
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and everything it started, at once (a crash of the machine's processes)."""
+    for p in process_tree(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -157,3 +157,19 @@ def test_to_yaml_round_trip_keeps_space():
     again = config_from_text(cfg.to_yaml())
     assert again.space == cfg.space
     assert isinstance(again, Config)
+
+
+def test_yaml_python_tags_are_refused(tmp_path):
+    """safe_load: a YAML tag that would construct a Python object (and run code) is refused, not run."""
+    from pursuhint.errors import PursuhintError
+    from pursuhint.hints.hintset import HintSet
+
+    marker = tmp_path / "ran"
+    payload = f"!!python/object/apply:os.system ['touch {marker}']"
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config_from_text(f"name: {payload}\n")
+    bad = tmp_path / "hints.yaml"
+    bad.write_text(f"schema_version: {payload}\n")
+    with pytest.raises(PursuhintError):
+        HintSet.load(bad)
+    assert not marker.exists()

@@ -232,3 +232,22 @@ def test_trials_ended_by_tune_are_completed_only_when_every_epoch_ran():
     assert _ended_status({"status": "running", "epoch": 3, "epochs_total": 3}) == "completed"  # ASHA at max_t
     assert _ended_status({"status": "running", "epoch": 1, "epochs_total": 3}) == "stopped"
     assert _ended_status({"status": "diverged", "epoch": 1, "epochs_total": 3}) is None  # the trial said so itself
+
+
+def test_duplicate_book_hands_a_restarting_owners_key_to_its_waiter():
+    from pursuhint.search.duplicates import DuplicateBook
+
+    book = DuplicateBook()
+    assert book.claim("k", "a") == {"role": "owner"}
+    assert book.claim("k", "b")["role"] == "wait"
+    book.update("k", "a", {"epoch": 1, "val_acc": 50.0})
+    book.recovering("a")  # a's worker died; b holds a CPU a may need: b must not wait on a
+    assert book.claim("k", "b") == {"role": "owner"}
+    assert book.claim("k", "a")["role"] == "wait"  # a, restarted, now waits for b and reuses its result
+    book.update("k", "b", {"epoch": 1, "val_acc": 51.0})
+    book.finish("k", "b", "done", "completed")
+    claim = book.claim("k", "a")
+    assert claim["role"] == "reuse" and claim["owner"] == "b" and claim["history"] == [{"epoch": 1, "val_acc": 51.0}]
+    assert book.claim("k2", "c") == {"role": "owner"}
+    book.recovering("c")
+    assert book.claim("k2", "c") == {"role": "owner"}  # restarted with no one waiting: it trains on

@@ -3,16 +3,12 @@ over a two-node Ray cluster on this machine."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -21,26 +17,12 @@ from pursuhint.config import load_config
 from pursuhint.errors import PursuhintError
 from pursuhint.search.sweep import run_sweep
 
-from sweep_helpers import children, write_config
+from pursuhint.search.trainable import RESTORED_TAG
+
+from sweep_helpers import (BIN, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group, sweep_argv,
+                           tune_results, wait_for, write_config)
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def completed_children(uri: str, name: str) -> int:
@@ -89,27 +71,11 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, isolated_run
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server_artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return proc.poll() is not None
-
+    proc = start_mlflow_server(tmp_path, port)
     try:
-        wait_for(healthy, 120, "mlflow server")
-        assert proc.poll() is None, "mlflow server exited"
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
 
 
 def test_sweep_against_a_real_mlflow_server(tmp_path, mlflow_server):
@@ -148,7 +114,9 @@ def _ray_node(args: list[str], env: dict) -> subprocess.Popen:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, isolated_runs):
+def test_two_node_cluster_survives_losing_its_worker_node(tmp_path, isolated_runs):
+    """Trials run on both nodes; the worker node is then killed mid-sweep (its raylet and trial workers,
+    SIGKILL) and its trials are rescheduled on the head node from their last checkpoints."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PURSUHINT_RUNS": str(isolated_runs)}
     head = _ray_node(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
@@ -156,41 +124,57 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, isolated_runs):
     nodes = [head]
     address = f"127.0.0.1:{port}"
     try:
-        time.sleep(5)
-        nodes.append(_ray_node(["--address", address, "--node-ip-address", "127.0.0.1"], env))
-
-        def two_alive():
+        def alive_nodes() -> list[str]:
             probe = subprocess.run([sys.executable, "-c",
                                     f"import ray; ray.init(address='{address}', logging_level='ERROR');"
-                                    "print(sum(n['Alive'] for n in ray.nodes()))"],
+                                    "print(*[n['NodeID'] for n in ray.nodes() if n['Alive']])"],
                                    env=env, capture_output=True, text=True, timeout=60)
-            return probe.stdout.strip().endswith("2")
+            return probe.stdout.split() if probe.returncode == 0 else []
 
-        wait_for(two_alive, 120, "two Ray nodes", interval=3)
-        cfg_path = write_config(tmp_path, "t_cluster", epochs=3, samples=2, scheduler="fifo")
+        head_id = wait_for(lambda: (ids := alive_nodes()) and len(ids) == 1 and ids[0], 120, "the head node",
+                           interval=3)
+        worker = _ray_node(["--address", address, "--node-ip-address", "127.0.0.1"], env)
+        nodes.append(worker)
+        worker_id = wait_for(lambda: next((i for i in alive_nodes() if i != head_id), None), 120,
+                             "the worker node", interval=3)
+        cfg_path = write_config(tmp_path, "t_cluster", epochs=12, samples=2, scheduler="fifo")
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        exp_dir = tmp_path / "ray_results" / "t_cluster"
         # The driver runs as users run it: the command line, connecting to the cluster's address.
-        proc = subprocess.run([str(BIN / "pursuhint"), "sweep", str(cfg_path), "--address", address,
-                               "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray_results"), "-q"],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        node_ids = set()
-        for result_file in (tmp_path / "ray_results" / "t_cluster").glob("*/result.json"):
-            for line in result_file.read_text().splitlines():
-                if line.strip():
-                    node_ids.add(json.loads(line).get("node_id"))
-        node_ids.discard(None)
-        assert len(node_ids) == 2, node_ids
+        proc = subprocess.Popen(sweep_argv(cfg_path, uri, tmp_path / "ray_results", "--address", address),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def on_worker():  # a trial on the worker node has checkpointed an epoch and has more to go
+            for lines in tune_results(exp_dir).values():
+                mine = [r for r in lines if r.get("node_id") == worker_id and r.get("status") == "running"]
+                if mine and mine[-1]["epoch"] < mine[-1]["epochs_total"] - 2:
+                    return mine[-1]
+            return proc.poll() is not None
+
+        hit = wait_for(on_worker, 400, "a trial running on the worker node", interval=0.3)
+        assert proc.poll() is None, "the sweep ended before the worker node could be stopped"
+        kill_tree(worker.pid)  # the node crashes: `ray start`, its raylet and every worker on it
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-4000:]
+
+        results = tune_results(exp_dir)
+        nodes_seen = {r.get("node_id") for lines in results.values() for r in lines} - {None}
+        table = [(r.get("trial_id"), r.get("epoch"), r.get("status"), (r.get("node_id") or "")[:8], r.get("pid"))
+                 for lines in results.values() for r in lines]
+        assert worker_id in nodes_seen and len(nodes_seen) == 2, (worker_id[:8], table, out[-3000:])
         _, runs = children(uri, "t_cluster")
-        assert len(runs) == 4 and all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
+        ids = Counter(r.data.tags[tracking.TRIAL_TAG] for r in runs)
+        assert len(ids) == 4 and set(ids.values()) == {1}, ids
+        assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs), out[-4000:]
+        moved = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == hit["trial_id"])
+        assert int(moved.data.tags[RESTORED_TAG]) >= hit["epoch"]  # from its checkpoint, not from scratch
+        assert epoch_steps(uri, moved.info.run_id) == list(range(1, 13))
+        after = [r for r in results_of(results, hit["trial_id"]) if r.get("node_id")][-1]
+        assert after["node_id"] != worker_id  # finished on the head node
     finally:
-        for proc in reversed(nodes):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in nodes:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        for node in reversed(nodes):
+            stop_group(node)
+
+
+def results_of(results: dict[str, list[dict]], trial_id: str) -> list[dict]:
+    return next(lines for lines in results.values() if any(r.get("trial_id") == trial_id for r in lines))

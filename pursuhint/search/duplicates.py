@@ -28,9 +28,9 @@ def train_key(cfg: Config, hint_indices: Optional[list[int]]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-@ray.remote(num_cpus=0)
-class DuplicateIndex:
-    """``claim`` a key: the first trial owns it and trains; later ones wait for it and reuse its history."""
+class DuplicateBook:
+    """``claim`` a key: the first trial owns it and trains; later ones wait for it and reuse its history.
+    (Plain class, so its rules are testable without Ray; the sweep runs it as the ``DuplicateIndex`` actor.)"""
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Any]] = {}
@@ -62,6 +62,13 @@ class DuplicateIndex:
             entry["state"] = state
             entry["status"] = status
 
+    def recovering(self, trial_id: str) -> None:
+        """The owner's worker died and Tune restarts it: its waiters must not wait on it (they may hold
+        the very resources it needs), so the key goes to whichever trial claims it next."""
+        for entry in self.entries.values():
+            if entry["owner"] == trial_id and entry["state"] == "running":
+                entry["state"] = "failed"
+
     def finish_trial(self, trial_id: str, state: str) -> None:
         """Called by the driver when Tune ends a trial (e.g. ASHA stopped it, or it errored)."""
         for entry in self.entries.values():
@@ -71,3 +78,6 @@ class DuplicateIndex:
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return self.entries
+
+
+DuplicateIndex = ray.remote(num_cpus=0)(DuplicateBook)

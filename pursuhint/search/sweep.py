@@ -14,8 +14,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
-
-MARKER = "pursuhint_sweep.json"
+from .sync import MARKER, finish_parent, mark_finished, sync_sweep
 
 
 class SweepInterrupted(PursuhintError):
@@ -46,6 +45,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with our column names
     import ray
     from ray import tune
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from .duplicates import DuplicateIndex
     from .searcher import make_scheduler, make_searcher, total_trials
@@ -54,6 +54,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
 
     uri = tracking.resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     tracking.check_reachable(uri)
+    tracking.fail_fast_http()  # before Ray starts, so a local Ray's workers inherit it too
     storage = Path(storage_path).expanduser().absolute() if storage_path and "://" not in storage_path else None
     storage_str = str(storage) if storage else (storage_path or str(default_storage()))
     exp_dir = (storage or default_storage()) / cfg.name if "://" not in storage_str else None
@@ -74,6 +75,8 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
 
             shutil.rmtree(exp_dir)
 
+    if not address and not __import__("ray").is_initialized():
+        _check_resources(cfg, total=_local_resources())  # before a local Ray starts
     _ray_init(address)
     try:
         _check_resources(cfg, autoscaling=bool(address))
@@ -85,7 +88,9 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             cfg.to_yaml(), progress)
         shared = ray.get(shared_ref)
         actor_name = f"pursuhint-duplicates-{parent}"
-        index = DuplicateIndex.options(name=actor_name, get_if_exists=True).remote()
+        # On the head node: a worker node that goes away must not take the index with it.
+        head = NodeAffinitySchedulingStrategy(node_id=_head_node_id(), soft=True)
+        index = DuplicateIndex.options(name=actor_name, get_if_exists=True, scheduling_strategy=head).remote()
         ray.get(index.seed.remote(_finished_from_mlflow(uri, experiment_id, parent)))
         info = SweepInfo(name=cfg.name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent,
                          duplicates_actor=actor_name, cpus_per_trial=cfg.search.resources_per_trial.cpu)
@@ -118,7 +123,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
                                    f"state is saved: run the same command with --resume to finish it")
         board = leaderboard_from_grid(grid)
-        _finish_parent(uri, parent, board, shared)
+        _finish_mlflow(uri, parent, exp_dir, cfg.name)
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
                            leaderboard=board)
     finally:
@@ -148,6 +153,16 @@ def _ray_init(address: Optional[str]) -> None:
                              f"`ray start --head` or `ray up ray_cluster.yaml`, or drop --address "
                              f"to run locally") from None
     _we_started_ray = True
+
+
+def _head_node_id() -> str:
+    """The Ray head node's id (the node that lives as long as the cluster), else the driver's node."""
+    import ray
+
+    for node in ray.nodes():
+        if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
+            return node["NodeID"]
+    return ray.get_runtime_context().get_node_id()
 
 
 def _unfinished(grid: Any, expected: int) -> int:
@@ -189,13 +204,20 @@ def _check_port(address: str) -> None:
                              f"to run locally") from None
 
 
-def _check_resources(cfg: Config, autoscaling: bool = False) -> None:
+def _local_resources() -> dict[str, float]:
+    """What a local Ray started by this process will have: every CPU core and every visible GPU."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def _check_resources(cfg: Config, autoscaling: bool = False, total: Optional[dict[str, float]] = None) -> None:
     """A trial asking for more than the cluster has would wait forever: refuse it on a local Ray; on a
     remote cluster (which may still be scaling up from zero workers) warn instead."""
     import ray
 
     want = cfg.search.resources_per_trial
-    total = ray.cluster_resources()
+    total = ray.cluster_resources() if total is None else total
     for kind, need in (("CPU", want.cpu), ("GPU", want.gpu)):
         have = total.get(kind, 0)
         if need > have:
@@ -252,6 +274,14 @@ def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._mark(trial, "failed", "error")
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            import ray
+
+            try:
+                ray.get_actor(actor_name).recovering.remote(trial.trial_id)
+            except ValueError:
+                pass
 
     return EndTrials()
 
@@ -321,26 +351,19 @@ def _finished_from_mlflow(uri: str, experiment_id: str, parent: str) -> dict[str
     return out
 
 
-def _finish_parent(uri: str, parent: str, board: list[dict[str, Any]], shared: Any) -> None:
-    from ..export import best_hint_sets, leaderboard_rows
-
-    c = tracking.client(uri)
+def _finish_mlflow(uri: str, parent: str, exp_dir: Optional[Path], name: str) -> None:
+    """Write into MLflow what trials could not (server away meanwhile), then the parent's leaderboard; if
+    MLflow is still away, say how to write it later. Tune's folder has every result either way."""
     try:
-        rows = leaderboard_rows(uri, parent)
-        if rows:
-            table = {k: [r.get(k) for r in rows] for k in rows[0]}
-            c.log_table(parent, table, "leaderboard.json")
-            best = next((r for r in rows if r.get("hint_indices")), None)
-            if best is not None:
-                c.log_metric(parent, "best_val_acc", float(best["best_val_acc"]))
-                sets = best_hint_sets(uri, parent, top=1)
-                if sets:
-                    import tempfile
-
-                    with tempfile.TemporaryDirectory() as d:
-                        path = Path(d) / "best_hint_set.json"
-                        sets[0].save(path)
-                        c.log_artifact(parent, str(path))
-        c.set_tag(parent, tracking.STATUS_TAG, "completed")
-    except Exception as exc:  # the sweep's results are in Tune's folder either way
-        print(f"pursuhint: warning: could not write the leaderboard to MLflow ({exc})", file=sys.stderr)
+        if exp_dir is None:  # Tune results on remote storage: the trials' own logging is all there is
+            finish_parent(uri, parent)
+            return
+        mark_finished(exp_dir)
+        summary = sync_sweep(exp_dir, uri)
+        if summary.changed:
+            print(f"pursuhint: MLflow caught up with Tune's results: {summary}", file=sys.stderr)
+    except Exception as exc:
+        where = exp_dir or "Tune's results folder"
+        print(f"pursuhint: warning: MLflow is missing some of this sweep ({tracking.scrub(str(exc))[:300]}); "
+              f"every result is in {where}: run `pursuhint report {name} --sync` when the server is back",
+              file=sys.stderr)

@@ -10,14 +10,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from ray import tune
 
 from .. import tracking
 from ..config import Config, config_from_text
-from ..distill.loop import EpochStats
+from ..distill.loop import EpochStats, resume_state
 from ..distill.trainer import hint_weight_for, kd_only_config, pair_hints, train_student
 from ..errors import PursuhintError
 from ..hints.hintset import HintSet
@@ -26,10 +26,13 @@ from ..models import create_model
 from .duplicates import train_key
 from .shared import SharedWork
 from .space import BASELINE_KEY, short_name
+from .sync import MLFLOW_KEY
 
 log = logging.getLogger("pursuhint.trial")
 STATE_FILE = "student_state.pt"
+RESTORED_TAG = "pursuhint.restored_from_epoch"
 WAIT_POLL_S = 1.0
+RETRY_AFTER_S = 30.0  # how long a trial only queues its MLflow calls after one failed
 
 
 @dataclass
@@ -103,27 +106,64 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
 
 
 class _Tracker:
-    """MLflow logging that never stops training: a failed call is kept and retried at the next one."""
+    """MLflow logging that never stops training.
 
-    def __init__(self, uri: str, run_id: str) -> None:
-        self.uri, self.run_id = uri, run_id
+    The trial's run is opened lazily (the server may be away when the trial starts); a failed call is
+    queued and retried at the next one; epochs the run already has (a restarted trial) are skipped.
+    Whatever is still queued when the trial ends is written by ``pursuhint report --sync`` (or at the
+    end of the sweep) from Tune's results, which carry the same values.
+    """
+
+    def __init__(self, uri: str, open_run: Callable[[], str]) -> None:
+        self.uri = uri
+        self._open = open_run
+        self.run_id: Optional[str] = None
         self.pending: list[tuple[str, tuple]] = []
-        self.logged = tracking.logged_steps(uri, run_id)
+        self.logged: set[int] = set()  # epochs in the run (read when it is opened) or queued for it
+        self.retry_at = 0.0  # after a failure, calls are only queued until then: training never waits
+        self._connect()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.retry_at = time.monotonic() + RETRY_AFTER_S
+        log.warning("MLflow %s (%s); %d call(s) queued, next try in %.0f s", what, tracking.scrub(str(exc))[:200],
+                    len(self.pending), RETRY_AFTER_S)
+
+    def _connect(self) -> bool:
+        if self.run_id is None:
+            try:
+                self.run_id = self._open()
+            except Exception as exc:
+                self._failed("run not opened yet", exc)
+                return False
+            have = tracking.logged_steps(self.uri, self.run_id)
+            self.pending = [(n, a) for n, a in self.pending if not (n == "epoch" and a[1] in have)]
+            self.logged |= have
+        return True
 
     def _call(self, fn: str, *args: Any) -> None:
         self.pending.append((fn, args))
+        if time.monotonic() >= self.retry_at:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued (in order); on failure keep it for later. Tune keeps the results too."""
+        if not self._connect():
+            return
         try:
             while self.pending:
                 name, a = self.pending[0]
-                getattr(tracking, name)(self.uri, self.run_id, *a)
+                getattr(tracking, "log_metrics" if name == "epoch" else name)(self.uri, self.run_id, *a)
                 self.pending.pop(0)
-        except Exception as exc:  # server away: keep going, retry later; Tune keeps the results too
-            log.warning("MLflow logging failed (%s); %d call(s) queued", exc, len(self.pending))
+        except Exception as exc:  # server away: keep training; retry later
+            self._failed("logging failed", exc)
 
     def epoch(self, metrics: dict[str, float], step: int) -> None:
         if step not in self.logged:
-            self._call("log_metrics", metrics, step)
             self.logged.add(step)
+            self._call("epoch", metrics, step)
+
+    def params(self, params: dict[str, Any]) -> None:
+        self._call("log_params", params)
 
     def tags(self, tags: dict[str, Any]) -> None:
         self._call("set_tags", tags)
@@ -132,10 +172,14 @@ class _Tracker:
         self._call("log_metrics", metrics, step)
 
     def artifact(self, path: Path) -> None:
-        try:
-            tracking.client(self.uri).log_artifact(self.run_id, str(path))
-        except Exception as exc:
-            log.warning("MLflow artifact %s not logged (%s)", path.name, exc)
+        self._call("log_artifact", str(path))
+
+
+def mlflow_record(name: str, params: dict[str, Any], tags: dict[str, Any]) -> str:
+    """What the trial's MLflow run should hold, as one JSON string in its Tune results (``MLFLOW_KEY``),
+    so ``pursuhint report --sync`` can write the run even if MLflow never saw the trial."""
+    return json.dumps({"run_name": name, "params": {k: tracking.scalar(v) for k, v in params.items()},
+                       "tags": {k: tracking.scalar(v) for k, v in tags.items()}}, sort_keys=True)
 
 
 def _tune_metrics(stats: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +190,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     """The Tune function trainable."""
     import ray
 
+    tracking.fail_fast_http()
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     ctx = tune.get_context()
@@ -168,31 +213,31 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
             tracking.TRAIN_KEY_TAG: key}
     if hs is not None and hs.warnings:
         tags["pursuhint.warnings"] = "; ".join(hs.warnings)[:4000]
-    run_id = tracking.child_run(sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id, trial_id,
-                                run_name(cfg, baseline, hs), tags)
-    tracker = _Tracker(sweep.tracking_uri, run_id)
-    tracker._call("log_params", trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config))
+    name = run_name(cfg, baseline, hs)
+    tracker = _Tracker(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
+    params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config)
+    tracker.params(params)
     tracker.tags(tags)
+    record = {MLFLOW_KEY: mlflow_record(name, params, tags)}  # sent with the first report
     workdir = Path(tempfile.mkdtemp(prefix="pursuhint-trial-"))
     _write_artifacts(workdir, hs, shared, cfg, tracker)
 
-    index = ray.get_actor(sweep.duplicates_actor) if sweep.duplicates_actor else None
-    if index is not None:
-        while True:
-            claim = ray.get(index.claim.remote(key, trial_id))
-            if claim["role"] != "wait":
-                break
-            time.sleep(WAIT_POLL_S)
-        if claim["role"] == "reuse":
-            _replay(claim, tracker, trial_id)
-            return
+    index, claim = _claim(sweep, key, trial_id)
+    if claim["role"] == "reuse":
+        _replay(claim, tracker, record)
+        return
 
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # a retried (worker lost) or resumed (driver restarted) trial
         with checkpoint.as_directory() as d:
-            for name in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
-                if (Path(d) / name).exists():
-                    shutil.copyfile(Path(d) / name, workdir / name)
+            for file in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
+                if (Path(d) / file).exists():
+                    shutil.copyfile(Path(d) / file, workdir / file)
+        state = resume_state(workdir / STATE_FILE)
+        restored = int(state["epoch"]) if state else 0
+        log.warning("trial %s restored from its checkpoint after epoch %d", trial_id, restored)
+        tracker.tags({RESTORED_TAG: restored})
+        record["restored_from_epoch"] = restored
 
     best_so_far = [0.0]
 
@@ -201,9 +246,10 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         metrics = stats.as_metrics() | {"epoch": stats.epoch, "best_val_acc": best_so_far[0]}
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
         if index is not None:
-            index.update.remote(key, trial_id, metrics, run_id)
-        tune.report(_tune_metrics(metrics | {"status": "running", "node_id": node_id, "epochs_total": stats.epochs}),
-                    checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+            index.update.remote(key, trial_id, metrics, tracker.run_id)
+        extra = {"status": "running", "node_id": node_id, "epochs_total": stats.epochs, **record}
+        record.clear()
+        tune.report(_tune_metrics(metrics | extra), checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
     try:
         result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
@@ -211,7 +257,8 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     except PursuhintError as exc:
         tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
         if index is not None:
-            ray.get(index.finish.remote(key, trial_id, "failed", "error"))
+            _finish(index, key, trial_id, "failed", "error")
+        tracker.flush()
         raise
     status = result.status
     best = result.best_val_acc if result.fit.history else 0.0
@@ -219,42 +266,83 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     tracker.tags({tracking.STATUS_TAG: status, **({"pursuhint.message": result.fit.message[:4000]}
                                                     if result.fit.message else {})})
     if index is not None:
-        ray.get(index.finish.remote(key, trial_id, "done", status))
+        _finish(index, key, trial_id, "done", status)
     if status != "completed":
         last = result.fit.history[-1].val_acc if result.fit.history else 0.0
         tune.report({"val_acc": last, "best_val_acc": best, "status": status,
-                     "epoch": len(result.fit.history)})
+                     "epoch": len(result.fit.history), **record})
+    tracker.flush()  # one last try for anything queued; `report --sync` writes what still fails
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _claim(sweep: SweepInfo, key: str, trial_id: str) -> tuple[Any, dict[str, Any]]:
+    """(duplicate index, claim): wait while another trial trains the same student. Without the index
+    (none, or lost with its node) the trial trains on its own: duplicates are an optimisation only."""
+    import ray
+
+    if not sweep.duplicates_actor:
+        return None, {"role": "owner"}
+    try:
+        index = ray.get_actor(sweep.duplicates_actor)
+        while True:
+            claim = ray.get(index.claim.remote(key, trial_id))
+            if claim["role"] != "wait":
+                return index, claim
+            time.sleep(WAIT_POLL_S)
+    except (ValueError, ray.exceptions.RayError) as exc:
+        log.warning("duplicate index unavailable (%s); trial %s trains on its own", exc, trial_id)
+        return None, {"role": "owner"}
+
+
+def _finish(index: Any, key: str, trial_id: str, state: str, status: str) -> None:
+    import ray
+
+    try:
+        ray.get(index.finish.remote(key, trial_id, state, status))
+    except ray.exceptions.RayError as exc:
+        log.warning("duplicate index unavailable (%s)", exc)
+
+
+def _opener(sweep: SweepInfo, trial_id: str, name: str, tags: dict[str, Any]) -> Callable[[], str]:
+    """Finds (by trial id) or creates the trial's MLflow child run when called."""
+    return lambda: tracking.child_run(sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id, trial_id,
+                                      name, tags)
 
 
 def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sampled: dict[str, Any],
              message: str) -> None:
     """Record a trial whose sampled config cannot be trained (status ``invalid``) and end it."""
-    try:
-        run_id = tracking.child_run(sweep.tracking_uri, sweep.experiment_id, sweep.parent_run_id, trial_id,
-                                    run_name(cfg, baseline, None),
-                                    {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid",
-                                     "pursuhint.error": tracking.scrub(message)[:4000]})
-        tracker = _Tracker(sweep.tracking_uri, run_id)
-        tracker._call("log_params", trial_params(cfg, baseline, None, [], sampled))
-    except Exception as exc:
-        log.warning("MLflow logging failed (%s)", exc)
-    tune.report({"val_acc": 0.0, "best_val_acc": 0.0, "status": "invalid", "error": message[:500], "epoch": 0})
+    tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid",
+            "pursuhint.error": tracking.scrub(message)[:4000]}
+    name = run_name(cfg, baseline, None)
+    params = trial_params(cfg, baseline, None, [], sampled)
+    tracker = _Tracker(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
+    tracker.params(params)
+    tracker.flush()
+    tune.report({"val_acc": 0.0, "best_val_acc": 0.0, "status": "invalid", "error": message[:500], "epoch": 0,
+                 MLFLOW_KEY: mlflow_record(name, params, tags)})
 
 
-def _replay(claim: dict[str, Any], tracker: _Tracker, trial_id: str) -> None:
+def _replay(claim: dict[str, Any], tracker: _Tracker, record: dict[str, Any]) -> None:
     """Report the owner's per-epoch history as this trial's own, tagged as a duplicate."""
     history = claim.get("history") or []
-    tracker.tags({tracking.DUPLICATE_TAG: claim["owner"], tracking.STATUS_TAG: claim.get("status") or "completed"})
+    dup_tags = {tracking.DUPLICATE_TAG: claim["owner"], tracking.STATUS_TAG: claim.get("status") or "completed"}
+    tracker.tags(dup_tags)
+    blob = json.loads(record[MLFLOW_KEY])
+    blob["tags"].update({k: tracking.scalar(v) for k, v in dup_tags.items()})
+    record = {MLFLOW_KEY: json.dumps(blob, sort_keys=True)}
     best = 0.0
     for metrics in history:
         best = max(best, float(metrics.get("val_acc", 0.0)))
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"} | {"best_val_acc": best},
                       int(metrics["epoch"]))
-        tune.report(_tune_metrics(metrics | {"status": "duplicate", "duplicate_of": claim["owner"]}))
+        tune.report(_tune_metrics(metrics | {"best_val_acc": best, "status": "duplicate",
+                                             "duplicate_of": claim["owner"], **record}))
+        record = {}
     tracker.metric({"best_val_acc": best}, len(history))
+    tracker.flush()
     if not history:
-        tune.report({"val_acc": 0.0, "status": "duplicate", "duplicate_of": claim["owner"], "epoch": 0})
+        tune.report({"val_acc": 0.0, "status": "duplicate", "duplicate_of": claim["owner"], "epoch": 0, **record})
 
 
 def _write_artifacts(workdir: Path, hs: Optional[HintSet], shared: SharedWork, cfg: Config,

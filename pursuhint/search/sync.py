@@ -1,0 +1,225 @@
+"""Tune's results folder is a sweep's record; MLflow mirrors it. ``sync_sweep`` writes into MLflow what
+a trial could not (the server was away, the trial was killed between its report and its log call): the
+trial's run, its params and tags, every epoch's metrics, its final status, its hint-set artifacts, and
+the parent run's leaderboard. It adds only what is missing, so running it twice changes nothing.
+
+Used by ``pursuhint report NAME --sync`` and at the end of every sweep.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import tracking
+from ..errors import PursuhintError
+from ..fileio import write_text_atomic
+
+MARKER = "pursuhint_sweep.json"
+MLFLOW_KEY = "pursuhint_mlflow"  # written by the trainable: the run's name, params and tags
+FINAL = ("completed", "diverged", "invalid", "stopped", "error")
+# Tune's own result keys and ours that are not per-epoch metrics.
+NOT_METRICS = {"epoch", "epochs_total", "status", "node_id", "trial_id", "training_iteration", "timestamp",
+               "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+               "iterations_since_restore", "date", "done", "restored_from_epoch", "checkpoint_dir_name",
+               "should_checkpoint", "experiment_tag", "duplicate_of", "error", MLFLOW_KEY}
+
+
+@dataclass
+class TrialRecord:
+    """One trial as Tune's folder has it."""
+
+    trial_id: str
+    folder: Path
+    results: list[dict[str, Any]]
+    record: Optional[dict[str, Any]]  # MLFLOW_KEY, decoded (None if the trial never reported it)
+    errored: bool
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        """The per-epoch results (epoch ≥ 1), last report of each epoch."""
+        out: dict[int, dict[str, Any]] = {}
+        for r in self.results:
+            if isinstance(r.get("epoch"), int) and r["epoch"] >= 1 and "val_acc" in r and "train_loss" in r:
+                out[r["epoch"]] = r
+        if not out:  # duplicates replay their owner's history without train_loss
+            for r in self.results:
+                if isinstance(r.get("epoch"), int) and r["epoch"] >= 1 and "val_acc" in r:
+                    out[r["epoch"]] = r
+        return [out[e] for e in sorted(out)]
+
+    def status(self, sweep_finished: bool) -> Optional[str]:
+        """The trial's final status, or None while it may still be running."""
+        last = self.results[-1] if self.results else {}
+        status = last.get("status")
+        if status == "duplicate":
+            return (self.record or {}).get("tags", {}).get(tracking.STATUS_TAG, "completed")
+        if status in FINAL:
+            return status
+        total = last.get("epochs_total")
+        if total and int(last.get("epoch", 0)) >= int(total):
+            return "completed"
+        if not sweep_finished:
+            return None
+        return "error" if self.errored else "stopped"
+
+
+@dataclass
+class SyncSummary:
+    trials: int = 0
+    runs_created: int = 0
+    epochs_written: int = 0
+    statuses_written: int = 0
+    artifacts_written: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = (f"{self.trials} trials checked: {self.runs_created} MLflow runs created, {self.epochs_written} "
+                f"epochs, {self.statuses_written} statuses and {self.artifacts_written} artifacts written")
+        return text + (f"; skipped {', '.join(self.skipped)}" if self.skipped else "")
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.runs_created or self.epochs_written or self.statuses_written or self.artifacts_written)
+
+
+def read_marker(exp_dir: Path) -> dict[str, Any]:
+    """The sweep's marker (name, tracking URI, parent run, config, finished)."""
+    marker = Path(exp_dir) / MARKER
+    if not marker.exists():
+        raise PursuhintError(f"no sweep results in {exp_dir}; pass the --storage-path the sweep used")
+    return json.loads(marker.read_text())
+
+
+def mark_finished(exp_dir: Path) -> None:
+    """Record in the marker that every trial ended (``report --sync`` then completes the parent run)."""
+    info = read_marker(exp_dir)
+    info["finished"] = True
+    write_text_atomic(Path(exp_dir) / MARKER, json.dumps(info, indent=2))
+
+
+def read_trials(exp_dir: Path) -> list[TrialRecord]:
+    """Every trial folder of the sweep with its results (a torn last line is ignored)."""
+    out = []
+    for folder in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").exists()):
+        results = []
+        path = folder / "result.json"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    results.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        record = None
+        for r in reversed(results):
+            if isinstance(r.get(MLFLOW_KEY), str):
+                record = json.loads(r[MLFLOW_KEY])
+                break
+        trial_id = next((r["trial_id"] for r in results if r.get("trial_id")), "")
+        if trial_id:
+            out.append(TrialRecord(trial_id, folder, results, record, (folder / "error.txt").exists()))
+    return out
+
+
+def sync_sweep(exp_dir: Path, uri: Optional[str] = None) -> SyncSummary:
+    """Write into MLflow whatever of the sweep in ``exp_dir`` it is missing (see the module docstring)."""
+    info = read_marker(exp_dir)
+    uri = uri or info["tracking_uri"]
+    tracking.check_reachable(uri)
+    parent = info["parent_run_id"]
+    c = tracking.client(uri)
+    try:
+        experiment_id = c.get_run(parent).info.experiment_id
+    except Exception as exc:
+        raise PursuhintError(f"the sweep's parent run {parent} is not in the MLflow store {uri} ({exc}); "
+                             f"pass the --tracking-uri the sweep used") from None
+    finished = bool(info.get("finished"))
+    runs = {r.data.tags.get(tracking.TRIAL_TAG): r
+            for r in tracking.find_runs(uri, experiment_id, **{tracking.PARENT_TAG: parent})}
+    summary = SyncSummary()
+    for trial in read_trials(exp_dir):
+        summary.trials += 1
+        if trial.record is None:
+            summary.skipped.append(f"{trial.trial_id} (no result yet)")
+            continue
+        run = runs.get(trial.trial_id)
+        if run is None:
+            run_id = tracking.child_run(uri, experiment_id, parent, trial.trial_id, trial.record["run_name"],
+                                        trial.record["tags"])
+            summary.runs_created += 1
+            tags, params = dict(trial.record["tags"]), {}
+        else:
+            run_id, tags, params = run.info.run_id, run.data.tags, run.data.params
+        missing_params = {k: v for k, v in trial.record["params"].items() if k not in params}
+        if missing_params:
+            tracking.log_params(uri, run_id, missing_params)
+        summary.epochs_written += _sync_epochs(uri, run_id, trial)
+        status = trial.status(finished)
+        if status and (run is None or tags.get(tracking.STATUS_TAG) in (None, "running")):
+            extra = {k: v for k, v in trial.record["tags"].items() if k not in tags}
+            tracking.set_tags(uri, run_id, {**extra, tracking.STATUS_TAG: status})
+            summary.statuses_written += 1
+        summary.artifacts_written += _sync_artifacts(uri, run_id, trial)
+    finish_parent(uri, parent, completed=finished)
+    return summary
+
+
+def _sync_epochs(uri: str, run_id: str, trial: TrialRecord) -> int:
+    """Log the epochs the run lacks (all metrics of an epoch go in one batch, so a step is all or none)."""
+    have = tracking.logged_steps(uri, run_id)
+    written = 0
+    best = 0.0
+    for r in trial.epochs:
+        best = max(best, float(r.get("val_acc", 0.0)))
+        if r["epoch"] in have:
+            continue
+        metrics = {k: v for k, v in r.items()
+                   if k not in NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics.setdefault("best_val_acc", best)
+        tracking.log_metrics(uri, run_id, metrics, r["epoch"])
+        written += 1
+    if written:
+        tracking.log_metrics(uri, run_id, {"best_val_acc": best}, len(trial.epochs))
+    return written
+
+
+def _sync_artifacts(uri: str, run_id: str, trial: TrialRecord) -> int:
+    """The hint set and atlas from the trial's newest checkpoint, when the run lacks them."""
+    checkpoints = sorted(trial.folder.glob("checkpoint_*/artifacts"))
+    if not checkpoints:
+        return 0
+    have = tracking.artifact_names(uri, run_id)
+    written = 0
+    for name in ("hint_set.json", "layer_atlas.png"):
+        path = checkpoints[-1] / name
+        if path.exists() and name not in have:
+            tracking.log_artifact(uri, run_id, str(path))
+            written += 1
+    return written
+
+
+def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
+    """The parent run's leaderboard table, best metric and best hint set; status ``completed`` once every
+    trial has ended."""
+    from ..export import best_hint_sets, leaderboard_rows
+
+    c = tracking.client(uri)
+    rows = leaderboard_rows(uri, parent)
+    if rows:
+        table = {k: [r.get(k) for r in rows] for k in rows[0]}
+        c.log_table(parent, table, "leaderboard.json")
+        best = next((r for r in rows if r.get("hint_indices")), None)
+        if best is not None:
+            c.log_metric(parent, "best_val_acc", float(best["best_val_acc"]))
+            sets = best_hint_sets(uri, parent, top=1)
+            if sets:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as d:
+                    path = Path(d) / "best_hint_set.json"
+                    sets[0].save(path)
+                    c.log_artifact(parent, str(path))
+    if completed:
+        c.set_tag(parent, tracking.STATUS_TAG, "completed")

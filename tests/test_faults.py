@@ -1,0 +1,219 @@
+"""Faults a long sweep meets on shared hardware, injected for real: a trial's worker process SIGKILLed
+mid-epoch, the driver SIGKILLed, the MLflow server stopped mid-sweep; and trials that diverge or
+cannot be trained. Each sweep runs the command line in its own process, as users run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pursuhint import tracking
+from pursuhint.config import config_from_text, load_config
+from pursuhint.errors import PursuhintError
+from pursuhint.search.sweep import run_sweep
+from pursuhint.search.trainable import RESTORED_TAG
+
+from sweep_helpers import (BIN, TINY_SWEEP, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group,
+                           sweep_argv, tune_results, wait_for, write_config)
+
+EPOCHS = 10
+
+
+def sweep_env(isolated_runs: Path) -> dict[str, str]:
+    return {**os.environ, "PURSUHINT_RUNS": str(isolated_runs)}
+
+
+def launch(tmp_path: Path, isolated_runs: Path, name: str, samples: int, uri: str = "", output: bool = True):
+    """Start ``pursuhint sweep`` on a tiny fifo config in its own session: (process, uri, Tune folder, argv)."""
+    cfg_path = write_config(tmp_path, name, epochs=EPOCHS, samples=samples, scheduler="fifo")
+    uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = sweep_argv(cfg_path, uri, tmp_path / "ray_results")
+    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT) if output else \
+        dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, env=sweep_env(isolated_runs), text=True, start_new_session=True, **pipe)
+    return proc, uri, tmp_path / "ray_results" / name, argv
+
+
+def one_run_per_trial(uri: str, name: str, n: int):
+    """The sweep's child runs, asserting one per trial and ``n`` in all."""
+    parent, runs = children(uri, name)
+    ids = Counter(r.data.tags[tracking.TRIAL_TAG] for r in runs)
+    assert len(ids) == n and set(ids.values()) == {1}, ids
+    return parent, runs
+
+
+def running_trial(exp_dir: Path, before_end: int = 3):
+    """The newest result of a trial that has checkpointed an epoch and has ≥ ``before_end`` to go."""
+    for lines in tune_results(exp_dir).values():
+        live = [r for r in lines if r.get("status") == "running"]
+        if live and live[-1]["epoch"] <= live[-1]["epochs_total"] - before_end:
+            return live[-1]
+    return None
+
+
+@pytest.mark.slow
+def test_killed_trial_worker_restarts_from_its_checkpoint(tmp_path, isolated_runs):
+    proc, uri, exp_dir, _ = launch(tmp_path, isolated_runs, "t_kill", samples=1)
+    try:
+        hit = wait_for(lambda: running_trial(exp_dir) or proc.poll() is not None, 300, "a running trial",
+                       interval=0.2)
+        assert proc.poll() is None, "the sweep ended before a trial could be killed"
+        os.kill(hit["pid"], signal.SIGKILL)  # the trial's Ray worker process, mid-epoch
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            stop_group(proc, signal.SIGKILL)
+    assert proc.returncode == 0, out[-4000:]
+    _, runs = one_run_per_trial(uri, "t_kill", 3)
+    assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
+    killed = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == hit["trial_id"])
+    assert hit["epoch"] <= int(killed.data.tags[RESTORED_TAG]) < EPOCHS  # its checkpoint, not scratch
+    for run in runs:  # the retried trial logged into the same run, each epoch once
+        assert epoch_steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1)), run.info.run_name
+    lines = next(v for v in tune_results(exp_dir).values() if v and v[0].get("trial_id") == hit["trial_id"])
+    assert {r["pid"] for r in lines} - {hit["pid"]}, "the trial did not move to a new worker process"
+
+
+def saved_trial_states(exp_dir: Path) -> dict[str, str]:
+    """trial id → status in Tune's newest saved experiment state (what a resumed sweep starts from)."""
+    files = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except json.JSONDecodeError:
+        return {}
+    out = {}
+    for trial_json, _meta in state.get("trial_data", []):
+        trial = json.loads(trial_json)
+        out[trial["trial_id"]] = trial["status"]
+    return out
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, isolated_runs):
+    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, output=False)
+    env = sweep_env(isolated_runs)
+    try:
+        def saved_a_finished_trial():
+            states = saved_trial_states(exp_dir)
+            return "TERMINATED" in states.values() and set(states.values()) != {"TERMINATED"} or \
+                proc.poll() is not None
+
+        wait_for(saved_a_finished_trial, 400, "a finished trial in Tune's saved state", interval=0.3)
+        assert proc.poll() is None, "the sweep ended before the driver could be killed"
+        # The driver and everything it started (its local Ray) die at once, as in a machine crash.
+        kill_tree(proc.pid)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            stop_group(proc, signal.SIGKILL)
+    finished = {t for t, s in saved_trial_states(exp_dir).items() if s == "TERMINATED"}
+    assert finished
+    lines_before = {t: len(v) for t, v in ((v[0]["trial_id"], v) for v in tune_results(exp_dir).values() if v)}
+
+    resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    parent, runs = one_run_per_trial(uri, "t_crash", 4)
+    assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
+    assert parent.data.tags[tracking.STATUS_TAG] == "completed"
+    for run in runs:
+        assert epoch_steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1)), run.info.run_name
+    after = {v[0]["trial_id"]: len(v) for v in tune_results(exp_dir).values() if v}
+    for trial_id in finished:  # not rerun: no new results
+        assert after[trial_id] == lines_before[trial_id], trial_id
+
+
+@pytest.mark.slow
+def test_mlflow_server_away_mid_sweep_then_report_sync(tmp_path, isolated_runs):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
+    proc, _, _, _ = launch(tmp_path, isolated_runs, "t_away", samples=1, uri=uri)
+    storage = tmp_path / "ray_results"
+    env = sweep_env(isolated_runs)
+    try:
+        def logged_an_epoch():
+            try:
+                _, runs = children(uri, "t_away")
+                return any(epoch_steps(uri, r.info.run_id) for r in runs)
+            except Exception:
+                return proc.poll() is not None
+
+        wait_for(logged_an_epoch, 300, "a first epoch in MLflow", interval=0.3)
+        assert proc.poll() is None, "the sweep ended before the server could be stopped"
+        stop_group(server)  # the server goes away; training must go on
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            stop_group(proc, signal.SIGKILL)
+        stop_group(server)
+    assert proc.returncode == 0, out[-4000:]
+    assert "report t_away --sync" in out
+    results = tune_results(storage / "t_away")  # Tune's results have every epoch of every trial
+    assert sorted(len([r for r in v if r.get("status") == "running"]) for v in results.values()) == [EPOCHS] * 3
+
+    server = start_mlflow_server(tmp_path, port)  # back, with what it had before it went away
+    try:
+        parent, runs = children(uri, "t_away")
+        missing = 3 * EPOCHS - sum(len(epoch_steps(uri, r.info.run_id)) for r in runs)
+        assert missing > 0 and parent.data.tags.get(tracking.STATUS_TAG) != "completed"
+        report = [str(BIN / "pursuhint"), "report", "t_away", "--sync", "--storage-path", str(storage)]
+        synced = subprocess.run(report, env=env, capture_output=True, text=True, timeout=300)
+        assert synced.returncode == 0, synced.stdout[-3000:] + synced.stderr[-3000:]
+        assert "synced" in synced.stdout and "3 trials" in synced.stdout
+        parent, runs = one_run_per_trial(uri, "t_away", 3)
+        assert parent.data.tags[tracking.STATUS_TAG] == "completed"
+        client = tracking.client(uri)
+        for run in runs:
+            assert run.data.tags[tracking.STATUS_TAG] == "completed", run.info.run_name
+            assert epoch_steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1)), run.info.run_name
+            assert run.data.params["method"] in ("at", "kd_only") and "lr" in run.data.params
+            if run.data.params["hint_layers"]:
+                assert "hint_set.json" in {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert "leaderboard.json" in {f.path for f in client.list_artifacts(parent.info.run_id)}
+        again = subprocess.run(report, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "0 MLflow runs created, 0 epochs" in again.stdout, again.stdout
+    finally:
+        stop_group(server)
+
+
+@pytest.mark.slow
+def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_goes_on(tmp_path, isolated_runs):
+    # Searched trials: 2 clustered hints cannot map onto the student's 3 stage ends -> `invalid`.
+    # Default baseline (3 hints) with an absurd hint weight -> `diverged`. KD-only -> `completed`.
+    text = (TINY_SWEEP.format(name="t_status", epochs=3, samples=1, scheduler="fifo")
+            .replace("n_hints: 3", "n_hints: 2").replace("hint_weight: 10", "hint_weight: 1.0e+30, mapping: stage_ends"))
+    cfg = config_from_text(text)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)
+    by_kind = {r["baseline"] or "none": r["status"] for r in result.leaderboard}
+    assert by_kind == {"none": "invalid", "default": "diverged", "kd_only": "completed"}, result.leaderboard
+    _, runs = one_run_per_trial(uri, "t_status", 3)
+    tags = {r.data.tags[tracking.BASELINE_TAG]: r.data.tags for r in runs}
+    assert tags["none"][tracking.STATUS_TAG] == "invalid" and "stage_ends" in tags["none"]["pursuhint.error"]
+    assert tags["default"][tracking.STATUS_TAG] == "diverged" and "lr" in tags["default"]["pursuhint.message"]
+    assert tags["kd_only"][tracking.STATUS_TAG] == "completed"
+    results = tune_results(tmp_path / "ray_results" / "t_status")
+    last = {lines[-1]["status"] for lines in results.values()}
+    assert last == {"invalid", "diverged", "running"}  # the completed trial's last report is its last epoch
+    invalid = next(lines for lines in results.values() if lines[-1]["status"] == "invalid")
+    assert len(invalid) == 1  # reported once, not retried
+
+
+def test_resources_a_trial_can_never_get_are_refused_before_ray_starts(tmp_path):
+    import ray
+
+    cfg = load_config(write_config(tmp_path, "t_greedy"))
+    for want, kind in (({"gpu": 64}, "GPU"), ({"cpu": 4096}, "CPU")):
+        greedy = cfg.with_values({f"search.resources_per_trial.{k}": v for k, v in want.items()})
+        with pytest.raises(PursuhintError, match=rf"asks for \d+ {kind} per trial but the Ray cluster has"):
+            run_sweep(greedy, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", storage_path=str(tmp_path / "rr"))
+        assert not ray.is_initialized()
+    assert not (tmp_path / "rr").exists() and not (tmp_path / "m.db").exists()

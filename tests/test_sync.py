@@ -1,0 +1,103 @@
+"""`search.sync`: what MLflow missed is written from Tune's results folder, only once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pursuhint import tracking
+from pursuhint.errors import PursuhintError
+from pursuhint.search.sync import MARKER, MLFLOW_KEY, TrialRecord, read_trials, sync_sweep
+from pursuhint.search.trainable import mlflow_record
+
+
+def epoch_line(trial_id: str, epoch: int, total: int, acc: float, best: float = 0.0, **extra) -> dict:
+    return {"trial_id": trial_id, "epoch": epoch, "epochs_total": total, "val_acc": acc, "train_loss": 1.0 / epoch,
+            "loss_ce": 0.5, "epoch_time": 0.1, "best_val_acc": max(acc, best), "status": "running", "pid": 42,
+            "time_total_s": 3.0, "training_iteration": epoch, **extra}
+
+
+def write_trial(exp_dir: Path, trial_id: str, lines: list[dict], sampled: dict, hint_set: bool = False) -> Path:
+    folder = exp_dir / f"run_trial_{trial_id}"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(sampled))
+    text = "\n".join(json.dumps(line) for line in lines)
+    (folder / "result.json").write_text(text + "\n{\"torn\": ")  # a line being written when the driver died
+    if hint_set:
+        art = folder / "checkpoint_000001" / "artifacts"
+        art.mkdir(parents=True)
+        (art / "hint_set.json").write_text('{"schema_version": 1}')
+    return folder
+
+
+@pytest.fixture
+def sweep_folder(tmp_path):
+    """A parent run in a real sqlite store and a Tune folder with 4 trials MLflow never heard of."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.ensure_experiment(uri, "t_sync")
+    exp_dir = tmp_path / "rr" / "t_sync"
+    parent = tracking.parent_run(uri, exp_id, str(exp_dir), "sweep-t_sync")
+    exp_dir.mkdir(parents=True)
+    (exp_dir / MARKER).write_text(json.dumps({"name": "t_sync", "tracking_uri": uri, "parent_run_id": parent,
+                                              "config_yaml": "", "finished": True}))
+
+    def rec(name, hints=""):
+        return mlflow_record(name, {"method": "at", "hint_layers": hints, "hint_indices": "1,2" if hints else ""},
+                             {tracking.BASELINE_TAG: "none", tracking.STATUS_TAG: "running"})
+
+    write_trial(exp_dir, "a", [epoch_line("a", 1, 3, 50.0, **{MLFLOW_KEY: rec("a", "l1,l2")}),
+                               epoch_line("a", 2, 3, 60.0), epoch_line("a", 3, 3, 55.0, best=60.0)], {}, hint_set=True)
+    write_trial(exp_dir, "b", [epoch_line("b", 1, 3, 40.0, **{MLFLOW_KEY: rec("b")})], {})  # ASHA stopped it
+    write_trial(exp_dir, "c", [epoch_line("c", 1, 3, 30.0, **{MLFLOW_KEY: rec("c")}),
+                               {"trial_id": "c", "epoch": 1, "val_acc": 30.0, "status": "diverged"}], {})
+    write_trial(exp_dir, "d", [], {})  # never reported anything
+    return uri, parent, exp_dir
+
+
+def test_sync_writes_what_mlflow_missed_once(sweep_folder):
+    uri, parent, exp_dir = sweep_folder
+    summary = sync_sweep(exp_dir)
+    assert (summary.trials, summary.runs_created, summary.epochs_written, summary.statuses_written,
+            summary.artifacts_written) == (3, 3, 5, 3, 1)
+    exp_id = tracking.client(uri).get_run(parent).info.experiment_id
+    runs = {r.data.tags[tracking.TRIAL_TAG]: r for r in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})}
+    assert {k: r.data.tags[tracking.STATUS_TAG] for k, r in runs.items()} == \
+        {"a": "completed", "b": "stopped", "c": "diverged"}
+    client = tracking.client(uri)
+    history = client.get_metric_history(runs["a"].info.run_id, "val_acc")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 50.0), (2, 60.0), (3, 55.0)]
+    assert runs["a"].data.metrics["best_val_acc"] == 60.0
+    assert "pid" not in runs["a"].data.metrics and "time_total_s" not in runs["a"].data.metrics
+    assert runs["a"].data.params["hint_layers"] == "l1,l2"
+    assert {f.path for f in client.list_artifacts(runs["a"].info.run_id)} == {"hint_set.json"}
+    assert client.get_run(parent).data.tags[tracking.STATUS_TAG] == "completed"
+
+    again = sync_sweep(exp_dir)
+    assert (again.runs_created, again.epochs_written, again.statuses_written, again.artifacts_written) == (0, 0, 0, 0)
+    assert not again.changed
+
+
+def test_sync_fills_gaps_in_an_existing_run_without_touching_its_status(sweep_folder):
+    uri, parent, exp_dir = sweep_folder
+    exp_id = tracking.client(uri).get_run(parent).info.experiment_id
+    run_id = tracking.child_run(uri, exp_id, parent, "a", "a", {tracking.STATUS_TAG: "completed"})
+    tracking.log_metrics(uri, run_id, {"val_acc": 50.0}, 1)  # epoch 1 was logged live; 2 and 3 were not
+    summary = sync_sweep(exp_dir)
+    assert summary.runs_created == 2
+    assert sorted(m.step for m in tracking.client(uri).get_metric_history(run_id, "val_acc")) == [1, 2, 3]
+
+
+def test_unfinished_sweep_leaves_running_trials_alone():
+    rec = TrialRecord("x", Path("."), [epoch_line("x", 1, 3, 10.0)], None, errored=False)
+    assert rec.status(sweep_finished=False) is None
+    assert rec.status(sweep_finished=True) == "stopped"
+    assert TrialRecord("x", Path("."), [epoch_line("x", 1, 3, 10.0)], None, errored=True).status(True) == "error"
+    assert TrialRecord("x", Path("."), [epoch_line("x", 3, 3, 10.0)], None, errored=True).status(False) == "completed"
+
+
+def test_sync_refuses_a_folder_without_a_sweep(tmp_path):
+    with pytest.raises(PursuhintError, match="no sweep results in"):
+        sync_sweep(tmp_path)
+    assert read_trials(tmp_path) == []
