@@ -10,43 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pursuhint.config import Config, config_from_text
+from pursuhint.config import Config
 
-from .common import command, machine, now, pick_device, ratio, table
+from .common import command, digits_quick, machine, now, pick_device, ratio, table
 from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace
 
 NAME = "asha_savings"
 TITLE = "ASHA savings: the same sweep with ASHA and with FIFO"
 AIM = "ASHA trains clearly fewer student epochs than FIFO (ratio < 1) and finds a best val_acc within a point of FIFO's"
-
-# search_spaces/digits_quick.yaml's space and recipe, the teacher from the benchmark cache.
-SWEEP_YAML = """
-name: {name}
-seed: 0
-data: {{dataset: digits, image_size: 16, probe_size: 1000}}
-teacher: {{arch: resnet56, checkpoint: {checkpoint}}}
-student: {{arch: resnet8}}
-selection:
-  similarity: {{choice: [r2_cca, cka_linear, cka_rbf]}}
-  n_hints: {{randint: [2, 3]}}
-  algorithm: {{choice: [pursuhint, agglomerative, kmedoids]}}
-  center: {{choice: [mean_index, medoid]}}
-  on_collision: warn
-distill:
-  method: {{choice: [at, fitnet]}}
-  hint_weight: {{loguniform: [10, 1000]}}
-  kd_weight: 0.0
-train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
-search:
-  num_samples: {samples}
-  scheduler: {scheduler}
-  grace_period: {grace}
-  reduction_factor: 2
-  baselines: []
-  max_concurrent_trials: 2
-  resources_per_trial: {{cpu: 1, gpu: 0}}
-"""
-
 
 def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
     if tiny:
@@ -58,8 +29,10 @@ def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
 
 def sweep_config(checkpoint: Any, scheduler: str, samples: int, epochs: int, grace: int) -> Config:
     """The benchmark's sweep with the given scheduler (everything else identical)."""
-    return config_from_text(SWEEP_YAML.format(name=f"bench_asha_{scheduler}", checkpoint=checkpoint, epochs=epochs,
-                                              samples=samples, scheduler=scheduler, grace=grace))
+    return digits_quick(f"bench_asha_{scheduler}", {  # its space and recipe; every trial one ASHA may stop
+        "teacher.checkpoint": str(checkpoint), "train.epochs": epochs, "search.num_samples": samples,
+        "search.scheduler": scheduler, "search.grace_period": grace, "search.reduction_factor": 2,
+        "search.baselines": [], "selection.on_collision": "warn"})
 
 
 def epochs_trained(rows: list[dict[str, Any]]) -> int:

@@ -12,6 +12,7 @@ import statistics
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -171,3 +172,14 @@ def command(name: str, quick: bool, tiny: bool = False) -> str:
     """The command that reproduces one benchmark's entry."""
     flags = (" --quick" if quick else "") + (" --tiny" if tiny else "")
     return f"python bench/run.py{flags} --only {name}"
+
+
+DIGITS_QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_quick.yaml"
+
+
+def digits_quick(name: str, values: dict[str, Any] | None = None):
+    """search_spaces/digits_quick.yaml (the demo sweep, its space and its teacher) under another name,
+    with dotted overrides: benchmarks measure what users run, and share its cached teacher."""
+    from pursuhint.config import load_config
+
+    return load_config(DIGITS_QUICK).with_values({"name": name, **(values or {})})

@@ -26,8 +26,8 @@ from pursuhint.hints import HintSet
 from pursuhint.hints.pipeline import SelectionInputs, choose_hints, prepare_selection
 from pursuhint.teacher import Teacher, dataset_for
 
-from .common import command, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import TEACHER_YAML, digits_teacher, shutdown_ray, sweep_storage, workspace
+from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
+from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace
 
 NAME = "selection_quality"
 TITLE = "Selection quality: clustered vs default vs random hint points"
@@ -160,7 +160,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     t_start = time.perf_counter()
     with workspace() as folder:
         teacher, teacher_info = digits_teacher()
-        full = dataset_for(config_from_text(TEACHER_YAML))
+        full = dataset_for(digits_quick("bench_teacher"))
         with threads(1):
             sel = prepare_selection(teacher.model, teacher.arch, teacher.sha256, full, list(s["measures"]),
                                     probe_size=PROBE_SIZE)

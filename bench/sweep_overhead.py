@@ -28,23 +28,13 @@ from pursuhint.distill.trainer import train_student
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
 from pursuhint.teacher import Teacher, dataset_for, load_teacher, teacher_cache_dir
 
-from .common import command, machine, now, pick_device, ratio, table, threads
+from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
 
 NAME = "sweep_overhead"
 TITLE = "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly"
 AIM = "sweep ÷ direct wall time ≤ 1.05 for a ≥ 60 s trial; two concurrent 1-CPU trials out-train one 2-CPU trial"
 CACHE_ENV = "PURSUHINT_BENCH_CACHE"
 ROOT = Path(__file__).resolve().parents[1]
-
-# The teacher of search_spaces/digits_quick.yaml (and of the tests): resnet56 on all 1 438 digits
-# training images at 16 px, 15 epochs; trained once into the benchmark cache, then reused.
-TEACHER_YAML = """
-name: bench_teacher
-seed: 0
-data: {dataset: digits, image_size: 16, probe_size: 1000}
-teacher: {arch: resnet56, train: {epochs: 15, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
-student: {arch: resnet8}
-"""
 
 TRIAL_YAML = """
 name: {name}
@@ -99,7 +89,7 @@ def shutdown_ray() -> None:
 
 def digits_teacher() -> tuple[Teacher, dict[str, Any]]:
     """The cached digits resnet56 teacher (trained now if the cache lacks it) and how it was obtained."""
-    cfg = config_from_text(TEACHER_YAML)
+    cfg = digits_quick("bench_teacher")  # the teacher of search_spaces/digits_quick.yaml and of the tests
     cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
     t0 = time.perf_counter()
     teacher = load_teacher(cfg, progress=False)

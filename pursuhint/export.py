@@ -129,19 +129,15 @@ def tune_rows(exp_dir: Path) -> list[dict[str, Any]]:
     sampled config, per-epoch results and the hint set kept in its latest checkpoint."""
     from .config import config_from_text
     from .distill.trainer import hint_weight_for
-    from .search.sync import MARKER, TrialRecord
+    from .search.sync import read_marker, read_trials
 
     exp_dir = Path(exp_dir)
-    marker = exp_dir / MARKER
-    if not marker.exists():
-        raise PursuhintError(f"no sweep results in {exp_dir}; pass the --storage-path the sweep used")
-    info = json.loads(marker.read_text())
+    info = read_marker(exp_dir)
     base = config_from_text(info["config_yaml"])
     rows = []
-    for trial_dir in sorted(p for p in exp_dir.iterdir() if (p / "params.json").exists()):
+    for trial in read_trials(exp_dir, silent=True):
+        trial_dir, results = trial.folder, trial.results
         sampled = json.loads((trial_dir / "params.json").read_text())
-        results = [json.loads(l) for l in (trial_dir / "result.json").read_text().splitlines() if l.strip()] \
-            if (trial_dir / "result.json").exists() else []
         baseline = sampled.get("pursuhint.baseline", "") or "none"
         cfg = base.with_values({k: v for k, v in sampled.items() if k != "pursuhint.baseline"})
         if baseline == "kd_only":
@@ -153,10 +149,8 @@ def tune_rows(exp_dir: Path) -> list[dict[str, Any]]:
         accs = [r["val_acc"] for r in results if isinstance(r.get("val_acc"), (int, float))]
         last = results[-1] if results else {}
         rows.append({
-            "run_id": "", "trial_id": last.get("trial_id", trial_dir.name),
-            "baseline": baseline,
-            "status": TrialRecord(last.get("trial_id", ""), trial_dir, results, None,
-                                  (trial_dir / "error.txt").exists()).status(bool(info.get("finished"))) or "running",
+            "run_id": "", "trial_id": trial.trial_id,
+            "baseline": baseline, "status": trial.status(bool(info.get("finished"))) or "running",
             "best_val_acc": float(max(accs)) if accs else float("nan"),
             "hint_layers": ",".join(hs.layers) if hs else "",
             "hint_indices": ",".join(str(i + 1) for i in hs.indices) if hs else "",

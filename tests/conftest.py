@@ -6,20 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The digits teacher every integration test shares (trained once per session, ~1 min on 2 cores).
-# Its teacher and data sections equal search_spaces/digits_quick.yaml's, so the embedded config
-# finds this teacher in the cache.
-TEACHER_YAML = """
-name: test_digits
-seed: 0
-data: {dataset: digits, image_size: 16, probe_size: 1000}
-teacher: {arch: resnet56, train: {epochs: 15, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
-student: {arch: resnet8}
-train: {epochs: 2, batch_size: 64, lr: 0.05, lr_schedule: cosine}
-"""
+
+def digits_teacher_yaml() -> str:
+    """The digits teacher every integration test shares (trained once per session, ~1 min on 2 cores):
+    search_spaces/digits_quick.yaml's seed, data, teacher and student, so the embedded config and the
+    benchmarks find this teacher in the cache; students train 2 epochs."""
+    raw = yaml.safe_load((ROOT / "search_spaces" / "digits_quick.yaml").read_text())
+    train = {"epochs": 2, "batch_size": 64, "lr": 0.05, "lr_schedule": "cosine"}
+    return yaml.safe_dump({"name": "test_digits", **{k: raw[k] for k in ("seed", "data", "teacher", "student")},
+                           "train": train}, sort_keys=False)
+
+
+TEACHER_YAML = digits_teacher_yaml()
 
 
 @pytest.fixture(scope="session", autouse=True)

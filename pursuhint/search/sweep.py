@@ -75,7 +75,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
 
             shutil.rmtree(exp_dir)
 
-    if not address and not __import__("ray").is_initialized():
+    if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
     _ray_init(address)
     try:
@@ -252,13 +252,16 @@ def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
     from ray.tune import Callback
 
     class EndTrials(Callback):
-        def _mark(self, trial: Any, state: str, status: Optional[str]) -> None:
+        def _tell_index(self, method: str, *args: Any) -> None:
             import ray
 
             try:
-                ray.get_actor(actor_name).finish_trial.remote(trial.trial_id, state)
-            except ValueError:
+                getattr(ray.get_actor(actor_name), method).remote(*args)
+            except ValueError:  # the index is gone (its node died): trials train on their own
                 pass
+
+        def _mark(self, trial: Any, state: str, status: Optional[str]) -> None:
+            self._tell_index("finish_trial", trial.trial_id, state)
             if status is None:
                 return
             try:
@@ -276,12 +279,7 @@ def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
             self._mark(trial, "failed", "error")
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            import ray
-
-            try:
-                ray.get_actor(actor_name).recovering.remote(trial.trial_id)
-            except ValueError:
-                pass
+            self._tell_index("recovering", trial.trial_id)
 
     return EndTrials()
 

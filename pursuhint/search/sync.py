@@ -100,8 +100,9 @@ def mark_finished(exp_dir: Path) -> None:
     write_text_atomic(Path(exp_dir) / MARKER, json.dumps(info, indent=2))
 
 
-def read_trials(exp_dir: Path) -> list[TrialRecord]:
-    """Every trial folder of the sweep with its results (a torn last line is ignored)."""
+def read_trials(exp_dir: Path, silent: bool = False) -> list[TrialRecord]:
+    """Every trial folder of the sweep with its results (a torn last line is ignored); with ``silent``
+    also the trials that never reported (named by their folder)."""
     out = []
     for folder in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").exists()):
         results = []
@@ -117,7 +118,7 @@ def read_trials(exp_dir: Path) -> list[TrialRecord]:
             if isinstance(r.get(MLFLOW_KEY), str):
                 record = json.loads(r[MLFLOW_KEY])
                 break
-        trial_id = next((r["trial_id"] for r in results if r.get("trial_id")), "")
+        trial_id = next((r["trial_id"] for r in results if r.get("trial_id")), folder.name if silent else "")
         if trial_id:
             out.append(TrialRecord(trial_id, folder, results, record, (folder / "error.txt").exists()))
     return out
