@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= search_spaces/digits_quick.yaml
 NAME   ?= digits_quick
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --quick
+
+# On a GPU machine: every CUDA path and the GPU figures (bench/gpu_check.py). Where torch is already
+# installed system-wide, `make gpu-check GPU_PY=python3` skips the virtual environment.
+GPU_PY ?= $(PY)
+gpu-check: $(if $(filter $(PY),$(GPU_PY)),$(STAMP))
+	$(GPU_PY) bench/gpu_check.py
 
 clean:
 	rm -rf runs mlruns mlflow.db .pytest_cache

@@ -183,3 +183,18 @@ def digits_quick(name: str, values: dict[str, Any] | None = None):
     from pursuhint.config import load_config
 
     return load_config(DIGITS_QUICK).with_values({"name": name, **(values or {})})
+
+
+CIFAR10_SUBSET_ENV = "PURSUHINT_CIFAR10_SUBSET"
+
+
+def cifar10_subset() -> Path | None:
+    """The real CIFAR-10 photographs (ImageFolder layout: train/<class>/*.jpg, test/<class>/*.jpg): the folder
+    named by ``$PURSUHINT_CIFAR10_SUBSET``, else ``../shared/data/cifar10-subset`` beside the checkout; None
+    when neither exists (benchmarks that need it then skip with a message)."""
+    named = os.environ.get(CIFAR10_SUBSET_ENV)
+    for candidate in ([Path(named)] if named else []) + [Path(__file__).resolve().parents[2] / "shared" / "data" /
+                                                        "cifar10-subset"]:
+        if (candidate / "train").is_dir():
+            return candidate
+    return None

@@ -26,7 +26,7 @@ import torch
 from pursuhint.config import Config, config_from_text
 from pursuhint.distill.trainer import train_student
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
-from pursuhint.teacher import Teacher, dataset_for, load_teacher, teacher_cache_dir
+from pursuhint.teacher import Teacher, dataset_for, load_teacher, teacher_cache_dir, train_teacher
 
 from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
 
@@ -87,12 +87,14 @@ def shutdown_ray() -> None:
             ray.shutdown()
 
 
-def digits_teacher() -> tuple[Teacher, dict[str, Any]]:
+def digits_teacher(device: torch.device | None = None) -> tuple[Teacher, dict[str, Any]]:
     """The cached digits resnet56 teacher (trained now if the cache lacks it) and how it was obtained."""
     cfg = digits_quick("bench_teacher")  # the teacher of search_spaces/digits_quick.yaml and of the tests
     cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
     t0 = time.perf_counter()
-    teacher = load_teacher(cfg, progress=False)
+    if device is not None:
+        train_teacher(cfg, progress=False)  # trained (when not cached) where it is fastest, then loaded on `device`
+    teacher = load_teacher(cfg, progress=False, device=device)
     info = {"arch": teacher.arch, "checkpoint_cached": cached, "seconds": round(time.perf_counter() - t0, 1),
             "val_acc": teacher.meta.get("val_acc"), "sha256": teacher.sha256}
     return teacher, info

@@ -80,6 +80,9 @@ class TrainRecipe(_Section):
         return sorted({max(1, round(self.epochs * f)) for f in (0.625, 0.75, 0.875)})
 
 
+PLACEMENT_KEYS = ("data.device_budget_gb",)  # where tensors live, never what is computed
+
+
 class DataConfig(_Section):
     """Which images, at what size, how many, and the probe set for layer representations.
 
@@ -94,6 +97,9 @@ class DataConfig(_Section):
     train_samples: Optional[int] = Field(None, ge=1)
     val_samples: Optional[int] = Field(None, ge=1)
     probe_size: int = Field(1000, ge=2)
+    # GiB of images a loader may keep on a CUDA device; larger splits stay on the host and are copied per
+    # batch. None = half the device's free memory.
+    device_budget_gb: Optional[float] = Field(None, ge=0)
     # auto = the data set's own default (crop_flip for natural images, crop for digits).
     augment: Literal["auto", "crop_flip", "crop", "none"] = "auto"
 
@@ -231,8 +237,12 @@ class Config(_Section):
         return cfg
 
     def section_hash(self, *sections: str) -> str:
-        """A short content hash of the named sections (e.g. the teacher cache key)."""
+        """A short content hash of the named sections (e.g. the teacher cache key); keys that only say where
+        work runs (:data:`PLACEMENT_KEYS`) are left out, since they never change a result."""
         dump = self.model_dump(mode="json")
+        for key in PLACEMENT_KEYS:
+            section, _, leaf = key.rpartition(".")
+            _get_path(dump, section).pop(leaf, None)
         payload = json.dumps({s: _get_path(dump, s) for s in sections}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

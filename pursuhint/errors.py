@@ -29,3 +29,7 @@ class HintSetError(PursuhintError):
 
 class DivergedError(PursuhintError):
     """Training produced a NaN or infinite loss."""
+
+
+class DeviceError(PursuhintError):
+    """A device was assigned that this torch build cannot use (e.g. a GPU from Ray, no CUDA in torch)."""

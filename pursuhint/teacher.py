@@ -15,7 +15,8 @@ from torch import nn
 
 from .config import Config
 from .data import ImageDataset, load_dataset, train_val_loaders
-from .distill.loop import Callback, FitResult, fit, pick_device, seed_everything
+from .devices import place_model, runtime_device
+from .distill.loop import Callback, FitResult, fit, seed_everything
 from .errors import CheckpointError
 from .models import create_model, load_checkpoint, save_checkpoint, weights_sha256
 
@@ -62,15 +63,13 @@ def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[I
     if final.exists():
         return final
     ds = ds if ds is not None else dataset_for(cfg)
-    device = device or pick_device()
+    device = device or runtime_device()
     seed_everything(cfg.seed)
-    model = create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels).to(device)
+    model = place_model(create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels), device)
     out.mkdir(parents=True, exist_ok=True)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     recipe = cfg.teacher.train
     train_loader, val_loader = train_val_loaders(ds, recipe.batch_size, augment=cfg.data.augment, device=device,
-                                                 seed=cfg.seed)
+                                                 seed=cfg.seed, budget_gb=cfg.data.device_budget_gb)
 
     def ce(images: torch.Tensor, labels: torch.Tensor, _idx: torch.Tensor):
         logits = model(images)
@@ -100,7 +99,7 @@ def load_teacher(cfg: Config, *, ds: Optional[ImageDataset] = None, device: Opti
                  progress: bool = True) -> Teacher:
     """The config's teacher in eval mode: from ``teacher.checkpoint``, the cache, or trained now."""
     ds = ds if ds is not None else dataset_for(cfg)
-    device = device or pick_device()
+    device = device or runtime_device()
     if cfg.teacher.checkpoint:
         path = Path(cfg.teacher.checkpoint).expanduser()
         if not path.is_file():
@@ -110,10 +109,10 @@ def load_teacher(cfg: Config, *, ds: Optional[ImageDataset] = None, device: Opti
         path = train_teacher(cfg, ds=ds, device=device, progress=progress)
     model = create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels)
     meta = load_checkpoint(model, path, arch=cfg.teacher.arch)
-    model.to(device).eval()
+    sha = weights_sha256(model.state_dict())
+    model = place_model(model, device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    sha = weights_sha256(model.state_dict())
     return Teacher(model=model, arch=cfg.teacher.arch, checkpoint=path, sha256=sha, meta=dict(meta or {}))
 
 

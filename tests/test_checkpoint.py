@@ -141,7 +141,7 @@ def test_weights_sha256_sees_every_value_key_and_dtype_but_not_order() -> None:
     assert weights_sha256(transposed) == weights_sha256({"w": transposed["w"].contiguous()})
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_hash_and_load_are_device_independent(tmp_path: Path) -> None:
     model = _trained_like()
     sha_cpu = weights_sha256(model.state_dict())

@@ -422,7 +422,7 @@ def test_loader_errors():
         DeviceLoader(x, torch.arange(3), 2, train=True, augment="crop", mean=(0,) * 3, std=(1,) * 3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu_and_is_channels_last():
     x = torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     cpu = list(_loader(x, seed=5, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4)))

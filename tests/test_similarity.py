@@ -270,9 +270,8 @@ def test_load_errors_name_the_path(tmp_path):
         SimilarityMatrix.load(junk)
 
 
+@pytest.mark.cuda
 def test_runs_on_cuda_when_available():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     reps = [rand(100, 4, 90), rand(100, 6, 91)]
     for name in ALL:
         cpu = similarity_matrix(reps, name).values

@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+CPU = torch.device("cpu")  # exact weight comparisons: never let these pick a GPU
+
 from pursuhint.config import config_from_text
 from pursuhint.distill.loop import lr_factor
 from pursuhint.models import create_model, load_checkpoint, weights_sha256
@@ -65,15 +67,15 @@ def _interrupt_after_two_epochs(cfg, out):
             raise _Stop
 
     with pytest.raises(_Stop):
-        train_teacher(cfg, out, progress=False, callbacks=[stop_after_two])
+        train_teacher(cfg, out, progress=False, callbacks=[stop_after_two], device=CPU)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
     cfg = config_from_text(SMALL)
-    straight = train_teacher(cfg, tmp_path / "a", progress=False)
+    straight = train_teacher(cfg, tmp_path / "a", progress=False, device=CPU)
     _interrupt_after_two_epochs(cfg, tmp_path / "b")
     assert (tmp_path / "b" / "train_state.pt").exists() and not (tmp_path / "b" / "teacher.pt").exists()
-    resumed = train_teacher(cfg, tmp_path / "b", progress=False)
+    resumed = train_teacher(cfg, tmp_path / "b", progress=False, device=CPU)
     sa = torch.load(straight, weights_only=True)["model"]
     sb = torch.load(resumed, weights_only=True)["model"]
     assert sa.keys() == sb.keys()
@@ -96,13 +98,13 @@ def test_lr_schedules():
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path):
     cfg = config_from_text(SMALL)
-    straight = train_teacher(cfg, tmp_path / "a", progress=False)
+    straight = train_teacher(cfg, tmp_path / "a", progress=False, device=CPU)
     _interrupt_after_two_epochs(cfg, tmp_path / "b")
     state = tmp_path / "b" / "train_state.pt"
     assert (tmp_path / "b" / "train_state.pt.prev").exists()
     state.write_bytes(state.read_bytes()[:100])  # a partial write of the epoch-2 state
     with pytest.warns(RuntimeWarning, match=r"train_state.pt' is corrupt or partial"):
-        resumed = train_teacher(cfg, tmp_path / "b", progress=False)
+        resumed = train_teacher(cfg, tmp_path / "b", progress=False, device=CPU)
     # Epoch 2 is trained again from the epoch-1 state: the result equals the uninterrupted run.
     sa = torch.load(straight, weights_only=True)["model"]
     sb = torch.load(resumed, weights_only=True)["model"]
@@ -115,7 +117,7 @@ def test_unreadable_checkpoints_start_from_scratch(tmp_path):
     out.mkdir()
     (out / "train_state.pt").write_text("garbage")
     with pytest.warns(RuntimeWarning, match="corrupt or partial"):
-        path = train_teacher(cfg, out, progress=False)
-    straight = train_teacher(cfg, tmp_path / "a2", progress=False)
+        path = train_teacher(cfg, out, progress=False, device=CPU)
+    straight = train_teacher(cfg, tmp_path / "a2", progress=False, device=CPU)
     sa, sb = (torch.load(p, weights_only=True)["model"] for p in (straight, path))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,21 +1,44 @@
 """Batches from in-memory uint8 images, augmented on the device with a few tensor ops per batch.
 
-The whole data set sits on the device once; a batch is a handful of tensor ops: one row gather
-does the random crop (zero padding) and the horizontal flip together, then one normalisation.
-Random numbers come from a CPU ``torch.Generator`` seeded by (seed, epoch), so CPU and CUDA give
-the same batches.
+A split sits on the device when it fits the device budget (about half the free device memory, or
+``data.device_budget_gb``); otherwise its uint8 images stay in (pinned) host memory, or in a
+memory-mapped file, and each batch is gathered on the host and copied over without blocking. Either
+way a batch is a handful of tensor ops on the device: one row gather does the random crop (zero
+padding) and the horizontal flip together, then one normalisation. Random numbers come from a CPU
+``torch.Generator`` seeded by (seed, epoch), so CPU and CUDA, and every placement, give the same batches.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..devices import free_bytes, memory_format
 from ..errors import DataError
 from ..registry import unknown_name_message
 from .datasets import AUGMENTATIONS, ImageDataset
+
+PLACEMENTS = ("auto", "device", "host")
+BUDGET_SHARE = 0.5  # of the free device memory, when data.device_budget_gb is not given
+
+
+def device_budget(device: str | torch.device, budget_gb: Optional[float] = None) -> Optional[int]:
+    """Bytes of images a loader may keep on ``device``: ``budget_gb`` when given, else half the free memory
+    of a CUDA device; None (no limit) for the CPU, where "on the device" is host memory anyway."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if budget_gb is not None:
+        return int(budget_gb * 2**30)
+    return int(BUDGET_SHARE * (free_bytes(device) or 0))
+
+
+def choose_placement(nbytes: int, device: str | torch.device, budget_gb: Optional[float] = None) -> str:
+    """``device`` when ``nbytes`` of images fit the device budget (:func:`device_budget`), else ``host``."""
+    budget = device_budget(device, budget_gb)
+    return "device" if budget is None or nbytes <= budget else "host"
 
 
 class DeviceLoader:
@@ -27,7 +50,10 @@ class DeviceLoader:
     loader uses the epoch set by :meth:`set_epoch` and then advances it by one.
     ``drop_last`` defaults to ``train`` (but never drops the only, partial batch).
     ``with_index=True`` yields ``(images, labels, indices)``: the samples' positions in ``x``, which
-    CRD's memory bank needs.
+    CRD's memory bank needs. ``placement`` says where the uint8 images live: ``device`` (copied there
+    once), ``host`` (left in host memory, pinned for a CUDA device when they are not memory-mapped;
+    each batch is gathered there and copied without blocking), or ``auto`` (:func:`choose_placement`
+    with ``budget_gb``).
     """
 
     def __init__(
@@ -45,6 +71,8 @@ class DeviceLoader:
         drop_last: bool | None = None,
         padding: int | None = None,
         with_index: bool = False,
+        placement: str = "auto",
+        budget_gb: Optional[float] = None,
     ) -> None:
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
             got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -66,8 +94,14 @@ class DeviceLoader:
         if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
             raise DataError(f"padding {padding!r} is invalid; expected a non-negative integer or None")
 
+        if placement not in PLACEMENTS:
+            raise DataError(unknown_name_message("placement", placement, list(PLACEMENTS)))
         self.device = torch.device(device)
-        self.x = x.to(self.device)
+        if placement == "auto":
+            placement = choose_placement(x.numel() * x.element_size(), self.device, budget_gb)
+        self.placement = placement
+        # host: the images stay where they are (RAM or a memory-mapped file); batches are pinned one by one
+        self.x = x.to(self.device) if placement == "device" else x
         self.y = y.to(device=self.device, dtype=torch.int64)
         self.batch_size = batch_size
         self.train = bool(train)
@@ -83,7 +117,7 @@ class DeviceLoader:
         # (v / 255 - mean) / std  ==  v * scale + shift
         self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
         self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
-        self._channels_last = self.device.type == "cuda"
+        self._format = memory_format(self.device)
         self._rows = torch.arange(height, device=self.device)
         self._chans = torch.arange(channels, device=self.device)
         self._batch_ar = torch.arange(batch_size, device=self.device)
@@ -111,24 +145,41 @@ class DeviceLoader:
                 params = torch.randint(0, span, (n, 3), generator=g)
                 params[:, 2] = torch.randint(0, 2, (n,), generator=g) if self.augment == "crop_flip" else 0
                 params = params.to(self.device, non_blocking=True)
-            order = order.to(self.device, non_blocking=True)
         self.epoch += 1
+        host_order = order
+        if order is not None and self.placement == "device":
+            order = order.to(self.device, non_blocking=True)
         for i in range(len(self)):
             lo, hi = i * b, min((i + 1) * b, n)
             if order is None:
                 idx = torch.arange(lo, hi, device=self.device)
-                xb, yb = self.x[lo:hi], self.y[lo:hi]
+                xb, yb = self._rows_of(lo, hi), self.y[lo:hi]
             else:
                 idx = order[lo:hi]
+                if self.placement == "host":
+                    xb = self._gather(host_order[lo:hi])
+                    idx = idx.to(self.device, non_blocking=True)
+                else:
+                    xb = self.x.index_select(0, idx)
                 yb = self.y.index_select(0, idx)
-                xb = self._augment(idx, params[lo:hi]) if params is not None else self.x.index_select(0, idx)
+                if params is not None:
+                    xb = self._augment(xb, params[lo:hi])
             if self.with_index:
                 yield self._normalise(xb), yb, idx
             else:
                 yield self._normalise(xb), yb
 
-    def _augment(self, idx: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Crop (zero padding) and flip a batch with one row gather from a padded copy of it.
+    def _rows_of(self, lo: int, hi: int) -> torch.Tensor:
+        """Images ``lo:hi`` in order, on the device."""
+        xb = self.x[lo:hi]
+        return xb if self.placement == "device" else _to_device(xb, self.device)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """Host path: gather a batch's rows on the host (pinned when the target is CUDA), copy them over."""
+        return _to_device(self.x.index_select(0, idx), self.device)
+
+    def _augment(self, batch: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Crop (zero padding) and flip a uint8 batch (on the device) with one row gather from a padded copy of it.
 
         The batch is padded once into a buffer that also holds its mirror image; every output row
         (sample, channel, r) is W contiguous bytes of that buffer, so one ``index_select`` over an
@@ -136,12 +187,12 @@ class DeviceLoader:
         of sample k is padded[r + dy, dx + c], or padded[r + dy, dx + W-1-c] when flipped.
         """
         p = self.padding
-        b = idx.numel()
+        b = batch.shape[0]
         c, h, w = self.x.shape[1:]
         hp, wp = h + 2 * p, w + 2 * p
         copies = 2 if self.augment == "crop_flip" else 1
         buf = torch.zeros((copies, b, c, hp, wp), dtype=torch.uint8, device=self.device)
-        buf[0, :, :, p : p + h, p : p + w] = self.x.index_select(0, idx)
+        buf[0, :, :, p : p + h, p : p + w] = batch
         if copies == 2:
             buf[1] = buf[0].flip(-1)
         dy, dx, flip = params[:, 0], params[:, 1], params[:, 2]
@@ -154,8 +205,15 @@ class DeviceLoader:
         return windows.index_select(0, (rows + col[:, None, None]).view(-1)).view(b, c, h, w)
 
     def _normalise(self, xb: torch.Tensor) -> torch.Tensor:
-        fmt = torch.channels_last if self._channels_last else torch.contiguous_format
-        return xb.to(dtype=torch.float32, memory_format=fmt).mul_(self._scale).add_(self._shift)
+        return xb.to(dtype=torch.float32, memory_format=self._format).mul_(self._scale).add_(self._shift)
+
+
+def _to_device(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host batch to ``device``: through page-locked memory without blocking when it is CUDA (torch's
+    caching host allocator reuses the pinned blocks and keeps each alive until its copy is done)."""
+    if device.type != "cuda":
+        return xb.to(device)
+    return xb.pin_memory().to(device, non_blocking=True)
 
 
 def probe_images(ds: ImageDataset, size: int) -> torch.Tensor:
@@ -191,10 +249,19 @@ def resolve_augment(configured: str, ds: ImageDataset) -> str:
 
 
 def train_val_loaders(ds: ImageDataset, batch_size: int, *, augment: str, device: str | torch.device = "cpu",
-                      seed: int = 0, with_index: bool = False) -> tuple[DeviceLoader, DeviceLoader]:
-    """The training loader (shuffled by seed and epoch, augmented) and the validation loader (in order)."""
+                      seed: int = 0, with_index: bool = False, budget_gb: Optional[float] = None,
+                      placement: str = "auto") -> tuple[DeviceLoader, DeviceLoader]:
+    """The training loader (shuffled by seed and epoch, augmented) and the validation loader (in order).
+
+    Both splits go on the device together when they fit its budget (``data.device_budget_gb``, default
+    half the free device memory), else both stay on the host and each batch is copied over.
+    """
+    if placement == "auto":
+        nbytes = sum(t.numel() * t.element_size() for t in (ds.train_x, ds.val_x))
+        placement = choose_placement(nbytes, device, budget_gb)
     train = DeviceLoader(ds.train_x, ds.train_y, batch_size, train=True, augment=resolve_augment(augment, ds),
-                         mean=ds.mean, std=ds.std, device=device, seed=seed, with_index=with_index)
+                         mean=ds.mean, std=ds.std, device=device, seed=seed, with_index=with_index,
+                         placement=placement)
     val = DeviceLoader(ds.val_x, ds.val_y, max(batch_size, 256), train=False, augment="none",
-                       mean=ds.mean, std=ds.std, device=device, seed=seed)
+                       mean=ds.mean, std=ds.std, device=device, seed=seed, placement=placement)
     return train, val

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..config import TrainRecipe
+from ..devices import autocast, configure_training, cuda_rng_states, pick_device, restore_cuda_rng_states
 from ..errors import CheckpointError
 from ..fileio import save_torch_atomic
 
@@ -68,13 +69,6 @@ class FitResult:
         return self.history[-1].val_acc if self.history else float("nan")
 
 
-def pick_device(requested: Optional[str] = None) -> torch.device:
-    """CUDA when present (or when asked), else CPU."""
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so a run is reproducible on CPU."""
     random.seed(seed)
@@ -109,33 +103,30 @@ def set_lr(optimizer: torch.optim.Optimizer, epoch: int, recipe: TrainRecipe) ->
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> tuple[float, float]:
-    """Top-1 and top-5 accuracy (percent) of ``model`` over ``loader`` in eval mode."""
+    """Top-1 and top-5 accuracy (percent) of ``model`` over ``loader`` in eval mode (one host sync at the end)."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = total = 0
+    hits = torch.zeros(2, dtype=torch.int64, device=device)
+    total = 0
     try:
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(images)
             k = min(5, logits.shape[1])
-            top = logits.float().topk(k, dim=1).indices
-            hit = top.eq(labels[:, None])
-            correct1 += int(hit[:, 0].sum())
-            correct5 += int(hit.any(dim=1).sum())
+            hit = logits.float().topk(k, dim=1).indices.eq(labels[:, None])
+            hits[0] += hit[:, 0].sum()
+            hits[1] += hit.any(dim=1).sum()
             total += labels.numel()
     finally:
         model.train(was_training)
     if total == 0:
         return float("nan"), float("nan")
+    correct1, correct5 = hits.tolist()
     return 100.0 * correct1 / total, 100.0 * correct5 / total
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context on CPU (keeps CPU runs exact and deterministic)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+FINITE_CHECK_EVERY = 25  # steps between host-side checks that the loss is finite (and at every epoch end)
 
 
 def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe, *,
@@ -145,10 +136,13 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
     """Train ``modules`` (all their parameters) with ``compute_loss`` for ``recipe.epochs`` epochs.
 
     Resumes from ``checkpoint_path`` when it exists; writes it after every epoch. A NaN or
-    infinite loss ends training with status ``diverged`` instead of raising.
+    infinite loss ends training with status ``diverged`` instead of raising. Losses and correct counts
+    accumulate on the device; the host reads them once per epoch, and checks that the loss is finite every
+    :data:`FINITE_CHECK_EVERY` steps, so the device never waits for the host within an epoch.
     """
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, recipe)
+    configure_training(device)
     history: list[EpochStats] = []
     start = 0
     state = resume_state(Path(checkpoint_path)) if checkpoint_path is not None else None
@@ -157,6 +151,7 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
             module.load_state_dict(state["modules"][name])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        restore_cuda_rng_states(state.get("cuda_rng"))
         random.setstate(_tuple_state(state["py_rng"]))
         history = [EpochStats(**h) for h in state["history"]]
         start = int(state["epoch"])
@@ -169,38 +164,30 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
             train_loader.set_epoch(epoch)
         for m in modules.values():
             m.train()
-        sums: dict[str, float] = {}
-        correct = seen = 0
+        sums = _EpochSums(device)
         t0 = time.perf_counter()
-        for batch in train_loader:
+        for step, batch in enumerate(train_loader, 1):
             images, labels, indices = _unpack(batch, device)
             with autocast(device):
                 logits, terms = compute_loss(images, labels, indices)
             total = sum(terms.values()) if terms else logits.sum() * 0
-            if not torch.isfinite(total.detach()):
-                msg = (f"loss became {float(total.detach())} at epoch {epoch + 1} "
-                       f"(terms: {', '.join(f'{k}={float(v.detach()):.4g}' for k, v in terms.items())}); "
-                       f"lower train.lr ({recipe.lr}) or the loss weights")
-                if checkpoint_path is not None:
-                    _save_state(Path(checkpoint_path), modules, optimizer, epoch, history, "diverged", msg)
-                return FitResult(history, "diverged", msg)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            n = labels.numel()
-            seen += n
-            correct += int((logits.detach().argmax(1) == labels).sum())
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            sums["total"] = sums.get("total", 0.0) + float(total.detach()) * n
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            sums.add(total, terms, logits, labels)
+            if step % FINITE_CHECK_EVERY == 0 and not sums.finite():
+                break
+        if not sums.finite():
+            msg = (f"loss became {sums.first_bad_total()} at epoch {epoch + 1} (terms: {sums.first_bad_terms()}); "
+                   f"lower train.lr ({recipe.lr}) or the loss weights")
+            if checkpoint_path is not None:
+                _save_state(Path(checkpoint_path), modules, optimizer, epoch, history, "diverged", msg)
+            return FitResult(history, "diverged", msg)
+        losses, train_acc, seen = sums.read()
         train_time = time.perf_counter() - t0
         val1, val5 = evaluate(eval_model, val_loader, device)
-        stats = EpochStats(epoch=epoch + 1, epochs=recipe.epochs, lr=lr,
-                           losses={k: v / max(seen, 1) for k, v in sums.items()},
-                           train_acc=100.0 * correct / max(seen, 1), val_acc=val1, val_top5=val5,
-                           epoch_time=time.perf_counter() - t0,
+        stats = EpochStats(epoch=epoch + 1, epochs=recipe.epochs, lr=lr, losses=losses, train_acc=train_acc,
+                           val_acc=val1, val_top5=val5, epoch_time=time.perf_counter() - t0,
                            images_per_s=seen / train_time if train_time > 0 else float("nan"))
         history.append(stats)
         if checkpoint_path is not None:
@@ -210,6 +197,58 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
         for cb in callbacks:
             cb(stats)
     return FitResult(history, "completed")
+
+
+class _EpochSums:
+    """Per-epoch sums of each loss term (times batch size), correct predictions and a not-finite flag, kept
+    as device tensors so a step never waits for the host; :meth:`read` turns them into numbers once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.terms: dict[str, torch.Tensor] = {}
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.bad_values: Optional[torch.Tensor] = None  # the first non-finite step's total and terms
+        self.names: list[str] = []
+
+    def add(self, total: torch.Tensor, terms: dict[str, torch.Tensor], logits: torch.Tensor,
+            labels: torch.Tensor) -> None:
+        n = labels.numel()
+        self.seen += n
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        values = torch.stack([total.detach().float()] + [v.detach().float() for v in terms.values()])
+        if not self.names:
+            self.names = ["total", *terms]
+            self.bad_values = torch.zeros_like(values)
+        for name, v in zip(self.names, values):
+            self.terms[name] = self.terms[name] + v * n if name in self.terms else v * n
+        step_bad = ~torch.isfinite(values[0])
+        # keep the first bad step's values: where nothing was bad before and this step is bad
+        take = step_bad & ~self.bad
+        self.bad_values = torch.where(take, values, self.bad_values)
+        self.bad = self.bad | step_bad
+
+    def finite(self) -> bool:
+        return not bool(self.bad)
+
+    def first_bad_total(self) -> float:
+        return float(self.bad_values[0])
+
+    def first_bad_terms(self) -> str:
+        vals = self.bad_values.tolist()[1:]
+        return ", ".join(f"{k}={v:.4g}" for k, v in zip(self.names[1:], vals))
+
+    def read(self) -> tuple[dict[str, float], float, int]:
+        """(mean of each term with "total", train accuracy in percent, images seen): one host sync."""
+        seen = max(self.seen, 1)
+        names = [k for k in self.names if k != "total"] + ["total"]
+        if self.terms:
+            values = torch.stack([self.terms[k] for k in names]).tolist()
+        else:
+            values = []
+        losses = {k: v / seen for k, v in zip(names, values)}
+        return losses, 100.0 * int(self.correct) / seen, self.seen
 
 
 def previous_path(path: Path) -> Path:
@@ -252,6 +291,7 @@ def _save_state(path: Path, modules: dict[str, nn.Module], optimizer: torch.opti
         "modules": {k: m.state_dict() for k, m in modules.items()},
         "optimizer": optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "cuda_rng": cuda_rng_states(),
         "py_rng": _list_state(random.getstate()),
         "epoch": epoch,
         "history": [asdict(h) for h in history],

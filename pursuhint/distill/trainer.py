@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import Config
 from ..data import ImageDataset, train_val_loaders
+from ..devices import place_model
 from ..errors import HintSetError, PursuhintError
 from ..fileio import save_torch_atomic, write_text_atomic
 from ..hints.hintset import HintSet
@@ -171,13 +172,11 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     if hint_set is not None and teacher_sha256 is not None:
         hint_set.check_teacher(teacher_sha256)
     device = device or next(teacher.parameters()).device
-    teacher.eval()
+    teacher = place_model(teacher, device).eval()  # a no-op when the caller placed it already
     for p in teacher.parameters():
         p.requires_grad_(False)
     seed_everything(cfg.seed)
-    student = create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels).to(device)
-    if device.type == "cuda":
-        student = student.to(memory_format=torch.channels_last)
+    student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
     method_name = cfg.distill.method if hint_set is not None else "kd_only"
     pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
     uses_crd = method_name == "crd" or method_name.endswith("+crd")
@@ -196,7 +195,8 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight, "hint": w_hint,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
     train_loader, val_loader = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment,
-                                                 device=device, seed=cfg.seed, with_index=uses_crd)
+                                                 device=device, seed=cfg.seed, with_index=uses_crd,
+                                                 budget_gb=cfg.data.device_budget_gb)
     t_names = [p.teacher.name for p in pairs]
     s_names = [p.student.name for p in pairs]
     with taps(teacher, t_names, [t_cls] if t_cls else []) as t_taps, \

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data import ImageDataset, probe_images, probe_loader
+from ..devices import numerics_tag
 from ..fileio import save_torch_atomic, write_text_atomic
 from ..errors import HintSetError
 from .hintset import HintSet, default_hints, select_hints
@@ -83,7 +84,8 @@ def prepare_selection(teacher: nn.Module, teacher_arch: str, teacher_sha256: str
     loader = probe_loader(ds, probe_size, batch_size=batch_size, device=device)
     key = probe_key(probe_images(ds, probe_size))
     layers = candidate_layers(teacher, granularity, input_shape=(ds.channels, ds.image_size, ds.image_size))
-    folder = cache_root() / teacher_sha256[:16] / f"probe-{key}" / _tag(granularity, preact)
+    # the numerics tag (device kind, precision) is in the key: another device may round differently
+    folder = cache_root() / teacher_sha256[:16] / f"probe-{key}" / f"{_tag(granularity, preact)}-{numerics_tag(device)}"
     hits: dict[str, bool] = {}
     reps: Optional[list[torch.Tensor]] = None
 

@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..devices import full_fp32
 from ..errors import DataError, PursuhintError
 from .layers import CandidateLayer, _example_paths, eval_mode, module_device
 
@@ -21,7 +22,8 @@ def layer_representations(
 ) -> list[torch.Tensor]:
     """One float32 (N × C_i) tensor per layer: each layer's output, global-average-pooled over H×W.
 
-    All layers come from ONE eval-mode forward per batch (forward hooks), on the model's device;
+    All layers come from ONE eval-mode forward per batch (forward hooks), on the model's device, in full
+    fp32 (TF32 and autocast off);
     ``batches`` yields image tensors or (images, labels) tuples. The results stay on that device.
     ``preact=True`` taps the sum before a block's final activation: the input to the LAST call
     of the block's child module named ``relu`` during the block's forward (e.g. torchvision's
@@ -38,7 +40,8 @@ def layer_representations(
     try:
         for i, (name, module) in enumerate(zip(names, modules)):
             handles.extend(_tap(i, name, module, preact, pooled, calls))
-        with eval_mode(model), torch.inference_mode():
+        # full fp32 (no TF32, no autocast): a CPU and a GPU pick the same hints when layers are nearly tied
+        with eval_mode(model), torch.inference_mode(), full_fp32(), torch.autocast(run_on.type, enabled=False):
             for batch in _progress(batches, progress):
                 images = _images(batch).to(run_on, non_blocking=True)
                 calls[:] = [0] * len(names)

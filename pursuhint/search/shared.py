@@ -10,6 +10,7 @@ import torch
 
 from ..config import Config, config_from_text
 from ..data import ImageDataset
+from ..devices import place_model
 from ..hints.hintset import HintSet
 from ..hints.pipeline import SelectionInputs, prepare_selection
 from ..models import create_model
@@ -29,10 +30,10 @@ class SharedWork:
     default_hints: HintSet
 
     def teacher(self, device: torch.device) -> torch.nn.Module:
-        """A frozen teacher in eval mode on ``device``, rebuilt from the shipped weights."""
+        """A frozen teacher in eval mode on ``device`` (in its memory format), rebuilt from the shipped weights."""
         model = create_model(self.teacher_arch, self.dataset.num_classes, in_channels=self.dataset.channels)
         model.load_state_dict(self.teacher_state)
-        model.to(device).eval()
+        model = place_model(model, device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return model

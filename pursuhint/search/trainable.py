@@ -17,6 +17,7 @@ from ray import tune
 
 from .. import tracking
 from ..config import Config, config_from_text
+from ..devices import runtime_device
 from ..distill.loop import EpochStats, resume_state
 from ..distill.trainer import hint_weight_for, kd_only_config, pair_hints, train_student
 from ..errors import PursuhintError
@@ -197,7 +198,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
     cfg, baseline = trial_config(shared, config)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = runtime_device()  # what Ray assigned: CUDA only when this trial holds a GPU
     teacher = shared.teacher(device)
     try:
         hs = trial_hints(cfg, baseline, shared)
