@@ -97,11 +97,22 @@ class DataConfig(_Section):
     train_samples: Optional[int] = Field(None, ge=1)
     val_samples: Optional[int] = Field(None, ge=1)
     probe_size: int = Field(1000, ge=2)
+    # The selection split: this stratified, seed-fixed fraction of the training data is held out for the
+    # search to rank on (students never train on it); the data set's own held-out part is the test split.
+    val_fraction: float = 0.1
     # GiB of images a loader may keep on a CUDA device; larger splits stay on the host and are copied per
     # batch. None = half the device's free memory.
     device_budget_gb: Optional[float] = Field(None, ge=0)
     # auto = the data set's own default (crop_flip for natural images, crop for digits).
     augment: Literal["auto", "crop_flip", "crop", "none"] = "auto"
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v < 0.5:
+            raise ValueError("expected a number strictly between 0 and 0.5 (the share of the training data held "
+                             "out as the selection split; default 0.1)")
+        return v
 
 
 class TeacherConfig(_Section):

@@ -38,10 +38,12 @@ class Teacher:
 
 
 def dataset_for(cfg: Config) -> ImageDataset:
-    """The data set the config names, with its sizes and subsets."""
+    """The data set the config names, with its sizes and subsets, in three splits: training, selection
+    (``data.val_fraction`` of the training data) and test (the data set's held-out part). The splits depend
+    on the config's ``seed`` only, never on a confirmation run's seed."""
     d = cfg.data
     return load_dataset(d.dataset, root=d.root, image_size=d.image_size, train_samples=d.train_samples,
-                        val_samples=d.val_samples, seed=cfg.seed)
+                        val_samples=d.val_samples, seed=cfg.seed, val_fraction=d.val_fraction)
 
 
 def teacher_cache_dir(cfg: Config) -> Path:

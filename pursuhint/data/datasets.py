@@ -14,9 +14,9 @@ import pickle
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -34,10 +34,13 @@ DATASETS: Registry[Loader] = Registry("data set", error=DataError)
 
 @dataclass
 class ImageDataset:
-    """A classification data set held in memory: uint8 N×C×H×W images, int64 labels, split train/val.
+    """A classification data set held in memory: uint8 N×C×H×W images, int64 labels, in three splits.
 
-    ``mean``/``std`` are per-channel statistics of the training images on the 0–1 scale;
-    ``augment`` is the data set's default training augmentation (one of ``AUGMENTATIONS``).
+    ``train`` is what students (and a teacher pursuhint trains) learn from; ``val`` is the selection split,
+    carved out of the training data (``data.val_fraction``), the only accuracy the search sees; ``test``
+    is the data set's own held-out part, touched only by the confirmation stage. ``splits`` records each
+    split's size and a short hash of its indices. ``mean``/``std`` are per-channel statistics of the
+    training images on the 0–1 scale; ``augment`` is the data set's default training augmentation.
     """
 
     name: str
@@ -50,6 +53,9 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str = "crop_flip"
+    test_x: Optional[torch.Tensor] = None
+    test_y: Optional[torch.Tensor] = None
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("val", self.val_x, self.val_y)):
@@ -104,12 +110,16 @@ def load_dataset(
     train_samples: int | None = None,
     val_samples: int | None = None,
     seed: int = 0,
+    val_fraction: float | None = None,
 ) -> ImageDataset:
     """Load data set ``name`` (see ``DATASETS.names()``), optionally resized and stratified-subsampled.
 
-    ``image_size=None`` keeps the native size; ``train_samples``/``val_samples`` keep a stratified
-    subset of that many images, the same for the same ``seed``. ``mean``/``std`` always describe
-    the full training split, so they do not change with ``train_samples``.
+    ``image_size=None`` keeps the native size; ``train_samples`` keeps a stratified subset of the
+    training data and ``val_samples`` one of the held-out data, the same for the same ``seed``.
+    With ``val_fraction`` the data set has three splits: that stratified, seed-fixed fraction of the
+    training data becomes the selection split (``val``), the rest stays ``train``, and the held-out
+    data becomes ``test``; without it (``None``), the held-out data is ``val`` as before and there is
+    no test split. ``mean``/``std`` always describe the full training split.
     """
     loader = DATASETS.get(name)
     if image_size is not None:
@@ -123,9 +133,46 @@ def load_dataset(
     if train_samples is not None:
         idx = stratified_indices(ds.train_y, train_samples, seed, tag=1, what=f"{name} train")
         ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
+    held = torch.arange(ds.val_y.shape[0])
     if val_samples is not None:
-        idx = stratified_indices(ds.val_y, val_samples, seed, tag=2, what=f"{name} val")
-        ds.val_x, ds.val_y = ds.val_x[idx], ds.val_y[idx]
+        held = stratified_indices(ds.val_y, val_samples, seed, tag=2, what=f"{name} val")
+        ds.val_x, ds.val_y = ds.val_x[held], ds.val_y[held]
+    if val_fraction is None:
+        return ds
+    return carve_selection_split(ds, val_fraction, seed, held_indices=held)
+
+
+def split_hash(indices: torch.Tensor) -> str:
+    """A short hash of a split's sorted indices: two runs with the same hash saw the same images."""
+    data = np.ascontiguousarray(indices.cpu().numpy().astype(np.int64))
+    return hashlib.sha256(data.tobytes()).hexdigest()[:12]
+
+
+def carve_selection_split(ds: ImageDataset, val_fraction: float, seed: int,
+                          held_indices: Optional[torch.Tensor] = None) -> ImageDataset:
+    """Move ``ds.val`` (the held-out data) to ``ds.test`` and carve a stratified ``val_fraction`` of the
+    training data, fixed by ``seed``, into ``ds.val`` (the selection split); students never train on it."""
+    if not 0 < val_fraction < 0.5:
+        raise DataError(f"val_fraction {val_fraction!r} is invalid; expected a number strictly between 0 and 0.5")
+    n = int(ds.train_y.shape[0])
+    sel = stratified_indices(ds.train_y, max(1, round(val_fraction * n)), seed, tag=3, what=f"{ds.name} train")
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[sel] = False
+    train_idx = torch.nonzero(keep).flatten()
+    held = held_indices if held_indices is not None else torch.arange(ds.val_y.shape[0])
+    ds.test_x, ds.test_y = ds.val_x, ds.val_y
+    ds.val_x, ds.val_y = ds.train_x[sel], ds.train_y[sel]
+    ds.train_x, ds.train_y = ds.train_x[train_idx], ds.train_y[train_idx]
+    for split, labels in (("training", ds.train_y), ("selection", ds.val_y), ("test", ds.test_y)):
+        missing = sorted(set(range(ds.num_classes)) - set(labels.unique().tolist()))
+        if missing:
+            raise DataError(
+                f"the {split} split of {ds.name!r} ({labels.shape[0]} images) lacks class(es) "
+                f"{[ds.classes[i] for i in missing[:5]]}; raise data.val_fraction ({val_fraction}) or "
+                f"data.train_samples/val_samples so every split holds every class")
+    ds.splits = {"train": {"size": int(train_idx.numel()), "hash": split_hash(train_idx)},
+                 "selection": {"size": int(sel.numel()), "hash": split_hash(sel)},
+                 "test": {"size": int(held.numel()), "hash": split_hash(held)}}
     return ds
 
 
