@@ -33,3 +33,7 @@ class DivergedError(PursuhintError):
 
 class DeviceError(PursuhintError):
     """A device was assigned that this torch build cannot use (e.g. a GPU from Ray, no CUDA in torch)."""
+
+
+class StatsError(PursuhintError):
+    """Scores cannot be summarised or compared (too few seeds in common, a non-finite score, a bad level)."""

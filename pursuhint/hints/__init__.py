@@ -4,7 +4,8 @@ Runs without Ray or MLflow, so it can be called from a notebook or any training 
 """
 
 from .cluster import CENTERS, CLUSTERINGS, ClusterResult, cluster
-from .hintset import SCHEMA_VERSION, HintSet, default_hints, is_paper_mode, select_hints
+from .hintset import (SCHEMA_VERSION, HintSet, default_hints, is_paper_mode, random_hints, select_hints,
+                      uniform_hints)
 from .layers import CandidateLayer, candidate_layers, tapped_module
 from .representations import layer_representations
 from .similarity import PAPER_SIMILARITIES, SIMILARITIES, SimilarityMatrix, similarity_matrix
@@ -12,5 +13,6 @@ from .similarity import PAPER_SIMILARITIES, SIMILARITIES, SimilarityMatrix, simi
 __all__ = [
     "CENTERS", "CLUSTERINGS", "CandidateLayer", "ClusterResult", "HintSet", "PAPER_SIMILARITIES",
     "SCHEMA_VERSION", "SIMILARITIES", "SimilarityMatrix", "candidate_layers", "cluster", "default_hints",
-    "is_paper_mode", "layer_representations", "select_hints", "similarity_matrix", "tapped_module",
+    "is_paper_mode", "layer_representations", "random_hints", "select_hints", "similarity_matrix", "tapped_module",
+    "uniform_hints",
 ]

@@ -1,7 +1,8 @@
 """HintSet: the portable result of hint selection (which teacher layers, chosen how), as versioned JSON.
 
 ``select_hints`` turns a similarity matrix into a HintSet by clustering (PURSUHINT.md §4);
-``default_hints`` gives the baseline, the last candidate of every stage (§6).
+``default_hints`` gives the baseline, the last candidate of every stage (§6); ``uniform_hints`` and
+``random_hints`` give the placements a sceptic would try with the same number of hints.
 """
 
 from __future__ import annotations
@@ -250,6 +251,71 @@ def default_hints(layers: Sequence[CandidateLayer]) -> HintSet:
         similarity=None,
         algorithm="default",
         center=None,
+        paper_mode=False,
+    )
+
+
+def uniform_positions(n_candidates: int, k: int) -> list[int]:
+    """K evenly spaced 0-based positions out of L: the middle of each of K equal slices of depth.
+
+    Position i (0..K−1) is floor((2i + 1) · L / (2K)), in exact integer arithmetic. Consecutive positions
+    are L/K ≥ 1 apart, so the K positions are distinct, sorted and within 0..L−1 for every 1 <= K <= L;
+    K = L gives every candidate. E.g. L = 27 (ResNet-56), K = 3 → 4, 13, 22: the middle block of each stage,
+    never the stage ends that the default hints use.
+    """
+    _check_k(n_candidates, k, "uniform")
+    return [(2 * i + 1) * n_candidates // (2 * k) for i in range(k)]
+
+
+def random_positions(n_candidates: int, k: int, seed: int) -> list[int]:
+    """K distinct 0-based positions out of L, sorted, drawn without replacement by ``default_rng(seed)``."""
+    _check_k(n_candidates, k, "random")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HintSetError(f"random hints need a non-negative integer seed, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    return sorted(int(i) for i in rng.choice(n_candidates, size=k, replace=False))
+
+
+def uniform_hints(layers: Sequence[CandidateLayer], k: int) -> HintSet:
+    """Baseline: K evenly spaced candidates (see ``uniform_positions``), for comparing at the same K."""
+    layers = _sorted_candidates(layers, "uniform_hints")
+    return _baseline(layers, uniform_positions(len(layers), k), "uniform", seed=0)
+
+
+def random_hints(layers: Sequence[CandidateLayer], k: int, seed: int) -> HintSet:
+    """Baseline: K distinct candidates drawn with ``seed`` (see ``random_positions``); a new draw per seed."""
+    layers = _sorted_candidates(layers, "random_hints")
+    return _baseline(layers, random_positions(len(layers), k, seed), "random", seed=int(seed))
+
+
+def _check_k(n_candidates: int, k: int, kind: str) -> None:
+    """Refuse a K that is not an integer in 1..L, naming K and L."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_candidates:
+        raise HintSetError(
+            f"{kind} hints need K between 1 and L = {n_candidates} candidate layers, got K = {k!r}"
+        )
+
+
+def _sorted_candidates(layers: Sequence[CandidateLayer], caller: str) -> list[CandidateLayer]:
+    """The candidates in depth order, or a HintSetError when they are not CandidateLayers."""
+    layers = list(layers)
+    if not layers or not all(isinstance(c, CandidateLayer) for c in layers):
+        raise HintSetError(f"{caller} needs a non-empty list of CandidateLayer (from candidate_layers(model))")
+    return sorted(layers, key=lambda c: c.index)
+
+
+def _baseline(layers: list[CandidateLayer], indices: list[int], algorithm: str, seed: int) -> HintSet:
+    """A HintSet for a placement chosen without clustering: no similarity, no centre, no membership."""
+    return HintSet(
+        layers=[layers[i].name for i in indices],
+        indices=list(indices),
+        n_hints=len(indices),
+        candidates=[c.name for c in layers],
+        membership=None,
+        similarity=None,
+        algorithm=algorithm,
+        center=None,
+        seed=seed,
         paper_mode=False,
     )
 

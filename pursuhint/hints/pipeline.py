@@ -21,7 +21,7 @@ from ..data import ImageDataset, probe_images, probe_loader
 from ..devices import numerics_tag
 from ..fileio import save_torch_atomic, write_text_atomic
 from ..errors import HintSetError
-from .hintset import HintSet, default_hints, select_hints
+from .hintset import HintSet, default_hints, random_hints, select_hints, uniform_hints
 from .layers import CandidateLayer, candidate_layers
 from .representations import layer_representations
 from .similarity import SimilarityMatrix, similarity_matrix
@@ -48,6 +48,14 @@ class SelectionInputs:
         """The baseline: the last candidate of each teacher stage."""
         hs = default_hints(self.layers)
         return self._stamp(hs)
+
+    def uniform(self, k: int) -> HintSet:
+        """Baseline: K evenly spaced candidates (the middle of each of K equal slices of depth)."""
+        return self._stamp(uniform_hints(self.layers, k))
+
+    def random(self, k: int, seed: int) -> HintSet:
+        """Baseline: K distinct candidates drawn with ``seed``; each seed draws anew."""
+        return self._stamp(random_hints(self.layers, k, seed))
 
     def _stamp(self, hs: HintSet) -> HintSet:
         hs.teacher_arch = self.teacher_arch

@@ -1,0 +1,16 @@
+"""The baseline hint placements a configuration is compared with, and how reports name them.
+
+Kept free of torch, Ray and MLflow so configuration checks and statistics can import it cheaply.
+"""
+
+from __future__ import annotations
+
+BASELINE_KINDS = ("default", "kd_only", "uniform", "random")
+
+# The words a verdict uses for each baseline: "better than default hints", "worse than KD only", ...
+BASELINE_LABELS = {
+    "default": "default hints",
+    "kd_only": "KD only",
+    "uniform": "uniform hints",
+    "random": "random hints",
+}
