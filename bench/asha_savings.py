@@ -32,7 +32,7 @@ def sweep_config(checkpoint: Any, scheduler: str, samples: int, epochs: int, gra
     return digits_quick(f"bench_asha_{scheduler}", {  # its space and recipe; every trial one ASHA may stop
         "teacher.checkpoint": str(checkpoint), "train.epochs": epochs, "search.num_samples": samples,
         "search.scheduler": scheduler, "search.grace_period": grace, "search.reduction_factor": 2,
-        "search.baselines": [], "selection.on_collision": "warn"})
+        "search.baselines": [], "selection.on_collision": "warn", "search.confirm.top_k": 0})
 
 
 def epochs_trained(rows: list[dict[str, Any]]) -> int:

@@ -55,7 +55,7 @@ selection: {{similarity: r2_cca, n_hints: 3, on_collision: warn}}
 distill: {{method: at, hint_weight: {{loguniform: [10, 1000]}}, kd_weight: 0.0}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
 search: {{num_samples: {samples}, scheduler: fifo, baselines: [], max_concurrent_trials: {n},
-          resources_per_trial: {{cpu: {cpu}, gpu: {gpu}}}}}
+          resources_per_trial: {{cpu: {cpu}, gpu: {gpu}}}, confirm: {{top_k: 0}}}}
 """
 
 

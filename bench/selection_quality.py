@@ -55,7 +55,7 @@ selection:
 distill: {{method: {method}, hint_weight: {weight}, kd_weight: 0.0}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
 search: {{num_samples: {samples}, scheduler: fifo, baselines: [default], max_concurrent_trials: 2,
-          resources_per_trial: {{cpu: 1, gpu: 0}}}}
+          resources_per_trial: {{cpu: 1, gpu: 0}}, confirm: {{top_k: 0}}}}
 """
 
 

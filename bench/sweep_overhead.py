@@ -45,7 +45,8 @@ student: {{arch: resnet8}}
 selection: {{similarity: r2_cca, n_hints: 3, algorithm: pursuhint, center: mean_index, on_collision: warn}}
 distill: {{method: at, hint_weight: 100, kd_weight: 0.0}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
-search: {{num_samples: 1, baselines: [], max_concurrent_trials: 1, resources_per_trial: {{cpu: {cpus}, gpu: 0}}}}
+search: {{num_samples: 1, baselines: [], max_concurrent_trials: 1, resources_per_trial: {{cpu: {cpus}, gpu: 0}},
+          confirm: {{top_k: 0}}}}
 """
 
 

@@ -179,8 +179,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from .export import tune_rows
 
         rows = tune_rows(result.experiment_dir)
+    if result.confirmation:
+        from .search.confirm import format_table
+
+        print("\n" + format_table(result.confirmation))
     print(f"\nsweep {cfg.name}: {len(rows)} trials (Tune results: {result.experiment_dir})")
     if rows:
+        print(SEARCH_STAGE_LABEL)
         print(format_leaderboard(rows))
     print(f"\nbrowse it: mlflow ui --backend-store-uri {result.tracking_uri}")
     return 0
@@ -207,19 +212,44 @@ def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
     return leaderboard_rows(uri, parent), sets, f"MLflow {uri}, run {parent}"
 
 
+SEARCH_STAGE_LABEL = "Search stage: one seed, selection split (ranked by val_acc; not a confirmed result)"
+
+
+def _confirmation(args: argparse.Namespace) -> Optional[dict]:
+    """The sweep's confirmation table (``confirmation.json`` in its Tune folder), or None."""
+    import json
+
+    from .search.confirm import FILE
+    from .search.sweep import default_storage
+
+    path = (Path(args.storage_path).expanduser() if args.storage_path else default_storage()) / args.name / FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
     from .export import format_leaderboard
 
     if args.sync:
         _sync(args)
+    table = _confirmation(args)
+    if table:
+        from .search.confirm import format_table
+
+        print(format_table(table) + "\n")
     rows, _, where = _sweep_rows(args)
     print(f"sweep {args.name}: {len(rows)} trials ({where})")
+    print(SEARCH_STAGE_LABEL)
     print(format_leaderboard(rows, args.top))
     if args.plot:
-        from .plots import sweep_comparison
+        if table:
+            from .plots import confirmation_plot
 
-        sweep_comparison(rows, Path(args.plot))
+            confirmation_plot(table, Path(args.plot))
+        else:
+            from .plots import sweep_comparison
+
+            sweep_comparison(rows, Path(args.plot))
         print(f"comparison plot: {args.plot}")
     return 0
 
@@ -241,12 +271,45 @@ def _sync(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import write_hint_sets
 
-    _, sets, where = _sweep_rows(args, top_sets=args.top)
+    table = _confirmation(args) if args.stage == "confirm" else None
+    if table and table.get("configurations"):
+        _, every, where = _sweep_rows(args, top_sets=10**6)
+        sets = _confirmed_sets(table, every, args.top)
+        print(f"pursuhint: ranked by the confirmation stage ({table['n_seeds']} seeds, test split)", file=sys.stderr)
+    else:
+        _, sets, where = _sweep_rows(args, top_sets=args.top)
+        print("pursuhint: warning: ranked by the search stage: one seed, scored on the selection split; "
+              + ("" if args.stage == "search" else "this sweep has no confirmation stage; ")
+              + "a confirmed ranking needs search.confirm.top_k > 0", file=sys.stderr)
     if not sets:
         raise PursuhintError(f"sweep {args.name!r} has no finished trial with a hint set to export yet ({where})")
     for path in write_hint_sets(sets, Path(args.output), args.format):
         print(path)
     return 0
+
+
+def _confirmed_sets(table: dict, sets: list, top: int) -> list:
+    """The confirmed configurations' hint sets in the confirmation table's order, each carrying its test mean,
+    sd and seeds, its gain over the default hints with the CI, and the split hashes."""
+    by_trial = {hs.provenance.get("trial_id"): hs for hs in sets}
+    by_layers = {",".join(hs.layers): hs for hs in reversed(sets)}
+    out = []
+    for c in table["configurations"][:top]:
+        hs = by_trial.get(c["trial_id"]) or by_layers.get(c["hint_layers"])
+        if hs is None:
+            continue
+        hs.score = c["test_acc"]["mean"]
+        fields = {"stage": "confirmation", "test_acc_mean": c["test_acc"]["mean"], "test_acc_sd": c["test_acc"]["sd"],
+                  "test_acc_seeds": ",".join(f"{k}:{v:.4g}" for k, v in c["seeds"].items()),
+                  "n_seeds": table["n_seeds"], "search_trial_id": c["trial_id"]}
+        for kind, g in c["gains"].items():  # provenance holds scalars: one field per figure
+            fields.update({f"gain_vs_{kind}": g["mean"], f"gain_vs_{kind}_ci_low": g["low"],
+                           f"gain_vs_{kind}_ci_high": g["high"], f"gain_vs_{kind}_verdict": g["verdict"]})
+        for split, info in table.get("splits", {}).items():
+            fields.update({f"split_{split}_size": info["size"], f"split_{split}_hash": info["hash"]})
+        hs.provenance.update(fields)
+        out.append(hs)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "from Tune's results")
         else:
             p.add_argument("--format", default="json", choices=["json", "yaml", "torchdistill"])
+            p.add_argument("--stage", default="confirm", choices=["confirm", "search"],
+                           help="rank by the confirmation stage (default, when the sweep has one) or by the "
+                                "search stage (one seed, selection split)")
             p.add_argument("-o", "--output", default="exported_hints", help="output folder")
     return parser
 

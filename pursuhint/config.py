@@ -66,6 +66,9 @@ class TrainRecipe(_Section):
     milestones: Optional[list[int]] = None
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0)
+    # The run's own seed (student initialisation, data order, augmentation); null = the config's `seed`.
+    # The confirmation stage sets it; the splits always follow the config's `seed`.
+    seed: Optional[int] = Field(None, ge=0)
 
     @field_validator("milestones")
     @classmethod
@@ -182,6 +185,28 @@ class ResourcesConfig(_Section):
     gpu: float = Field(0.0, ge=0)
 
 
+class ConfirmConfig(_Section):
+    """The confirmation stage: the search's ``top_k`` distinct configurations and their baselines, retrained
+    with ``seeds`` fresh seeds each, full budget, scored on the test split. ``top_k: 0`` turns it off.
+
+    .. code-block:: yaml
+
+        search: {confirm: {top_k: 3, seeds: 3, baselines: [default, kd_only, uniform, random]}}
+    """
+
+    top_k: int = Field(3, ge=0)
+    seeds: int = Field(3, ge=0)
+    baselines: list[Literal["default", "kd_only", "uniform", "random"]] = Field(
+        default_factory=lambda: ["default", "kd_only", "uniform", "random"])
+
+    @model_validator(mode="after")
+    def _two_seeds(self) -> "ConfirmConfig":
+        if self.top_k > 0 and self.seeds < 2:
+            raise ValueError(f"seeds: {self.seeds} with top_k: {self.top_k} cannot give a confidence interval; "
+                             f"use seeds >= 2, or top_k: 0 to turn the confirmation stage off")
+        return self
+
+
 class SearchConfig(_Section):
     """Sweep settings (Ray Tune + Optuna + ASHA).
 
@@ -195,7 +220,11 @@ class SearchConfig(_Section):
     scheduler: Literal["asha", "fifo"] = "asha"
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
     resources_per_trial: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    baselines: list[Literal["default", "kd_only"]] = Field(default_factory=lambda: ["default", "kd_only"])
+    baselines: list[Literal["default", "kd_only", "uniform", "random"]] = Field(
+        default_factory=lambda: ["default", "kd_only"])
+    # What the ranking and Optuna use: the last epoch's selection-split accuracy (final), or the best epoch's.
+    metric: Literal["final", "best"] = "final"
+    confirm: ConfirmConfig = Field(default_factory=lambda: ConfirmConfig())
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
     max_failures: int = Field(2, ge=0)
@@ -246,6 +275,11 @@ class Config(_Section):
         cfg.space = dict(self.space)
         cfg.source = self.source
         return cfg
+
+    @property
+    def run_seed(self) -> int:
+        """The student run's seed (initialisation, data order, augmentation): ``train.seed``, else ``seed``."""
+        return self.seed if self.train.seed is None else int(self.train.seed)
 
     def section_hash(self, *sections: str) -> str:
         """A short content hash of the named sections (e.g. the teacher cache key); keys that only say where

@@ -196,3 +196,38 @@ def sweep_comparison(rows: list[dict[str, Any]], path: str | Path | None = None,
 def _positions(row: dict[str, Any]) -> list[int]:
     text = str(row.get("hint_indices") or "")
     return [int(p) for p in text.split(",") if p.strip().isdigit()]
+
+
+def confirmation_plot(table: dict[str, Any], path: str | Path | None = None):
+    """Every confirmed configuration and baseline: its per-seed test accuracies (dots), mean and 95 % CI of
+    the mean (bar), best first; ``table`` is the confirmation table (``confirmation.json``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from scipy import stats
+
+    entries = [(f"{c['method']} K={c['n_hints']} [{c['hint_layers']}]", c["seeds"], "#1f77b4")
+               for c in table.get("configurations", [])]
+    entries += [(f"{b['label']} ({b['method']}" + (f" K={b['n_hints']})" if b.get("n_hints") else ")"), b["seeds"],
+                 "#888888") for b in table.get("baselines", [])]
+    entries = [e for e in entries if e[1]]
+    if not entries:
+        raise PursuhintError("the confirmation table has no finished run to plot yet")
+    fig = Figure(figsize=(9.0, max(3.0, 0.4 * len(entries) + 1.5)), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, (label, seeds, colour) in enumerate(entries):
+        values = np.array(list(seeds.values()), dtype=float)
+        mean = values.mean()
+        if len(values) > 1:
+            half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+            ax.errorbar(mean, i, xerr=half, fmt="o", color=colour, capsize=4, zorder=3)
+        ax.scatter(values, [i] * len(values), s=14, color=colour, alpha=0.5, zorder=2)
+    ax.set_yticks(range(len(entries)), [e[0][:60] for e in entries], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test accuracy (%): seeds (dots), mean with 95 % CI ({table.get('n_seeds')} seeds)")
+    ax.set_title("confirmation stage")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(Path(path))
+    return fig

@@ -66,12 +66,13 @@ def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[I
         return final
     ds = ds if ds is not None else dataset_for(cfg)
     device = device or runtime_device()
-    seed_everything(cfg.seed)
+    seed = cfg.seed if cfg.teacher.train.seed is None else cfg.teacher.train.seed
+    seed_everything(seed)
     model = place_model(create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels), device)
     out.mkdir(parents=True, exist_ok=True)
     recipe = cfg.teacher.train
     train_loader, val_loader = train_val_loaders(ds, recipe.batch_size, augment=cfg.data.augment, device=device,
-                                                 seed=cfg.seed, budget_gb=cfg.data.device_budget_gb)
+                                                 seed=seed, budget_gb=cfg.data.device_budget_gb)
 
     def ce(images: torch.Tensor, labels: torch.Tensor, _idx: torch.Tensor):
         logits = model(images)
@@ -80,7 +81,7 @@ def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[I
     result: FitResult = fit({"model": model}, ce, recipe, train_loader=train_loader, val_loader=val_loader,
                             eval_model=model, device=device, checkpoint_path=out / "train_state.pt",
                             callbacks=callbacks, progress=progress, desc=f"teacher {cfg.teacher.arch}",
-                            seed=cfg.seed)
+                            seed=seed)
     if result.status != "completed":
         raise CheckpointError(f"teacher training diverged: {result.message}")
     meta = {

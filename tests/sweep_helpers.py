@@ -28,14 +28,17 @@ selection:
   rbf_max_samples: {{choice: [100, 200]}}
 distill: {{method: {{choice: [at]}}, hint_weight: 10}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
-search: {{num_samples: {samples}, max_concurrent_trials: 2, grace_period: 1, scheduler: {scheduler}}}
+search: {{num_samples: {samples}, max_concurrent_trials: 2, grace_period: 1, scheduler: {scheduler},
+         confirm: {{top_k: {confirm_k}, seeds: 2}}}}
 """
 
 
 def write_config(folder: Path, name: str, epochs: int = 3, samples: int = 3, scheduler: str = "asha",
-                 extra: str = "") -> Path:
+                 extra: str = "", confirm_k: int = 0) -> Path:
+    """A tiny sweep config; ``confirm_k`` > 0 adds a confirmation stage of that many configurations × 2 seeds."""
     path = folder / f"{name}.yaml"
-    path.write_text(TINY_SWEEP.format(name=name, epochs=epochs, samples=samples, scheduler=scheduler) + extra)
+    path.write_text(TINY_SWEEP.format(name=name, epochs=epochs, samples=samples, scheduler=scheduler,
+                                      confirm_k=confirm_k) + extra)
     return path
 
 

@@ -188,7 +188,7 @@ def test_mlflow_server_away_mid_sweep_then_report_sync(tmp_path, isolated_runs):
 def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_goes_on(tmp_path, isolated_runs):
     # Searched trials: 2 clustered hints cannot map onto the student's 3 stage ends -> `invalid`.
     # Default baseline (3 hints) with an absurd hint weight -> `diverged`. KD-only -> `completed`.
-    text = (TINY_SWEEP.format(name="t_status", epochs=3, samples=1, scheduler="fifo")
+    text = (TINY_SWEEP.format(name="t_status", epochs=3, samples=1, scheduler="fifo", confirm_k=0)
             .replace("n_hints: 3", "n_hints: 2").replace("hint_weight: 10", "hint_weight: 1.0e+30, mapping: stage_ends"))
     cfg = config_from_text(text)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -51,6 +51,7 @@ class EpochStats:
         out.update(train_loss=self.losses.get("total", float("nan")), train_acc=self.train_acc,
                    val_acc=self.val_acc, val_top5=self.val_top5, lr=self.lr,
                    epoch_time=self.epoch_time, images_per_s=self.images_per_s)
+        out.update({k: float(v) for k, v in self.extra.items() if isinstance(v, (int, float))})
         return out
 
 
@@ -132,13 +133,15 @@ FINITE_CHECK_EVERY = 25  # steps between host-side checks that the loss is finit
 def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe, *,
         train_loader: Any, val_loader: Iterable, eval_model: nn.Module, device: torch.device,
         checkpoint_path: Optional[Path] = None, callbacks: Sequence[Callback] = (),
-        progress: bool = False, desc: str = "train", seed: int = 0) -> FitResult:
+        progress: bool = False, desc: str = "train", seed: int = 0,
+        final_loaders: Optional[dict[str, Iterable]] = None) -> FitResult:
     """Train ``modules`` (all their parameters) with ``compute_loss`` for ``recipe.epochs`` epochs.
 
     Resumes from ``checkpoint_path`` when it exists; writes it after every epoch. A NaN or
     infinite loss ends training with status ``diverged`` instead of raising. Losses and correct counts
     accumulate on the device; the host reads them once per epoch, and checks that the loss is finite every
     :data:`FINITE_CHECK_EVERY` steps, so the device never waits for the host within an epoch.
+    ``final_loaders`` (name → loader) are scored once, after the last epoch: ``<name>_acc`` in its ``extra``.
     """
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, recipe)
@@ -186,9 +189,12 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
         losses, train_acc, seen = sums.read()
         train_time = time.perf_counter() - t0
         val1, val5 = evaluate(eval_model, val_loader, device)
+        extra = {}
+        if final_loaders and epoch + 1 == recipe.epochs:
+            extra = {f"{name}_acc": evaluate(eval_model, loader, device)[0] for name, loader in final_loaders.items()}
         stats = EpochStats(epoch=epoch + 1, epochs=recipe.epochs, lr=lr, losses=losses, train_acc=train_acc,
                            val_acc=val1, val_top5=val5, epoch_time=time.perf_counter() - t0,
-                           images_per_s=seen / train_time if train_time > 0 else float("nan"))
+                           images_per_s=seen / train_time if train_time > 0 else float("nan"), extra=extra)
         history.append(stats)
         if checkpoint_path is not None:
             _save_state(Path(checkpoint_path), modules, optimizer, epoch + 1, history, "running", "")

@@ -162,8 +162,12 @@ def pair_hints(hint_set: Optional[HintSet], teacher: nn.Module, student: nn.Modu
 def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, ds: ImageDataset, *,
                   teacher_sha256: Optional[str] = None, out_dir: Optional[Path] = None,
                   callbacks: Sequence[Callback] = (), progress: bool = False,
-                  device: Optional[torch.device] = None, checkpoint_name: str = "student_state.pt") -> StudentResult:
+                  device: Optional[torch.device] = None, checkpoint_name: str = "student_state.pt",
+                  evaluate_test: bool = False) -> StudentResult:
     """Distil ``teacher`` into a fresh ``cfg.student.arch`` through ``hint_set`` (None: no hints, KD/CE only).
+
+    ``evaluate_test`` scores the final student on the data set's test split (``test_acc`` in the last
+    epoch's ``extra``): only the confirmation stage does, the search never sees the test split.
 
     Checkpoints each epoch in ``out_dir`` and resumes from it; a NaN/inf loss ends with status
     ``diverged``. The teacher must be the one the hint set was made for.
@@ -175,7 +179,7 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     teacher = place_model(teacher, device).eval()  # a no-op when the caller placed it already
     for p in teacher.parameters():
         p.requires_grad_(False)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.run_seed)
     student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
     method_name = cfg.distill.method if hint_set is not None else "kd_only"
     pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
@@ -195,7 +199,7 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight, "hint": w_hint,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
     train_loader, val_loader = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment,
-                                                 device=device, seed=cfg.seed, with_index=uses_crd,
+                                                 device=device, seed=cfg.run_seed, with_index=uses_crd,
                                                  budget_gb=cfg.data.device_budget_gb)
     t_names = [p.teacher.name for p in pairs]
     s_names = [p.student.name for p in pairs]
@@ -226,9 +230,21 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
         result = fit({"student": student, "method": method}, compute_loss, cfg.train,
                      train_loader=train_loader, val_loader=val_loader, eval_model=student, device=device,
                      checkpoint_path=ckpt, callbacks=callbacks, progress=progress,
-                     desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.seed)
+                     desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.run_seed,
+                     final_loaders=_test_loader(ds, cfg, device) if evaluate_test else None)
     return StudentResult(student=student, pairs=pairs, method=method_name, weights=weights, fit=result,
                          seconds=time.perf_counter() - t0)
+
+
+def _test_loader(ds: ImageDataset, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """``{"test": loader}`` over the test split, in order, without augmentation."""
+    from ..data import DeviceLoader
+
+    if ds.test_x is None:
+        raise PursuhintError(f"data set {ds.name!r} has no test split; set data.val_fraction to carve a selection "
+                             f"split so the held-out part can be the test split")
+    return {"test": DeviceLoader(ds.test_x, ds.test_y, max(cfg.train.batch_size, 256), train=False, augment="none",
+                                 mean=ds.mean, std=ds.std, device=device, budget_gb=cfg.data.device_budget_gb)}
 
 
 def save_student(result: StudentResult, out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:

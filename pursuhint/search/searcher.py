@@ -21,8 +21,9 @@ class BaselinesFirst(Searcher):
     Results of baseline trials are not shown to the inner searcher (they are not points of its space).
     """
 
-    def __init__(self, inner: Optional[Searcher], baselines: list[dict[str, Any]]) -> None:
+    def __init__(self, inner: Optional[Searcher], baselines: list[dict[str, Any]], rank_key: str = METRIC) -> None:
         super().__init__(metric=METRIC, mode=MODE)
+        self.rank_key = rank_key  # what Optuna learns from: the last epoch's val_acc, or best_val_acc
         self.inner = inner
         self.pending = list(baselines)
         self.baseline_trials: set[str] = set()
@@ -49,6 +50,8 @@ class BaselinesFirst(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         if self.inner is not None and trial_id in self.inner_trials:
+            if result and self.rank_key != METRIC and self.rank_key in result:
+                result = {**result, METRIC: result[self.rank_key]}
             self.inner.on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:
@@ -81,7 +84,8 @@ def make_searcher(cfg: Config) -> BaselinesFirst:
                    else optuna.samplers.RandomSampler(seed=cfg.seed))
         inner = OptunaSearch(space=define_by_run(cfg.space), metric=METRIC, mode=MODE, sampler=sampler)
     plain = [] if cfg.space else [{BASELINE_KEY: ""}]  # nothing searched: run the config itself once
-    return BaselinesFirst(inner, baseline_configs(cfg) + plain)
+    rank_key = "best_val_acc" if cfg.search.metric == "best" else METRIC  # final: the last epoch's val_acc
+    return BaselinesFirst(inner, baseline_configs(cfg) + plain, rank_key)
 
 
 def make_scheduler(cfg: Config) -> TrialScheduler:

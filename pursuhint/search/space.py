@@ -68,16 +68,18 @@ def methods_in_space(cfg: Config) -> list[str]:
 
 
 def baseline_configs(cfg: Config) -> list[dict[str, Any]]:
-    """One trial per method with the default hints, and one KD-only trial (``search.baselines``).
+    """One trial per method with the default hints (and with uniform or random hints when asked), and one
+    KD-only trial (``search.baselines``).
 
     Searched keys other than the method take the defaults non-sweep commands use (selection keys are
     carried along for Tune's table only: a baseline's hints do not come from clustering).
     """
     common = {k: v for k, v in cfg.searched_defaults.items() if k != "distill.method"}
     out: list[dict[str, Any]] = []
-    if "default" in cfg.search.baselines:
-        for method in methods_in_space(cfg):
-            out.append({BASELINE_KEY: "default", **common, "distill.method": method})
+    for kind in ("default", "uniform", "random"):  # uniform/random: K of the searched defaults
+        if kind in cfg.search.baselines:
+            for method in methods_in_space(cfg):
+                out.append({BASELINE_KEY: kind, **common, "distill.method": method})
     if "kd_only" in cfg.search.baselines:
         out.append({BASELINE_KEY: "kd_only", **common, "distill.method": "kd_only"})
     return out

@@ -27,6 +27,7 @@ class SweepResult:
     tracking_uri: str
     parent_run_id: str
     leaderboard: list[dict[str, Any]]
+    confirmation: Optional[dict[str, Any]] = None  # the confirmation table (None when the stage is off)
 
 
 def default_storage() -> Path:
@@ -74,6 +75,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             import shutil
 
             shutil.rmtree(exp_dir)
+            shutil.rmtree(exp_dir.parent / confirm_name(cfg.name), ignore_errors=True)
 
     if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
@@ -123,15 +125,101 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
                                    f"state is saved: run the same command with --resume to finish it")
         board = leaderboard_from_grid(grid)
+        confirmation = None
+        if cfg.search.confirm.top_k > 0:
+            run_config = dict(storage_path=storage_str, verbose=verbose,
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                              failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+                              callbacks=callbacks)
+            confirmation = _confirmation_stage(cfg, grid, trainable, run_config, resume,
+                                               exp_dir.parent if exp_dir is not None else None, storage_str,
+                                               shared.dataset.splits)
+            if confirmation is not None:
+                _log_confirmation(uri, parent, exp_dir, confirmation)
         _finish_mlflow(uri, parent, exp_dir, cfg.name)
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
-                           leaderboard=board)
+                           leaderboard=board, confirmation=confirmation)
     finally:
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
 
 
 _we_started_ray = False
+
+
+def confirm_name(name: str) -> str:
+    """The Tune experiment of a sweep's confirmation stage, beside the search stage's."""
+    return f"{name}-confirm"
+
+
+def _search_rows(grid: Any) -> list[dict[str, Any]]:
+    from .confirm import trial_row
+
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        status = _ended_status(metrics) or metrics.get("status", "error" if result.error else "completed")
+        rows.append(trial_row(result.config or {}, metrics, status, metrics.get("trial_id", "")))
+    return rows
+
+
+def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_config: dict[str, Any], resume: bool,
+                        storage: Optional[Path], storage_str: str,
+                        splits: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Retrain the search's top-K distinct configurations and their baselines over S seeds (Tune trials of the
+    same sweep, resumable), then the confirmation table."""
+    from ray import tune
+
+    from .confirm import (CONFIRM_TRIAL_KEY, confirm_seeds, confirmation_table, confirmed_result, pick_top, plan)
+
+    conf = cfg.search.confirm
+    candidates = pick_top(_search_rows(search_grid), conf.top_k, cfg.search.metric)
+    if not candidates:
+        print("pursuhint: no searched trial completed, so there is nothing to confirm", file=sys.stderr)
+        return None
+    seeds = confirm_seeds(cfg.seed, conf.seeds)
+    trials = plan(cfg, candidates, seeds, conf.baselines)
+    print(f"pursuhint: confirmation stage: {len(candidates)} configuration(s) and their baselines × {len(seeds)} "
+          f"seeds ({', '.join(map(str, seeds))}) = {len(trials)} trials, full budget, test split", file=sys.stderr)
+    name = confirm_name(cfg.name)
+    path = str(storage / name) if storage is not None else f"{storage_str.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space={CONFIRM_TRIAL_KEY: tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.search.max_concurrent_trials,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name=name, **run_config))
+    grid = tuner.fit()
+    unfinished = _unfinished(grid, len(trials))
+    if unfinished:
+        raise SweepInterrupted(f"sweep {cfg.name!r} interrupted in its confirmation stage with {unfinished} "
+                               f"trial(s) unfinished; run the same command with --resume to finish it")
+    results = [confirmed_result((r.config or {}).get(CONFIRM_TRIAL_KEY, {}), r.metrics or {}) for r in grid]
+    return confirmation_table(candidates, results, len(seeds)) | {"seeds": seeds, "splits": splits}
+
+
+def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dict[str, Any]) -> None:
+    """``confirmation.json`` in the sweep's folder and on the parent run, with the headline metrics."""
+    import tempfile
+
+    from .confirm import FILE, headline
+
+    text = json.dumps(table, indent=2, default=str)
+    if exp_dir is not None:
+        write_text_atomic(exp_dir / FILE, text)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / FILE
+            path.write_text(text)
+            tracking.log_artifact(uri, parent, str(path))
+        metrics = headline(table)
+        if metrics:
+            tracking.log_metrics(uri, parent, metrics, 0)
+    except Exception as exc:  # MLflow away: the table is in the sweep's folder
+        print(f"pursuhint: warning: could not log the confirmation table to MLflow ({tracking.scrub(str(exc))[:200]})",
+              file=sys.stderr)
 
 
 def _ray_init(address: Optional[str]) -> None:

@@ -26,6 +26,7 @@ from ..hints.pipeline import choose_hints, resolve_n_hints
 from ..models import create_model
 from .duplicates import train_key
 from .shared import SharedWork
+from .confirm import CONFIRM_TRIAL_KEY, CONFIRMS_KEY, ROLE_KEY
 from .space import BASELINE_KEY, short_name
 from .sync import MLFLOW_KEY
 
@@ -51,7 +52,7 @@ class SweepInfo:
 def trial_config(shared: SharedWork, sampled: dict[str, Any]) -> tuple[Config, str]:
     """The base config with the trial's sampled values, and its baseline kind ('' when searched)."""
     baseline = sampled.get(BASELINE_KEY, "") or ""
-    values = {k: v for k, v in sampled.items() if k != BASELINE_KEY}
+    values = {k: v for k, v in sampled.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)}
     cfg = config_from_text(shared.config_yaml).with_values(values)
     if baseline == "kd_only":
         cfg = kd_only_config(cfg)
@@ -59,34 +60,42 @@ def trial_config(shared: SharedWork, sampled: dict[str, Any]) -> tuple[Config, s
 
 
 def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[HintSet]:
-    """Default hints for the default baseline, none for KD-only, else the clustered hint set."""
+    """Default hints for the default baseline, none for KD-only, K evenly spaced or K random candidate layers
+    (drawn anew for each run seed) for the uniform and random baselines, else the clustered hint set."""
     if baseline == "kd_only":
         return None
     if baseline == "default":
         return HintSet.from_dict(shared.default_hints.to_dict())
     sel = cfg.selection
     k = resolve_n_hints(sel.n_hints, cfg.student.arch, shared.dataset)
+    if baseline == "uniform":
+        return shared.selection.uniform(k)
+    if baseline == "random":
+        return shared.selection.random(k, cfg.run_seed)
     return choose_hints(shared.selection, sel.similarity, k, sel.algorithm, sel.center, seed=cfg.seed,
                         on_collision="warn")
 
 
-def run_name(cfg: Config, baseline: str, hs: Optional[HintSet]) -> str:
+def run_name(cfg: Config, baseline: str, hs: Optional[HintSet], role: str = "") -> str:
+    seed = f"-seed{cfg.run_seed}" if role == "confirm" else ""
+    prefix = "confirm-" if role == "confirm" else ""
     if baseline == "kd_only":
-        return "baseline-kd_only"
-    if baseline == "default":
-        return f"baseline-default-{cfg.distill.method}"
+        return f"{prefix}baseline-kd_only{seed}"
+    if baseline in ("default", "uniform", "random"):
+        k = f"-k{hs.n_hints}" if baseline != "default" and hs else ""
+        return f"{prefix}baseline-{baseline}{k}-{cfg.distill.method}{seed}"
     s = cfg.selection
-    return f"{s.similarity}-k{hs.n_hints if hs else s.n_hints}-{s.algorithm}-{s.center}-{cfg.distill.method}"
+    return f"{prefix}{s.similarity}-k{hs.n_hints if hs else s.n_hints}-{s.algorithm}-{s.center}-{cfg.distill.method}{seed}"
 
 
 def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_layers: list[str],
-                 sampled: dict[str, Any]) -> dict[str, Any]:
+                 sampled: dict[str, Any], split_info: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
     """The child run's params: scalars only, so MLflow's compare and parallel-coordinates views work."""
     searched = not baseline
     params: dict[str, Any] = {
         "similarity": cfg.selection.similarity if searched else "none",
         "n_hints": 0 if hs is None else hs.n_hints,
-        "algorithm": cfg.selection.algorithm if searched else ("default" if baseline == "default" else "none"),
+        "algorithm": cfg.selection.algorithm if searched else (baseline if baseline != "kd_only" else "none"),
         "center": cfg.selection.center if searched else "none",
         "method": cfg.distill.method,
         "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight) if hs is not None else 0.0,
@@ -99,9 +108,13 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "student_layers": ",".join(student_layers),
         "paper_mode": bool(hs.paper_mode) if hs else False,
         "n_candidates": len(hs.candidates) if hs else 0,
+        "seed": cfg.run_seed,
     }
+    for split, info in (split_info or {}).items():
+        params[f"split_{split}_size"] = info["size"]
+        params[f"split_{split}_hash"] = info["hash"]
     for key, value in sampled.items():
-        if key != BASELINE_KEY and short_name(key) not in params:
+        if key not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY) and short_name(key) not in params:
             params[short_name(key)] = value
     return params
 
@@ -191,6 +204,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     """The Tune function trainable."""
     import ray
 
+    config = config.get(CONFIRM_TRIAL_KEY, config)  # a confirmation trial's spec comes wrapped (one grid entry)
     tracking.fail_fast_http()
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
@@ -209,14 +223,17 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     except PursuhintError as exc:  # this point of the space cannot be trained: say so, don't retry
         _invalid(sweep, trial_id, cfg, baseline, config, str(exc))
         return
-    key = train_key(cfg, None if hs is None else hs.indices)
+    role = config.get(ROLE_KEY) or "search"
+    key = train_key(cfg, None if hs is None else hs.indices) + ("-confirm" if role == "confirm" else "")
     tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "running",
-            tracking.TRAIN_KEY_TAG: key}
+            tracking.TRAIN_KEY_TAG: key, tracking.ROLE_TAG: role, "pursuhint.seed": cfg.run_seed}
+    if role == "confirm":
+        tags["pursuhint.confirms"] = config.get(CONFIRMS_KEY) or baseline or "none"
     if hs is not None and hs.warnings:
         tags["pursuhint.warnings"] = "; ".join(hs.warnings)[:4000]
-    name = run_name(cfg, baseline, hs)
+    name = run_name(cfg, baseline, hs, role)
     tracker = _Tracker(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
-    params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config)
+    params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config, shared.dataset.splits)
     tracker.params(params)
     tracker.tags(tags)
     record = {MLFLOW_KEY: mlflow_record(name, params, tags)}  # sent with the first report
@@ -241,20 +258,27 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         record["restored_from_epoch"] = restored
 
     best_so_far = [0.0]
+    facts = {"role": role, "run_seed": cfg.run_seed, "method_name": cfg.distill.method if hs is not None else "kd_only",
+             "n_hints_used": hs.n_hints if hs is not None else 0,
+             "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
+             "hint_weight_resolved": float(params["hint_weight"]), "confirms": config.get(CONFIRMS_KEY) or ""}
 
     def report(stats: EpochStats) -> None:
         best_so_far[0] = max(best_so_far[0], stats.val_acc)
         metrics = stats.as_metrics() | {"epoch": stats.epoch, "best_val_acc": best_so_far[0]}
+        if stats.epoch == stats.epochs:
+            metrics["final_val_acc"] = stats.val_acc
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
         if index is not None:
             index.update.remote(key, trial_id, metrics, tracker.run_id)
-        extra = {"status": "running", "node_id": node_id, "epochs_total": stats.epochs, **record}
+        extra = {"status": "running", "node_id": node_id, "epochs_total": stats.epochs, **facts, **record}
         record.clear()
         tune.report(_tune_metrics(metrics | extra), checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
     try:
         result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
-                               out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE)
+                               out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE,
+                               evaluate_test=role == "confirm")
     except PursuhintError as exc:
         tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
         if index is not None:
@@ -263,7 +287,11 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         raise
     status = result.status
     best = result.best_val_acc if result.fit.history else 0.0
-    tracker.metric({"best_val_acc": best}, len(result.fit.history))
+    final = {"best_val_acc": best}
+    if result.fit.history:
+        final["final_val_acc"] = result.fit.history[-1].val_acc
+        final.update({k: float(v) for k, v in result.fit.history[-1].extra.items()})
+    tracker.metric(final, len(result.fit.history))
     tracker.tags({tracking.STATUS_TAG: status, **({"pursuhint.message": result.fit.message[:4000]}
                                                     if result.fit.message else {})})
     if index is not None:

@@ -1,0 +1,95 @@
+"""The confirmation stage on a real local Ray and MLflow store: runs, tags, test accuracy, the table, report
+and export."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from pursuhint import tracking
+from pursuhint.cli import main
+from pursuhint.config import load_config
+from pursuhint.search.sweep import run_sweep
+
+from sweep_helpers import children, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("confirm")
+    cfg = load_config(write_config(folder, "t_confirm", epochs=2, samples=2, scheduler="fifo", confirm_k=1))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
+    return cfg, uri, result, folder
+
+
+def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(confirmed):
+    cfg, uri, result, _ = confirmed
+    parent, runs = children(uri, "t_confirm")
+    confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
+    search = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "search"]
+    assert len(search) == 2 + 2  # 2 searched + default + KD only
+    # 1 configuration + default, kd_only, uniform, random baselines, each with seeds 1 and 2
+    assert len(confirm) == 5 * 2
+    searched_ids = {r.data.tags[tracking.TRIAL_TAG] for r in search}
+    keys = Counter((r.data.tags["pursuhint.confirms"], r.data.tags[tracking.BASELINE_TAG],
+                    r.data.tags["pursuhint.seed"]) for r in confirm)
+    assert set(keys.values()) == {1}  # exactly one run per (configuration, seed)
+    assert {k[2] for k in keys} == {"1", "2"}
+    assert {k[1] for k in keys} == {"none", "default", "kd_only", "uniform", "random"}
+    assert {k[0] for k in keys if k[1] == "none"} <= searched_ids
+    for run in confirm:
+        assert {"test_acc", "final_val_acc"} <= set(run.data.metrics), run.info.run_name
+        assert 0 <= run.data.metrics["test_acc"] <= 100
+        assert run.data.params["split_selection_size"] == "30" and run.data.params["split_test_size"] == "120"
+    for run in search:
+        assert "test_acc" not in run.data.metrics  # the search never sees the test split
+
+
+def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
+    cfg, uri, result, folder = confirmed
+    table = result.confirmation
+    assert table["n_seeds"] == 2 and table["seeds"] == [1, 2]
+    c = table["configurations"][0]
+    assert c["test_acc"]["n"] == 2 and set(c["seeds"]) == {"1", "2"}
+    assert set(c["gains"]) == {"default", "uniform", "random", "kd_only"}
+    for g in c["gains"].values():
+        assert g["low"] <= g["mean"] <= g["high"] and g["n"] == 2
+        assert g["verdict"].startswith(("better than", "worse than", "no difference shown with 2 seeds"))
+    assert set(table["splits"]) == {"train", "selection", "test"}
+    parent, _ = children(uri, "t_confirm")
+    files = {f.path for f in tracking.client(uri).list_artifacts(parent.info.run_id)}
+    assert "confirmation.json" in files
+    assert parent.data.metrics["confirmed_test_acc"] == pytest.approx(c["test_acc"]["mean"])
+    assert parent.data.metrics["confirmed_gain_vs_default_ci_low"] == pytest.approx(c["gains"]["default"]["low"])
+    on_disk = json.loads((result.experiment_dir / "confirmation.json").read_text())
+    assert on_disk["configurations"][0]["trial_id"] == c["trial_id"]
+
+
+def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, tmp_path):
+    cfg, uri, result, folder = confirmed
+    common = ["--tracking-uri", uri, "--storage-path", str(folder / "ray_results")]
+    assert main(["report", "t_confirm", *common, "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    first, search = out.index("Confirmation stage: 2 seeds each, test split"), out.index("Search stage: one seed")
+    assert first < search and "vs default hints" in out
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert main(["export", "t_confirm", *common, "-o", str(tmp_path / "x")]) == 0
+    err = capsys.readouterr().err
+    assert "ranked by the confirmation stage (2 seeds, test split)" in err
+    exported = json.loads((tmp_path / "x" / "hint_set_1.json").read_text())
+    conf = exported["provenance"]
+    c = result.confirmation["configurations"][0]
+    assert exported["score"] == pytest.approx(c["test_acc"]["mean"]) and conf["stage"] == "confirmation"
+    assert conf["gain_vs_default"] == pytest.approx(c["gains"]["default"]["mean"])
+    assert conf["gain_vs_default_ci_low"] == pytest.approx(c["gains"]["default"]["low"])
+    assert conf["gain_vs_default_ci_high"] == pytest.approx(c["gains"]["default"]["high"])
+    assert conf["gain_vs_default_verdict"] == c["gains"]["default"]["verdict"]
+    assert conf["test_acc_sd"] == pytest.approx(c["test_acc"]["sd"]) and conf["n_seeds"] == 2
+    assert conf["split_selection_hash"] == result.confirmation["splits"]["selection"]["hash"]
+    assert main(["export", "t_confirm", *common, "--stage", "search", "-o", str(tmp_path / "y")]) == 0
+    assert "ranked by the search stage: one seed" in capsys.readouterr().err
