@@ -6,7 +6,8 @@
 A method describes itself, so adding one is one file: a ``DistillMethod`` subclass whose
 ``__init__(student_shapes, teacher_shapes, **own_params)`` builds its learnable parts, which sets
 ``default_weight`` (its β when ``distill.hint_weight`` is null; required) and, if it learns through no
-hint pairs, ``uses_hints = False``; registered with ``@METHODS.register("mine")``.
+hint pairs, ``uses_hints = False``; registered with ``@METHODS.register("mine")``. A config names the
+file's module under ``plugins`` so that the CLI and every Ray worker import it.
 """
 
 from __future__ import annotations
