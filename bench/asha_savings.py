@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from pursuhint.config import Config
+from pursuhint.search.results import TrialRow
 
 from .common import command, digits_quick, machine, now, pick_device, ratio, table
 from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace
@@ -35,9 +36,14 @@ def sweep_config(checkpoint: Any, scheduler: str, samples: int, epochs: int, gra
         "search.baselines": [], "selection.on_collision": "warn", "search.confirm.top_k": 0})
 
 
-def epochs_trained(rows: list[dict[str, Any]]) -> int:
+def outcome(row: TrialRow) -> str:
+    """The trial's status, or ``duplicate`` for a trial that replayed another's result."""
+    return "duplicate" if row.duplicate_of else row.status
+
+
+def epochs_trained(rows: list[TrialRow]) -> int:
     """Student epochs a sweep really trained: every trial's last epoch, except duplicates (replays)."""
-    return sum(int(r["epochs"]) for r in rows if r["status"] not in ("duplicate", "invalid"))
+    return sum(r.epochs for r in rows if outcome(r) not in ("duplicate", "invalid"))
 
 
 def _one(cfg: Config, folder: Any) -> dict[str, Any]:
@@ -47,17 +53,17 @@ def _one(cfg: Config, folder: Any) -> dict[str, Any]:
     result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
     wall = time.perf_counter() - t0
     rows = result.leaderboard
-    trained = [r for r in rows if r["status"] not in ("duplicate", "invalid")]
-    stopped = sum(1 for r in trained if int(r["epochs"]) < cfg.train.epochs)
+    trained = [r for r in rows if outcome(r) not in ("duplicate", "invalid")]
+    stopped = sum(1 for r in trained if r.epochs < cfg.train.epochs)
     best = rows[0]
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        counts[outcome(r)] = counts.get(outcome(r), 0) + 1
     return {"wall_s": wall, "trials": len(rows), "epochs_trained": epochs_trained(rows),
-            "epochs_reported": sum(int(r["epochs"]) for r in rows), "statuses": counts,
-            "stopped_early": stopped, "trained_trials": len(trained), "best_val_acc": best["best_val_acc"],
-            "best_config": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in best["config"].items()},
-            "per_trial": [{"epochs": r["epochs"], "status": r["status"], "best_val_acc": round(r["best_val_acc"], 2)}
+            "epochs_reported": sum(r.epochs for r in rows), "statuses": counts,
+            "stopped_early": stopped, "trained_trials": len(trained), "best_val_acc": best.best_val_acc,
+            "best_config": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in best.sampled.items()},
+            "per_trial": [{"epochs": r.epochs, "status": outcome(r), "best_val_acc": round(r.best_val_acc, 2)}
                           for r in rows]}
 
 

@@ -143,11 +143,11 @@ def concurrent_trials(checkpoint: Path, folder: Path, n: int, samples: int, epoc
     spans: list[float] = []
     with tuner_fit_spans(spans):
         result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
-    trained = [r for r in result.leaderboard if r["status"] != "duplicate"]
+    trained = [r for r in result.leaderboard if not r.duplicate_of]
     span = spans[0]
     return {"runner": "ray tune", "concurrent": n, "gpu_per_trial": round(1 / n, 4) if gpu else 0, "trials": len(result.leaderboard),
             "trained": len(trained), "tuner_fit_s": span, "trials_per_s": len(result.leaderboard) / span,
-            "epochs_per_s": sum(int(r["epochs"]) for r in trained) / span}
+            "epochs_per_s": sum(r.epochs for r in trained) / span}
 
 
 def _process_trials(args: tuple[int, int, int, str]) -> int:

@@ -124,25 +124,25 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
 
 def _sweep(teacher: Teacher, folder: Path, method: str, epochs: int, samples: int) -> dict[str, Any]:
     """A FIFO sweep over similarity × clustering × centre (K = 3) for ``method``: its best searched trial."""
-    from pursuhint.export import leaderboard_rows
+    from pursuhint.search.results import rows_from_mlflow
     from pursuhint.search.sweep import run_sweep
 
     cfg = student_config(teacher.checkpoint, method, epochs, samples=samples, searched=True)
     t0 = time.perf_counter()
     result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
     wall = time.perf_counter() - t0
-    rows = leaderboard_rows(result.tracking_uri, result.parent_run_id)  # ranked, best first
-    default = next(r for r in rows if r["baseline"] == "default")
-    searched = [r for r in rows if r["baseline"] == "none" and r["hint_indices"]]
+    rows = rows_from_mlflow(result.tracking_uri, result.parent_run_id)  # ranked, best first
+    default = next(r for r in rows if r.baseline == "default")
+    searched = [r for r in rows if r.baseline == "none" and r.hint_indices]
     best = searched[0]
     keep = ("similarity", "algorithm", "center", "hint_indices", "best_val_acc")
     return {"wall_s": wall, "trials": len(rows), "searched": len(searched),
-            "trained": sum(1 for r in rows if not r["duplicate_of"]),
-            "distinct_sets": len({r["hint_indices"] for r in searched}),
-            "best_val_acc": best["best_val_acc"], "best_row": {k: best[k] for k in keep},
-            "best_set_indices": [int(i) - 1 for i in best["hint_indices"].split(",")],
-            "default_best_val_acc": default["best_val_acc"],
-            "trials_table": [{k: r[k] for k in keep} for r in searched]}
+            "trained": sum(1 for r in rows if not r.duplicate_of),
+            "distinct_sets": len({r.hint_indices for r in searched}),
+            "best_val_acc": best.best_val_acc, "best_row": {k: getattr(best, k) for k in keep},
+            "best_set_indices": [p - 1 for p in best.positions],
+            "default_best_val_acc": default.best_val_acc,
+            "trials_table": [{k: getattr(r, k) for k in keep} for r in searched]}
 
 
 def sweep_set(sel: SelectionInputs, indices: list[int], row: dict[str, Any]) -> HintSet:

@@ -164,7 +164,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .export import format_leaderboard, leaderboard_rows
+    from .export import format_leaderboard
     from .search.sweep import run_sweep
 
     overrides = {"search.num_samples": args.num_samples}
@@ -173,12 +173,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        num_samples=args.num_samples,
                        tracking_uri=args.tracking_uri, storage_path=args.storage_path,
                        verbose=0 if args.quiet else 1, progress=not args.quiet)
-    try:
-        rows = leaderboard_rows(result.tracking_uri, result.parent_run_id)
-    except Exception:  # MLflow away at the end: Tune's results still hold everything
-        from .export import tune_rows
-
-        rows = tune_rows(result.experiment_dir)
+    rows = result.leaderboard  # read from Tune's results, which hold everything even if MLflow went away
     if result.confirmation:
         from .search.confirm import format_table
 
@@ -193,23 +188,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
     """(rows, hint sets, where) from MLflow, or from Tune's results folder when MLflow is unreachable."""
-    from .export import best_hint_sets, find_parent, leaderboard_rows, tune_hint_sets, tune_rows
-    from .search.sweep import default_storage
+    from .search.results import experiment_dir, find_parent, rows_from_mlflow, rows_from_tune, top_hint_sets
     from .tracking import TrackingError, check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, None)
     try:
         check_reachable(uri)
     except TrackingError as exc:
-        exp_dir = (Path(args.storage_path).expanduser() if args.storage_path else default_storage()) / args.name
-        if not exp_dir.exists():
+        exp_dir = experiment_dir(args.name, args.storage_path)
+        if exp_dir is None or not exp_dir.exists():
             raise
         print(f"pursuhint: warning: {exc}; reading Tune's results in {exp_dir} instead", file=sys.stderr)
-        sets = tune_hint_sets(exp_dir, top_sets) if top_sets else []
-        return tune_rows(exp_dir), sets, str(exp_dir)
+        rows = rows_from_tune(exp_dir)
+        sets = top_hint_sets(rows, top_sets, sweep=exp_dir.name) if top_sets else []
+        return rows, sets, str(exp_dir)
     _, parent = find_parent(uri, args.name)
-    sets = best_hint_sets(uri, parent, top=top_sets) if top_sets else []
-    return leaderboard_rows(uri, parent), sets, f"MLflow {uri}, run {parent}"
+    rows = rows_from_mlflow(uri, parent)
+    sets = top_hint_sets(rows, top_sets, sweep=args.name, parent=parent, uri=uri) if top_sets else []
+    return rows, sets, f"MLflow {uri}, run {parent}"
 
 
 SEARCH_STAGE_LABEL = "Search stage: one seed, selection split (ranked by val_acc; not a confirmed result)"
@@ -220,10 +216,11 @@ def _confirmation(args: argparse.Namespace) -> Optional[dict]:
     import json
 
     from .search.confirm import FILE
-    from .search.sweep import default_storage
+    from .search.results import experiment_dir
 
-    path = (Path(args.storage_path).expanduser() if args.storage_path else default_storage()) / args.name / FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    folder = experiment_dir(args.name, args.storage_path)
+    path = folder / FILE if folder is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 @command("report")
@@ -256,10 +253,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> None:
     """``report --sync``: write into MLflow what the sweep's trials could not (see search.sync)."""
-    from .search.sweep import default_storage
-    from .search.sync import read_marker, sync_sweep
+    from .search.results import experiment_dir, read_marker
+    from .search.sync import sync_sweep
 
-    exp_dir = (Path(args.storage_path).expanduser() if args.storage_path else default_storage()) / args.name
+    exp_dir = experiment_dir(args.name, args.storage_path)
+    if exp_dir is None:
+        raise PursuhintError(f"report --sync reads Tune's results from a local or shared folder, not from "
+                             f"{args.storage_path}; pass the folder the sweep's results are in")
     info = read_marker(exp_dir)
     uri = args.tracking_uri or info["tracking_uri"]
     args.tracking_uri = uri  # the leaderboard below reads the store the sweep wrote to

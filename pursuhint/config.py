@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import importlib
 import json
 import math
 from pathlib import Path
@@ -246,6 +247,7 @@ class Config(_Section):
 
     name: str = Field("pursuhint", min_length=1)
     seed: int = 0
+    plugins: list[str] = Field(default_factory=list)
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -259,6 +261,15 @@ class Config(_Section):
     space: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
     searched_defaults: dict[str, Any] = Field(default_factory=dict, exclude=True)
     source: Optional[str] = Field(None, exclude=True)
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, modules: list[str]) -> list[str]:
+        """Import each module (it registers its models, methods, ...) wherever the config is read: the
+        CLI, and every Ray worker, which reads the sweep's config too."""
+        for module in modules:
+            import_plugin(module)
+        return modules
 
     @model_validator(mode="after")
     def _name_is_safe(self) -> "Config":
@@ -299,6 +310,15 @@ class Config(_Section):
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def import_plugin(module: str) -> None:
+    """Import ``module`` by its dotted name; a ValueError (one config sentence) if it cannot be found."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"cannot import plugin module {module!r} ({exc}); install it, or put its folder on "
+                         f"PYTHONPATH (on every node of a Ray cluster)") from None
 
 
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import HintSetError, PursuhintError
+
+if TYPE_CHECKING:
+    from .search.results import TrialRow
 
 ATLAS_SIZE = (7.0, 8.0)  # inches; with ATLAS_DPI this fixes the PNG's pixel size
 ATLAS_DPI = 120
@@ -142,36 +145,35 @@ def _ticks(size: int) -> list[int]:
     return ticks + [size - 1] if size - 1 - ticks[-1] >= step / 2 else ticks
 
 
-def sweep_comparison(rows: list[dict[str, Any]], path: str | Path | None = None, n_candidates: int | None = None):
+def sweep_comparison(rows: list[TrialRow], path: str | Path | None = None, n_candidates: int | None = None):
     """Each trial's best accuracy against the baselines (left) and its hint positions over the teacher's
     depth (right), one row per trial, best first. ``rows`` are leaderboard rows (``pursuhint report``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [r for r in rows if isinstance(r.get("best_val_acc"), (int, float)) and math.isfinite(r["best_val_acc"])]
+    rows = [r for r in rows if math.isfinite(r.best_val_acc)]
     if not rows:
         raise PursuhintError("no finished trial to plot yet")
-    depth = n_candidates or max((int(r.get("n_candidates") or 0) for r in rows), default=0) or max(
-        (max(_positions(r)) for r in rows if _positions(r)), default=1)
+    depth = n_candidates or max((r.n_candidates for r in rows), default=0) or max(
+        (max(r.positions) for r in rows if r.positions), default=1)
     height = max(3.0, 0.28 * len(rows) + 1.5)
     fig = Figure(figsize=(11.0, height), dpi=110)
     FigureCanvasAgg(fig)
     ax_acc, ax_pos = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.2, 1.0]})
     y = np.arange(len(rows))
-    colours = ["#888888" if r.get("baseline") not in ("", "none", None) else "#1f77b4" for r in rows]
-    ax_acc.barh(y, [r["best_val_acc"] for r in rows], color=colours)
-    lo = min(r["best_val_acc"] for r in rows)
-    hi = max(r["best_val_acc"] for r in rows)
+    colours = ["#888888" if _is_baseline(r) else "#1f77b4" for r in rows]
+    ax_acc.barh(y, [r.best_val_acc for r in rows], color=colours)
+    lo = min(r.best_val_acc for r in rows)
+    hi = max(r.best_val_acc for r in rows)
     ax_acc.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1) - 1), min(100.0, hi + 0.1 * (hi - lo + 1) + 1))
     styles = iter(["--", "-.", ":", (0, (5, 1))])
     for r in rows:
-        if r.get("baseline") == "default":
-            ax_acc.axvline(r["best_val_acc"], color="orange", linestyle=next(styles, "--"),
-                           label=f"default hints, {r['method']}")
-        elif r.get("baseline") == "kd_only":
-            ax_acc.axvline(r["best_val_acc"], color="black", linestyle=":", label="KD only")
-    labels = [f"#{r['rank']} {r['method']}" + (f" [{r['baseline']}]" if r.get("baseline") not in ("", "none", None)
-                                                else f" {r.get('similarity', '')}/{r.get('algorithm', '')}")
+        if r.baseline == "default":
+            ax_acc.axvline(r.best_val_acc, color="orange", linestyle=next(styles, "--"),
+                           label=f"default hints, {r.method}")
+        elif r.baseline == "kd_only":
+            ax_acc.axvline(r.best_val_acc, color="black", linestyle=":", label="KD only")
+    labels = [f"#{r.rank} {r.method}" + (f" [{r.baseline}]" if _is_baseline(r) else f" {r.similarity}/{r.algorithm}")
               for r in rows]
     ax_acc.set_yticks(y, labels, fontsize=7)
     ax_acc.invert_yaxis()
@@ -179,9 +181,9 @@ def sweep_comparison(rows: list[dict[str, Any]], path: str | Path | None = None,
     ax_acc.legend(fontsize=7, loc="lower right")
     ax_acc.set_title("trials against the baselines")
     for i, r in enumerate(rows):
-        pos = _positions(r)
+        pos = r.positions
         if pos:
-            ax_pos.scatter(pos, [i] * len(pos), marker="*" if r.get("baseline") in ("", "none", None) else "s",
+            ax_pos.scatter(pos, [i] * len(pos), marker="s" if _is_baseline(r) else "*",
                            c=colours[i], s=40, zorder=3)
     ax_pos.set_xlim(0.5, depth + 0.5)
     ax_pos.set_xlabel(f"hint position (1 = shallowest of {depth} candidates)")
@@ -193,9 +195,8 @@ def sweep_comparison(rows: list[dict[str, Any]], path: str | Path | None = None,
     return fig
 
 
-def _positions(row: dict[str, Any]) -> list[int]:
-    text = str(row.get("hint_indices") or "")
-    return [int(p) for p in text.split(",") if p.strip().isdigit()]
+def _is_baseline(row: TrialRow) -> bool:
+    return row.baseline not in ("", "none")
 
 
 def confirmation_plot(table: dict[str, Any], path: str | Path | None = None):

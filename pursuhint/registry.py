@@ -18,9 +18,11 @@ class Registry(Generic[T]):
     ... def mine(x, y): ...
     """
 
-    def __init__(self, kind: str, error: type[PursuhintError] = PursuhintError) -> None:
+    def __init__(self, kind: str, error: type[PursuhintError] = PursuhintError,
+                 check: Callable[[str, T], None] | None = None) -> None:
         self.kind = kind
         self.error = error
+        self.check = check  # raises if an entry lacks what its users rely on (called on register)
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
@@ -29,6 +31,8 @@ class Registry(Generic[T]):
         def add(item: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
+            if self.check is not None:
+                self.check(name, item)
             self._items[name] = item
             return item
 

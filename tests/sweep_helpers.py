@@ -45,7 +45,7 @@ def write_config(folder: Path, name: str, epochs: int = 3, samples: int = 3, sch
 def children(uri: str, name: str):
     """(parent run, child runs) of the newest sweep named ``name``."""
     from pursuhint import tracking
-    from pursuhint.export import find_parent
+    from pursuhint.search.results import find_parent
 
     exp_id, parent = find_parent(uri, name)
     runs = tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})

@@ -193,7 +193,7 @@ def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_go
     cfg = config_from_text(text)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)
-    by_kind = {r["baseline"] or "none": r["status"] for r in result.leaderboard}
+    by_kind = {r.baseline: r.status for r in result.leaderboard}
     assert by_kind == {"none": "invalid", "default": "diverged", "kd_only": "completed"}, result.leaderboard
     _, runs = one_run_per_trial(uri, "t_status", 3)
     tags = {r.data.tags[tracking.BASELINE_TAG]: r.data.tags for r in runs}

@@ -363,3 +363,47 @@ def test_bad_params_and_shapes_are_errors():
         method.hint_loss([torch.zeros(2, 4)] * 2, [torch.zeros(2, 4)])
     with pytest.raises(PursuhintError, match="needs equal batch sizes of at least 2"):
         method.hint_loss([torch.zeros(1, 4)], [torch.zeros(1, 4)])
+
+
+# ---------------------------------------------------------------- methods describe themselves
+
+# β of each method in the CRD benchmark's training scripts (RepDistiller train_student.py, -b).
+BENCHMARK_BETA = {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "nst": 50.0, "vid": 1.0, "pkt": 30000.0,
+                  "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0}
+
+
+def test_every_method_says_its_weight_and_whether_it_uses_hints():
+    from pursuhint.distill.methods import hint_weight_for, method_class
+
+    assert {name: METHODS.get(name).default_weight for name in METHODS} == BENCHMARK_BETA
+    assert {name for name in METHODS if METHODS.get(name).uses_hints} == set(HINT_METHODS)
+    assert hint_weight_for("pkt+crd", None) == 30000.0 and hint_weight_for("pkt", 2.5) == 2.5
+    assert method_class("vid+crd") is METHODS.get("vid")
+
+
+def test_crd_is_its_own_class_and_always_has_its_head():
+    from pursuhint.distill.methods import CRD, NoHint, adds_crd
+
+    assert METHODS.get("crd") is CRD and METHODS.get("kd_only") is NoHint is METHODS.get("none")
+    assert adds_crd("crd") and adds_crd("at+crd") and adds_crd("kd_only+crd")
+    assert not adds_crd("at") and not adds_crd("kd_only")
+    assert "crd+crd" not in method_names()
+
+
+def test_a_method_without_its_weight_is_refused_at_registration():
+    from pursuhint.distill.methods import DistillMethod
+
+    class Unweighted(DistillMethod):
+        def pair_loss(self, f_s, f_t, k=0):
+            return (f_s - f_t).pow(2).mean()
+
+    class Negative(Unweighted):
+        default_weight = -1.0
+
+    before = METHODS.names()
+    for cls in (Unweighted, Negative):
+        with pytest.raises(TypeError, match=r"must set the class attribute default_weight"):
+            METHODS.register("unweighted", cls)
+    with pytest.raises(TypeError, match="must be a DistillMethod subclass"):
+        METHODS.register("not_a_method", torch.nn.Identity)
+    assert METHODS.names() == before  # nothing half-registered

@@ -12,8 +12,9 @@ import yaml
 
 from pursuhint import tracking
 from pursuhint.config import load_config
-from pursuhint.export import best_hint_sets, format_leaderboard, leaderboard_rows, write_hint_sets
+from pursuhint.export import format_leaderboard, write_hint_sets
 from pursuhint.hints import HintSet
+from pursuhint.search.results import rows_from_mlflow, rows_from_tune, top_hint_sets
 from pursuhint.search.sweep import run_sweep
 
 from sweep_helpers import children, write_config
@@ -121,37 +122,40 @@ def test_hint_set_and_atlas_artifacts(sweep):
 
 def test_leaderboard_gains_and_report_text(sweep):
     _, uri, result, _ = sweep
-    rows = leaderboard_rows(uri, result.parent_run_id)
-    assert [r["rank"] for r in rows] == list(range(1, 6))
-    accs = [r["best_val_acc"] for r in rows]
+    rows = rows_from_mlflow(uri, result.parent_run_id)
+    assert [r.rank for r in rows] == list(range(1, 6))
+    accs = [r.best_val_acc for r in rows]
     assert accs == sorted(accs, reverse=True)
-    default = next(r for r in rows if r["baseline"] == "default")
-    kd = next(r for r in rows if r["baseline"] == "kd_only")
+    default = next(r for r in rows if r.baseline == "default")
+    kd = next(r for r in rows if r.baseline == "kd_only")
     for r in rows:
-        if r["method"] == "at":
-            assert r["gain_default"] == pytest.approx(r["best_val_acc"] - default["best_val_acc"])
+        if r.method == "at":
+            assert r.gain_default == pytest.approx(r.best_val_acc - default.best_val_acc)
         else:  # no default-hints baseline for KD-only itself
-            assert r["gain_default"] != r["gain_default"]
-        assert r["gain_kd"] == pytest.approx(r["best_val_acc"] - kd["best_val_acc"])
+            assert r.gain_default != r.gain_default
+        assert r.gain_kd == pytest.approx(r.best_val_acc - kd.best_val_acc)
     text = format_leaderboard(rows)
     assert text.splitlines()[0].split()[:3] == ["rank", "best_val_acc", "hints"]
     assert len(text.splitlines()) == 6
-    assert result.leaderboard and len(result.leaderboard) == 5
+    # run_sweep's leaderboard is read from Tune's folder: the same table as from MLflow.
+    assert format_leaderboard(result.leaderboard) == text
+    assert {r.trial_id: r.status for r in result.leaderboard} == {r.trial_id: r.status for r in rows}
+    assert all(r.epochs >= 1 for r in result.leaderboard)
 
 
 def test_export_round_trip(sweep, tmp_path):
     _, uri, result, _ = sweep
-    sets = best_hint_sets(uri, result.parent_run_id, top=3)
-    rows = leaderboard_rows(uri, result.parent_run_id)
+    rows = rows_from_mlflow(uri, result.parent_run_id)
+    sets = top_hint_sets(rows, 3, sweep="t_sweep", parent=result.parent_run_id, uri=uri)
     assert 1 <= len(sets) <= 2  # two distinct hint sets exist: clustered and default
     assert len({tuple(s.indices) for s in sets}) == len(sets)
     paths = write_hint_sets(sets, tmp_path / "json", "json")
     for path, hs in zip(paths, sets):
         again = HintSet.load(path)
         assert again.to_dict() == hs.to_dict()
-        row = next(r for r in rows if r["run_id"] == again.provenance["mlflow_run_id"])
-        assert again.score == row["best_val_acc"] and again.provenance["sweep"] == "t_sweep"
-        assert again.provenance["method"] == row["method"]
+        row = next(r for r in rows if r.run_id == again.provenance["mlflow_run_id"])
+        assert again.score == row.best_val_acc and again.provenance["sweep"] == "t_sweep"
+        assert again.provenance["method"] == row.method
     (ypath,) = write_hint_sets(sets[:1], tmp_path / "yaml", "yaml")
     assert HintSet.load(ypath).layers == sets[0].layers
     (tpath,) = write_hint_sets(sets[:1], tmp_path / "td", "torchdistill")
@@ -193,15 +197,14 @@ def test_report_and_export_fall_back_to_tune_results(sweep, tmp_path, capsys):
     assert main(["report", "t_sweep", "--tracking-uri", dead, "--storage-path", storage]) == 0
     captured = capsys.readouterr()
     assert "reading Tune's results" in captured.err and "sweep t_sweep: 5 trials" in captured.out
-    mlflow_rows = leaderboard_rows(uri, result.parent_run_id)
-    from pursuhint.export import tune_rows
-
-    tune = tune_rows(folder / "ray_results" / "t_sweep")
-    assert sorted(r["best_val_acc"] for r in tune) == pytest.approx(sorted(r["best_val_acc"] for r in mlflow_rows))
+    mlflow_rows = rows_from_mlflow(uri, result.parent_run_id)
+    tune = rows_from_tune(folder / "ray_results" / "t_sweep")
+    assert format_leaderboard(tune) == format_leaderboard(mlflow_rows)
+    assert format_leaderboard(tune) in captured.out
     assert main(["export", "t_sweep", "--tracking-uri", dead, "--storage-path", storage, "-o",
                  str(tmp_path / "fb")]) == 0
     hs = HintSet.load(tmp_path / "fb" / "hint_set_1.json")
-    assert hs.score == max(r["best_val_acc"] for r in mlflow_rows if r["hint_indices"])
+    assert hs.score == max(r.best_val_acc for r in mlflow_rows if r.hint_indices)
 
 
 def test_no_credentials_in_mlflow_records(sweep, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 
 from pursuhint import tracking
 from pursuhint.errors import PursuhintError
-from pursuhint.search.sync import MARKER, MLFLOW_KEY, TrialRecord, read_trials, sync_sweep
+from pursuhint.search.results import MARKER, MLFLOW_KEY, TrialRecord, read_trials
+from pursuhint.search.sync import sync_sweep
 from pursuhint.search.trainable import mlflow_record
 
 

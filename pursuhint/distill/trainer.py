@@ -29,22 +29,9 @@ from ..models import create_model, model_classifier
 from .kd import kd_loss
 from .loop import Callback, FitResult, fit, seed_everything
 from .mapping import map_hints
-from .methods import create_method
+from .methods import adds_crd, create_method, hint_weight_for, method_class  # noqa: F401 (hint_weight_for: re-exported)
 
-# β of each method in the CRD benchmark's training scripts (hint_weight: null picks these).
-BENCHMARK_HINT_WEIGHTS: dict[str, float] = {
-    "fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "nst": 50.0, "vid": 1.0, "pkt": 30000.0,
-    "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0,
-}
 CRD_WEIGHT = 0.8  # the benchmark's β for CRD
-
-
-def hint_weight_for(method: str, configured: Optional[float]) -> float:
-    """The configured β, or the benchmark's β for the method (for ``X+crd``, X's)."""
-    if configured is not None:
-        return float(configured)
-    base = method.split("+")[0]
-    return BENCHMARK_HINT_WEIGHTS.get(base, 1.0)
 
 
 KD_ONLY_WEIGHTS = {"distill.ce_weight": 0.1, "distill.kd_weight": 0.9}  # the benchmark's KD recipe
@@ -183,8 +170,8 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
     method_name = cfg.distill.method if hint_set is not None else "kd_only"
     pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
-    uses_crd = method_name == "crd" or method_name.endswith("+crd")
-    if method_name in ("kd_only", "none", "crd"):
+    uses_crd = adds_crd(method_name)
+    if not method_class(method_name).uses_hints:
         pairs = []
     s_shapes = [(p.student.channels, *p.student.spatial) for p in pairs]
     t_shapes = [(p.teacher.channels, *p.teacher.spatial) for p in pairs]

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import ray
 
 from ..config import Config
-from ..distill.trainer import hint_weight_for
+from ..distill.methods import hint_weight_for
 
 
 def train_key(cfg: Config, hint_indices: Optional[list[int]]) -> str:

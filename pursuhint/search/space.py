@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..config import Config
+from ..distill.methods import adds_crd, method_class
 
 # Short names for the searched keys: Tune's table columns and MLflow params use them.
 SHORT_NAMES: dict[str, str] = {
@@ -60,10 +61,11 @@ def define_by_run(space: dict[str, dict[str, Any]]) -> Callable[[Any], None]:
 
 
 def methods_in_space(cfg: Config) -> list[str]:
-    """The distillation methods a sweep may try: the choice list, or the one configured."""
+    """The distillation methods a sweep may try: the choice list, or the one configured. From a choice
+    list, methods with neither hints nor CRD are left out: the KD-only baseline already trains them."""
     spec = cfg.space.get("distill.method")
     if spec and "choice" in spec:
-        return [m for m in spec["choice"] if m not in ("kd_only", "none")]
+        return [m for m in spec["choice"] if method_class(m).uses_hints or adds_crd(m)]
     return [cfg.distill.method]
 
 

@@ -14,7 +14,8 @@ from .. import tracking
 from ..config import Config
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
-from .sync import MARKER, finish_parent, mark_finished, sync_sweep
+from .results import MARKER, TrialRow, experiment_dir, rows_from_mlflow, rows_from_tune
+from .sync import finish_parent, mark_finished, sync_sweep
 
 
 class SweepInterrupted(PursuhintError):
@@ -23,16 +24,13 @@ class SweepInterrupted(PursuhintError):
 
 @dataclass
 class SweepResult:
+    """Where a finished sweep's results are, and its leaderboard (``search.results`` rows, best first)."""
+
     experiment_dir: Path
     tracking_uri: str
     parent_run_id: str
-    leaderboard: list[dict[str, Any]]
+    leaderboard: list[TrialRow]
     confirmation: Optional[dict[str, Any]] = None  # the confirmation table (None when the stage is off)
-
-
-def default_storage() -> Path:
-    """``$PURSUHINT_RUNS/ray_results`` (default ``./runs/ray_results``)."""
-    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute() / "ray_results"
 
 
 def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = False, overwrite: bool = False,
@@ -56,9 +54,8 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     uri = tracking.resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     tracking.check_reachable(uri)
     tracking.fail_fast_http()  # before Ray starts, so a local Ray's workers inherit it too
-    storage = Path(storage_path).expanduser().absolute() if storage_path and "://" not in storage_path else None
-    storage_str = str(storage) if storage else (storage_path or str(default_storage()))
-    exp_dir = (storage or default_storage()) / cfg.name if "://" not in storage_str else None
+    exp_dir = experiment_dir(cfg.name, storage_path)  # None: remote storage, Tune's alone to read
+    storage_str = str(exp_dir.parent) if exp_dir is not None else str(storage_path)
     if exp_dir is not None:
         exists = (exp_dir / MARKER).exists()
         if resume and not exists:
@@ -124,7 +121,6 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         if unfinished:
             raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
                                    f"state is saved: run the same command with --resume to finish it")
-        board = leaderboard_from_grid(grid)
         confirmation = None
         if cfg.search.confirm.top_k > 0:
             run_config = dict(storage_path=storage_str, verbose=verbose,
@@ -138,7 +134,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                 _log_confirmation(uri, parent, exp_dir, confirmation)
         _finish_mlflow(uri, parent, exp_dir, cfg.name)
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
-                           leaderboard=board, confirmation=confirmation)
+                           leaderboard=_leaderboard(uri, parent, exp_dir), confirmation=confirmation)
     finally:
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
@@ -396,23 +392,17 @@ def _log_parent(uri: str, parent: str, cfg: Config) -> None:
         c.log_dict(parent, cfg.space, "search_space.json")
 
 
-def leaderboard_from_grid(grid: Any) -> list[dict[str, Any]]:
-    """One row per trial with its best val_acc, sorted best first (ties: earlier trial first)."""
-    rows = []
-    for result in grid:
-        cfgd = result.config or {}
-        df = result.metrics_dataframe
-        best = float(df["val_acc"].max()) if df is not None and "val_acc" in df else float("nan")
-        metrics = result.metrics or {}
-        rows.append({
-            "trial_id": metrics.get("trial_id", ""), "baseline": cfgd.get("pursuhint.baseline", "") or "",
-            "best_val_acc": best, "status": _ended_status(metrics) or metrics.get(
-                "status", "error" if result.error else "completed"),
-            "config": {k: v for k, v in cfgd.items() if k != "pursuhint.baseline"},
-            "epochs": int(metrics.get("epoch", 0) or 0),
-        })
-    rows.sort(key=lambda r: (-(r["best_val_acc"] if r["best_val_acc"] == r["best_val_acc"] else -1), r["trial_id"]))
-    return rows
+def _leaderboard(uri: str, parent: str, exp_dir: Optional[Path]) -> list[TrialRow]:
+    """The finished sweep's rows: from Tune's folder (the record), or from MLflow when Tune wrote to remote
+    storage (empty if MLflow is away then; ``_finish_mlflow`` has said so)."""
+    from mlflow.exceptions import MlflowException
+
+    if exp_dir is not None:
+        return rows_from_tune(exp_dir)
+    try:
+        return rows_from_mlflow(uri, parent)
+    except MlflowException:
+        return []
 
 
 def _finished_from_mlflow(uri: str, experiment_id: str, parent: str) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ Used by ``pursuhint report NAME --sync`` and at the end of every sweep.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,54 +17,14 @@ from typing import Any, Optional
 from .. import tracking
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
+from .results import (MARKER, MLFLOW_KEY, TrialRecord, read_marker, read_trials, rows_from_mlflow, table,
+                      top_hint_sets)
 
-MARKER = "pursuhint_sweep.json"
-MLFLOW_KEY = "pursuhint_mlflow"  # written by the trainable: the run's name, params and tags
-FINAL = ("completed", "diverged", "invalid", "stopped", "error")
 # Tune's own result keys and ours that are not per-epoch metrics.
 NOT_METRICS = {"epoch", "epochs_total", "status", "node_id", "trial_id", "training_iteration", "timestamp",
                "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
                "iterations_since_restore", "date", "done", "restored_from_epoch", "checkpoint_dir_name",
                "should_checkpoint", "experiment_tag", "duplicate_of", "error", MLFLOW_KEY}
-
-
-@dataclass
-class TrialRecord:
-    """One trial as Tune's folder has it."""
-
-    trial_id: str
-    folder: Path
-    results: list[dict[str, Any]]
-    record: Optional[dict[str, Any]]  # MLFLOW_KEY, decoded (None if the trial never reported it)
-    errored: bool
-
-    @property
-    def epochs(self) -> list[dict[str, Any]]:
-        """The per-epoch results (epoch ≥ 1), last report of each epoch."""
-        out: dict[int, dict[str, Any]] = {}
-        for r in self.results:
-            if isinstance(r.get("epoch"), int) and r["epoch"] >= 1 and "val_acc" in r and "train_loss" in r:
-                out[r["epoch"]] = r
-        if not out:  # duplicates replay their owner's history without train_loss
-            for r in self.results:
-                if isinstance(r.get("epoch"), int) and r["epoch"] >= 1 and "val_acc" in r:
-                    out[r["epoch"]] = r
-        return [out[e] for e in sorted(out)]
-
-    def status(self, sweep_finished: bool) -> Optional[str]:
-        """The trial's final status, or None while it may still be running."""
-        last = self.results[-1] if self.results else {}
-        status = last.get("status")
-        if status == "duplicate":
-            return (self.record or {}).get("tags", {}).get(tracking.STATUS_TAG, "completed")
-        if status in FINAL:
-            return status
-        total = last.get("epochs_total")
-        if total and int(last.get("epoch", 0)) >= int(total):
-            return "completed"
-        if not sweep_finished:
-            return None
-        return "error" if self.errored else "stopped"
 
 
 @dataclass
@@ -85,43 +46,11 @@ class SyncSummary:
         return bool(self.runs_created or self.epochs_written or self.statuses_written or self.artifacts_written)
 
 
-def read_marker(exp_dir: Path) -> dict[str, Any]:
-    """The sweep's marker (name, tracking URI, parent run, config, finished)."""
-    marker = Path(exp_dir) / MARKER
-    if not marker.exists():
-        raise PursuhintError(f"no sweep results in {exp_dir}; pass the --storage-path the sweep used")
-    return json.loads(marker.read_text())
-
-
 def mark_finished(exp_dir: Path) -> None:
     """Record in the marker that every trial ended (``report --sync`` then completes the parent run)."""
     info = read_marker(exp_dir)
     info["finished"] = True
     write_text_atomic(Path(exp_dir) / MARKER, json.dumps(info, indent=2))
-
-
-def read_trials(exp_dir: Path, silent: bool = False) -> list[TrialRecord]:
-    """Every trial folder of the sweep with its results (a torn last line is ignored); with ``silent``
-    also the trials that never reported (named by their folder)."""
-    out = []
-    for folder in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").exists()):
-        results = []
-        path = folder / "result.json"
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    results.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        record = None
-        for r in reversed(results):
-            if isinstance(r.get(MLFLOW_KEY), str):
-                record = json.loads(r[MLFLOW_KEY])
-                break
-        trial_id = next((r["trial_id"] for r in results if r.get("trial_id")), folder.name if silent else "")
-        if trial_id:
-            out.append(TrialRecord(trial_id, folder, results, record, (folder / "error.txt").exists()))
-    return out
 
 
 def sync_sweep(exp_dir: Path, uri: Optional[str] = None) -> SyncSummary:
@@ -204,20 +133,16 @@ def _sync_artifacts(uri: str, run_id: str, trial: TrialRecord) -> int:
 def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
     """The parent run's leaderboard table, best metric and best hint set; status ``completed`` once every
     trial has ended."""
-    from ..export import best_hint_sets, leaderboard_rows
-
     c = tracking.client(uri)
-    rows = leaderboard_rows(uri, parent)
+    rows = rows_from_mlflow(uri, parent)
     if rows:
-        table = {k: [r.get(k) for r in rows] for k in rows[0]}
-        c.log_table(parent, table, "leaderboard.json")
-        best = next((r for r in rows if r.get("hint_indices")), None)
+        c.log_table(parent, table(rows), "leaderboard.json")
+        best = next((r for r in rows if r.hint_indices), None)
         if best is not None:
-            c.log_metric(parent, "best_val_acc", float(best["best_val_acc"]))
-            sets = best_hint_sets(uri, parent, top=1)
+            c.log_metric(parent, "best_val_acc", float(best.best_val_acc))
+            sweep = c.get_experiment(c.get_run(parent).info.experiment_id).name
+            sets = top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri)
             if sets:
-                import tempfile
-
                 with tempfile.TemporaryDirectory() as d:
                     path = Path(d) / "best_hint_set.json"
                     sets[0].save(path)

@@ -2,22 +2,26 @@
 
 ``create_method("at", student_shapes, teacher_shapes)``; ``"at+crd"`` adds a CRD term (needs
 ``n_data``, ``s_dim``, ``t_dim``); ``"crd"`` is CRD alone; ``"kd_only"``/``"none"`` have no hint loss.
-Users add a method with ``@METHODS.register("mine")`` on a ``DistillMethod`` subclass whose
-``__init__(student_shapes, teacher_shapes, **own_params)`` builds its learnable parts.
+
+A method describes itself, so adding one is one file: a ``DistillMethod`` subclass whose
+``__init__(student_shapes, teacher_shapes, **own_params)`` builds its learnable parts, which sets
+``default_weight`` (its β when ``distill.hint_weight`` is null; required) and, if it learns through no
+hint pairs, ``uses_hints = False``; registered with ``@METHODS.register("mine")``. A config names the
+file's module under ``plugins`` so that the CLI and every Ray worker import it.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
-
-from torch import Tensor
+import math
+from typing import Any, Optional
 
 from ...errors import PursuhintError
 from ...registry import Registry, unknown_name_message
 from ..crd import CRDHead
-from .base import DistillMethod, check_shapes, flatten, pool_to_common, zero_like
+from .base import DistillMethod, flatten, pool_to_common
 from .feature_maps import AT, NST, VID, ConvReg, FitNet
+from .no_hints import CRD, NoHint
 from .relations import CC, PKT, RKD, SP
 
 CRD_SUFFIX = "+crd"
@@ -25,30 +29,45 @@ CRD_REQUIRED = ("n_data", "s_dim", "t_dim")
 CRD_OPTIONAL = ("feat_dim", "nce_k", "nce_t", "nce_m")
 
 
-class NoHint(DistillMethod):
-    """No hint loss (``kd_only``/``none``): zero pairs whatever shapes are given; ``hint_loss`` is 0."""
-
-    def __init__(self, student_shapes: Sequence[Sequence[int]] = (), teacher_shapes: Sequence[Sequence[int]] = ()) -> None:
-        check_shapes(student_shapes, teacher_shapes)
-        super().__init__([], [])
-
-    def hint_loss(self, feats_s: Sequence[Tensor], feats_t: Sequence[Tensor]) -> Tensor:
-        return zero_like(*feats_s)
-
-    def pair_loss(self, f_s: Tensor, f_t: Tensor, k: int = 0) -> Tensor:
-        return zero_like(f_s)
+def check_method(name: str, cls: Any) -> None:
+    """Refuse to register what the trainer and the sweep could not use: a non-``DistillMethod``, or a
+    method that does not say its ``default_weight`` (a new method must not silently get some β)."""
+    if not (isinstance(cls, type) and issubclass(cls, DistillMethod)):
+        raise TypeError(f"distillation method {name!r} must be a DistillMethod subclass, not {cls!r}")
+    weight = cls.default_weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise TypeError(f"distillation method {name!r} ({cls.__name__}) must set the class attribute "
+                        f"default_weight: its hint-loss weight β when distill.hint_weight is null, a number "
+                        f">= 0 (0 for a method without hints); it is {weight!r}")
 
 
-METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError)
+METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method)
 for _name, _cls in (("fitnet", FitNet), ("at", AT), ("sp", SP), ("nst", NST), ("vid", VID), ("pkt", PKT),
-                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", NoHint)):
+                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD)):
     METHODS.register(_name, _cls)
 
 
 def method_names() -> list[str]:
-    """Every name ``create_method`` accepts: the registered methods and each with ``+crd``."""
+    """Every name ``create_method`` accepts: the registered methods and each with ``+crd`` (but CRD's own)."""
     names = METHODS.names()
-    return names + [f"{n}{CRD_SUFFIX}" for n in names if n != "crd"]
+    return names + [f"{n}{CRD_SUFFIX}" for n in names if not METHODS.get(n).includes_crd]
+
+
+def method_class(name: str) -> type[DistillMethod]:
+    """The class behind method ``name`` (for ``X+crd``, X's): what the method says about itself."""
+    return METHODS.get(_split(name)[0])
+
+
+def adds_crd(name: str) -> bool:
+    """Whether method ``name`` trains a CRD term (``crd`` itself, or ``X+crd``)."""
+    return _split(name)[1]
+
+
+def hint_weight_for(name: str, configured: Optional[float]) -> float:
+    """The configured β, or the method's own ``default_weight`` (for ``X+crd``, X's)."""
+    if configured is not None:
+        return float(configured)
+    return float(method_class(name).default_weight)
 
 
 def method_params(name: str) -> list[str]:
@@ -98,10 +117,11 @@ def _split(name: str) -> tuple[str, bool]:
         raise PursuhintError(unknown_name_message("distillation method", name, method_names()))
     if name.endswith(CRD_SUFFIX):
         return name[: -len(CRD_SUFFIX)], True
-    return name, name == "crd"
+    return name, METHODS.get(name).includes_crd
 
 
 __all__ = [
-    "AT", "CC", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
-    "NoHint", "create_method", "flatten", "method_names", "method_params", "pool_to_common",
+    "AT", "CC", "CRD", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
+    "NoHint", "adds_crd", "check_method", "create_method", "flatten", "hint_weight_for", "method_class",
+    "method_names", "method_params", "pool_to_common",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,13 @@ class DistillMethod(nn.Module):
     name: str = ""
     #: Relational methods compare samples with each other and need at least two per batch.
     min_batch: int = 1
+    #: β, the hint loss's weight when ``distill.hint_weight`` is null (the CRD benchmark's, for its methods).
+    #: Every registered method must set it (``METHODS`` refuses one that does not): no silent 1.0.
+    default_weight: ClassVar[Optional[float]] = None
+    #: Whether the method learns through hint pairs; without, the trainer taps no hint layers.
+    uses_hints: ClassVar[bool] = True
+    #: Whether the method is CRD itself: its CRD head is always built (other methods add it with ``+crd``).
+    includes_crd: ClassVar[bool] = False
 
     def __init__(self, student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]]) -> None:
         super().__init__()

@@ -60,6 +60,8 @@ class FitNet(DistillMethod):
     losses are summed.
     """
 
+    default_weight = 100.0  # the CRD benchmark's β
+
     def __init__(self, student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]]) -> None:
         super().__init__(student_shapes, teacher_shapes)
         self.connectors = nn.ModuleList(ConvReg(s, t) for s, t in zip(self.student_shapes, self.teacher_shapes))
@@ -83,6 +85,8 @@ class AT(DistillMethod):
     Maps of different size: the larger is adaptive-average-pooled to the smaller (per H and W;
     the benchmark pools to a square of the smaller height).
     """
+
+    default_weight = 1000.0  # the CRD benchmark's β
 
     def __init__(self, student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]], p: float = 2.0) -> None:
         super().__init__(student_shapes, teacher_shapes)
@@ -112,6 +116,8 @@ class NST(DistillMethod):
     Maps of different size: the larger is adaptive-average-pooled to the smaller.
     """
 
+    default_weight = 50.0  # the CRD benchmark's β
+
     def __init__(self, student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]]) -> None:
         super().__init__(student_shapes, teacher_shapes)
         require_maps("nst", self.student_shapes, self.teacher_shapes)
@@ -133,6 +139,8 @@ class VID(DistillMethod):
     ``mid_channels`` defaults to C_t (the benchmark's ``VIDLoss(s, t, t)``). Vectors are treated as
     1×1 maps (extension).
     """
+
+    default_weight = 1.0  # the CRD benchmark's β
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ class SP(DistillMethod):
     loss = ‖G_t − G_s‖²_F / B².
     """
 
+    default_weight = 3000.0  # the CRD benchmark's β
     min_batch = 2
 
     def pair_loss(self, f_s: Tensor, f_t: Tensor, k: int = 0) -> Tensor:
@@ -49,6 +50,7 @@ class PKT(DistillMethod):
     (P_t); loss = mean over the B × B entries of P_t · log((P_t + ε) / (P_s + ε)), ε = 1e-7.
     """
 
+    default_weight = 30000.0  # the CRD benchmark's β
     min_batch = 2
 
     def pair_loss(self, f_s: Tensor, f_t: Tensor, k: int = 0) -> Tensor:
@@ -86,6 +88,7 @@ class RKD(DistillMethod):
     (25 and 50). The teacher side carries no gradient.
     """
 
+    default_weight = 1.0  # the CRD benchmark's β
     min_batch = 2
 
     def __init__(
@@ -121,6 +124,7 @@ class CC(DistillMethod):
     Deviation: the benchmark applies it to the penultimate vector only; here to every hint pair.
     """
 
+    default_weight = 0.02  # the CRD benchmark's β
     min_batch = 2
 
     def __init__(

@@ -1,0 +1,312 @@
+"""Reading a sweep's results back, the one place that does it: one ``TrialRow`` per trial, from MLflow
+or from Tune's results folder (the sweep's record, readable when MLflow is away), ranked the same way.
+
+The leaderboard (``pursuhint report``), ``pursuhint export``, ``search.sync`` and ``run_sweep`` all read
+rows from here; ``pursuhint.export`` only writes them out. Both readers turn a trial's MLflow params and
+tags into a row with the same function, so a new field is added in ``trial_params`` and ``TrialRow``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from .. import tracking
+from ..errors import PursuhintError
+from ..hints.hintset import HintSet
+from .space import BASELINE_KEY
+
+NAN = float("nan")
+MARKER = "pursuhint_sweep.json"  # in Tune's folder: the sweep's name, MLflow store, parent run, config
+MLFLOW_KEY = "pursuhint_mlflow"  # in a trial's Tune results: its MLflow run's name, params and tags
+FINAL = ("completed", "diverged", "invalid", "stopped", "error")
+# The columns of the parent run's ``leaderboard.json`` (the fields MLflow and Tune rows both fill).
+TABLE_FIELDS = ("run_id", "trial_id", "baseline", "status", "best_val_acc", "hint_layers", "hint_indices",
+                "similarity", "algorithm", "center", "n_hints", "method", "hint_weight", "kd_weight", "lr",
+                "duplicate_of", "student_layers", "n_candidates", "rank", "gain_default", "gain_kd")
+
+
+@dataclass
+class TrialRow:
+    """One trial of a sweep as the leaderboard, the report plot, export and sync see it.
+
+    ``baseline`` is ``none`` for searched trials, else ``default`` or ``kd_only``; ``hint_indices`` are
+    1-based positions joined by commas (empty without hints). ``rank`` and the gains are set by ``rank``.
+    ``epochs``, ``sampled`` and ``hint_set_path`` are known only when read from Tune's folder.
+    """
+
+    trial_id: str
+    run_id: str = ""
+    baseline: str = "none"
+    status: str = ""
+    best_val_acc: float = NAN
+    hint_layers: str = ""
+    hint_indices: str = ""
+    similarity: str = "none"
+    algorithm: str = "none"
+    center: str = "none"
+    n_hints: int = 0
+    method: str = ""
+    hint_weight: float = NAN
+    kd_weight: float = NAN
+    lr: float = NAN
+    duplicate_of: str = ""
+    student_layers: str = ""
+    n_candidates: int = 0
+    rank: int = 0
+    gain_default: float = NAN  # vs the default-hints baseline of the same method
+    gain_kd: float = NAN  # vs the KD-only baseline
+    epochs: int = 0  # the last epoch the trial reported
+    sampled: dict[str, Any] = field(default_factory=dict)  # what the searcher sampled (dotted keys)
+    hint_set_path: str = ""  # the hint set in the trial's newest checkpoint
+
+    @property
+    def positions(self) -> list[int]:
+        """The hint points' 1-based positions among the teacher's candidate layers."""
+        return [int(p) for p in self.hint_indices.split(",") if p.strip().isdigit()]
+
+
+def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, str], **known: Any) -> TrialRow:
+    """A row from a trial's MLflow params and tags (as MLflow holds them, or as the trial recorded them
+    in Tune's results); ``known`` sets the fields these do not hold (status, best_val_acc, ...)."""
+    fields = {
+        "baseline": tags.get(tracking.BASELINE_TAG, "none"), "status": tags.get(tracking.STATUS_TAG, ""),
+        "duplicate_of": tags.get(tracking.DUPLICATE_TAG, ""),
+        "hint_layers": params.get("hint_layers", ""), "hint_indices": params.get("hint_indices", ""),
+        "similarity": params.get("similarity", ""), "algorithm": params.get("algorithm", ""),
+        "center": params.get("center", ""), "n_hints": _count(params.get("n_hints")),
+        "method": params.get("method", ""), "hint_weight": _number(params.get("hint_weight")),
+        "kd_weight": _number(params.get("kd_weight")), "lr": _number(params.get("lr")),
+        "student_layers": params.get("student_layers", ""), "n_candidates": _count(params.get("n_candidates")),
+    }
+    return TrialRow(trial_id=trial_id, **{**fields, **known})
+
+
+def find_parent(uri: str, name: str) -> tuple[str, str]:
+    """(experiment id, newest sweep parent run id) of the sweep named ``name`` in MLflow."""
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        raise PursuhintError(f"no sweep named {name!r} in the MLflow store {uri}; check the name "
+                             f"(the config's `name`) or --tracking-uri")
+    parents = tracking.find_runs(uri, exp.experiment_id, **{tracking.ROLE_TAG: "sweep"})
+    if not parents:
+        raise PursuhintError(f"experiment {name!r} in {uri} has no sweep run; run `pursuhint sweep` first")
+    parents.sort(key=lambda r: r.info.start_time, reverse=True)
+    return exp.experiment_id, parents[0].info.run_id
+
+
+def rows_from_mlflow(uri: str, parent: str) -> list[TrialRow]:
+    """The sweep's trials as MLflow has them (children of run ``parent``), ranked."""
+    c = tracking.client(uri)
+    exp_id = c.get_run(parent).info.experiment_id
+    rows = []
+    for run in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent}):
+        m, tags = run.data.metrics, run.data.tags
+        rows.append(_row_from_run(tags.get(tracking.TRIAL_TAG, ""), run.data.params, tags, run_id=run.info.run_id,
+                                 best_val_acc=float(m.get("best_val_acc", m.get("val_acc", NAN)))))
+    return rank(rows)
+
+
+@dataclass
+class TrialRecord:
+    """One trial as Tune's folder has it."""
+
+    trial_id: str
+    folder: Path
+    results: list[dict[str, Any]]
+    record: Optional[dict[str, Any]]  # MLFLOW_KEY, decoded (None if the trial never reported it)
+    errored: bool
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        """The per-epoch results (epoch ≥ 1), last report of each epoch."""
+        out: dict[int, dict[str, Any]] = {}
+        for r in self.results:
+            if isinstance(r.get("epoch"), int) and r["epoch"] >= 1 and "val_acc" in r and "train_loss" in r:
+                out[r["epoch"]] = r
+        if not out:  # duplicates replay their owner's history without train_loss
+            for r in self.results:
+                if isinstance(r.get("epoch"), int) and r["epoch"] >= 1 and "val_acc" in r:
+                    out[r["epoch"]] = r
+        return [out[e] for e in sorted(out)]
+
+    def status(self, sweep_finished: bool) -> Optional[str]:
+        """The trial's final status, or None while it may still be running."""
+        last = self.results[-1] if self.results else {}
+        status = last.get("status")
+        if status == "duplicate":
+            return (self.record or {}).get("tags", {}).get(tracking.STATUS_TAG, "completed")
+        if status in FINAL:
+            return status
+        total = last.get("epochs_total")
+        if total and int(last.get("epoch", 0)) >= int(total):
+            return "completed"
+        if not sweep_finished:
+            return None
+        return "error" if self.errored else "stopped"
+
+
+def read_marker(exp_dir: Path) -> dict[str, Any]:
+    """The sweep's marker (name, tracking URI, parent run, config, finished)."""
+    marker = Path(exp_dir) / MARKER
+    if not marker.exists():
+        raise PursuhintError(f"no sweep results in {exp_dir}; pass the --storage-path the sweep used")
+    return json.loads(marker.read_text())
+
+
+def read_trials(exp_dir: Path, silent: bool = False) -> list[TrialRecord]:
+    """Every trial folder of the sweep with its results (a torn last line is ignored); with ``silent``
+    also the trials that never reported (named by their folder)."""
+    out = []
+    for folder in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").exists()):
+        results = []
+        path = folder / "result.json"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    results.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        record = None
+        for r in reversed(results):
+            if isinstance(r.get(MLFLOW_KEY), str):
+                record = json.loads(r[MLFLOW_KEY])
+                break
+        trial_id = next((r["trial_id"] for r in results if r.get("trial_id")), folder.name if silent else "")
+        if trial_id:
+            out.append(TrialRecord(trial_id, folder, results, record, (folder / "error.txt").exists()))
+    return out
+
+
+def rows_from_tune(exp_dir: Path) -> list[TrialRow]:
+    """The sweep's trials as Tune's results folder has them (see ``read_trials``), ranked:
+    each trial's recorded MLflow params, its per-epoch results and its newest checkpoint's hint set."""
+    exp_dir = Path(exp_dir)
+    info = read_marker(exp_dir)
+    finished = bool(info.get("finished"))
+    rows = []
+    for trial in read_trials(exp_dir, silent=True):
+        sampled = json.loads((trial.folder / "params.json").read_text())
+        accs = [r["val_acc"] for r in trial.results if isinstance(r.get("val_acc"), (int, float))]
+        epochs = [r["epoch"] for r in trial.results if isinstance(r.get("epoch"), int)]
+        checkpoints = sorted(trial.folder.glob("checkpoint_*/artifacts/hint_set.json"))
+        known = {"status": trial.status(finished) or "running", "best_val_acc": float(max(accs)) if accs else NAN,
+                 "epochs": max(epochs, default=0), "hint_set_path": str(checkpoints[-1]) if checkpoints else "",
+                 "sampled": {k: v for k, v in sampled.items() if k != BASELINE_KEY}}
+        if trial.record is not None:
+            rows.append(_row_from_run(trial.trial_id, trial.record["params"], trial.record["tags"], **known))
+        else:  # never reported: only what was sampled is known
+            rows.append(_unreported(trial.trial_id, sampled, info.get("config_yaml", ""), known))
+    return rank(rows)
+
+
+def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known: dict[str, Any]) -> TrialRow:
+    """The row of a trial that never reported (so recorded no params): method and recipe from its config."""
+    from ..config import config_from_text
+    from ..distill.trainer import kd_only_config
+
+    baseline = sampled.get(BASELINE_KEY, "") or "none"
+    cfg = config_from_text(config_yaml).with_values(known["sampled"])
+    if baseline == "kd_only":
+        cfg = kd_only_config(cfg)
+    return TrialRow(trial_id=trial_id, baseline=baseline, method=cfg.distill.method, hint_weight=0.0,
+                    kd_weight=cfg.distill.kd_weight, lr=cfg.train.lr, **known)
+
+
+def rank(rows: list[TrialRow]) -> list[TrialRow]:
+    """Sort best first (ties: trial id) and set ``rank``, ``gain_default`` and ``gain_kd`` on each row."""
+    default = {r.method: r.best_val_acc for r in rows if r.baseline == "default"}
+    kd = next((r.best_val_acc for r in rows if r.baseline == "kd_only"), NAN)
+    rows = sorted(rows, key=lambda r: (-_finite_or(r.best_val_acc, -1.0), r.trial_id))
+    for i, r in enumerate(rows, 1):
+        r.rank = i
+        r.gain_default = r.best_val_acc - default.get(r.method, NAN)
+        r.gain_kd = r.best_val_acc - kd
+    return rows
+
+
+def table(rows: list[TrialRow]) -> dict[str, list[Any]]:
+    """The rows as columns (``TABLE_FIELDS``), for the parent run's ``leaderboard.json``."""
+    return {name: [getattr(r, name) for r in rows] for name in TABLE_FIELDS}
+
+
+def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent: str = "",
+                  uri: Optional[str] = None) -> list[HintSet]:
+    """The hint sets of the ``top`` best rows with distinct hint points, scored and with provenance.
+
+    Each is read from the trial's Tune checkpoint (``hint_set_path``) or, given ``uri``, from its MLflow
+    run's ``hint_set.json``; a trial whose hint set cannot be read is passed over.
+    """
+    load = _loader(uri)
+    out: list[HintSet] = []
+    seen: set[str] = set()
+    for row in rows:
+        if not row.hint_indices or row.hint_indices in seen or not math.isfinite(row.best_val_acc):
+            continue
+        hs = load(row)
+        if hs is None:
+            continue
+        seen.add(row.hint_indices)
+        hs.score = row.best_val_acc
+        hs.provenance.update({
+            "sweep": sweep, "trial_id": row.trial_id, "mlflow_run_id": row.run_id, "sweep_run_id": parent,
+            "method": row.method, "hint_weight": row.hint_weight, "kd_weight": row.kd_weight, "lr": row.lr,
+            "baseline": row.baseline, "student_layers": row.student_layers,
+        })
+        out.append(hs)
+        if len(out) >= top:
+            break
+    return out
+
+
+def _loader(uri: Optional[str]) -> Callable[[TrialRow], Optional[HintSet]]:
+    def load(row: TrialRow) -> Optional[HintSet]:
+        if row.hint_set_path:
+            return HintSet.load(row.hint_set_path)
+        if uri is None or not row.run_id:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory() as d:
+            try:  # a run whose hint set is missing or unreadable is passed over
+                return HintSet.load(tracking.client(uri).download_artifacts(row.run_id, "hint_set.json", d))
+            except (MlflowException, OSError, PursuhintError):
+                return None
+
+    return load
+
+
+def default_storage() -> Path:
+    """Where Tune's results go by default: ``$PURSUHINT_RUNS/ray_results`` (default ``./runs/ray_results``)."""
+    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute() / "ray_results"
+
+
+def experiment_dir(name: str, storage_path: Optional[str] = None) -> Optional[Path]:
+    """Tune's results folder of sweep ``name`` under ``storage_path`` (default ``default_storage()``), or
+    None when ``storage_path`` is remote storage (``s3://...``): Tune writes there itself, we cannot read."""
+    if storage_path and "://" in storage_path:
+        return None
+    root = Path(storage_path).expanduser().absolute() if storage_path else default_storage()
+    return root / name
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return NAN
+
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    return int(number) if math.isfinite(number) else 0
+
+
+def _finite_or(value: float, fallback: float) -> float:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else fallback

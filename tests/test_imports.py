@@ -1,0 +1,134 @@
+"""The package has no import circle: every ``import`` in every module (inside functions too, where a
+circle hides until the function runs) forms a graph without cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pursuhint"
+
+
+def module_files(package: Path) -> dict[str, Path]:
+    """Dotted module name → file, for every module and package ``__init__`` under ``package``."""
+    out = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _runtime_imports(tree: ast.AST):
+    """Import nodes anywhere in the tree, except under ``if TYPE_CHECKING:`` (never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in _runtime_imports_of(child))
+            continue
+        yield from _runtime_imports_of(node)
+
+
+def _runtime_imports_of(node: ast.AST):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        yield node
+    yield from _runtime_imports(node)
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports (``from a import b`` counts ``a.b`` when b is a module,
+    else ``a``; importing ``a.b.c`` also runs the packages ``a`` and ``a.b``)."""
+    files = module_files(package)
+
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(filter(None, (known(a.name) for a in node.names)))
+                continue
+            base = here
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            source = ".".join(p for p in (base if node.level else "", node.module or "") if p)
+            for alias in node.names:
+                full = f"{source}.{alias.name}"
+                targets.add(full if full in files else known(source))
+        parents = {t.rsplit(".", i)[0] for t in targets if t for i in range(1, t.count(".") + 1)}
+        graph[module] = {t for t in targets | parents
+                         if t and t in files and t != module and not module.startswith(t + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle as ``[a, b, ..., a]``, or ``[]`` when there is none (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_the_package_has_no_import_circle():
+    graph = import_graph(PACKAGE)
+    assert {"pursuhint.cli", "pursuhint.search.results", "pursuhint.distill.trainer"} <= set(graph)
+    assert "pursuhint.search.results" in graph["pursuhint.search.sync"]  # the graph sees real imports
+    cycle = find_cycle(graph)
+    assert not cycle, "import circle: " + " -> ".join(cycle)
+
+
+def write_package(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / "pkg" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "pkg"
+
+
+def test_a_circle_through_an_import_inside_a_function_is_found(tmp_path):
+    # The shape the package once had: export imported search.sync, whose function imported export back.
+    pkg = write_package(tmp_path, {
+        "__init__.py": "",
+        "export.py": "from .search.sync import read_marker\n",
+        "search/sync.py": "def finish():\n    from ..export import rows\n    return rows\n",
+    })
+    assert find_cycle(import_graph(pkg)) == ["pkg.export", "pkg.search.sync", "pkg.export"]
+
+
+@pytest.mark.parametrize("files", [
+    {"a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n", "b.py": "from . import a\n"},
+    {"a.py": "import os\nfrom . import b\n", "b.py": "from .c import x\n", "c.py": "x = 1\n"},
+])
+def test_type_checking_imports_and_chains_are_not_circles(tmp_path, files):
+    pkg = write_package(tmp_path, {"__init__.py": "", **files})
+    assert find_cycle(import_graph(pkg)) == []
+
+
+def test_a_package_init_importing_its_importer_is_a_circle(tmp_path):
+    # Importing pkg.sub.m runs pkg/sub/__init__.py first: if that imports pkg.x, and pkg.x imports
+    # pkg.sub.m, the circle goes through the package.
+    pkg = write_package(tmp_path, {"__init__.py": "", "sub/__init__.py": "from ..x import f\n",
+                                   "sub/m.py": "", "x.py": "from .sub.m import g\n"})
+    assert find_cycle(import_graph(pkg)) == ["pkg.sub", "pkg.x", "pkg.sub"]
