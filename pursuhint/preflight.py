@@ -26,6 +26,7 @@ def preflight(cfg: Config, student: bool = True) -> None:
     another student later.
     """
     check_names(cfg)
+    check_splits(cfg)
     spec = cfg.space.get("selection.n_hints")
     if spec is None:
         wanted = [cfg.selection.n_hints] if cfg.selection.n_hints is not None else []
@@ -46,6 +47,14 @@ def preflight(cfg: Config, student: bool = True) -> None:
             if n is not None and k > n:
                 raise ConfigError(f"{where} {k} hints, but the {role} {arch} has only {n} candidate layers; "
                                   f"use at most {n}")
+
+
+def check_splits(cfg: Config) -> None:
+    """Each of the three splits (training, selection, test) must hold every class: loading the data set
+    with the config's sizes says so, before a teacher, Ray or MLflow is touched."""
+    from .teacher import dataset_for
+
+    dataset_for(cfg)
 
 
 def _values(cfg: Config, key: str, current: str) -> list[str]:

@@ -68,6 +68,24 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, isolated_runs):
     assert set(isolated_runs.rglob("*")) == before
 
 
+@pytest.mark.parametrize("text,fragments", [
+    ("data: {dataset: digits, image_size: 8, train_samples: 40}", ["selection split of 'digits' (4 images) lacks class",
+                                                                   "raise data.val_fraction (0.1)"]),
+    ("data: {dataset: digits, val_fraction: 0.6}", ["data.val_fraction = 0.6 is invalid", "strictly between 0 and 0.5"]),
+    ("search: {confirm: {top_k: 2, seeds: 1}}", ["cannot give a confidence interval"]),
+    ("search: {confirm: {top_k: -1}}", ["search.confirm.top_k = -1 is invalid"]),
+    ("search: {baselines: [default, sorted]}", ["search.baselines.1 = 'sorted' is invalid"]),
+])
+def test_bad_splits_and_confirmation_settings_are_refused_before_any_work(capsys, tmp_path, isolated_runs, text,
+                                                                           fragments):
+    before = set(isolated_runs.rglob("*"))
+    code, _, err = run(["sweep", write(tmp_path, text), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                        "--storage-path", str(tmp_path / "ray")], capsys)
+    assert_refused(code, err, *fragments)
+    assert set(isolated_runs.rglob("*")) == before
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "ray").exists()
+
+
 def test_checkpoint_that_is_not_a_checkpoint(capsys, tmp_path):
     bogus = tmp_path / "teacher.pth"
     bogus.write_text("definitely not a checkpoint")

@@ -29,9 +29,10 @@ def sweep_env(isolated_runs: Path) -> dict[str, str]:
     return {**os.environ, "PURSUHINT_RUNS": str(isolated_runs)}
 
 
-def launch(tmp_path: Path, isolated_runs: Path, name: str, samples: int, uri: str = "", output: bool = True):
+def launch(tmp_path: Path, isolated_runs: Path, name: str, samples: int, uri: str = "", output: bool = True,
+           confirm_k: int = 0, epochs: int = EPOCHS):
     """Start ``pursuhint sweep`` on a tiny fifo config in its own session: (process, uri, Tune folder, argv)."""
-    cfg_path = write_config(tmp_path, name, epochs=EPOCHS, samples=samples, scheduler="fifo")
+    cfg_path = write_config(tmp_path, name, epochs=epochs, samples=samples, scheduler="fifo", confirm_k=confirm_k)
     uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = sweep_argv(cfg_path, uri, tmp_path / "ray_results")
     pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT) if output else \
@@ -128,6 +129,38 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, isola
     after = {v[0]["trial_id"]: len(v) for v in tune_results(exp_dir).values() if v}
     for trial_id in finished:  # not rerun: no new results
         assert after[trial_id] == lines_before[trial_id], trial_id
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_in_its_confirmation_stage_resumes_to_one_run_per_configuration_and_seed(tmp_path,
+                                                                                                isolated_runs):
+    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_cc", samples=1, output=False, confirm_k=1, epochs=6)
+    confirm_dir = exp_dir.parent / "t_cc-confirm"
+    try:
+        def confirmed_some():
+            states = saved_trial_states(confirm_dir)
+            return "TERMINATED" in states.values() and set(states.values()) != {"TERMINATED"} or \
+                proc.poll() is not None
+
+        wait_for(confirmed_some, 500, "a finished confirmation trial in Tune's saved state", interval=0.3)
+        assert proc.poll() is None, "the sweep ended before the driver could be killed"
+        kill_tree(proc.pid)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            stop_group(proc, signal.SIGKILL)
+    resumed = subprocess.run(argv + ["--resume"], env=sweep_env(isolated_runs), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "Confirmation stage: 2 seeds each" in resumed.stdout
+    parent, runs = children(uri, "t_cc")
+    confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
+    keys = Counter((r.data.tags["pursuhint.confirms"], r.data.tags[tracking.BASELINE_TAG],
+                    r.data.tags["pursuhint.seed"]) for r in confirm)
+    assert len(keys) == 5 * 2 and set(keys.values()) == {1}, keys  # one run per (configuration, seed)
+    assert all("test_acc" in r.data.metrics for r in confirm)
+    assert len({r.data.tags[tracking.TRIAL_TAG] for r in confirm}) == 10
+    assert (exp_dir / "confirmation.json").is_file()
 
 
 @pytest.mark.slow
