@@ -183,6 +183,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(SEARCH_STAGE_LABEL)
         print(format_leaderboard(rows))
     print(f"\nbrowse it: mlflow ui --backend-store-uri {result.tracking_uri}")
+    runs_table = _runs_table_address(result.tracking_uri, result.parent_run_id)
+    if runs_table:
+        print(f"then open the runs table: {runs_table}")
     return 0
 
 
@@ -206,6 +209,18 @@ def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
     rows = rows_from_mlflow(uri, parent)
     sets = top_hint_sets(rows, top_sets, sweep=args.name, parent=parent, uri=uri) if top_sets else []
     return rows, sets, f"MLflow {uri}, run {parent}"
+
+
+def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's address of the sweep's runs table (the UI opens experiments on another tab)."""
+    from . import tracking
+
+    try:
+        experiment_id = tracking.client(uri).get_run(parent).info.experiment_id
+    except Exception:  # noqa: BLE001 - MLflow away at the end: the command above still works later
+        return ""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui
+    return f"{base}/#/experiments/{experiment_id}/runs"
 
 
 SEARCH_STAGE_LABEL = "Search stage: one seed, selection split (ranked by val_acc; not a confirmed result)"

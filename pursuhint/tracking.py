@@ -141,6 +141,7 @@ def parent_run(uri: str, experiment_id: str, sweep_dir: str, run_name: str) -> s
     """The sweep's parent run: found by its storage folder (a resumed sweep reuses it) or created."""
     found = find_runs(uri, experiment_id, **{ROLE_TAG: "sweep", SWEEP_DIR_TAG: sweep_dir})
     if found:
+        reopen_run(uri, found[0].info.run_id)
         return found[0].info.run_id
     run = client(uri).create_run(experiment_id, run_name=run_name,
                                  tags={ROLE_TAG: "sweep", SWEEP_DIR_TAG: sweep_dir})
@@ -152,10 +153,53 @@ def child_run(uri: str, experiment_id: str, parent_id: str, trial_id: str, run_n
     """The trial's child run, found by trial id under this parent, or created with ``tags``."""
     found = find_runs(uri, experiment_id, **{TRIAL_TAG: trial_id, PARENT_TAG: parent_id})
     if found:
+        reopen_run(uri, found[0].info.run_id)
         return found[0].info.run_id
     run = client(uri).create_run(experiment_id, run_name=run_name,
                                  tags={PARENT_TAG: parent_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial", **tags})
     return run.info.run_id
+
+
+# pursuhint.status -> MLflow's own run status: what the UI shows and `status = 'FINISHED'` searches find
+RUN_STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "duplicate": "FINISHED",
+              "diverged": "FAILED", "invalid": "FAILED", "error": "FAILED", "interrupted": "KILLED"}
+REASON_TAG = "pursuhint.end_reason"
+
+
+def end_run(uri: str, run_id: str, status: str, reason: str = "") -> None:
+    """End a run in MLflow's own terms (FINISHED / FAILED / KILLED) from its ``pursuhint.status``; a failed
+    or killed run carries its reason in a tag. Unknown statuses leave the run as it is."""
+    mlflow_status = RUN_STATUS.get(status)
+    if mlflow_status is None:
+        return
+    if reason:
+        set_tags(uri, run_id, {REASON_TAG: scrub(reason)[:4000]})
+    client(uri).set_terminated(run_id, status=mlflow_status)
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a KILLED run RUNNING again (a resumed sweep continues it)."""
+    c = client(uri)
+    if c.get_run(run_id).info.status == "KILLED":
+        c.update_run(run_id, status="RUNNING")
+
+
+def end_open_children(uri: str, experiment_id: str, parent_id: str, fallback: Optional[str] = None,
+                      reason: str = "") -> int:
+    """End the child runs of ``parent_id`` that MLflow still shows RUNNING: those whose ``pursuhint.status`` is
+    final get its MLflow status (also a repair for sweeps recorded before runs were ended); the others get
+    ``fallback`` (e.g. ``interrupted``), or stay open when it is None. Returns how many were ended."""
+    n = 0
+    for run in find_runs(uri, experiment_id, **{PARENT_TAG: parent_id}):
+        if run.info.status != "RUNNING":
+            continue
+        own = run.data.tags.get(STATUS_TAG, "")
+        final = own if own in RUN_STATUS else fallback
+        if final is None:
+            continue
+        end_run(uri, run.info.run_id, final, reason if final == fallback else "")
+        n += 1
+    return n
 
 
 def logged_steps(uri: str, run_id: str, metric: str = "val_acc") -> set[int]:

@@ -77,6 +77,7 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     out = capsys.readouterr().out
     first, search = out.index("Confirmation stage: 2 seeds each, test split"), out.index("Search stage: one seed")
     assert first < search and "vs default hints" in out
+    assert "sweep t_confirm: 4 trials" in out  # the search leaderboard holds the search stage only
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert main(["export", "t_confirm", *common, "-o", str(tmp_path / "x")]) == 0
     err = capsys.readouterr().err

@@ -279,12 +279,13 @@ def test_imagefolder_resize_crop_gray_and_test_split(tmp_path):
     assert ds4.train_x.shape == (6, 3, 4, 4) and torch.all(ds4.train_x[0, 0] == 255)
 
 
-def test_imagefolder_readonly_root_falls_back(tmp_path, monkeypatch):
+def test_imagefolder_readonly_root_caches_under_the_runs_folder(tmp_path, monkeypatch):
     _write_folder(tmp_path / "data")
     (tmp_path / "data" / ".pursuhint_cache").write_text("a file where the cache folder would go")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("PURSUHINT_RUNS", str(tmp_path / "runs"))
     ds = load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8)
-    assert len(list((tmp_path / "xdg" / "pursuhint" / "imagefolder").rglob("*.npz"))) == 1
+    assert len(list((tmp_path / "runs" / "cache" / "imagefolder").rglob("*.npz"))) == 1
+    assert (tmp_path / "data" / ".pursuhint_cache").is_file()  # nothing written into the data folder
     monkeypatch.setattr(Image, "open", lambda *a, **k: 1 / 0)
     assert torch.equal(load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8).val_x, ds.val_x)
 

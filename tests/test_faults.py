@@ -232,6 +232,10 @@ def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_go
     tags = {r.data.tags[tracking.BASELINE_TAG]: r.data.tags for r in runs}
     assert tags["none"][tracking.STATUS_TAG] == "invalid" and "stage_ends" in tags["none"]["pursuhint.error"]
     assert tags["default"][tracking.STATUS_TAG] == "diverged" and "lr" in tags["default"]["pursuhint.message"]
+    statuses = {r.data.tags[tracking.BASELINE_TAG]: r.info.status for r in runs}
+    assert statuses == {"none": "FAILED", "default": "FAILED", "kd_only": "FINISHED"}, statuses
+    reasons = {r.data.tags[tracking.BASELINE_TAG]: r.data.tags.get(tracking.REASON_TAG, "") for r in runs}
+    assert "lr" in reasons["default"] and reasons["none"] and not reasons["kd_only"]
     assert tags["kd_only"][tracking.STATUS_TAG] == "completed"
     results = tune_results(tmp_path / "ray_results" / "t_status")
     last = {lines[-1]["status"] for lines in results.values()}

@@ -63,6 +63,9 @@ def test_parent_and_children_layout(sweep):
         assert "best_val_acc" in run.data.metrics
     names = {r.info.run_name for r in runs}
     assert {"baseline-default-at", "baseline-kd_only", "r2_cca-k3-pursuhint-mean_index-at"} <= names
+    # MLflow's own status follows the trial's: completed, stopped by ASHA and duplicates are FINISHED
+    assert {r.info.status for r in runs} == {"FINISHED"} and parent.info.status == "FINISHED"
+    assert all(r.info.end_time for r in runs)
     client = tracking.client(uri)
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "search_space.json", "leaderboard.json", "best_hint_set.json"} <= parent_files

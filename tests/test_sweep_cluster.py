@@ -53,6 +53,10 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, isolated_run
     assert "--resume" in out
     done_before = completed_children(uri, "t_resume")
     assert done_before < 5
+    parent, runs = children(uri, "t_resume")
+    assert parent.info.status == "KILLED"  # MLflow shows the interrupted sweep as such
+    statuses = Counter(r.info.status for r in runs)
+    assert statuses["FINISHED"] >= 1 and set(statuses) <= {"FINISHED", "KILLED"}, statuses
 
     resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -62,6 +66,7 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, isolated_run
     assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
     parents = tracking.find_runs(uri, parent.info.experiment_id, **{tracking.ROLE_TAG: "sweep"})
     assert len(parents) == 1 and parents[0].data.tags[tracking.STATUS_TAG] == "completed"
+    assert parents[0].info.status == "FINISHED" and {r.info.status for r in runs} == {"FINISHED"}
     client = tracking.client(uri)
     for run in runs:  # every epoch logged exactly once, even for trials restored from a checkpoint
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]

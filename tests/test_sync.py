@@ -90,6 +90,41 @@ def test_sync_fills_gaps_in_an_existing_run_without_touching_its_status(sweep_fo
     assert sorted(m.step for m in tracking.client(uri).get_metric_history(run_id, "val_acc")) == [1, 2, 3]
 
 
+def test_sync_ends_runs_in_mlflows_own_terms_and_repairs_old_sweeps(sweep_folder):
+    uri, parent, exp_dir = sweep_folder
+    c = tracking.client(uri)
+    exp_id = c.get_run(parent).info.experiment_id
+    # a run recorded before runs were ended: its pursuhint.status is final, MLflow still says RUNNING
+    old = tracking.child_run(uri, exp_id, parent, "a", "a", {tracking.STATUS_TAG: "completed"})
+    assert c.get_run(old).info.status == "RUNNING"
+    sync_sweep(exp_dir)
+    runs = {r.data.tags[tracking.TRIAL_TAG]: r for r in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})}
+    assert {k: r.info.status for k, r in runs.items()} == {"a": "FINISHED", "b": "FINISHED", "c": "FAILED"}
+    assert c.get_run(parent).info.status == "FINISHED"
+    finished = c.search_runs([exp_id], "attributes.status = 'FINISHED'")
+    assert {r.info.run_id for r in finished} >= {parent, runs["a"].info.run_id, runs["b"].info.run_id}
+
+
+def test_interrupted_runs_end_killed_and_a_resume_reopens_them(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.ensure_experiment(uri, "t_kill")
+    parent = tracking.parent_run(uri, exp_id, "/x/t_kill", "sweep-t_kill")
+    done = tracking.child_run(uri, exp_id, parent, "a", "a", {tracking.STATUS_TAG: "diverged"})
+    live = tracking.child_run(uri, exp_id, parent, "b", "b", {tracking.STATUS_TAG: "running"})
+    assert tracking.end_open_children(uri, exp_id, parent, "interrupted", "sweep interrupted") == 2
+    tracking.end_run(uri, parent, "interrupted")
+    c = tracking.client(uri)
+    assert c.get_run(done).info.status == "FAILED"  # it had ended: its own status, not the interruption's
+    assert c.get_run(live).info.status == "KILLED"
+    assert c.get_run(live).data.tags[tracking.REASON_TAG] == "sweep interrupted"
+    assert c.get_run(parent).info.status == "KILLED"
+    assert tracking.child_run(uri, exp_id, parent, "b", "b", {}) == live  # --resume finds it ...
+    assert c.get_run(live).info.status == "RUNNING"  # ... and reopens it
+    assert tracking.parent_run(uri, exp_id, "/x/t_kill", "sweep-t_kill") == parent
+    assert c.get_run(parent).info.status == "RUNNING"
+    assert c.get_run(done).info.status == "FAILED"  # a run that had ended stays ended
+
+
 def test_unfinished_sweep_leaves_running_trials_alone():
     rec = TrialRecord("x", Path("."), [epoch_line("x", 1, 3, 10.0)], None, errored=False)
     assert rec.status(sweep_finished=False) is None

@@ -457,9 +457,11 @@ def _decode(path: Path, size: int) -> np.ndarray:
 
 
 def _cache_dirs(base: Path) -> list[Path]:
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    """Where the decoded images are cached: beside the data, else (a read-only share) under the runs folder
+    (``$PURSUHINT_RUNS/cache/imagefolder/<root id>``); the first writable one is used, both are read."""
+    runs = Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute()
     root_id = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
-    return [base / ".pursuhint_cache", home / "pursuhint" / "imagefolder" / root_id]
+    return [base / ".pursuhint_cache", runs / "cache" / "imagefolder" / root_id]
 
 
 def _write_cache(dirs: list[Path], prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
@@ -549,8 +551,8 @@ def _decode_split(items: list[tuple[str, Path]], classes: list[str], size: int) 
 def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
     """Images in ``root/train/<class>/`` and ``root/val/<class>/`` (or ``root/test/``), as RGB at 32 px.
 
-    Decoded once and cached as ``.npz`` under ``root/.pursuhint_cache/`` (or the user cache folder
-    when root is read-only), keyed by the file list with sizes and mtimes and the image size.
+    Decoded once and cached as ``.npz`` under ``root/.pursuhint_cache/`` (or, when root is read-only, under
+    the runs folder), keyed by the file list with sizes and mtimes and the image size.
     """
     if root is None:
         raise DataError("data set 'imagefolder' needs root, a folder holding train/<class>/ and val/<class>/")

@@ -102,12 +102,15 @@ def find_parent(uri: str, name: str) -> tuple[str, str]:
 
 
 def rows_from_mlflow(uri: str, parent: str) -> list[TrialRow]:
-    """The sweep's trials as MLflow has them (children of run ``parent``), ranked."""
+    """The search stage's trials as MLflow has them (children of run ``parent``, without the confirmation
+    stage's runs), ranked."""
     c = tracking.client(uri)
     exp_id = c.get_run(parent).info.experiment_id
     rows = []
     for run in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent}):
         m, tags = run.data.metrics, run.data.tags
+        if tags.get(tracking.ROLE_TAG) == "confirm":  # the confirmation stage has its own table
+            continue
         rows.append(_row_from_run(tags.get(tracking.TRIAL_TAG, ""), run.data.params, tags, run_id=run.info.run_id,
                                  best_val_acc=float(m.get("best_val_acc", m.get("val_acc", NAN)))))
     return rank(rows)

@@ -77,10 +77,12 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
     _ray_init(address)
+    opened: tuple[str, str] = ()  # (experiment id, parent run id) once the parent run exists
     try:
         _check_resources(cfg, autoscaling=bool(address))
         experiment_id = tracking.ensure_experiment(uri, cfg.name)
         parent = tracking.parent_run(uri, experiment_id, str(exp_dir or storage_str), run_name=f"sweep-{cfg.name}")
+        opened = (experiment_id, parent)
         _log_parent(uri, parent, cfg)
         gpus = ray.cluster_resources().get("GPU", 0)
         shared_ref = ray.remote(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)(_prepare_remote).remote(
@@ -135,6 +137,10 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         _finish_mlflow(uri, parent, exp_dir, cfg.name)
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
                            leaderboard=_leaderboard(uri, parent, exp_dir), confirmation=confirmation)
+    except (SweepInterrupted, KeyboardInterrupt):
+        if opened:
+            _end_interrupted(uri, *opened)
+        raise
     finally:
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
@@ -194,6 +200,17 @@ def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_confi
                                f"trial(s) unfinished; run the same command with --resume to finish it")
     results = [confirmed_result((r.config or {}).get(CONFIRM_TRIAL_KEY, {}), r.metrics or {}) for r in grid]
     return confirmation_table(candidates, results, len(seeds)) | {"seeds": seeds, "splits": splits}
+
+
+def _end_interrupted(uri: str, experiment_id: str, parent: str) -> None:
+    """An interrupted sweep's runs end KILLED in MLflow (trials that had ended keep their status); ``--resume``
+    reopens them. MLflow being away must not hide the interruption itself."""
+    try:
+        tracking.end_open_children(uri, experiment_id, parent, "interrupted", "sweep interrupted; --resume continues it")
+        tracking.end_run(uri, parent, "interrupted", "sweep interrupted; --resume continues it")
+    except Exception as exc:  # noqa: BLE001 - any MLflow failure: report it, the interruption matters more
+        print(f"pursuhint: warning: could not mark the interrupted runs in MLflow ({tracking.scrub(str(exc))[:200]})",
+              file=sys.stderr)
 
 
 def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dict[str, Any]) -> None:
@@ -353,6 +370,8 @@ def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
                                                                      tracking.PARENT_TAG: parent}):
                     if run.data.tags.get(tracking.STATUS_TAG) == "running":
                         tracking.set_tags(uri, run.info.run_id, {tracking.STATUS_TAG: status})
+                        tracking.end_run(uri, run.info.run_id, status,
+                                         "stopped early by ASHA" if status == "stopped" else "")
             except Exception:  # MLflow away: `report --sync` and the trial's own retry logging catch up
                 pass
 

@@ -147,5 +147,8 @@ def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
                     path = Path(d) / "best_hint_set.json"
                     sets[0].save(path)
                     c.log_artifact(parent, str(path))
+    experiment_id = c.get_run(parent).info.experiment_id
+    tracking.end_open_children(uri, experiment_id, parent, "completed" if completed else None)
     if completed:
         c.set_tag(parent, tracking.STATUS_TAG, "completed")
+        tracking.end_run(uri, parent, "completed")

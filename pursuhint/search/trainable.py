@@ -188,6 +188,10 @@ class _Tracker:
     def artifact(self, path: Path) -> None:
         self._call("log_artifact", str(path))
 
+    def end(self, status: str, reason: str = "") -> None:
+        """End the run in MLflow's terms (FINISHED / FAILED), after everything queued before it."""
+        self._call("end_run", status, reason)
+
 
 def mlflow_record(name: str, params: dict[str, Any], tags: dict[str, Any]) -> str:
     """What the trial's MLflow run should hold, as one JSON string in its Tune results (``MLFLOW_KEY``),
@@ -281,6 +285,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
                                evaluate_test=role == "confirm")
     except PursuhintError as exc:
         tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
+        tracker.end("error", str(exc))
         if index is not None:
             _finish(index, key, trial_id, "failed", "error")
         tracker.flush()
@@ -294,6 +299,9 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     tracker.metric(final, len(result.fit.history))
     tracker.tags({tracking.STATUS_TAG: status, **({"pursuhint.message": result.fit.message[:4000]}
                                                     if result.fit.message else {})})
+    if result.weights.get("hint"):
+        tracker.params({"hint_weight_resolved": result.weights["hint"]})
+    tracker.end(status, result.fit.message)
     if index is not None:
         _finish(index, key, trial_id, "done", status)
     if status != "completed":
@@ -347,6 +355,7 @@ def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sample
     params = trial_params(cfg, baseline, None, [], sampled)
     tracker = _Tracker(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     tracker.params(params)
+    tracker.end("invalid", message)
     tracker.flush()
     tune.report({"val_acc": 0.0, "best_val_acc": 0.0, "status": "invalid", "error": message[:500], "epoch": 0,
                  MLFLOW_KEY: mlflow_record(name, params, tags)})
@@ -369,6 +378,7 @@ def _replay(claim: dict[str, Any], tracker: _Tracker, record: dict[str, Any]) ->
                                              "duplicate_of": claim["owner"], **record}))
         record = {}
     tracker.metric({"best_val_acc": best}, len(history))
+    tracker.end(claim.get("status") or "completed")
     tracker.flush()
     if not history:
         tune.report({"val_acc": 0.0, "status": "duplicate", "duplicate_of": claim["owner"], "epoch": 0, **record})
