@@ -25,7 +25,7 @@ import importlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -164,19 +164,30 @@ class SelectionConfig(_Section):
 class DistillConfig(_Section):
     """Distillation method and loss weights: ce_weight·CE + kd_weight·KD + hint_weight·Σ hint.
 
-    ``hint_weight: null`` takes the method's weight from the CRD benchmark (e.g. at 1000, fitnet 100).
+    ``hint_weight: auto`` (the default) calibrates β before the first step so that the hint term starts at
+    ``hint_ratio`` times the CE term (β = r · CE₀ / H₀); a number is that β exactly; ``null`` takes the
+    method's weight from the CRD benchmark (e.g. at 1000, fitnet 100, tuned for 32-px CIFAR).
 
     .. code-block:: yaml
 
-        distill: {method: at, hint_weight: 1000, kd_weight: 0.0, ce_weight: 1.0, temperature: 4}
+        distill: {method: at, hint_weight: auto, hint_ratio: 1.0, kd_weight: 0.0, ce_weight: 1.0, temperature: 4}
     """
 
     method: str = "at"
-    hint_weight: Optional[float] = Field(None, ge=0)
+    hint_weight: Union[Literal["auto"], float, None] = "auto"
+    hint_ratio: float = Field(1.0, gt=0)
     kd_weight: float = Field(0.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
     temperature: float = Field(4.0, gt=0)
     mapping: Literal["auto", "stage_ends", "relative_depth"] = "auto"
+
+    @field_validator("hint_weight", mode="before")
+    @classmethod
+    def _weight(cls, v: Any) -> Any:
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not (v is None or v == "auto" or (number and v >= 0)):
+            raise ValueError("expected auto (calibrated), a number >= 0, or null (the method's benchmark weight)")
+        return v
 
 
 class ResourcesConfig(_Section):

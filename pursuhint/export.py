@@ -19,13 +19,13 @@ FORMATS = ("json", "yaml", "torchdistill")
 
 def format_leaderboard(rows: list[TrialRow], limit: Optional[int] = None) -> str:
     """A plain-text table of the leaderboard (rows from ``search.results``, ranked)."""
-    head = ("rank", "best_val_acc", "hints", "similarity", "algorithm", "center", "method", "hint_w",
+    head = ("rank", "best_val_acc", "hints", "similarity", "algorithm", "center", "method", "hint_w", "ratio",
             "kd_w", "lr", "vs_default", "vs_kd", "kind")
     lines = [head]
     for r in rows[:limit]:
         kind = r.baseline if r.baseline not in ("", "none") else ("dup" if r.duplicate_of else "")
         lines.append((str(r.rank), _f(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
-                      r.center, r.method, _f(r.hint_weight, 4), _f(r.kd_weight, 3), _f(r.lr, 4),
+                      r.center, r.method, _f(r.hint_weight, 4), _f(r.hint_ratio, 3), _f(r.kd_weight, 3), _f(r.lr, 4),
                       _signed(r.gain_default), _signed(r.gain_kd), kind))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)

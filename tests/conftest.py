@@ -24,6 +24,24 @@ def digits_teacher_yaml() -> str:
 TEACHER_YAML = digits_teacher_yaml()
 
 
+def tiny_distillation(config_yaml: str, teacher_arch: str):
+    """(config, data set, randomly initialised teacher in eval mode, its sha256, its default hints) for the
+    quick student-training tests: the teacher's weights do not matter there, only the plumbing."""
+    import torch
+
+    from pursuhint.config import config_from_text
+    from pursuhint.hints.pipeline import teacher_default_hints
+    from pursuhint.models import create_model, weights_sha256
+    from pursuhint.teacher import dataset_for
+
+    cfg = config_from_text(config_yaml)
+    ds = dataset_for(cfg)
+    torch.manual_seed(0)
+    teacher = create_model(teacher_arch, ds.num_classes, in_channels=ds.channels).eval()
+    sha = weights_sha256(teacher.state_dict())
+    return cfg, ds, teacher, sha, teacher_default_hints(teacher, teacher_arch, sha, ds)
+
+
 def pytest_runtest_setup(item):
     """``@pytest.mark.cuda`` tests skip without a CUDA device, except under ``PURSUHINT_REQUIRE_CUDA=1``
     (``make gpu-check``), where a missing device is a failure: a GPU run must never pass by skipping."""

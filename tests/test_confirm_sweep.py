@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("confirm")
-    cfg = load_config(write_config(folder, "t_confirm", epochs=2, samples=2, scheduler="fifo", confirm_k=1))
+    path = write_config(folder, "t_confirm", epochs=2, samples=2, scheduler="fifo", confirm_k=1)
+    # a calibrated hint weight: β = r · CE₀ / H₀ at the start of each run
+    path.write_text(path.read_text().replace("hint_weight: 10}", "hint_weight: auto, hint_ratio: 0.5}"))
+    cfg = load_config(path)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
     return cfg, uri, result, folder
@@ -48,6 +51,12 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
         assert run.data.params["split_selection_size"] == "30" and run.data.params["split_test_size"] == "120"
     for run in search:
         assert "test_acc" not in run.data.metrics  # the search never sees the test split
+    hinted = [r for r in runs if r.data.params.get("hint_layers")]
+    assert hinted
+    for run in hinted:  # the calibrated β, recorded so users can take it to other training code
+        assert run.data.params["hint_weight"] == "auto" and run.data.params["hint_ratio"] == "0.5"
+        assert float(run.data.params["hint_weight_resolved"]) > 0
+        assert run.data.metrics["hint_weight_resolved"] == pytest.approx(float(run.data.params["hint_weight_resolved"]))
 
 
 def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
@@ -92,5 +101,8 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     assert conf["gain_vs_default_verdict"] == c["gains"]["default"]["verdict"]
     assert conf["test_acc_sd"] == pytest.approx(c["test_acc"]["sd"]) and conf["n_seeds"] == 2
     assert conf["split_selection_hash"] == result.confirmation["splits"]["selection"]["hash"]
+    resolved = {float(r.data.params["hint_weight_resolved"]) for r in children(uri, "t_confirm")[1]
+                if r.data.params.get("hint_weight_resolved")}
+    assert conf["hint_weight"] in {pytest.approx(v) for v in resolved}  # the resolved β, not "auto"
     assert main(["export", "t_confirm", *common, "--stage", "search", "-o", str(tmp_path / "y")]) == 0
     assert "ranked by the search stage: one seed" in capsys.readouterr().err

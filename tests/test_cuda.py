@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from pursuhint import devices
-from pursuhint.config import config_from_text
 from pursuhint.data import DeviceLoader
 from pursuhint.data.loader import train_val_loaders
 from pursuhint.distill.trainer import train_student
 from pursuhint.hints import candidate_layers, layer_representations, select_hints, similarity_matrix
-from pursuhint.hints.pipeline import prepare_selection, teacher_default_hints
-from pursuhint.models import create_model, weights_sha256
-from pursuhint.teacher import dataset_for
+from pursuhint.hints.pipeline import prepare_selection
+
+from conftest import tiny_distillation
 
 pytestmark = pytest.mark.cuda
 
@@ -33,13 +32,7 @@ train: {epochs: 2, batch_size: 64, lr: 0.05, lr_schedule: constant}
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = config_from_text(TINY)
-    ds = dataset_for(cfg)
-    torch.manual_seed(0)
-    teacher = create_model("resnet20", ds.num_classes, in_channels=ds.channels).eval()
-    sha = weights_sha256(teacher.state_dict())
-    hs = teacher_default_hints(teacher, "resnet20", sha, ds)
-    return cfg, ds, teacher, sha, hs
+    return tiny_distillation(TINY, "resnet20")
 
 
 def test_outside_ray_the_device_is_cuda():

@@ -97,24 +97,29 @@ def saved_trial_states(exp_dir: Path) -> dict[str, str]:
     return out
 
 
-@pytest.mark.slow
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, isolated_runs):
-    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, output=False)
-    env = sweep_env(isolated_runs)
+def crash_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: float) -> None:
+    """Wait until Tune's saved state in ``exp_dir`` has a finished trial and an unfinished one, then kill the
+    driver and everything it started (its local Ray) at once, as in a machine crash."""
     try:
         def saved_a_finished_trial():
             states = saved_trial_states(exp_dir)
             return "TERMINATED" in states.values() and set(states.values()) != {"TERMINATED"} or \
                 proc.poll() is not None
 
-        wait_for(saved_a_finished_trial, 400, "a finished trial in Tune's saved state", interval=0.3)
+        wait_for(saved_a_finished_trial, timeout, f"a finished trial in {exp_dir.name}'s saved state", interval=0.3)
         assert proc.poll() is None, "the sweep ended before the driver could be killed"
-        # The driver and everything it started (its local Ray) die at once, as in a machine crash.
         kill_tree(proc.pid)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             stop_group(proc, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, isolated_runs):
+    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, output=False)
+    env = sweep_env(isolated_runs)
+    crash_once_a_trial_finished(proc, exp_dir, 400)
     finished = {t for t, s in saved_trial_states(exp_dir).items() if s == "TERMINATED"}
     assert finished
     lines_before = {t: len(v) for t, v in ((v[0]["trial_id"], v) for v in tune_results(exp_dir).values() if v)}
@@ -135,20 +140,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, isola
 def test_a_sweep_killed_in_its_confirmation_stage_resumes_to_one_run_per_configuration_and_seed(tmp_path,
                                                                                                 isolated_runs):
     proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_cc", samples=1, output=False, confirm_k=1, epochs=6)
-    confirm_dir = exp_dir.parent / "t_cc-confirm"
-    try:
-        def confirmed_some():
-            states = saved_trial_states(confirm_dir)
-            return "TERMINATED" in states.values() and set(states.values()) != {"TERMINATED"} or \
-                proc.poll() is not None
-
-        wait_for(confirmed_some, 500, "a finished confirmation trial in Tune's saved state", interval=0.3)
-        assert proc.poll() is None, "the sweep ended before the driver could be killed"
-        kill_tree(proc.pid)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            stop_group(proc, signal.SIGKILL)
+    crash_once_a_trial_finished(proc, exp_dir.parent / "t_cc-confirm", 500)
     resumed = subprocess.run(argv + ["--resume"], env=sweep_env(isolated_runs), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

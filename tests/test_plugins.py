@@ -7,18 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from pursuhint import tracking
 from pursuhint.config import config_from_text
 from pursuhint.distill.methods import METHODS, method_names
 from pursuhint.distill.trainer import train_student
 from pursuhint.errors import ConfigError
-from pursuhint.hints.pipeline import teacher_default_hints
-from pursuhint.models import create_model, weights_sha256
 from pursuhint.preflight import preflight
-from pursuhint.teacher import dataset_for
 
+from conftest import tiny_distillation
 from sweep_helpers import TINY_SWEEP, children
 
 TESTS = Path(__file__).resolve().parent
@@ -31,7 +28,7 @@ seed: 1
 data: {dataset: digits, image_size: 8, train_samples: 160, val_samples: 60}
 teacher: {arch: resnet14}
 student: {arch: resnet8}
-distill: {method: toy_meanmatch}
+distill: {method: toy_meanmatch, hint_weight: null}
 train: {epochs: 1, batch_size: 32, lr: 0.02, lr_schedule: constant}
 """
 
@@ -46,12 +43,7 @@ def test_the_config_imports_its_plugins_and_the_method_is_then_known():
 
 
 def test_toy_method_trains_through_train_student():
-    cfg = config_from_text(TINY)
-    ds = dataset_for(cfg)
-    torch.manual_seed(0)
-    teacher = create_model("resnet14", ds.num_classes, in_channels=ds.channels).eval()
-    sha = weights_sha256(teacher.state_dict())
-    hs = teacher_default_hints(teacher, "resnet14", sha, ds)
+    cfg, ds, teacher, sha, hs = tiny_distillation(TINY, "resnet14")
     result = train_student(cfg, hs, teacher, ds, teacher_sha256=sha)
     assert result.status == "completed", result.fit.message
     assert result.method == TOY and METHODS.get(TOY).__module__ == "toy_method"  # not the package's
@@ -69,7 +61,7 @@ def test_toy_method_trains_through_a_sweep(tmp_path, monkeypatch):
     # from PYTHONPATH (a local Ray's workers inherit the driver's environment).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     text = "plugins: [toy_method]\n" + TINY_SWEEP.format(name="t_toy", epochs=1, samples=1, scheduler="fifo")
-    text = text.replace("distill: {method: {choice: [at]}, hint_weight: 10}", f"distill: {{method: {{choice: [{TOY}]}}}}")
+    text = text.replace("distill: {method: {choice: [at]}, hint_weight: 10}", f"distill: {{method: {{choice: [{TOY}]}}, hint_weight: null}}")
     cfg = config_from_text(text)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)

@@ -11,8 +11,9 @@ from pursuhint.config import config_from_text, load_config
 from pursuhint.distill.trainer import hint_weight_for, kd_only_config, train_student
 from pursuhint.errors import HintSetError
 from pursuhint.hints.pipeline import teacher_default_hints
-from pursuhint.models import create_model, weights_sha256
 from pursuhint.teacher import dataset_for, load_teacher
+
+from conftest import tiny_distillation
 
 # β of each method in the CRD benchmark's training scripts (hint_weight: null picks it).
 BENCHMARK_BETA = {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "nst": 50.0, "vid": 1.0, "pkt": 30000.0,
@@ -23,20 +24,14 @@ seed: 1
 data: {dataset: digits, image_size: 8, train_samples: 160, val_samples: 60}
 teacher: {arch: resnet14}
 student: {arch: resnet8}
-distill: {method: at}
+distill: {method: at, hint_weight: null}   # the benchmark's β per method (the calibrated default: test_calibration)
 train: {epochs: 1, batch_size: 32, lr: 0.02, lr_schedule: constant}
 """
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = config_from_text(TINY)
-    ds = dataset_for(cfg)
-    torch.manual_seed(0)
-    teacher = create_model("resnet14", ds.num_classes, in_channels=ds.channels).eval()
-    sha = weights_sha256(teacher.state_dict())
-    hs = teacher_default_hints(teacher, "resnet14", sha, ds)
-    return cfg, ds, teacher, sha, hs
+    return tiny_distillation(TINY, "resnet14")
 
 
 @pytest.mark.parametrize("method", ["fitnet", "at", "sp", "nst", "vid", "pkt", "rkd", "cc", "at+crd", "crd",

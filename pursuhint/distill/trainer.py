@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -26,6 +26,7 @@ from ..fileio import save_torch_atomic, write_text_atomic
 from ..hints.hintset import HintSet
 from ..hints.layers import CandidateLayer, candidate_layers, tapped_module
 from ..models import create_model, model_classifier
+from .calibration import calibrate_hint_weight
 from .kd import kd_loss
 from .loop import Callback, FitResult, fit, seed_everything
 from .mapping import map_hints
@@ -213,6 +214,21 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
                     terms["crd"] = CRD_WEIGHT * out["crd"]
             return logits_s, terms
 
+        calibration = None
+        if w_hint == "auto":  # β = r · CE₀ / H₀ on the first batches, before the first step
+
+            def probe(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
+                teacher(images)
+                logits_s = student(images)
+                out = method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if uses_crd else None,
+                             emb_t=t_taps.inputs[0] if uses_crd else None, index=index if uses_crd else None)
+                return logits_s, out["hint"]
+
+            calibration = calibrate_hint_weight([student, method], probe, _device_batches(train_loader, device),
+                                                cfg.distill.hint_ratio, device)
+            w_hint = weights["hint"] = calibration.weight
+            callbacks = [_with_extra({"hint_weight_resolved": w_hint}), *callbacks]
+
         ckpt = Path(out_dir) / checkpoint_name if out_dir is not None else None
         result = fit({"student": student, "method": method}, compute_loss, cfg.train,
                      train_loader=train_loader, val_loader=val_loader, eval_model=student, device=device,
@@ -220,7 +236,25 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
                      desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.run_seed,
                      final_loaders=_test_loader(ds, cfg, device) if evaluate_test else None)
     return StudentResult(student=student, pairs=pairs, method=method_name, weights=weights, fit=result,
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0,
+                         extra={"calibration": asdict(calibration)} if calibration else {})
+
+
+def _device_batches(loader: Any, device: torch.device):
+    """Epoch 0's first batches as (images, labels, indices) on ``device`` (the loader's epoch is left as fit
+    sets it anyway)."""
+    loader.set_epoch(0)
+    for batch in loader:
+        images, labels = batch[0], batch[1]
+        indices = batch[2] if len(batch) == 3 else torch.empty(0, dtype=torch.long)
+        yield images.to(device), labels.to(device), indices.to(device)
+
+
+def _with_extra(values: dict[str, float]) -> Callback:
+    """A callback that adds ``values`` to every epoch's ``extra`` (so Tune and MLflow see them)."""
+    def add(stats: Any) -> None:
+        stats.extra.update(values)
+    return add
 
 
 def _test_loader(ds: ImageDataset, cfg: Config, device: torch.device) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class Candidate:
     method: str
     n_hints: int
     hint_layers: str
-    weights: tuple[float, ...]
+    weights: tuple[Any, ...]  # β as sampled (a number or "auto"), r, KD and CE weights
     lr: float
 
     @property
@@ -71,7 +71,8 @@ def pick_top(rows: Iterable[dict[str, Any]], top_k: int, metric: str = "final") 
     for r in eligible:
         cand = Candidate(trial_id=r["trial_id"], sampled=dict(r["config"]), score=float(r[key]),
                          method=r["method"], n_hints=int(r["n_hints"]), hint_layers=r["hint_layers"],
-                         weights=tuple(round(float(w), 10) for w in r["weights"]), lr=round(float(r["lr"]), 10))
+                         weights=tuple(round(float(w), 10) if isinstance(w, (int, float)) else w for w in r["weights"]),
+                         lr=round(float(r["lr"]), 10))
         if cand.distinct_key in seen:
             continue
         seen.add(cand.distinct_key)
@@ -240,8 +241,8 @@ def trial_row(config: dict[str, Any], last: dict[str, Any], status: str, trial_i
             "final_val_acc": final, "best_val_acc": last.get("best_val_acc"),
             "method": last.get("method_name", config.get("distill.method", "")),
             "n_hints": last.get("n_hints_used", 0), "hint_layers": last.get("hint_layer_names", ""),
-            "weights": (last.get("hint_weight_resolved", 0.0), config.get("distill.kd_weight", 0.0),
-                        config.get("distill.ce_weight", 1.0)),
+            "weights": (config.get("distill.hint_weight", "auto"), config.get("distill.hint_ratio", 1.0),
+                        config.get("distill.kd_weight", 0.0), config.get("distill.ce_weight", 1.0)),
             "lr": config.get("train.lr", 0.0)}
 
 

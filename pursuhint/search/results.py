@@ -52,7 +52,8 @@ class TrialRow:
     center: str = "none"
     n_hints: int = 0
     method: str = ""
-    hint_weight: float = NAN
+    hint_weight: float = NAN  # the β it trained with (calibrated when the config said auto)
+    hint_ratio: float = NAN  # r of a calibrated β (NaN when β was given)
     kd_weight: float = NAN
     lr: float = NAN
     duplicate_of: str = ""
@@ -80,7 +81,9 @@ def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, s
         "hint_layers": params.get("hint_layers", ""), "hint_indices": params.get("hint_indices", ""),
         "similarity": params.get("similarity", ""), "algorithm": params.get("algorithm", ""),
         "center": params.get("center", ""), "n_hints": _count(params.get("n_hints")),
-        "method": params.get("method", ""), "hint_weight": _number(params.get("hint_weight")),
+        "method": params.get("method", ""),
+        "hint_weight": _number(params.get("hint_weight_resolved", params.get("hint_weight"))),
+        "hint_ratio": _number(params.get("hint_ratio")) if params.get("hint_weight") == "auto" else NAN,
         "kd_weight": _number(params.get("kd_weight")), "lr": _number(params.get("lr")),
         "student_layers": params.get("student_layers", ""), "n_candidates": _count(params.get("n_candidates")),
     }
@@ -202,8 +205,10 @@ def rows_from_tune(exp_dir: Path) -> list[TrialRow]:
         known = {"status": trial.status(finished) or "running", "best_val_acc": float(max(accs)) if accs else NAN,
                  "epochs": max(epochs, default=0), "hint_set_path": str(checkpoints[-1]) if checkpoints else "",
                  "sampled": {k: v for k, v in sampled.items() if k != BASELINE_KEY}}
+        resolved = [r["hint_weight_resolved"] for r in trial.results if "hint_weight_resolved" in r]
         if trial.record is not None:
-            rows.append(_row_from_run(trial.trial_id, trial.record["params"], trial.record["tags"], **known))
+            params = {**trial.record["params"], **({"hint_weight_resolved": resolved[-1]} if resolved else {})}
+            rows.append(_row_from_run(trial.trial_id, params, trial.record["tags"], **known))
         else:  # never reported: only what was sampled is known
             rows.append(_unreported(trial.trial_id, sampled, info.get("config_yaml", ""), known))
     return rank(rows)

@@ -99,6 +99,7 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "center": cfg.selection.center if searched else "none",
         "method": cfg.distill.method,
         "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight) if hs is not None else 0.0,
+        "hint_ratio": cfg.distill.hint_ratio,
         "kd_weight": cfg.distill.kd_weight,
         "ce_weight": cfg.distill.ce_weight,
         "lr": cfg.train.lr,
@@ -265,7 +266,9 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     facts = {"role": role, "run_seed": cfg.run_seed, "method_name": cfg.distill.method if hs is not None else "kd_only",
              "n_hints_used": hs.n_hints if hs is not None else 0,
              "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
-             "hint_weight_resolved": float(params["hint_weight"]), "confirms": config.get(CONFIRMS_KEY) or ""}
+             "confirms": config.get(CONFIRMS_KEY) or ""}
+    if params["hint_weight"] != "auto":  # a calibrated β is reported by the trainer with every epoch
+        facts["hint_weight_resolved"] = float(params["hint_weight"])
 
     def report(stats: EpochStats) -> None:
         best_so_far[0] = max(best_so_far[0], stats.val_acc)

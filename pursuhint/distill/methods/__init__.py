@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ...errors import PursuhintError
 from ...registry import Registry, unknown_name_message
@@ -63,8 +63,11 @@ def adds_crd(name: str) -> bool:
     return _split(name)[1]
 
 
-def hint_weight_for(name: str, configured: Optional[float]) -> float:
-    """The configured β, or the method's own ``default_weight`` (for ``X+crd``, X's)."""
+def hint_weight_for(name: str, configured: Union[float, str, None]) -> Union[float, str]:
+    """The configured β, ``"auto"`` (calibrated when training starts), or the method's own ``default_weight``
+    (for ``X+crd``, X's)."""
+    if configured == "auto":
+        return "auto"
     if configured is not None:
         return float(configured)
     return float(method_class(name).default_weight)
