@@ -83,7 +83,11 @@ def _confirmation_sweep() -> bool:
     if "confirm" not in SearchConfig.model_fields:
         _say("confirmation sweep NOT RUN: this version of pursuhint has no confirmation stage yet")
         return True
-    cmd = [sys.executable, "bench/run.py", "--only", "selection_quality_natural", "--gpu"]
+    if not (ROOT / "bench" / "selection_quality_natural.py").exists():
+        _say("confirmation sweep NOT RUN: bench/selection_quality_natural.py (the natural-image sweep it runs) "
+             "is not written yet")
+        return True
+    cmd = [sys.executable, "bench/run.py", "--only", "selection_quality_natural", "--quick"]
     _say("$ " + " ".join(cmd[1:]))
     return subprocess.run(cmd, cwd=ROOT).returncode == 0
 

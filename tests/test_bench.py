@@ -136,30 +136,29 @@ def test_rbf_median_falls_back_to_a_full_selection_when_the_bracket_misses(monke
 def test_asha_epochs_trained_leaves_out_replays_and_invalid_trials():
     from bench.asha_savings import epochs_trained
 
-    rows = [{"epochs": 8, "status": "running"}, {"epochs": 2, "status": "running"},
-            {"epochs": 8, "status": "duplicate"}, {"epochs": 0, "status": "invalid"}, {"epochs": 4, "status": "diverged"}]
+    from pursuhint.search.results import TrialRow
+
+    rows = [TrialRow("a", epochs=8, status="completed"), TrialRow("b", epochs=2, status="stopped"),
+            TrialRow("c", epochs=8, status="completed", duplicate_of="a"), TrialRow("d", epochs=0, status="invalid"),
+            TrialRow("e", epochs=4, status="diverged")]
     assert epochs_trained(rows) == 8 + 2 + 4
 
 
-def test_selection_quality_random_sets_and_seed_statistics():
-    from bench.selection_quality import paired, random_hint_set, summarise
-    from pursuhint.hints import candidate_layers
-    from pursuhint.hints.pipeline import SelectionInputs
-    from pursuhint.models import create_model
+def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
+    from bench.selection_quality import tables
+    from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table
 
-    layers = candidate_layers(create_model("resnet56", 10), input_shape=(3, 16, 16))
-    sel = SelectionInputs(layers=layers, matrices={}, teacher_arch="resnet56", teacher_sha256="a" * 64,
-                          granularity="block", probe_size=10, probe_key="k")
-    sets = [random_hint_set(sel, 3, seed) for seed in range(20)]
-    for hs in sets:  # sorted, distinct, valid positions, stamped for this teacher, never paper mode
-        assert hs.indices == sorted(set(hs.indices)) and len(hs.indices) == 3 and 0 <= hs.indices[0]
-        assert hs.indices[-1] < 27 and hs.layers == [layers[i].name for i in hs.indices]
-        assert hs.teacher_sha256 == "a" * 64 and hs.paper_mode is False and hs.algorithm == "random"
-    assert random_hint_set(sel, 3, 7).indices == sets[7].indices  # seeded
-    assert len({tuple(h.indices) for h in sets}) > 10
-    assert summarise([90.0, 92.0, 94.0]) == {"mean": 92.0, "std": 2.0, "n": 3}
-    assert summarise([91.5]) == {"mean": 91.5, "std": 0.0, "n": 1}
-    assert paired([91.0, 93.0, 95.0], [90.0, 90.0, 90.0]) == {"mean": 3.0, "std": 2.0, "n": 3}
+    cand = Candidate("t1", {}, 90.0, "at", 3, "layer1.2,layer2.2,layer3.2", (100.0, 1.0, 0.0, 1.0), 0.05)
+    results = [ConfirmedResult(SEARCHED, "t1", "at", 3, s, 90.0 + s, 0.0, cand.hint_layers) for s in (1, 2, 3)]
+    results += [ConfirmedResult("default", "default", "at", 3, s, 88.0 + s * 0.9, 0.0) for s in (1, 2, 3)]
+    table = confirmation_table([cand], results, 3)
+    out = tables({"paper_mode": {"at r2_cca": {"wall_s": 12.5, "trials": 1, "confirmation": table}},
+                  "best": "at r2_cca", "searched": None, "probe_sensitivity": []})
+    assert len(out) == 1 and "at r2_cca: confirmation stage, 3 seeds" in out[0]["title"]
+    row, base = out[0]["rows"]
+    assert row[0] == "at K=3 [layer1.2,layer2.2,layer3.2]" and row[1] == "92.00 ± 1.00"
+    assert row[2].startswith("+2.20 [") and row[2].endswith("better than default hints")
+    assert base[0] == "default hints (at)" and base[2:] == ["—", "—", "—", "—"]
 
 
 def test_gpu_benchmark_without_cuda_writes_a_skipped_entry(monkeypatch):

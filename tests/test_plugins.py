@@ -60,7 +60,7 @@ def test_toy_method_trains_through_a_sweep(tmp_path, monkeypatch):
     # Ray workers are other processes: they import the plugin themselves when they read the config,
     # from PYTHONPATH (a local Ray's workers inherit the driver's environment).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-    text = "plugins: [toy_method]\n" + TINY_SWEEP.format(name="t_toy", epochs=1, samples=1, scheduler="fifo")
+    text = "plugins: [toy_method]\n" + TINY_SWEEP.format(name="t_toy", epochs=1, samples=1, scheduler="fifo", confirm_k=0)
     text = text.replace("distill: {method: {choice: [at]}, hint_weight: 10}", f"distill: {{method: {{choice: [{TOY}]}}, hint_weight: null}}")
     cfg = config_from_text(text)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

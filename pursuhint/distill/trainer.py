@@ -90,6 +90,7 @@ class StudentResult:
             "epochs": len(self.fit.history), "seconds": round(self.seconds, 2),
             "hint_pairs": [p.as_dict() for p in self.pairs],
             "history": [h.as_metrics() | {"epoch": h.epoch} for h in self.fit.history],
+            **({"calibration": self.extra["calibration"]} if "calibration" in self.extra else {}),
         }
 
 

@@ -381,6 +381,9 @@ def _replay(claim: dict[str, Any], tracker: _Tracker, record: dict[str, Any]) ->
                                              "duplicate_of": claim["owner"], **record}))
         record = {}
     tracker.metric({"best_val_acc": best}, len(history))
+    resolved = [m["hint_weight_resolved"] for m in history if "hint_weight_resolved" in m]
+    if resolved:  # the owner's calibrated β is this trial's too
+        tracker.params({"hint_weight_resolved": resolved[-1]})
     tracker.end(claim.get("status") or "completed")
     tracker.flush()
     if not history:
