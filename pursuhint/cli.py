@@ -223,7 +223,8 @@ def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
 
 
-SEARCH_STAGE_LABEL = "Search stage: one seed, selection split (ranked by val_acc; not a confirmed result)"
+SEARCH_STAGE_LABEL = ("Search stage: one seed, selection split (listed by best-epoch val_acc; the confirmation "
+                      "stage picks by search.metric; not a confirmed result)")
 
 
 def _confirmation(args: argparse.Namespace) -> Optional[dict]:

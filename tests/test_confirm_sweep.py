@@ -72,7 +72,7 @@ def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
     assert set(table["splits"]) == {"train", "selection", "test"}
     parent, _ = children(uri, "t_confirm")
     files = {f.path for f in tracking.client(uri).list_artifacts(parent.info.run_id)}
-    assert "confirmation.json" in files
+    assert {"confirmation.json", "confirmation.png"} <= files
     assert parent.data.metrics["confirmed_test_acc"] == pytest.approx(c["test_acc"]["mean"])
     assert parent.data.metrics["confirmed_gain_vs_default_ci_low"] == pytest.approx(c["gains"]["default"]["low"])
     on_disk = json.loads((result.experiment_dir / "confirmation.json").read_text())

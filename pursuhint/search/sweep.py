@@ -214,7 +214,8 @@ def _end_interrupted(uri: str, experiment_id: str, parent: str) -> None:
 
 
 def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dict[str, Any]) -> None:
-    """``confirmation.json`` in the sweep's folder and on the parent run, with the headline metrics."""
+    """``confirmation.json`` in the sweep's folder and on the parent run, with its plot (``confirmation.png``) and
+    the headline metrics."""
     import tempfile
 
     from .confirm import FILE, headline
@@ -227,6 +228,11 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
             path = Path(tmp) / FILE
             path.write_text(text)
             tracking.log_artifact(uri, parent, str(path))
+            if table.get("configurations") or table.get("baselines"):
+                from ..plots import confirmation_plot
+
+                confirmation_plot(table, Path(tmp) / "confirmation.png")
+                tracking.log_artifact(uri, parent, str(Path(tmp) / "confirmation.png"))
         metrics = headline(table)
         if metrics:
             tracking.log_metrics(uri, parent, metrics, 0)
