@@ -136,3 +136,13 @@ def test_the_similarity_cache_of_a_gpu_pass_is_kept_apart_from_the_cpu_one(tiny,
     folders = sorted(p.name for p in tmp_path.glob("cache/*/probe-*/*"))
     major, minor = torch.cuda.get_device_capability()
     assert folders == ["block-cpu-fp32", f"block-cuda-sm{major}{minor}-fp32"]
+
+
+def test_the_calibrated_hint_weight_on_cuda_matches_the_cpus(tiny):
+    cfg, ds, teacher, sha, hs = tiny
+    auto = cfg.with_values({"distill.hint_weight": "auto", "distill.hint_ratio": 1.0, "train.epochs": 1})
+    cpu = train_student(auto, hs, teacher.cpu(), ds, teacher_sha256=sha, device=torch.device("cpu"))
+    gpu = train_student(auto, hs, teacher.cuda(), ds, teacher_sha256=sha)
+    assert gpu.status == "completed" and gpu.weights["hint"] > 0
+    # the same batches and initialisation; bf16 autocast on the GPU moves CE₀ and H₀ a little
+    assert gpu.weights["hint"] == pytest.approx(cpu.weights["hint"], rel=0.1)
