@@ -80,7 +80,7 @@ def naive_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 def naive_kmeans(reps: list[torch.Tensor], k: int, max_iter: int = 80) -> tuple[list[int], int, int]:
     """The paper's k-means with every (layer, centre) similarity recomputed by :func:`naive_cka` at every step.
 
-    Same rules as PURSUHINT.md §4 (evenly spaced start, ties to the lower cluster, move to the member
+    Same rules as docs/method.md §4 (evenly spaced start, ties to the lower cluster, move to the member
     nearest the floored mean position with ties to the shallower layer, empty clusters stay).
     Returns (final centres, iterations, CKA evaluations).
     """

@@ -34,7 +34,7 @@ from .errors import ConfigError
 
 SPEC_KINDS = ("choice", "randint", "uniform", "loguniform", "quniform")
 
-# Paper defaults for searched keys that commands other than `sweep` use (PURSUHINT.md §3–§5).
+# Paper defaults for searched keys that commands other than `sweep` use (docs/method.md §3–§5).
 PAPER_DEFAULTS: dict[str, Any] = {
     "selection.similarity": "r2_cca",
     "selection.n_hints": None,  # the student's number of stages

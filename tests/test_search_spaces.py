@@ -24,7 +24,7 @@ PAIRS = {
     "cifar100_resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4", [2, 3], "79.42"),
     "imagenet_resnet34_resnet18": ("torchvision:resnet34", "torchvision:resnet18", [3, 6], "73.31"),
 }
-# Candidate layers (residual blocks) per architecture, PURSUHINT.md §1 and the zoo.
+# Candidate layers (residual blocks) per architecture, docs/method.md §1 and the zoo.
 BLOCKS = {"resnet110": 54, "resnet20": 9, "wrn_40_2": 18, "wrn_16_2": 6, "resnet32x4": 15, "resnet8x4": 3,
           "torchvision:resnet34": 16, "torchvision:resnet18": 8}
 STAGES = {"resnet20": 3, "wrn_16_2": 3, "resnet8x4": 3, "torchvision:resnet18": 4}

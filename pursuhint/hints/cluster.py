@@ -1,6 +1,6 @@
 """Clustering candidate layers by similarity, and the rules that pick each cluster's centre layer.
 
-Paper mode is ``pursuhint`` with the ``mean_index`` centre rule (PURSUHINT.md §4): a k-means over
+Paper mode is ``pursuhint`` with the ``mean_index`` centre rule (docs/method.md §4): a k-means over
 depth whose centres are real layers. ``agglomerative``, ``spectral`` and ``kmedoids`` are
 extensions that partition the layers first; the centre rule is then applied once per cluster.
 """
@@ -133,7 +133,7 @@ def move_centres(S: np.ndarray, labels: np.ndarray, centres: list[int], rule: Ce
 
 @CLUSTERINGS.register("pursuhint")
 def pursuhint(S: np.ndarray, n_clusters: int, seed: int = 0, center: str = "mean_index") -> ClusterResult:
-    """Paper mode (PURSUHINT.md §4): k-means over depth with real-layer centres, deterministic (seed unused).
+    """Paper mode (docs/method.md §4): k-means over depth with real-layer centres, deterministic (seed unused).
 
     Steps 2–3 (assign, move) repeat until no centre moves, at most 80 times. Centres that meet are
     merged in the result and reported in ``warnings``, so ``centers`` may hold fewer than K layers.

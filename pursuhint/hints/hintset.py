@@ -1,6 +1,6 @@
 """HintSet: the portable result of hint selection (which teacher layers, chosen how), as versioned JSON.
 
-``select_hints`` turns a similarity matrix into a HintSet by clustering (PURSUHINT.md §4);
+``select_hints`` turns a similarity matrix into a HintSet by clustering (docs/method.md §4);
 ``default_hints`` gives the baseline, the last candidate of every stage (§6); ``uniform_hints`` and
 ``random_hints`` give the placements a sceptic would try with the same number of hints.
 """

@@ -1,4 +1,4 @@
-"""Similarity between candidate layers (PURSUHINT.md §3): per-pair measures and the L × L matrix.
+"""Similarity between candidate layers (docs/method.md §3): per-pair measures and the L × L matrix.
 
 Every measure works on (N × C) features and centres the columns itself. ``similarity_matrix``
 prepares each layer once (centring, Q factors, Grams, norms) and then fills only the upper
