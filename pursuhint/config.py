@@ -71,6 +71,10 @@ class TrainRecipe(_Section):
     # The confirmation stage sets it; the splits always follow the config's `seed`.
     seed: Optional[int] = Field(None, ge=0)
 
+    def run_seed(self, config_seed: int) -> int:
+        """This recipe's run seed: its own ``seed``, else the config's."""
+        return config_seed if self.seed is None else int(self.seed)
+
     @field_validator("milestones")
     @classmethod
     def _sorted(cls, v: Optional[list[int]]) -> Optional[list[int]]:
@@ -301,7 +305,7 @@ class Config(_Section):
     @property
     def run_seed(self) -> int:
         """The student run's seed (initialisation, data order, augmentation): ``train.seed``, else ``seed``."""
-        return self.seed if self.train.seed is None else int(self.train.seed)
+        return self.train.run_seed(self.seed)
 
     def section_hash(self, *sections: str) -> str:
         """A short content hash of the named sections (e.g. the teacher cache key); keys that only say where

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -42,8 +43,16 @@ def dataset_for(cfg: Config) -> ImageDataset:
     (``data.val_fraction`` of the training data) and test (the data set's held-out part). The splits depend
     on the config's ``seed`` only, never on a confirmation run's seed."""
     d = cfg.data
-    return load_dataset(d.dataset, root=d.root, image_size=d.image_size, train_samples=d.train_samples,
-                        val_samples=d.val_samples, seed=cfg.seed, val_fraction=d.val_fraction)
+    return _dataset(d.dataset, d.root, d.image_size, d.train_samples, d.val_samples, cfg.seed, d.val_fraction)
+
+
+@functools.lru_cache(maxsize=1)
+def _dataset(name: str, root: Optional[str], image_size: Optional[int], train_samples: Optional[int],
+             val_samples: Optional[int], seed: int, val_fraction: float) -> ImageDataset:
+    """The last data set loaded, kept: preflight loads it to check the splits, and the command that follows
+    uses the same one instead of decoding it again."""
+    return load_dataset(name, root=root, image_size=image_size, train_samples=train_samples,
+                        val_samples=val_samples, seed=seed, val_fraction=val_fraction)
 
 
 def teacher_cache_dir(cfg: Config) -> Path:
@@ -66,7 +75,7 @@ def train_teacher(cfg: Config, out_dir: Optional[Path] = None, *, ds: Optional[I
         return final
     ds = ds if ds is not None else dataset_for(cfg)
     device = device or runtime_device()
-    seed = cfg.seed if cfg.teacher.train.seed is None else cfg.teacher.train.seed
+    seed = cfg.teacher.train.run_seed(cfg.seed)
     seed_everything(seed)
     model = place_model(create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels), device)
     out.mkdir(parents=True, exist_ok=True)

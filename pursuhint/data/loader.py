@@ -146,7 +146,6 @@ class DeviceLoader:
                 params[:, 2] = torch.randint(0, 2, (n,), generator=g) if self.augment == "crop_flip" else 0
                 params = params.to(self.device, non_blocking=True)
         self.epoch += 1
-        host_order = order
         if order is not None and self.placement == "device":
             order = order.to(self.device, non_blocking=True)
         for i in range(len(self)):
@@ -156,8 +155,8 @@ class DeviceLoader:
                 xb, yb = self._rows_of(lo, hi), self.y[lo:hi]
             else:
                 idx = order[lo:hi]
-                if self.placement == "host":
-                    xb = self._gather(host_order[lo:hi])
+                if self.placement == "host":  # the order stayed on the host: gather there, then copy
+                    xb = self._gather(idx)
                     idx = idx.to(self.device, non_blocking=True)
                 else:
                     xb = self.x.index_select(0, idx)
@@ -187,8 +186,7 @@ class DeviceLoader:
         of sample k is padded[r + dy, dx + c], or padded[r + dy, dx + W-1-c] when flipped.
         """
         p = self.padding
-        b = batch.shape[0]
-        c, h, w = self.x.shape[1:]
+        b, c, h, w = batch.shape
         hp, wp = h + 2 * p, w + 2 * p
         copies = 2 if self.augment == "crop_flip" else 1
         buf = torch.zeros((copies, b, c, hp, wp), dtype=torch.uint8, device=self.device)

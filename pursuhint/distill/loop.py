@@ -170,7 +170,7 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
         sums = _EpochSums(device)
         t0 = time.perf_counter()
         for step, batch in enumerate(train_loader, 1):
-            images, labels, indices = _unpack(batch, device)
+            images, labels, indices = unpack_batch(batch, device)
             with autocast(device):
                 logits, terms = compute_loss(images, labels, indices)
             total = sum(terms.values()) if terms else logits.sum() * 0
@@ -206,17 +206,16 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
 
 
 class _EpochSums:
-    """Per-epoch sums of each loss term (times batch size), correct predictions and a not-finite flag, kept
-    as device tensors so a step never waits for the host; :meth:`read` turns them into numbers once."""
+    """Per-epoch sums of the total and each loss term (times batch size), correct predictions and a not-finite
+    flag, kept as device tensors so a step never waits for the host; :meth:`read` turns them into numbers once."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.terms: dict[str, torch.Tensor] = {}
+        self.names: list[str] = []  # "total", then the terms, in the order of ``sums``
+        self.sums: Optional[torch.Tensor] = None
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.seen = 0
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.bad_values: Optional[torch.Tensor] = None  # the first non-finite step's total and terms
-        self.names: list[str] = []
 
     def add(self, total: torch.Tensor, terms: dict[str, torch.Tensor], logits: torch.Tensor,
             labels: torch.Tensor) -> None:
@@ -224,15 +223,14 @@ class _EpochSums:
         self.seen += n
         self.correct += (logits.detach().argmax(1) == labels).sum()
         values = torch.stack([total.detach().float()] + [v.detach().float() for v in terms.values()])
-        if not self.names:
+        if self.sums is None:
             self.names = ["total", *terms]
-            self.bad_values = torch.zeros_like(values)
-        for name, v in zip(self.names, values):
-            self.terms[name] = self.terms[name] + v * n if name in self.terms else v * n
+            self.sums, self.bad_values = values * n, torch.zeros_like(values)
+        else:
+            self.sums = self.sums + values * n
         step_bad = ~torch.isfinite(values[0])
         # keep the first bad step's values: where nothing was bad before and this step is bad
-        take = step_bad & ~self.bad
-        self.bad_values = torch.where(take, values, self.bad_values)
+        self.bad_values = torch.where(step_bad & ~self.bad, values, self.bad_values)
         self.bad = self.bad | step_bad
 
     def finite(self) -> bool:
@@ -246,14 +244,12 @@ class _EpochSums:
         return ", ".join(f"{k}={v:.4g}" for k, v in zip(self.names[1:], vals))
 
     def read(self) -> tuple[dict[str, float], float, int]:
-        """(mean of each term with "total", train accuracy in percent, images seen): one host sync."""
+        """(mean of each term, then "total"; train accuracy in percent; images seen): one host sync."""
         seen = max(self.seen, 1)
-        names = [k for k in self.names if k != "total"] + ["total"]
-        if self.terms:
-            values = torch.stack([self.terms[k] for k in names]).tolist()
-        else:
-            values = []
-        losses = {k: v / seen for k, v in zip(names, values)}
+        means = dict(zip(self.names, (v / seen for v in self.sums.tolist()))) if self.sums is not None else {}
+        losses = {k: v for k, v in means.items() if k != "total"}
+        if "total" in means:
+            losses["total"] = means["total"]
         return losses, 100.0 * int(self.correct) / seen, self.seen
 
 
@@ -315,7 +311,8 @@ def _tuple_state(state: Any) -> Any:
     return (state[0], tuple(state[1]), state[2])
 
 
-def _unpack(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def unpack_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, labels, indices) of a loader's batch on ``device`` (indices empty when the loader gives none)."""
     if len(batch) == 3:
         images, labels, indices = batch
     else:

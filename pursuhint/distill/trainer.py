@@ -28,7 +28,7 @@ from ..hints.layers import CandidateLayer, candidate_layers, tapped_module
 from ..models import create_model, model_classifier
 from .calibration import calibrate_hint_weight
 from .kd import kd_loss
-from .loop import Callback, FitResult, fit, seed_everything
+from .loop import Callback, FitResult, fit, seed_everything, unpack_batch
 from .mapping import map_hints
 from .methods import adds_crd, create_method, hint_weight_for, method_class  # noqa: F401 (hint_weight_for: re-exported)
 
@@ -195,6 +195,11 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     with taps(teacher, t_names, [t_cls] if t_cls else []) as t_taps, \
             taps(student, s_names, [s_cls] if s_cls else []) as s_taps:
 
+        def method_terms(index: torch.Tensor) -> dict[str, torch.Tensor]:
+            """The method's unweighted terms from the latest forward's taps (``hint``, ``crd``)."""
+            return method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if uses_crd else None,
+                          emb_t=t_taps.inputs[0] if uses_crd else None, index=index if uses_crd else None)
+
         def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
             with torch.no_grad():
                 logits_t = teacher(images)
@@ -205,10 +210,7 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
             if weights["kd"]:
                 terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
             if pairs or uses_crd:
-                out = method(s_taps.outputs, t_taps.outputs,
-                             emb_s=s_taps.inputs[0] if uses_crd else None,
-                             emb_t=t_taps.inputs[0] if uses_crd else None,
-                             index=index if uses_crd else None)
+                out = method_terms(index)
                 if pairs:
                     terms["hint"] = w_hint * out["hint"]
                 if uses_crd:
@@ -221,9 +223,7 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
             def probe(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
                 teacher(images)
                 logits_s = student(images)
-                out = method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if uses_crd else None,
-                             emb_t=t_taps.inputs[0] if uses_crd else None, index=index if uses_crd else None)
-                return logits_s, out["hint"]
+                return logits_s, method_terms(index)["hint"]
 
             calibration = calibrate_hint_weight([student, method], probe, _device_batches(train_loader, device),
                                                 cfg.distill.hint_ratio, device)
@@ -246,9 +246,7 @@ def _device_batches(loader: Any, device: torch.device):
     sets it anyway)."""
     loader.set_epoch(0)
     for batch in loader:
-        images, labels = batch[0], batch[1]
-        indices = batch[2] if len(batch) == 3 else torch.empty(0, dtype=torch.long)
-        yield images.to(device), labels.to(device), indices.to(device)
+        yield unpack_batch(batch, device)
 
 
 def _with_extra(values: dict[str, float]) -> Callback:
