@@ -137,3 +137,31 @@ def test_sync_refuses_a_folder_without_a_sweep(tmp_path):
     with pytest.raises(PursuhintError, match="no sweep results in"):
         sync_sweep(tmp_path)
     assert read_trials(tmp_path) == []
+
+
+def test_a_trial_tune_never_saved_is_set_aside_and_its_run_retired(tmp_path):
+    """The driver died after starting trial ``lost`` but before Tune saved it: ``--resume`` replaced it with a new
+    trial, so at the end its folder moves to ``.lost/`` and its half-written run leaves the sweep's runs."""
+    from pursuhint.search.sync import LOST_DIR, retire_lost_runs, set_aside_lost_trials
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.ensure_experiment(uri, "t_lost")
+    exp_dir = tmp_path / "t_lost"
+    parent = tracking.parent_run(uri, exp_id, str(exp_dir), "sweep-t_lost")
+    kept = write_trial(exp_dir, "kept", [epoch_line("kept", 1, 1, 50.0)], {})
+    lost = write_trial(exp_dir, "lost", [epoch_line("lost", 1, 3, 40.0)], {})
+    assert set_aside_lost_trials(exp_dir) == []  # no saved state yet: nothing is judged lost
+    state = {"trial_data": [[json.dumps({"trial_id": "kept", "relative_logdir": kept.name}), "{}"]]}
+    (exp_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    runs = {t: tracking.child_run(uri, exp_id, parent, t, t, {tracking.STATUS_TAG: s})
+            for t, s in (("kept", "completed"), ("lost", "running"))}
+
+    assert set_aside_lost_trials(exp_dir) == ["lost"]
+    assert not lost.exists() and (exp_dir / LOST_DIR / lost.name / "result.json").is_file() and kept.is_dir()
+    assert [t.trial_id for t in read_trials(exp_dir)] == ["kept"]
+    assert retire_lost_runs(uri, exp_id, parent, ["lost", "kept"]) == 1  # a run that ended is left alone
+    gone = tracking.client(uri).get_run(runs["lost"])
+    assert (gone.info.lifecycle_stage, gone.info.status) == ("deleted", "KILLED")
+    assert gone.data.tags[tracking.STATUS_TAG] == "lost" and "--resume" in gone.data.tags[tracking.REASON_TAG]
+    assert [r.info.run_id for r in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})] == [runs["kept"]]
+    assert set_aside_lost_trials(exp_dir) == []  # idempotent

@@ -15,7 +15,7 @@ from ..config import Config
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
 from .results import MARKER, TrialRow, experiment_dir, rows_from_mlflow, rows_from_tune
-from .sync import finish_parent, mark_finished, sync_sweep
+from .sync import finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep
 
 
 class SweepInterrupted(PursuhintError):
@@ -134,7 +134,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                                                shared.dataset.splits)
             if confirmation is not None:
                 _log_confirmation(uri, parent, exp_dir, confirmation)
-        _finish_mlflow(uri, parent, exp_dir, cfg.name)
+        _finish_mlflow(uri, experiment_id, parent, exp_dir, cfg.name)
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
                            leaderboard=_leaderboard(uri, parent, exp_dir), confirmation=confirmation)
     except (SweepInterrupted, KeyboardInterrupt):
@@ -452,14 +452,21 @@ def _finished_from_mlflow(uri: str, experiment_id: str, parent: str) -> dict[str
     return out
 
 
-def _finish_mlflow(uri: str, parent: str, exp_dir: Optional[Path], name: str) -> None:
-    """Write into MLflow what trials could not (server away meanwhile), then the parent's leaderboard; if
-    MLflow is still away, say how to write it later. Tune's folder has every result either way."""
+def _finish_mlflow(uri: str, experiment_id: str, parent: str, exp_dir: Optional[Path], name: str) -> None:
+    """Set aside trials a killed driver lost (see ``sync``), write into MLflow what trials could not (server
+    away meanwhile), then the parent's leaderboard; if MLflow is still away, say how to write it later.
+    Tune's folder has every result either way."""
     try:
         if exp_dir is None:  # Tune results on remote storage: the trials' own logging is all there is
             finish_parent(uri, parent)
             return
         mark_finished(exp_dir)
+        lost = [t for folder in (exp_dir, exp_dir.parent / confirm_name(name)) if folder.is_dir()
+                for t in set_aside_lost_trials(folder)]
+        if lost:
+            retire_lost_runs(uri, experiment_id, parent, lost)
+            print(f"pursuhint: {len(lost)} trial(s) the killed driver had started but Tune never saved were "
+                  f"replaced on --resume; their partial runs are set aside ({', '.join(lost)})", file=sys.stderr)
         summary = sync_sweep(exp_dir, uri)
         if summary.changed:
             print(f"pursuhint: MLflow caught up with Tune's results: {summary}", file=sys.stderr)

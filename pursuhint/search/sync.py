@@ -4,6 +4,11 @@ trial's run, its params and tags, every epoch's metrics, its final status, its h
 the parent run's leaderboard. It adds only what is missing, so running it twice changes nothing.
 
 Used by ``pursuhint report NAME --sync`` and at the end of every sweep.
+
+A driver killed between starting a trial and saving Tune's experiment state leaves a *lost* trial: Tune
+does not know it on ``--resume`` and samples a new one in its place. At the end of the sweep its folder is
+set aside (``.lost/`` in the results folder) and its MLflow run is tagged ``pursuhint.status=lost``, ended
+KILLED and deleted (MLflow keeps it in the trash), so every reader sees one run per trial.
 """
 
 from __future__ import annotations
@@ -44,6 +49,50 @@ class SyncSummary:
     @property
     def changed(self) -> bool:
         return bool(self.runs_created or self.epochs_written or self.statuses_written or self.artifacts_written)
+
+
+LOST_DIR = ".lost"
+LOST_REASON = "the sweep's driver died before Tune saved this trial; on --resume a new trial took its place"
+
+
+def saved_trial_folders(exp_dir: Path) -> Optional[set[str]]:
+    """Folder names of the trials in Tune's newest saved experiment state, or None when there is none."""
+    files = sorted(Path(exp_dir).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    try:
+        state = json.loads(files[-1].read_text())
+        return {json.loads(trial)["relative_logdir"] for trial, _meta in state["trial_data"]}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def set_aside_lost_trials(exp_dir: Path) -> list[str]:
+    """Move the folders of trials Tune's final state does not know into ``.lost/``; their trial ids."""
+    known = saved_trial_folders(exp_dir)
+    if known is None:
+        return []
+    lost = [t for t in read_trials(exp_dir, silent=True) if t.folder.name not in known]
+    for trial in lost:
+        (Path(exp_dir) / LOST_DIR).mkdir(exist_ok=True)
+        trial.folder.rename(Path(exp_dir) / LOST_DIR / trial.folder.name)
+    return [t.trial_id for t in lost]
+
+
+def retire_lost_runs(uri: str, experiment_id: str, parent: str, trial_ids: list[str]) -> int:
+    """Tag, end (KILLED) and delete the unfinished child runs of the lost trials; how many."""
+    n = 0
+    for trial_id in trial_ids:
+        for run in tracking.find_runs(uri, experiment_id, **{tracking.TRIAL_TAG: trial_id,
+                                                             tracking.PARENT_TAG: parent}):
+            if run.data.tags.get(tracking.STATUS_TAG) in tracking.RUN_STATUS:
+                continue  # it ended: Tune knew it after all
+            tracking.set_tags(uri, run.info.run_id, {tracking.STATUS_TAG: "lost", tracking.REASON_TAG: LOST_REASON})
+            if run.info.status == "RUNNING":
+                tracking.client(uri).set_terminated(run.info.run_id, status="KILLED")
+            tracking.client(uri).delete_run(run.info.run_id)
+            n += 1
+    return n
 
 
 def mark_finished(exp_dir: Path) -> None:
