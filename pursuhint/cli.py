@@ -22,10 +22,15 @@ def command(name: str):
     return add
 
 
-def _load(args: argparse.Namespace, overrides: Optional[dict] = None, student: bool = True) -> Config:
-    """Validate the whole config (values, names, search space, hint counts) before any work starts."""
+def _load(args: argparse.Namespace, overrides: Optional[dict] = None, student: bool = True,
+          sweep: bool = False) -> Config:
+    """Validate the whole config (values, names, search space, hint counts) before any work starts; a sweep
+    whose space is partly untrainable starts, saying in one line which trials will end ``invalid``."""
     cfg = load_config(args.config, overrides=overrides)
-    preflight(cfg, student=student)
+    untrainable = preflight(cfg, student=student, sweep=sweep)
+    if untrainable:
+        print(f"pursuhint: note: part of the search space cannot be trained, so its trials will end invalid: "
+              f"{'; '.join(untrainable)}", file=sys.stderr)
     return cfg
 
 
@@ -168,7 +173,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .search.sweep import run_sweep
 
     overrides = {"search.num_samples": args.num_samples}
-    cfg = _load(args, overrides)
+    cfg = _load(args, overrides, sweep=True)
     result = run_sweep(cfg, address=args.address, resume=args.resume, overwrite=args.overwrite,
                        num_samples=args.num_samples,
                        tracking_uri=args.tracking_uri, storage_path=args.storage_path,
@@ -180,7 +185,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("\n" + format_table(result.confirmation))
     print(f"\nsweep {cfg.name}: {len(rows)} trials (Tune results: {result.experiment_dir})")
     if rows:
-        print(SEARCH_STAGE_LABEL)
+        print(search_stage_label(rows))
         print(format_leaderboard(rows))
     print(f"\nbrowse it: mlflow ui --backend-store-uri {result.tracking_uri}")
     runs_table = _runs_table_address(result.tracking_uri, result.parent_run_id)
@@ -223,8 +228,12 @@ def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
 
 
-SEARCH_STAGE_LABEL = ("Search stage: one seed, selection split (listed by best-epoch val_acc; the confirmation "
-                      "stage picks by search.metric; not a confirmed result)")
+def search_stage_label(rows: list) -> str:
+    """What the search-stage leaderboard is, and what it is sorted by (``search.metric``)."""
+    metric = rows[0].metric if rows else "final"
+    by = "the best epoch's val_acc" if metric == "best" else "the last epoch's val_acc"
+    return (f"Search stage: one seed, selection split (ranked by {by}, search.metric: {metric}, as the "
+            f"confirmation stage picks; not a confirmed result)")
 
 
 def _confirmation(args: argparse.Namespace) -> Optional[dict]:
@@ -252,7 +261,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(format_table(table) + "\n")
     rows, _, where = _sweep_rows(args)
     print(f"sweep {args.name}: {len(rows)} trials ({where})")
-    print(SEARCH_STAGE_LABEL)
+    print(search_stage_label(rows))
     print(format_leaderboard(rows, args.top))
     if args.plot:
         if table:

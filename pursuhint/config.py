@@ -3,6 +3,8 @@
 Any leaf may hold a search-space spec instead of a value (``{choice: [...]}``, ``{randint: [a, b]}``,
 ``{uniform: [a, b]}``, ``{loguniform: [a, b]}``, ``{quniform: [a, b, q]}``); ``sweep`` searches
 them, every other command uses a default for them and says so (:attr:`Config.searched_defaults`).
+A leaf may also depend on the sampled distillation method, ``{by_method: {at: SPEC, fitnet: SPEC,
+default: SPEC}}`` (a branch may be a plain value): only the chosen method's branch is sampled.
 
 .. code-block:: yaml
 
@@ -33,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 SPEC_KINDS = ("choice", "randint", "uniform", "loguniform", "quniform")
+BY_METHOD = "by_method"  # a leaf whose spec depends on the sampled distill.method
+OTHER_METHODS = "default"  # the by_method branch of methods it does not name
 
 # Paper defaults for searched keys that commands other than `sweep` use (docs/method.md §3–§5).
 PAPER_DEFAULTS: dict[str, Any] = {
@@ -380,9 +384,16 @@ def config_from_dict(raw: dict[str, Any], source: str = "config",
     _collect_specs(raw, "", space, source)
     defaults: dict[str, Any] = {}
     resolved = copy.deepcopy(raw)
+    for key, spec in space.items():  # plain leaves first: a by_method leaf's default follows the method's
+        if BY_METHOD not in spec:
+            defaults[key] = default_for(key, spec)
+            _set_path(resolved, key, defaults[key])
+    method = _method_of(resolved)
+    _check_by_method(space, method, source)
     for key, spec in space.items():
-        defaults[key] = default_for(key, spec)
-        _set_path(resolved, key, defaults[key])
+        if BY_METHOD in spec:
+            defaults[key] = default_for(key, branch_for(spec, method))
+            _set_path(resolved, key, defaults[key])
     cfg = _validate(resolved, source)
     # Every value a sweep could sample must be valid too: check each choice and each range bound.
     for key, spec in space.items():
@@ -392,6 +403,49 @@ def config_from_dict(raw: dict[str, Any], source: str = "config",
     cfg.searched_defaults = defaults
     cfg.source = source
     return cfg
+
+
+def branch_for(spec: dict[str, Any], method: str) -> dict[str, Any]:
+    """The spec a leaf has under ``method``: its by_method branch (or the ``default`` one), else itself."""
+    if BY_METHOD not in spec:
+        return spec
+    branches = spec[BY_METHOD]
+    return branches.get(method, branches.get(OTHER_METHODS, {}))
+
+
+def method_defaults(cfg: "Config", method: str) -> dict[str, Any]:
+    """The searched defaults of a trial that trains ``method`` (by_method leaves take its branch's default);
+    the baseline trials of each method use them."""
+    out = dict(cfg.searched_defaults)
+    for key, spec in cfg.space.items():
+        branch = branch_for(spec, method)
+        if BY_METHOD in spec and branch:  # no branch: a method outside the space (kd_only) keeps the default
+            out[key] = default_for(key, branch)
+    return out
+
+
+def _method_of(raw: dict[str, Any]) -> str:
+    try:
+        method = _get_path(raw, "distill.method")
+    except (KeyError, TypeError):
+        method = None
+    return method if isinstance(method, str) else DistillConfig.model_fields["method"].default
+
+
+def _check_by_method(space: dict[str, dict[str, Any]], method: str, source: str) -> None:
+    """Every method the sweep may train needs a branch (or ``default:``) in each by_method leaf."""
+    method_spec = space.get("distill.method", {})
+    if BY_METHOD in method_spec:
+        raise ConfigError(f"{source}: distill.method cannot itself be by_method; give it a value or a choice")
+    methods = list(method_spec.get("choice", [method]))
+    for key, spec in space.items():
+        if BY_METHOD not in spec:
+            continue
+        missing = [m for m in methods if m not in spec[BY_METHOD] and OTHER_METHODS not in spec[BY_METHOD]]
+        if missing:
+            raise ConfigError(f"{source}: {key} has by_method branches for {', '.join(sorted(spec[BY_METHOD]))} "
+                              f"but the sweep may train {', '.join(map(repr, missing))}; add a branch for it or "
+                              f"a `default:` branch")
 
 
 def default_for(key: str, spec: dict[str, Any]) -> Any:
@@ -466,10 +520,15 @@ def check_names(cfg: Config) -> None:
         from .distill import METHODS
     except ImportError:  # pragma: no cover
         return
+    def method_ok(v: Any) -> bool:
+        return all(part in METHODS for part in str(v).split("+"))
+
     for v in values("distill.method", cfg.distill.method):
-        parts = str(v).split("+")
-        for part in parts:
-            check("distill.method", part in METHODS, METHODS.names() + ["<method>+crd"], v)
+        check("distill.method", method_ok(v), METHODS.names() + ["<method>+crd"], v)
+    for key, spec in cfg.space.items():
+        for v in spec.get(BY_METHOD, {}):
+            check(f"{key}.by_method", v == OTHER_METHODS or method_ok(v),
+                  METHODS.names() + ["<method>+crd", OTHER_METHODS], v)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -514,7 +573,7 @@ def _model_at(loc: list[str]) -> Optional[type[BaseModel]]:
 
 
 def _is_spec(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SPEC_KINDS
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SPEC_KINDS + (BY_METHOD,)
 
 
 def _collect_specs(node: Any, prefix: str, out: dict[str, dict[str, Any]], source: str) -> None:
@@ -528,9 +587,22 @@ def _collect_specs(node: Any, prefix: str, out: dict[str, dict[str, Any]], sourc
             _collect_specs(value, path + ".", out, source)
 
 
-def _check_spec(key: str, spec: dict[str, Any], source: str) -> dict[str, Any]:
+def _check_spec(key: str, spec: dict[str, Any], source: str, branch: bool = False) -> dict[str, Any]:
     kind, args = next(iter(spec.items()))
     bad = f"{source}: {key} has an invalid search space {{{kind}: {args!r}}}: "
+    if kind == BY_METHOD:
+        if branch:
+            raise ConfigError(bad + "by_method branches cannot hold another by_method")
+        if not isinstance(args, dict) or not args:
+            raise ConfigError(bad + "by_method needs a mapping of method names (or default) to a spec or a value, "
+                                    "e.g. {by_method: {at: {loguniform: [0.3, 3]}, default: 1.0}}")
+        branches = {}
+        for method, value in args.items():
+            if isinstance(value, (dict, list)) and not _is_spec(value):
+                raise ConfigError(bad + f"the branch for {method!r} must be a search-space spec or a plain value")
+            branches[str(method)] = (_check_spec(f"{key}.by_method.{method}", value, source, branch=True)
+                                     if _is_spec(value) else {"choice": [value]})
+        return {BY_METHOD: branches}
     if kind == "choice":
         if not isinstance(args, list) or not args:
             raise ConfigError(bad + "choice needs a non-empty list of values")
@@ -560,6 +632,8 @@ def _check_spec(key: str, spec: dict[str, Any], source: str) -> dict[str, Any]:
 
 def _spec_probe_values(spec: dict[str, Any]) -> list[Any]:
     kind, args = next(iter(spec.items()))
+    if kind == BY_METHOD:
+        return [v for branch in args.values() for v in _spec_probe_values(branch)]
     if kind == "choice":
         return list(args)
     return [args[0], args[1]]

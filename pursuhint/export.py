@@ -18,13 +18,14 @@ FORMATS = ("json", "yaml", "torchdistill")
 
 
 def format_leaderboard(rows: list[TrialRow], limit: Optional[int] = None) -> str:
-    """A plain-text table of the leaderboard (rows from ``search.results``, ranked)."""
-    head = ("rank", "best_val_acc", "hints", "similarity", "algorithm", "center", "method", "hint_w", "ratio",
+    """A plain-text table of the leaderboard (rows from ``search.results``, ranked): ``val_acc`` is the last
+    epoch's selection-split accuracy, ``best`` the best epoch's; ``rank`` and the gains follow ``search.metric``."""
+    head = ("rank", "val_acc", "best", "hints", "similarity", "algorithm", "center", "method", "hint_w", "ratio",
             "kd_w", "lr", "vs_default", "vs_kd", "kind")
     lines = [head]
     for r in rows[:limit]:
         kind = r.baseline if r.baseline not in ("", "none") else ("dup" if r.duplicate_of else "")
-        lines.append((str(r.rank), _f(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
+        lines.append((str(r.rank), _f(r.final_val_acc), _f(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
                       r.center, r.method, _f(r.hint_weight, 4), _f(r.hint_ratio, 3), _f(r.kd_weight, 3), _f(r.lr, 4),
                       _signed(r.gain_default), _signed(r.gain_kd), kind))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]

@@ -1,8 +1,10 @@
-"""Checks that need more than the config file, done before any work starts: do the architectures'
-candidate layers admit every number of hints the config (or its search space) can ask for?"""
+"""Checks that need more than the config file, done before any work starts: do the names exist, do the
+splits hold every class, and can the config (or some of its search space) be trained on these
+architectures' candidate layers?"""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from .config import Config, check_names
@@ -19,34 +21,82 @@ def candidate_count(arch: str, granularity: str = "block", in_channels: int = 3)
     return sum(len(s) for s in stages) or None
 
 
-def preflight(cfg: Config, student: bool = True) -> None:
-    """Refuse, with one sentence, anything that would only fail once training has started.
+def preflight(cfg: Config, student: bool = True, sweep: bool = False) -> list[str]:
+    """Refuse, with one sentence, anything that would only fail once training has started; return the
+    parts of the search space that cannot be trained (a sweep starts anyway and says which trials will end
+    ``invalid``).
 
     ``student=False`` (for ``select``) checks the teacher side only: a hint set may be made for
-    another student later.
+    another student later. ``sweep`` checks the search space; other commands train the defaults.
     """
     check_names(cfg)
     check_splits(cfg)
-    spec = cfg.space.get("selection.n_hints")
+    return check_space(cfg, student, searched=sweep)
+
+
+def check_space(cfg: Config, student: bool = True, searched: bool = True) -> list[str]:
+    """Which (n_hints, mapping, teacher, student) points of the config or its space can be trained: each
+    K must fit the teacher's and the student's candidate layers, and ``stage_ends`` needs one hint per
+    student stage. None trainable: a ConfigError naming the keys and a value that works; some: one line
+    per untrainable part."""
+    problems: list[str] = []
+    fixes: list[str] = []
+    points = 0
+    space = cfg.space if searched else {}
+    for t_arch in _values(space, "teacher.arch", cfg.teacher.arch):
+        n_teacher = candidate_count(t_arch, cfg.selection.granularity)
+        for s_arch in (_values(space, "student.arch", cfg.student.arch) if student else [None]):
+            n_student, n_stages = _student_shape(s_arch) if s_arch else (None, None)
+            for k in _hint_counts(space, cfg.selection.n_hints):
+                for mapping in _values(space, "distill.mapping", cfg.distill.mapping):
+                    points += 1
+                    why, fix = _untrainable(k, mapping, t_arch, n_teacher, s_arch, n_student, n_stages)
+                    if why:
+                        problems.append(why)
+                        fixes.append(fix)
+    if points and len(problems) == points:
+        where = "the search space has" if space else "the config has"
+        raise ConfigError(f"{where} nothing that can be trained: {problems[0]}; {fixes[0]}")
+    return list(dict.fromkeys(problems))
+
+
+def _untrainable(k: Optional[int], mapping: str, t_arch: str, n_teacher: Optional[int], s_arch: Optional[str],
+                 n_student: Optional[int], n_stages: Optional[int]) -> tuple[str, str]:
+    """(why, a fix) when K hints under ``mapping`` cannot be trained on this pair, else ("", "")."""
+    if k is None:  # the student's number of stages: always one hint per stage
+        return "", ""
+    if n_teacher is not None and k > n_teacher:
+        return (f"selection.n_hints {k} exceeds the teacher {t_arch}'s {n_teacher} candidate layers",
+                f"use n_hints of at most {n_teacher}")
+    if n_student is not None and k > n_student:
+        return (f"selection.n_hints {k} exceeds the student {s_arch}'s {n_student} candidate layers",
+                f"use n_hints of at most {n_student}")
+    if mapping == "stage_ends" and n_stages is not None and k != n_stages:
+        return (f"selection.n_hints {k} with distill.mapping stage_ends needs one hint per stage of the student "
+                f"{s_arch}, which has {n_stages}",
+                f"use n_hints {n_stages} (or null), or distill.mapping: auto")
+    return "", ""
+
+
+def _hint_counts(space: dict, current: Optional[int]) -> list[Optional[int]]:
+    """Every K the config or its space can ask for (None: the student's number of stages)."""
+    spec = space.get("selection.n_hints")
     if spec is None:
-        wanted = [cfg.selection.n_hints] if cfg.selection.n_hints is not None else []
-    elif "choice" in spec:
-        wanted = [int(v) for v in spec["choice"]]
-    else:
-        wanted = [int(spec[next(iter(spec))][1])]  # the largest a range can give
-    if not wanted:
-        return
-    k = max(wanted)
-    where = "the search space of selection.n_hints allows" if spec else "selection.n_hints is"
-    archs = [("teacher", cfg.teacher.arch, cfg.selection.granularity)]
-    if student:
-        archs.append(("student", cfg.student.arch, "block"))
-    for role, arch_key, gran in archs:
-        for arch in _values(cfg, f"{role}.arch", arch_key):
-            n = candidate_count(arch, gran)
-            if n is not None and k > n:
-                raise ConfigError(f"{where} {k} hints, but the {role} {arch} has only {n} candidate layers; "
-                                  f"use at most {n}")
+        return [current]
+    kind, args = next(iter(spec.items()))
+    if kind == "choice":
+        return [None if v is None else int(v) for v in args]
+    if kind == "randint":
+        return list(range(int(args[0]), int(args[1]) + 1))
+    return sorted({int(math.ceil(args[0])), int(args[1])})  # a float range: its integer ends
+
+
+def _student_shape(arch: str) -> tuple[Optional[int], Optional[int]]:
+    """(candidate layers, stages) of a student (None, None when only a forward pass can tell)."""
+    from .models import create_model, model_block_stages
+
+    stages = model_block_stages(create_model(arch, 10, in_channels=3))
+    return (sum(len(s) for s in stages) or None, len(stages) or None)
 
 
 def check_splits(cfg: Config) -> None:
@@ -57,6 +107,6 @@ def check_splits(cfg: Config) -> None:
     dataset_for(cfg)
 
 
-def _values(cfg: Config, key: str, current: str) -> list[str]:
-    spec = cfg.space.get(key)
+def _values(space: dict, key: str, current: str) -> list[str]:
+    spec = space.get(key)
     return list(spec["choice"]) if spec and "choice" in spec else [current]

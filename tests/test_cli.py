@@ -251,3 +251,35 @@ def test_select_may_pick_more_hints_than_the_student_has_stages(capsys, trained_
     assert HintSet.load(tmp_path / "h.json").n_hints == 5
     code, _, err = run(["distill", str(digits_config_path), "-q", "--hints", str(tmp_path / "h.json")], capsys)
     assert code == 2 and "5 teacher hints cannot be paired" in err
+
+
+UNTRAINABLE = ("student: {arch: resnet8}\nselection: {n_hints: {choice: [2]}}\ndistill: {mapping: stage_ends}\n"
+               "search: {num_samples: 2}")
+
+
+def test_a_space_with_nothing_trainable_is_refused_before_any_work(capsys, tmp_path, isolated_runs):
+    before = set(isolated_runs.rglob("*"))
+    code, _, err = run(["sweep", write(tmp_path, UNTRAINABLE), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                        "--storage-path", str(tmp_path / "ray")], capsys)
+    assert_refused(code, err, "the search space has nothing that can be trained",
+                   "selection.n_hints 2 with distill.mapping stage_ends", "student resnet8, which has 3",
+                   "use n_hints 3 (or null), or distill.mapping: auto")
+    assert set(isolated_runs.rglob("*")) == before and not (tmp_path / "m.db").exists()
+    # a config without a space is checked the same way (the sentence says "config")
+    code, _, err = run(["sweep", write(tmp_path, "student: {arch: resnet8}\nselection: {n_hints: 5}"),
+                        "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capsys)
+    assert_refused(code, err, "the config has nothing that can be trained",
+                   "selection.n_hints 5 exceeds the student resnet8's 3 candidate layers", "at most 3")
+
+
+def test_a_partly_untrainable_space_starts_and_says_which_part_ends_invalid(capsys, tmp_path):
+    text = UNTRAINABLE.replace("choice: [2]", "randint: [2, 4]")
+    # an unreachable MLflow stops the sweep right after the checks, so the test trains nothing
+    code, _, err = run(["sweep", write(tmp_path, text), "--tracking-uri", "http://127.0.0.1:9"], capsys)
+    notes = [line for line in err.splitlines() if "cannot be trained" in line]
+    assert len(notes) == 1, err
+    assert ("part of the search space cannot be trained, so its trials will end invalid: selection.n_hints 2 with "
+            "distill.mapping stage_ends") in notes[0]
+    assert "selection.n_hints 4 exceeds the student resnet8's 3 candidate layers" in notes[0]
+    assert "n_hints 3 " not in notes[0]  # the trainable part is not listed
+    assert code == 2 and "127.0.0.1:9" in err  # it went on to the sweep itself

@@ -9,7 +9,8 @@ from scipy import stats
 from pursuhint.config import config_from_text
 from pursuhint.errors import ConfigError
 from pursuhint.search.confirm import (CONFIRMS_KEY, ROLE_KEY, SEARCHED, ConfirmedResult, confirm_seeds,
-                                      confirmation_table, format_table, headline, pick_top, plan, trial_row)
+                                      confirmation_table, format_table, headline, pick_top, plan)
+from pursuhint.search.results import row_from_result
 from pursuhint.search.space import BASELINE_KEY
 
 CFG = config_from_text("""
@@ -25,7 +26,7 @@ def _row(tid, final, best, method="at", k=3, layers="a,b,c", hw=100.0, lr=0.05, 
            "distill.hint_weight": hw, "train.lr": lr, BASELINE_KEY: baseline}
     last = {"val_acc": final, "final_val_acc": final, "best_val_acc": best, "method_name": method,
             "n_hints_used": k, "hint_layer_names": layers, "hint_weight_resolved": hw}
-    return trial_row(cfg, last, status, tid)
+    return row_from_result(cfg, last, status, tid)
 
 
 def test_seeds_derive_from_the_config_seed_and_are_fresh():

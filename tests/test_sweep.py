@@ -127,18 +127,22 @@ def test_leaderboard_gains_and_report_text(sweep):
     _, uri, result, _ = sweep
     rows = rows_from_mlflow(uri, result.parent_run_id)
     assert [r.rank for r in rows] == list(range(1, 6))
-    accs = [r.best_val_acc for r in rows]
-    assert accs == sorted(accs, reverse=True)
+    accs = [r.final_val_acc for r in rows]  # search.metric: final, the default
+    assert accs == sorted(accs, reverse=True) and {r.metric for r in rows} == {"final"}
+    for r in rows:
+        assert r.best_val_acc >= r.final_val_acc
     default = next(r for r in rows if r.baseline == "default")
     kd = next(r for r in rows if r.baseline == "kd_only")
     for r in rows:
         if r.method == "at":
-            assert r.gain_default == pytest.approx(r.best_val_acc - default.best_val_acc)
+            assert r.gain_default == pytest.approx(r.final_val_acc - default.final_val_acc)
         else:  # no default-hints baseline for KD-only itself
             assert r.gain_default != r.gain_default
-        assert r.gain_kd == pytest.approx(r.best_val_acc - kd.best_val_acc)
+        assert r.gain_kd == pytest.approx(r.final_val_acc - kd.final_val_acc)
     text = format_leaderboard(rows)
-    assert text.splitlines()[0].split()[:3] == ["rank", "best_val_acc", "hints"]
+    assert text.splitlines()[0].split()[:4] == ["rank", "val_acc", "best", "hints"]
+    assert [r.trial_id for r in rows_from_mlflow(uri, result.parent_run_id, "best")] == \
+        [r.trial_id for r in sorted(rows, key=lambda r: (-r.best_val_acc, r.trial_id))]
     assert len(text.splitlines()) == 6
     # run_sweep's leaderboard is read from Tune's folder: the same table as from MLflow.
     assert format_leaderboard(result.leaderboard) == text
@@ -157,7 +161,8 @@ def test_export_round_trip(sweep, tmp_path):
         again = HintSet.load(path)
         assert again.to_dict() == hs.to_dict()
         row = next(r for r in rows if r.run_id == again.provenance["mlflow_run_id"])
-        assert again.score == row.best_val_acc and again.provenance["sweep"] == "t_sweep"
+        assert again.score == row.final_val_acc and again.provenance["sweep"] == "t_sweep"
+        assert again.provenance["score_metric"] == "final_val_acc"
         assert again.provenance["method"] == row.method
     (ypath,) = write_hint_sets(sets[:1], tmp_path / "yaml", "yaml")
     assert HintSet.load(ypath).layers == sets[0].layers
@@ -207,7 +212,7 @@ def test_report_and_export_fall_back_to_tune_results(sweep, tmp_path, capsys):
     assert main(["export", "t_sweep", "--tracking-uri", dead, "--storage-path", storage, "-o",
                  str(tmp_path / "fb")]) == 0
     hs = HintSet.load(tmp_path / "fb" / "hint_set_1.json")
-    assert hs.score == max(r.best_val_acc for r in mlflow_rows if r.hint_indices)
+    assert hs.score == max(r.final_val_acc for r in mlflow_rows if r.hint_indices)
 
 
 def test_no_credentials_in_mlflow_records(sweep, tmp_path):

@@ -11,6 +11,7 @@ the trials (plain dicts a Tune grid runs), and turns their results into the conf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,11 +19,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ..baselines import BASELINE_LABELS
 from ..config import Config
-from .space import BASELINE_KEY
+from .results import TrialRow
+from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
 from .stats import label_of, paired_gain, summarise, verdict
 
-ROLE_KEY = "pursuhint.role"  # "confirm" in a confirmation trial's config ("" or absent: a search trial)
-CONFIRMS_KEY = "pursuhint.confirms"  # the search trial id a confirmation trial repeats, or the baseline's name
 SEED_KEY = "train.seed"
 CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
 FILE = "confirmation.json"  # the table, in the sweep's folder and on the parent run
@@ -54,25 +54,28 @@ class Candidate:
         return (self.hint_layers, self.method, self.weights, self.lr)
 
 
-def pick_top(rows: Iterable[dict[str, Any]], top_k: int, metric: str = "final") -> list[Candidate]:
+def pick_top(rows: Iterable[TrialRow], top_k: int, metric: str = "final") -> list[Candidate]:
     """The ``top_k`` best distinct searched configurations by ``final_val_acc`` (or ``best_val_acc``).
 
-    ``rows`` are search trials as :func:`trial_row` makes them; baselines, duplicates and trials that did
+    ``rows`` are search trials (``results.row_from_result``); baselines, duplicates and trials that did
     not complete or stop normally are skipped. Ties go to the earlier trial.
     """
     if top_k <= 0:
         return []
-    key = "best_val_acc" if metric == "best" else "final_val_acc"
-    eligible = [r for r in rows if not r.get("baseline") and r.get("status") in ("completed", "stopped")
-                and r.get("hint_layers") and _finite(r.get(key))]
-    eligible.sort(key=lambda r: (-float(r[key]), r["trial_id"]))
+    rows = [dataclasses.replace(r, metric=metric) for r in rows]
+    eligible = [r for r in rows if r.baseline == "none" and r.status in ("completed", "stopped")
+                and r.hint_layers and math.isfinite(r.score)]
+    eligible.sort(key=lambda r: (-r.score, r.trial_id))
     out: list[Candidate] = []
     seen: set[tuple] = set()
     for r in eligible:
-        cand = Candidate(trial_id=r["trial_id"], sampled=dict(r["config"]), score=float(r[key]),
-                         method=r["method"], n_hints=int(r["n_hints"]), hint_layers=r["hint_layers"],
-                         weights=tuple(round(float(w), 10) if isinstance(w, (int, float)) else w for w in r["weights"]),
-                         lr=round(float(r["lr"]), 10))
+        weights = tuple(r.sampled.get(k, default) for k, default in
+                        (("distill.hint_weight", "auto"), ("distill.hint_ratio", 1.0), ("distill.kd_weight", 0.0),
+                         ("distill.ce_weight", 1.0)))
+        cand = Candidate(trial_id=r.trial_id, sampled=dict(r.sampled), score=r.score, method=r.method,
+                         n_hints=r.n_hints, hint_layers=r.hint_layers,
+                         weights=tuple(round(float(w), 10) if isinstance(w, (int, float)) else w for w in weights),
+                         lr=round(float(r.sampled.get("train.lr", 0.0)), 10))
         if cand.distinct_key in seen:
             continue
         seen.add(cand.distinct_key)
@@ -231,19 +234,6 @@ def headline(table: dict[str, Any]) -> dict[str, float]:
         out.update(confirmed_gain_vs_default=float(g["mean"]), confirmed_gain_vs_default_ci_low=float(g["low"]),
                    confirmed_gain_vs_default_ci_high=float(g["high"]))
     return out
-
-
-def trial_row(config: dict[str, Any], last: dict[str, Any], status: str, trial_id: str) -> dict[str, Any]:
-    """A search trial as :func:`pick_top` reads it, from its Tune config and last report."""
-    final = last.get("final_val_acc", last.get("val_acc"))
-    return {"trial_id": trial_id, "baseline": config.get(BASELINE_KEY, "") or "", "status": status,
-            "config": {k: v for k, v in config.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)},
-            "final_val_acc": final, "best_val_acc": last.get("best_val_acc"),
-            "method": last.get("method_name", config.get("distill.method", "")),
-            "n_hints": last.get("n_hints_used", 0), "hint_layers": last.get("hint_layer_names", ""),
-            "weights": (config.get("distill.hint_weight", "auto"), config.get("distill.hint_ratio", 1.0),
-                        config.get("distill.kd_weight", 0.0), config.get("distill.ce_weight", 1.0)),
-            "lr": config.get("train.lr", 0.0)}
 
 
 def confirmed_result(spec: dict[str, Any], last: dict[str, Any]) -> ConfirmedResult:

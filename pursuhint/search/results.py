@@ -19,14 +19,14 @@ from typing import Any, Callable, Mapping, Optional
 from .. import tracking
 from ..errors import PursuhintError
 from ..hints.hintset import HintSet
-from .space import BASELINE_KEY
+from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
 
 NAN = float("nan")
 MARKER = "pursuhint_sweep.json"  # in Tune's folder: the sweep's name, MLflow store, parent run, config
 MLFLOW_KEY = "pursuhint_mlflow"  # in a trial's Tune results: its MLflow run's name, params and tags
 FINAL = ("completed", "diverged", "invalid", "stopped", "error")
 # The columns of the parent run's ``leaderboard.json`` (the fields MLflow and Tune rows both fill).
-TABLE_FIELDS = ("run_id", "trial_id", "baseline", "status", "best_val_acc", "hint_layers", "hint_indices",
+TABLE_FIELDS = ("run_id", "trial_id", "baseline", "status", "final_val_acc", "best_val_acc", "hint_layers", "hint_indices",
                 "similarity", "algorithm", "center", "n_hints", "method", "hint_weight", "kd_weight", "lr",
                 "duplicate_of", "student_layers", "n_candidates", "rank", "gain_default", "gain_kd")
 
@@ -37,13 +37,17 @@ class TrialRow:
 
     ``baseline`` is ``none`` for searched trials, else ``default`` or ``kd_only``; ``hint_indices`` are
     1-based positions joined by commas (empty without hints). ``rank`` and the gains are set by ``rank``.
-    ``epochs``, ``sampled`` and ``hint_set_path`` are known only when read from Tune's folder.
+    ``final_val_acc`` is the last epoch's selection-split accuracy (the newest one while the trial runs);
+    ``score`` is the value ``rank`` sorted by: it, or ``best_val_acc`` under ``search.metric: best``.
+    ``epochs`` and ``hint_set_path`` are known only when read from Tune's folder, ``sampled`` also from a
+    Tune result.
     """
 
     trial_id: str
     run_id: str = ""
     baseline: str = "none"
     status: str = ""
+    final_val_acc: float = NAN
     best_val_acc: float = NAN
     hint_layers: str = ""
     hint_indices: str = ""
@@ -60,11 +64,17 @@ class TrialRow:
     student_layers: str = ""
     n_candidates: int = 0
     rank: int = 0
+    metric: str = "final"  # which of final_val_acc / best_val_acc ``rank`` sorted by
     gain_default: float = NAN  # vs the default-hints baseline of the same method
     gain_kd: float = NAN  # vs the KD-only baseline
     epochs: int = 0  # the last epoch the trial reported
     sampled: dict[str, Any] = field(default_factory=dict)  # what the searcher sampled (dotted keys)
     hint_set_path: str = ""  # the hint set in the trial's newest checkpoint
+
+    @property
+    def score(self) -> float:
+        """The accuracy the row is ranked by (``search.metric``)."""
+        return self.best_val_acc if self.metric == "best" else self.final_val_acc
 
     @property
     def positions(self) -> list[int]:
@@ -104,19 +114,22 @@ def find_parent(uri: str, name: str) -> tuple[str, str]:
     return exp.experiment_id, parents[0].info.run_id
 
 
-def rows_from_mlflow(uri: str, parent: str) -> list[TrialRow]:
+def rows_from_mlflow(uri: str, parent: str, metric: Optional[str] = None) -> list[TrialRow]:
     """The search stage's trials as MLflow has them (children of run ``parent``, without the confirmation
-    stage's runs), ranked."""
+    stage's runs), ranked by ``metric`` (default: the sweep's ``search.metric``, a param of the parent)."""
     c = tracking.client(uri)
-    exp_id = c.get_run(parent).info.experiment_id
+    run = c.get_run(parent)
+    exp_id = run.info.experiment_id
+    metric = metric or run.data.params.get("metric", "final")
     rows = []
     for run in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent}):
         m, tags = run.data.metrics, run.data.tags
         if tags.get(tracking.ROLE_TAG) == "confirm":  # the confirmation stage has its own table
             continue
         rows.append(_row_from_run(tags.get(tracking.TRIAL_TAG, ""), run.data.params, tags, run_id=run.info.run_id,
+                                 final_val_acc=float(m.get("final_val_acc", m.get("val_acc", NAN))),
                                  best_val_acc=float(m.get("best_val_acc", m.get("val_acc", NAN)))))
-    return rank(rows)
+    return rank(rows, metric)
 
 
 @dataclass
@@ -190,19 +203,23 @@ def read_trials(exp_dir: Path, silent: bool = False) -> list[TrialRecord]:
     return out
 
 
-def rows_from_tune(exp_dir: Path) -> list[TrialRow]:
-    """The sweep's trials as Tune's results folder has them (see ``read_trials``), ranked:
-    each trial's recorded MLflow params, its per-epoch results and its newest checkpoint's hint set."""
+def rows_from_tune(exp_dir: Path, metric: Optional[str] = None) -> list[TrialRow]:
+    """The sweep's trials as Tune's results folder has them (see ``read_trials``), ranked by ``metric``
+    (default: the sweep's ``search.metric``): each trial's recorded MLflow params, its per-epoch results and
+    its newest checkpoint's hint set."""
     exp_dir = Path(exp_dir)
     info = read_marker(exp_dir)
     finished = bool(info.get("finished"))
+    metric = metric or _sweep_metric(info.get("config_yaml", ""))
     rows = []
     for trial in read_trials(exp_dir, silent=True):
         sampled = json.loads((trial.folder / "params.json").read_text())
         accs = [r["val_acc"] for r in trial.results if isinstance(r.get("val_acc"), (int, float))]
         epochs = [r["epoch"] for r in trial.results if isinstance(r.get("epoch"), int)]
         checkpoints = sorted(trial.folder.glob("checkpoint_*/artifacts/hint_set.json"))
+        finals = [r["final_val_acc"] for r in trial.results if isinstance(r.get("final_val_acc"), (int, float))]
         known = {"status": trial.status(finished) or "running", "best_val_acc": float(max(accs)) if accs else NAN,
+                 "final_val_acc": float(finals[-1]) if finals else float(accs[-1]) if accs else NAN,
                  "epochs": max(epochs, default=0), "hint_set_path": str(checkpoints[-1]) if checkpoints else "",
                  "sampled": {k: v for k, v in sampled.items() if k != BASELINE_KEY}}
         resolved = [r["hint_weight_resolved"] for r in trial.results if "hint_weight_resolved" in r]
@@ -211,7 +228,31 @@ def rows_from_tune(exp_dir: Path) -> list[TrialRow]:
             rows.append(_row_from_run(trial.trial_id, params, trial.record["tags"], **known))
         else:  # never reported: only what was sampled is known
             rows.append(_unreported(trial.trial_id, sampled, info.get("config_yaml", ""), known))
-    return rank(rows)
+    return rank(rows, metric)
+
+
+def row_from_result(config: Mapping[str, Any], last: Mapping[str, Any], status: str, trial_id: str) -> TrialRow:
+    """A search trial's row from its Tune config and last report (what a finished Tune grid holds, also when
+    Tune wrote to remote storage); the confirmation stage picks its configurations from these."""
+    return TrialRow(
+        trial_id=trial_id, baseline=config.get(BASELINE_KEY, "") or "none", status=status,
+        final_val_acc=_number(last.get("final_val_acc", last.get("val_acc"))),
+        best_val_acc=_number(last.get("best_val_acc")),
+        method=str(last.get("method_name", config.get("distill.method", ""))),
+        n_hints=_count(last.get("n_hints_used")), hint_layers=str(last.get("hint_layer_names", "")),
+        hint_weight=_number(last.get("hint_weight_resolved", config.get("distill.hint_weight"))),
+        kd_weight=_number(config.get("distill.kd_weight")), lr=_number(config.get("train.lr")),
+        sampled={k: v for k, v in config.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)})
+
+
+def _sweep_metric(config_yaml: str) -> str:
+    """``search.metric`` of a sweep's recorded config (``final`` when it cannot be read)."""
+    from ..config import config_from_text
+
+    try:
+        return config_from_text(config_yaml).search.metric if config_yaml else "final"
+    except PursuhintError:
+        return "final"
 
 
 def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known: dict[str, Any]) -> TrialRow:
@@ -227,15 +268,18 @@ def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known:
                     kd_weight=cfg.distill.kd_weight, lr=cfg.train.lr, **known)
 
 
-def rank(rows: list[TrialRow]) -> list[TrialRow]:
-    """Sort best first (ties: trial id) and set ``rank``, ``gain_default`` and ``gain_kd`` on each row."""
-    default = {r.method: r.best_val_acc for r in rows if r.baseline == "default"}
-    kd = next((r.best_val_acc for r in rows if r.baseline == "kd_only"), NAN)
-    rows = sorted(rows, key=lambda r: (-_finite_or(r.best_val_acc, -1.0), r.trial_id))
+def rank(rows: list[TrialRow], metric: str = "final") -> list[TrialRow]:
+    """Sort best first by ``metric`` (``final``: the last epoch's val_acc; ``best``: the best epoch's; ties:
+    trial id) and set ``rank``, ``metric``, ``gain_default`` and ``gain_kd`` on each row."""
+    for r in rows:
+        r.metric = metric
+    default = {r.method: r.score for r in rows if r.baseline == "default"}
+    kd = next((r.score for r in rows if r.baseline == "kd_only"), NAN)
+    rows = sorted(rows, key=lambda r: (-_finite_or(r.score, -1.0), r.trial_id))
     for i, r in enumerate(rows, 1):
         r.rank = i
-        r.gain_default = r.best_val_acc - default.get(r.method, NAN)
-        r.gain_kd = r.best_val_acc - kd
+        r.gain_default = r.score - default.get(r.method, NAN)
+        r.gain_kd = r.score - kd
     return rows
 
 
@@ -255,14 +299,14 @@ def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent
     out: list[HintSet] = []
     seen: set[str] = set()
     for row in rows:
-        if not row.hint_indices or row.hint_indices in seen or not math.isfinite(row.best_val_acc):
+        if not row.hint_indices or row.hint_indices in seen or not math.isfinite(row.score):
             continue
         hs = load(row)
         if hs is None:
             continue
         seen.add(row.hint_indices)
-        hs.score = row.best_val_acc
-        hs.provenance.update({
+        hs.score = row.score
+        hs.provenance.update({"score_metric": f"{row.metric}_val_acc",
             "sweep": sweep, "trial_id": row.trial_id, "mlflow_run_id": row.run_id, "sweep_run_id": parent,
             "method": row.method, "hint_weight": row.hint_weight, "kd_weight": row.kd_weight, "lr": row.lr,
             "baseline": row.baseline, "student_layers": row.student_layers,

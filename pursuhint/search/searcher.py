@@ -82,7 +82,7 @@ def make_searcher(cfg: Config) -> BaselinesFirst:
 
         sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.search.searcher == "optuna"
                    else optuna.samplers.RandomSampler(seed=cfg.seed))
-        inner = OptunaSearch(space=define_by_run(cfg.space), metric=METRIC, mode=MODE, sampler=sampler)
+        inner = OptunaSearch(space=define_by_run(cfg.space, cfg.distill.method), metric=METRIC, mode=MODE, sampler=sampler)
     plain = [] if cfg.space else [{BASELINE_KEY: ""}]  # nothing searched: run the config itself once
     rank_key = "best_val_acc" if cfg.search.metric == "best" else METRIC  # final: the last epoch's val_acc
     return BaselinesFirst(inner, baseline_configs(cfg) + plain, rank_key)

@@ -14,7 +14,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
-from .results import MARKER, TrialRow, experiment_dir, rows_from_mlflow, rows_from_tune
+from .results import MARKER, TrialRow, experiment_dir, row_from_result, rows_from_mlflow, rows_from_tune
 from .sync import finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep
 
 
@@ -154,14 +154,13 @@ def confirm_name(name: str) -> str:
     return f"{name}-confirm"
 
 
-def _search_rows(grid: Any) -> list[dict[str, Any]]:
-    from .confirm import trial_row
-
+def _search_rows(grid: Any) -> list[TrialRow]:
+    """The finished search stage's trials, from Tune's grid (local or remote storage alike)."""
     rows = []
     for result in grid:
         metrics = result.metrics or {}
         status = _ended_status(metrics) or metrics.get("status", "error" if result.error else "completed")
-        rows.append(trial_row(result.config or {}, metrics, status, metrics.get("trial_id", "")))
+        rows.append(row_from_result(result.config or {}, metrics, status, metrics.get("trial_id", "")))
     return rows
 
 
@@ -412,7 +411,7 @@ def _log_parent(uri: str, parent: str, cfg: Config) -> None:
                                     Param("searcher", cfg.search.searcher),
                                     Param("scheduler", cfg.search.scheduler),
                                     Param("teacher", cfg.teacher.arch), Param("student", cfg.student.arch),
-                                    Param("dataset", cfg.data.dataset)])
+                                    Param("dataset", cfg.data.dataset), Param("metric", cfg.search.metric)])
         c.log_text(parent, tracking.scrub(cfg.to_yaml()), "config.yaml")
         c.log_dict(parent, cfg.space, "search_space.json")
 

@@ -14,6 +14,7 @@ KILLED and deleted (MLflow keeps it in the trash), so every reader sees one run 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +189,9 @@ def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
         c.log_table(parent, table(rows), "leaderboard.json")
         best = next((r for r in rows if r.hint_indices), None)
         if best is not None:
-            c.log_metric(parent, "best_val_acc", float(best.best_val_acc))
+            for name in ("final_val_acc", "best_val_acc"):  # of the top hinted trial (ranked by search.metric)
+                if math.isfinite(getattr(best, name)):
+                    c.log_metric(parent, name, float(getattr(best, name)))
             sweep = c.get_experiment(c.get_run(parent).info.experiment_id).name
             sets = top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri)
             if sets:

@@ -27,7 +27,7 @@ from ..models import create_model
 from .duplicates import train_key
 from .shared import SharedWork
 from .confirm import CONFIRM_TRIAL_KEY, CONFIRMS_KEY, ROLE_KEY
-from .space import BASELINE_KEY, short_name
+from .space import BASELINE_KEY, plain_values, short_name
 from .sync import MLFLOW_KEY
 
 log = logging.getLogger("pursuhint.trial")
@@ -52,7 +52,7 @@ class SweepInfo:
 def trial_config(shared: SharedWork, sampled: dict[str, Any]) -> tuple[Config, str]:
     """The base config with the trial's sampled values, and its baseline kind ('' when searched)."""
     baseline = sampled.get(BASELINE_KEY, "") or ""
-    values = {k: v for k, v in sampled.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)}
+    values = {k: v for k, v in plain_values(sampled).items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)}
     cfg = config_from_text(shared.config_yaml).with_values(values)
     if baseline == "kd_only":
         cfg = kd_only_config(cfg)
@@ -114,7 +114,7 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
     for split, info in (split_info or {}).items():
         params[f"split_{split}_size"] = info["size"]
         params[f"split_{split}_hash"] = info["hash"]
-    for key, value in sampled.items():
+    for key, value in plain_values(sampled).items():
         if key not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY) and short_name(key) not in params:
             params[short_name(key)] = value
     return params
