@@ -242,6 +242,9 @@ class SearchConfig(_Section):
     resources_per_trial: ResourcesConfig = Field(default_factory=ResourcesConfig)
     baselines: list[Literal["default", "kd_only", "uniform", "random"]] = Field(
         default_factory=lambda: ["default", "kd_only"])
+    # Dotted keys the search stage's baseline trials train with instead of the searched defaults, e.g.
+    # {distill.hint_weight: null}: the benchmark's β, comparable with published tables.
+    baseline_values: dict[str, Any] = Field(default_factory=dict)
     # What the ranking and Optuna use: the last epoch's selection-split accuracy (final), or the best epoch's.
     metric: Literal["final", "best"] = "final"
     confirm: ConfirmConfig = Field(default_factory=lambda: ConfirmConfig())
@@ -395,6 +398,14 @@ def config_from_dict(raw: dict[str, Any], source: str = "config",
             defaults[key] = default_for(key, branch_for(spec, method))
             _set_path(resolved, key, defaults[key])
     cfg = _validate(resolved, source)
+    for key, value in cfg.search.baseline_values.items():  # each must be a key and value the config takes
+        if key.startswith("search.") or _is_spec(value):
+            raise ConfigError(f"{source}: search.baseline_values.{key} must set a plain value of another section "
+                              f"(e.g. distill.hint_weight: null)")
+        try:
+            _validate(_with(resolved, key, value), source)
+        except ConfigError as exc:
+            raise ConfigError(f"search.baseline_values: {exc}") from None
     # Every value a sweep could sample must be valid too: check each choice and each range bound.
     for key, spec in space.items():
         for value in _spec_probe_values(spec):

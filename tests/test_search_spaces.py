@@ -90,7 +90,14 @@ def test_paper_search_space_and_settings(name):
     assert cfg.selection.n_hints is None
     assert (cfg.selection.similarity, cfg.selection.algorithm, cfg.selection.center) == (
         "r2_cca", "pursuhint", "mean_index")
-    assert cfg.distill.hint_weight is None  # the benchmark's beta per method
+    # searched trials calibrate β (hint_ratio searched); the search stage's baselines keep the benchmark's β
+    assert cfg.distill.hint_weight == "auto" and cfg.space["distill.hint_ratio"] == {"loguniform": [0.1, 10.0]}
+    assert cfg.search.baseline_values == {"distill.hint_weight": None}
+    from pursuhint.search.space import baseline_configs
+
+    for b in baseline_configs(cfg):
+        assert b["distill.hint_weight"] is None and cfg.with_values(
+            {k: v for k, v in b.items() if k != "pursuhint.baseline"}).distill.hint_weight is None
     s = cfg.search
     assert (s.num_samples, s.scheduler, s.searcher, s.max_concurrent_trials) == (64, "asha", "optuna", None)
     assert s.baselines == ["default", "kd_only"]

@@ -94,3 +94,23 @@ def test_unknown_method_names_in_a_branch_are_refused():
 def test_the_method_itself_cannot_depend_on_the_method():
     with pytest.raises(ConfigError, match="distill.method cannot itself be by_method"):
         config_from_text("distill: {method: {by_method: {at: fitnet}}}")
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ("{distill.hint_weight: -1}", "search.baseline_values: config: distill.hint_weight = -1 is invalid"),
+    ("{distill.hint_wieght: null}", "unknown key 'distill.hint_wieght' (did you mean 'distill.hint_weight'?)"),
+    ("{search.num_samples: 2}", "must set a plain value of another section"),
+    ("{train.lr: {loguniform: [0.01, 0.1]}}", "must set a plain value of another section"),
+])
+def test_bad_baseline_values_are_refused(values, fragment):
+    with pytest.raises(ConfigError) as info:
+        config_from_text(f"search: {{baseline_values: {values}}}")
+    assert fragment in str(info.value)
+
+
+def test_baseline_values_reach_the_search_stages_baselines_only():
+    cfg = config_from_text(SPACE.replace("search: {", "search: {baseline_values: {distill.hint_weight: 100}, "))
+    for b in baseline_configs(cfg):
+        assert b["distill.hint_weight"] == 100
+    assert cfg.distill.hint_weight == "auto"  # what searched trials train with
+    assert "distill.hint_weight" not in cfg.space

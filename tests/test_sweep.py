@@ -61,6 +61,7 @@ def test_parent_and_children_layout(sweep):
         assert run.data.tags[tracking.PARENT_TAG] == parent.info.run_id
         assert run.data.tags[tracking.STATUS_TAG] in ("completed", "stopped"), run.data.tags
         assert "best_val_acc" in run.data.metrics
+        assert run.data.params["kd_weight"] == "0.0" and not any("@" in k for k in run.data.params)
     names = {r.info.run_name for r in runs}
     assert {"baseline-default-at", "baseline-kd_only", "r2_cca-k3-pursuhint-mean_index-at"} <= names
     # MLflow's own status follows the trial's: completed, stopped by ASHA and duplicates are FINISHED

@@ -102,10 +102,12 @@ def baseline_configs(cfg: Config) -> list[dict[str, Any]]:
     KD-only trial (``search.baselines``).
 
     Searched keys other than the method take the defaults non-sweep commands use (selection keys are
-    carried along for Tune's table only: a baseline's hints do not come from clustering).
+    carried along for Tune's table only: a baseline's hints do not come from clustering), then
+    ``search.baseline_values`` (e.g. the benchmark's β for the default hints).
     """
     def common(method: str) -> dict[str, Any]:  # by_method leaves: the method's own branch
-        return {k: v for k, v in method_defaults(cfg, method).items() if k != "distill.method"}
+        values = {**method_defaults(cfg, method), **cfg.search.baseline_values}
+        return {k: v for k, v in values.items() if k != "distill.method"}
 
     out: list[dict[str, Any]] = []
     for kind in ("default", "uniform", "random"):  # uniform/random: K of the searched defaults
