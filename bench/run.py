@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` from a checkout: make `be
 from bench.common import fmt  # noqa: E402
 
 BENCHMARKS = ("selection_speed", "input_pipeline", "distill_step", "step_syncs", "hint_calibration", "sweep_overhead",
-              "asha_savings",
+              "asha_savings", "search_waste",
               "selection_quality", "gpu")
 TITLES = {  # headings for benchmarks whose module (and so its TITLE) does not exist yet
     "sweep_overhead": "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly",

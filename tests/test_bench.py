@@ -144,6 +144,33 @@ def test_asha_epochs_trained_leaves_out_replays_and_invalid_trials():
     assert epochs_trained(rows) == 8 + 2 + 4
 
 
+def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
+    from bench.search_waste import collapsed, sweep_config, demo_raw, trial_hours
+
+    from pursuhint.search.results import TrialRow
+
+    nan = float("nan")
+    rows = [TrialRow("a", final_val_acc=90.0), TrialRow("b", final_val_acc=84.9),  # 84.9 < 90 − 5: collapsed
+            TrialRow("c", final_val_acc=85.0), TrialRow("d", final_val_acc=12.0, baseline="default"),
+            TrialRow("e", final_val_acc=12.0, duplicate_of="b"), TrialRow("f", final_val_acc=0.0, status="invalid"),
+            TrialRow("g", final_val_acc=nan, status="diverged")]  # diverged: no accuracy, counted as collapsed
+    assert [r.trial_id for r in collapsed(rows, 90.0)] == ["b", "g"]
+    settings = {"samples": 3, "epochs": 2, "seeds": 2}
+    raw_beta = sweep_config(demo_raw(), "digits", "raw_beta", "/tmp/t.pt", settings)
+    calibrated = sweep_config(demo_raw(), "digits", "calibrated", "/tmp/t.pt", settings)
+    assert raw_beta.space["distill.hint_weight"] == {"loguniform": [10.0, 1000.0]} and raw_beta.distill.hint_ratio == 1
+    assert calibrated.distill.hint_weight == "auto" and "distill.hint_ratio" in calibrated.space
+    for cfg in (raw_beta, calibrated):  # everything else identical
+        assert (cfg.search.scheduler, cfg.search.num_samples, cfg.seed, cfg.train.epochs) == ("fifo", 3, 0, 2)
+        assert {k: v for k, v in cfg.space.items() if "hint" not in k} == \
+            {k: v for k, v in raw_beta.space.items() if "hint" not in k}
+    trial = tmp_path / "t" / "run_trial_x"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text("{}")
+    (trial / "result.json").write_text('{"trial_id": "x", "time_total_s": 1800}\n{"trial_id": "x", "time_total_s": 3600}\n')
+    assert trial_hours(tmp_path / "t", tmp_path / "missing") == 1.0
+
+
 def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
     from bench.selection_quality import tables
     from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table

@@ -1,0 +1,207 @@
+"""Search without waste: the same sweep over a raw-β space (``hint_weight: {loguniform: [10, 1000]}``, the
+demo's space before calibration) and over the calibrated space (``hint_weight: auto`` with ``hint_ratio``
+searched), same seed, same number of trials.
+
+Two figures per space:
+- **Waste**: the share of searched trials whose final selection-split accuracy falls more than 5 points
+  below a CE-only student (same recipe, same seed, no teacher): a collapsed trial is compute lost.
+- **Time to a good answer**: the confirmed test accuracy of the sweep's winner (its confirmation stage:
+  the top configuration over 3 seeds) per trial-hour (the summed training time of every search and
+  confirmation trial, teacher excluded).
+
+On the demo's digits space (``search_spaces/digits_quick.yaml``), and on a CIFAR-shaped space (real
+CIFAR-10 photographs, 32 px, a resnet20 teacher trained once and cached) when the photographs are there.
+Every searched trial runs the full budget (FIFO), so a trial is never judged on an early-stopped epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from pursuhint.config import Config, config_from_dict
+from pursuhint.search.results import TrialRow, read_trials
+
+from .common import DIGITS_QUICK, cifar10_subset, command, machine, now, pick_device, ratio, table, threads
+from .sweep_overhead import cache_dir, digits_teacher, shutdown_ray, sweep_storage, workspace
+
+NAME = "search_waste"
+TITLE = "Search without waste: a calibrated hint_ratio space vs a raw-β space"
+AIM = ("no collapsed searched trial in the calibrated space (waste 0), and more confirmed test accuracy per "
+       "trial-hour than the raw-β space")
+COLLAPSE_POINTS = 5.0  # a trial more than this far below the CE-only student has collapsed
+
+SPACES = {  # what differs between the two sweeps: the hint-weight leaves
+    "raw_beta": {"hint_weight": {"loguniform": [10, 1000]}, "hint_ratio": 1.0},
+    "calibrated": {"hint_weight": "auto", "hint_ratio": {"loguniform": [0.3, 3]}},
+}
+
+CIFAR_TEXT = """
+seed: 0
+data: {{dataset: imagefolder, root: {root}, train_samples: {train}, val_samples: 1000, probe_size: 1000}}
+teacher: {{arch: resnet20, train: {{epochs: {teacher_epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}}}
+student: {{arch: resnet8}}
+"""
+
+
+def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
+    if tiny:
+        return {"samples": 2, "epochs": 2, "seeds": 2, "cifar_train": 1000, "teacher_epochs": 2}
+    if quick:
+        return {"samples": 4, "epochs": 3, "seeds": 2, "cifar_train": 2000, "teacher_epochs": 6}
+    return {"samples": 8, "epochs": 6, "seeds": 3, "cifar_train": 5000, "teacher_epochs": 15}
+
+
+def demo_raw() -> dict[str, Any]:
+    """The demo sweep's config as YAML data (its space, recipe and teacher)."""
+    return yaml.safe_load(DIGITS_QUICK.read_text())
+
+
+def cifar_raw(root: Path, s: dict[str, Any]) -> dict[str, Any]:
+    """The demo's space and recipe on CIFAR-shaped data: 32-px photographs, a resnet20 teacher."""
+    raw = demo_raw()
+    raw.update(yaml.safe_load(CIFAR_TEXT.format(root=root, train=s["cifar_train"],
+                                                teacher_epochs=s["teacher_epochs"])))
+    return raw
+
+
+def sweep_config(raw: dict[str, Any], name: str, space: str, checkpoint: str, s: dict[str, Any]) -> Config:
+    """One of the two sweeps: ``raw`` with the space's hint-weight leaves, full budget, a one-configuration
+    confirmation stage without baselines (what the winner is worth), nothing else."""
+    raw = copy.deepcopy(raw)
+    raw["name"] = f"bench_waste_{name}_{space}"
+    raw["teacher"]["checkpoint"] = checkpoint
+    raw["distill"].update(SPACES[space])
+    raw["train"]["epochs"] = s["epochs"]
+    raw["selection"]["on_collision"] = "warn"
+    raw["search"].update({"num_samples": s["samples"], "scheduler": "fifo", "baselines": [],
+                          "confirm": {"top_k": 1, "seeds": s["seeds"], "baselines": []}})
+    return config_from_dict(raw, source=raw["name"])
+
+
+def ce_only(cfg: Config, teacher: Any) -> float:
+    """Final selection-split accuracy of a CE-only student (no hints, no KD) with the sweep's recipe and seed."""
+    from pursuhint.distill.trainer import train_student
+    from pursuhint.teacher import dataset_for
+
+    plain = cfg.with_values({"distill.method": "kd_only", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0})
+    return float(train_student(plain, None, teacher.model, dataset_for(plain)).final_val_acc)
+
+
+def collapsed(rows: list[TrialRow], reference: float, points: float = COLLAPSE_POINTS) -> list[TrialRow]:
+    """The searched trials (not baselines, not replays of another trial) whose final selection-split accuracy
+    falls more than ``points`` below ``reference``; an invalid trial trained nothing and is not counted."""
+    return [r for r in searched(rows) if not r.final_val_acc >= reference - points]
+
+
+def searched(rows: list[TrialRow]) -> list[TrialRow]:
+    return [r for r in rows if r.baseline == "none" and not r.duplicate_of and r.status != "invalid"]
+
+
+def trial_hours(*folders: Path) -> float:
+    """Summed training time (Tune's ``time_total_s`` of each trial's last result) of the trials in ``folders``."""
+    total = 0.0
+    for folder in folders:
+        if folder.is_dir():
+            for trial in read_trials(folder):
+                times = [r["time_total_s"] for r in trial.results if isinstance(r.get("time_total_s"), (int, float))]
+                total += max(times, default=0.0)
+    return total / 3600
+
+
+def one_space(cfg: Config, folder: Path, reference: float) -> dict[str, Any]:
+    from pursuhint.search.sweep import run_sweep
+
+    t0 = time.perf_counter()
+    with threads(1):
+        result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
+    shutdown_ray()
+    rows = result.leaderboard
+    storage = folder / cfg.name / "ray_results"
+    hours = trial_hours(storage / cfg.name, storage / f"{cfg.name}-confirm")
+    conf = (result.confirmation or {}).get("configurations", [])
+    test = conf[0]["test_acc"]["mean"] if conf else float("nan")
+    bad = collapsed(rows, reference)
+    return {"wall_s": round(time.perf_counter() - t0, 1), "searched": len(searched(rows)), "collapsed": len(bad),
+            "collapsed_final_val_acc": [round(r.final_val_acc, 2) for r in bad],
+            "final_val_acc": sorted((round(r.final_val_acc, 2) for r in searched(rows)), reverse=True),
+            "hint_weights": [round(r.hint_weight, 4) for r in searched(rows)],
+            "confirmed_test_acc": test, "confirmed_sd": conf[0]["test_acc"]["sd"] if conf else float("nan"),
+            "winner": conf[0].get("hint_layers", "") if conf else "", "trial_hours": round(hours, 4),
+            "test_acc_per_trial_hour": test / hours if hours else float("nan")}
+
+
+def _pair(raw: dict[str, Any], name: str, checkpoint: str, folder: Path, teacher: Any,
+          s: dict[str, Any]) -> dict[str, Any]:
+    """Both spaces on one data set, and the CE-only reference."""
+    configs = {space: sweep_config(raw, name, space, checkpoint, s) for space in SPACES}
+    with threads(2):
+        reference = ce_only(configs["calibrated"], teacher)
+    out = {"ce_only_final_val_acc": reference}
+    for space, cfg in configs.items():
+        out[space] = one_space(cfg, folder, reference)
+    return out
+
+
+def cifar_teacher(raw: dict[str, Any]) -> tuple[Any, str]:
+    """The CIFAR-shaped resnet20 teacher, trained once on the training part and cached with the benchmarks."""
+    from pursuhint.teacher import load_teacher, teacher_cache_dir, train_teacher
+
+    cfg = config_from_dict({**copy.deepcopy(raw), "name": "bench_waste_cifar_teacher"})
+    with threads(2):
+        train_teacher(cfg, progress=True)
+    return load_teacher(cfg, progress=False), str(teacher_cache_dir(cfg) / "teacher.pt")
+
+
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    s = _settings(quick, tiny)
+    device = pick_device()
+    figures: dict[str, Any] = {"settings": s, "cache": str(cache_dir())}
+    with workspace() as folder:
+        teacher, info = digits_teacher()
+        figures["digits"] = _pair(demo_raw(), "digits", str(teacher.checkpoint), folder, teacher, s)
+        figures["digits"]["teacher"] = info
+        root = cifar10_subset()
+        if root is None:
+            figures["cifar"] = None
+        else:
+            raw = cifar_raw(root, s)
+            t, checkpoint = cifar_teacher(raw)
+            figures["cifar"] = _pair(raw, "cifar", checkpoint, folder, t, s)
+            figures["cifar"]["teacher"] = {"arch": t.arch, "val_acc": t.meta.get("val_acc")}
+    speed = {k: ratio(v["calibrated"]["test_acc_per_trial_hour"], v["raw_beta"]["test_acc_per_trial_hour"])
+             for k, v in figures.items() if isinstance(v, dict) and "calibrated" in v}
+    waste = sum(v["calibrated"]["collapsed"] for k, v in figures.items() if isinstance(v, dict) and "calibrated" in v)
+    return {
+        "title": TITLE, "aim": AIM, "ratio": speed["digits"],
+        "ratio_definition": "confirmed test accuracy per trial-hour, calibrated space ÷ raw-β space (digits)",
+        "aim_met": bool(waste == 0 and min(speed.values()) > 1), "figures": figures,
+        "tables": tables(figures),
+        "notes": [f"Collapsed: final selection-split accuracy more than {COLLAPSE_POINTS:g} points below a CE-only "
+                  f"student with the same recipe and seed. {s['samples']} searched trials per sweep, FIFO (full budget), "
+                  f"the winner confirmed over {s['seeds']} seeds on the test split."]
+                 + ([] if figures.get("cifar") else ["The CIFAR-shaped space was skipped: no CIFAR-10 photographs "
+                                                     "(set $PURSUHINT_CIFAR10_SUBSET)."]),
+        "machine": machine(device), "date": now(), "quick": quick, "tiny": tiny, "command": command(NAME, quick, tiny),
+    }
+
+
+def tables(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for data in ("digits", "cifar"):
+        pair = figures.get(data)
+        if not pair:
+            continue
+        for space in SPACES:
+            f = pair[space]
+            rows.append([data, space, f"{f['collapsed']} of {f['searched']}", pair["ce_only_final_val_acc"],
+                         f["final_val_acc"][0] if f["final_val_acc"] else float("nan"),
+                         f"{f['confirmed_test_acc']:.2f} ± {f['confirmed_sd']:.2f}", f["trial_hours"],
+                         f["test_acc_per_trial_hour"]])
+    return [table("The same sweep over a raw-β space and over the calibrated space",
+                  ["data", "space", "collapsed", "CE-only val %", "best final val %", "confirmed test %",
+                   "trial-hours", "test % per trial-hour"], rows)]
