@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import __version__
-from .config import Config, describe_defaults, load_config
+from .config import Config, describe_defaults, import_plugin, load_config
 from .preflight import preflight
-from .errors import PursuhintError
+from .errors import ConfigError, PursuhintError, SweepInterrupted
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -26,6 +26,7 @@ def _load(args: argparse.Namespace, overrides: Optional[dict] = None, student: b
           sweep: bool = False) -> Config:
     """Validate the whole config (values, names, search space, hint counts) before any work starts; a sweep
     whose space is partly untrainable starts, saying in one line which trials will end ``invalid``."""
+    overrides = {**(overrides or {}), "plugins": getattr(args, "plugin", None) or None}
     cfg = load_config(args.config, overrides=overrides)
     untrainable = preflight(cfg, student=student, sweep=sweep)
     if untrainable:
@@ -115,6 +116,40 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def hint_set_recipe(hs: Any) -> dict[str, Any]:
+    """The training recipe an exported hint set records (its trial's method, weights, lr, epochs, seed), as
+    dotted config keys; empty for a hint set made by ``select``."""
+    import json
+
+    from .search.results import RECIPE
+
+    prov = hs.provenance
+    out: dict[str, Any] = {}
+    for name, key in RECIPE.items():
+        value = prov.get(f"recipe_{name}")
+        if value is None or (isinstance(value, float) and value != value):
+            continue
+        if name == "method_params":
+            value = json.loads(value)
+        if name == "hint_ratio" and prov.get("recipe_hint_weight_setting") != "auto":
+            continue  # a β given as a number: the ratio played no part
+        out[key] = value
+    return out
+
+
+def _recipe_lines(cfg: Config, recipe: dict[str, Any], cli: dict[str, Any]) -> list[str]:
+    """One line per recipe key: the value trained with and where it came from."""
+    from .search.results import RECIPE
+
+    lines = []
+    for key in RECIPE.values():
+        section, _, leaf = key.partition(".")
+        value = getattr(getattr(cfg, section), leaf)
+        where = "command line" if cli.get(key) is not None else "hint set" if key in recipe else "config"
+        lines.append(f"  {key} = {value!r}  ({where})")
+    return lines
+
+
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
     import json
@@ -124,11 +159,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .hints.pipeline import teacher_default_hints
     from .teacher import dataset_for, load_teacher, runs_dir
 
-    cfg = _load(args, {"distill.method": args.method, "train.epochs": args.epochs})
-    _say_defaults(cfg)
     hint_file = None
     if args.hints not in ("default", "none"):
         hint_file = HintSet.load(args.hints)  # refuse a malformed file before any work
+    cli = {"distill.method": args.method, "train.epochs": args.epochs}
+    recipe = hint_set_recipe(hint_file) if hint_file is not None and args.recipe == "hint-set" else {}
+    cfg = _load(args, {**recipe, **{k: v for k, v in cli.items() if v is not None}})
+    _say_defaults(cfg)
+    if recipe:
+        print(f"recipe of the hint set's trial {hint_file.provenance.get('trial_id', '?')} (`--recipe config` "
+              f"takes the config's instead):")
+        print("\n".join(_recipe_lines(cfg, recipe, cli)))
     ds = dataset_for(cfg)
     teacher = load_teacher(cfg, ds=ds, progress=not args.quiet)
     if args.hints == "none":
@@ -158,6 +199,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
             (out / leftover).unlink(missing_ok=True)
     pairs = ", ".join(f"{p['teacher']}→{p['student']}" for p in summary["hint_pairs"]) or "none"
     print(f"student {cfg.student.arch} ← teacher {teacher.arch} [{summary['method']}], hints {label}: {pairs}")
+    recorded = str((hint_file.provenance if hint_file is not None else {}).get("student_layers") or "")
+    paired = ",".join(p["student"] for p in summary["hint_pairs"])
+    if recipe and recorded and paired and recorded != paired:
+        print(f"pursuhint: warning: the hint set's trial paired its hints with student layers {recorded}, this run "
+              f"with {paired} (distill.mapping or the student differ)", file=sys.stderr)
     print(f"status {summary['status']}; val_acc {summary['final_val_acc']:.2f}% (best {summary['best_val_acc']:.2f}%) "
           f"after {summary['epochs']} epochs, {summary['seconds']:.1f}s")
     if summary["status"] != "completed":
@@ -366,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a hint set JSON/YAML file, 'default' (last block of each stage) or 'none' (KD/CE only)")
     p.add_argument("--method", help="distillation method (overrides distill.method)")
     p.add_argument("--epochs", type=int, help="student epochs (overrides train.epochs)")
+    p.add_argument("--recipe", default="hint-set", choices=["hint-set", "config"],
+                   help="train with the recipe an exported hint set records (method, weights, lr, epochs, seed; "
+                        "default), or with the config's")
     p.add_argument("-o", "--output", help="output folder (default runs/students/<name>/<hints>-<hash>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -400,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="rank by the confirmation stage (default, when the sweep has one) or by the "
                                 "search stage (one seed, selection split)")
             p.add_argument("-o", "--output", default="exported_hints", help="output folder")
+    for p in sub.choices.values():
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first, so the models, methods, similarities and clusterings it registers "
+                            "exist (repeatable; added to the config's `plugins`, so Ray workers import it too)")
     return parser
 
 
@@ -410,11 +463,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        for module in args.plugin:  # before any config is read: its names may come from these modules
+            try:
+                import_plugin(module)
+            except ValueError as exc:
+                raise ConfigError(f"--plugin: {exc}") from None
         return COMMANDS[args.command](args)
+    except SweepInterrupted as exc:
+        print(f"pursuhint: {exc}", file=sys.stderr)
+        return 130
     except PursuhintError as exc:
-        if type(exc).__name__ == "SweepInterrupted":
-            print(f"pursuhint: {exc}", file=sys.stderr)
-            return 130
         print(f"pursuhint: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, PursuhintError
 
 SPEC_KINDS = ("choice", "randint", "uniform", "loguniform", "quniform")
 BY_METHOD = "by_method"  # a leaf whose spec depends on the sampled distill.method
@@ -175,10 +175,13 @@ class DistillConfig(_Section):
     ``hint_weight: auto`` (the default) calibrates β before the first step so that the hint term starts at
     ``hint_ratio`` times the CE term (β = r · CE₀ / H₀); a number is that β exactly; ``null`` takes the
     method's weight from the CRD benchmark (e.g. at 1000, fitnet 100, tuned for 32-px CIFAR).
+    ``params`` are the method's own parameters (AT's ``p``, RKD's weights, ...), checked against the
+    method; with several methods, give each its own: ``{at: {p: 2}, rkd: {angle_weight: 25}}``. Searchable.
 
     .. code-block:: yaml
 
-        distill: {method: at, hint_weight: auto, hint_ratio: 1.0, kd_weight: 0.0, ce_weight: 1.0, temperature: 4}
+        distill: {method: at, hint_weight: auto, hint_ratio: 1.0, kd_weight: 0.0, ce_weight: 1.0, temperature: 4,
+                  params: {p: {choice: [1, 2, 4]}}}
     """
 
     method: str = "at"
@@ -188,6 +191,16 @@ class DistillConfig(_Section):
     ce_weight: float = Field(1.0, ge=0)
     temperature: float = Field(4.0, gt=0)
     mapping: Literal["auto", "stage_ends", "relative_depth"] = "auto"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        nested = [isinstance(x, dict) for x in v.values()]
+        if any(nested) and not all(nested):
+            raise ValueError("give either the method's parameters ({p: 2}) or one mapping per method "
+                             "({at: {p: 2}, rkd: {angle_weight: 25}}), not both")
+        return v
 
     @field_validator("hint_weight", mode="before")
     @classmethod
@@ -335,12 +348,22 @@ class Config(_Section):
 
 
 def import_plugin(module: str) -> None:
-    """Import ``module`` by its dotted name; a ValueError (one config sentence) if it cannot be found."""
+    """Import ``module`` by its dotted name (from the working directory too, as ``python -m`` would); a
+    ValueError (one config sentence with the import error's own message) if it cannot be imported."""
+    import sys
+
     try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"cannot import plugin module {module!r} ({exc}); install it, or put its folder on "
-                         f"PYTHONPATH (on every node of a Ray cluster)") from None
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            cwd = str(Path.cwd())
+            if exc.name != module.split(".")[0] or cwd in sys.path:
+                raise
+            sys.path.insert(0, cwd)  # the console script does not put the working directory on sys.path
+            importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's module: one sentence, its own message
+        raise ValueError(f"cannot import plugin module {module!r} ({type(exc).__name__}: {exc}); install it, or "
+                         f"put its folder on PYTHONPATH or run from it") from None
 
 
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> Config:
@@ -382,6 +405,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config",
     raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
         if value is not None:
+            if key == "plugins":  # --plugin adds to the config's own list
+                value = list(dict.fromkeys(list(raw.get("plugins") or []) + list(value)))
             _set_path(raw, key, value)
     space: dict[str, dict[str, Any]] = {}
     _collect_specs(raw, "", space, source)
@@ -536,6 +561,12 @@ def check_names(cfg: Config) -> None:
 
     for v in values("distill.method", cfg.distill.method):
         check("distill.method", method_ok(v), METHODS.names() + ["<method>+crd"], v)
+    from .distill.methods import check_params
+
+    try:
+        check_params(values("distill.method", cfg.distill.method), cfg.distill.params)
+    except PursuhintError as exc:
+        raise ConfigError(f"distill.params: {exc}") from None
     for key, spec in cfg.space.items():
         for v in spec.get(BY_METHOD, {}):
             check(f"{key}.by_method", v == OTHER_METHODS or method_ok(v),

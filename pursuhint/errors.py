@@ -37,3 +37,11 @@ class DeviceError(PursuhintError):
 
 class StatsError(PursuhintError):
     """Scores cannot be summarised or compared (too few seeds in common, a non-finite score, a bad level)."""
+
+
+class TrackingError(PursuhintError):
+    """The tracking server or store cannot be used."""
+
+
+class SweepInterrupted(PursuhintError):
+    """The sweep was stopped (Ctrl-C / SIGINT) before every trial ended; ``--resume`` finishes it."""

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from .errors import PursuhintError
+from .errors import PursuhintError, TrackingError  # noqa: F401 (TrackingError: re-exported)
+
+# A quiet terminal: no "Downloading artifacts" progress bar each time report/export read a hint set (a user
+# who wants it sets the variable to true).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 ROLE_TAG = "pursuhint.role"
 SWEEP_DIR_TAG = "pursuhint.sweep_dir"
@@ -34,10 +38,6 @@ PARENT_TAG = "mlflow.parentRunId"
 
 # Environment variables whose values must never reach MLflow (tokens, cloud keys, passwords).
 SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH")
-
-
-class TrackingError(PursuhintError):
-    """The tracking server or store cannot be used."""
 
 
 def resolve_tracking_uri(cli_uri: Optional[str], config_uri: Optional[str], cwd: Optional[Path] = None) -> str:

@@ -27,7 +27,7 @@ selection:
   # so all but the first are duplicates that reuse its result.
   rbf_max_samples: {{choice: [100, 200]}}
 # kd_weight depends on the method (by_method): a branch per method, sampled only for the chosen one
-distill: {{method: {{choice: [at]}}, hint_weight: 10, kd_weight: {{by_method: {{at: {{choice: [0.0]}}, default: 0.5}}}}}}
+distill: {{method: {{choice: [at]}}, hint_weight: 10, kd_weight: {{by_method: {{at: {{choice: [0.0]}}, default: 0.0}}}}}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
 search: {{num_samples: {samples}, max_concurrent_trials: 2, grace_period: 1, scheduler: {scheduler},
          confirm: {{top_k: {confirm_k}, seeds: 2}}}}

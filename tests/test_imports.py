@@ -132,3 +132,23 @@ def test_a_package_init_importing_its_importer_is_a_circle(tmp_path):
     pkg = write_package(tmp_path, {"__init__.py": "", "sub/__init__.py": "from ..x import f\n",
                                    "sub/m.py": "", "x.py": "from .sub.m import g\n"})
     assert find_cycle(import_graph(pkg)) == ["pkg.sub", "pkg.x", "pkg.sub"]
+
+
+def test_every_error_class_lives_in_the_error_family():
+    """Errors a user can meet are defined once, in ``pursuhint/errors.py``, and all are PursuhintErrors, so the
+    CLI catches them by type."""
+    from pursuhint import errors
+
+    elsewhere = []
+    for name, path in module_files(PACKAGE).items():
+        if name == "pursuhint.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    "Error" in ast.unparse(b) or "Exception" in ast.unparse(b) or "Interrupted" in ast.unparse(b)
+                    for b in node.bases):
+                elsewhere.append(f"{name}.{node.name}")
+    assert elsewhere == []
+    family = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
+    assert all(issubclass(c, errors.PursuhintError) for c in family)
+    assert {"TrackingError", "SweepInterrupted"} <= {c.__name__ for c in family}

@@ -61,7 +61,8 @@ def test_toy_method_trains_through_a_sweep(tmp_path, monkeypatch):
     # from PYTHONPATH (a local Ray's workers inherit the driver's environment).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     text = "plugins: [toy_method]\n" + TINY_SWEEP.format(name="t_toy", epochs=1, samples=1, scheduler="fifo", confirm_k=0)
-    text = text.replace("distill: {method: {choice: [at]}, hint_weight: 10}", f"distill: {{method: {{choice: [{TOY}]}}, hint_weight: null}}")
+    text = text.replace("method: {choice: [at]}, hint_weight: 10", f"method: {{choice: [{TOY}]}}, hint_weight: null")
+    assert TOY in text
     cfg = config_from_text(text)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)
@@ -75,3 +76,116 @@ def test_toy_method_trains_through_a_sweep(tmp_path, monkeypatch):
         assert run.data.tags[tracking.STATUS_TAG] == "completed"
     trained = [r for r in hinted if tracking.DUPLICATE_TAG not in r.data.tags]
     assert trained and all(r.data.metrics["loss_hint"] > 0 for r in trained)
+
+
+FOUR_TOYS = '''
+"""A user's own model, distillation method, similarity measure and clustering, in one file."""
+import torch
+from torch import nn
+
+from pursuhint.distill.methods import METHODS, DistillMethod, pool_to_common
+from pursuhint.hints import CLUSTERINGS, SIMILARITIES
+from pursuhint.models import MODELS
+
+
+def block(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class TwoByThree(nn.Module):
+    """Three stages of two conv blocks each."""
+
+    def __init__(self, num_classes, in_channels=3):
+        super().__init__()
+        self.s1 = nn.Sequential(block(in_channels, 8), block(8, 8))
+        self.s2 = nn.Sequential(block(8, 16, 2), block(16, 16))
+        self.s3 = nn.Sequential(block(16, 16, 2), block(16, 16))
+        self.fc = nn.Linear(16, num_classes)
+
+    def block_stages(self):
+        return [[f"s{i}.0", f"s{i}.1"] for i in (1, 2, 3)]
+
+    def forward(self, x):
+        return self.fc(self.s3(self.s2(self.s1(x))).mean((2, 3)))
+
+
+@MODELS.register("toy_net")
+def toy_net(num_classes, in_channels=3):
+    return TwoByThree(num_classes, in_channels)
+
+
+@SIMILARITIES.register("toy_normcorr")
+def toy_normcorr(x, y):
+    """|correlation| of the samples' feature norms."""
+    a, b = x.float().norm(dim=1), y.float().norm(dim=1)
+    a, b = a - a.mean(), b - b.mean()
+    return float((a @ b).abs() / (a.norm() * b.norm() + 1e-12))
+
+
+@CLUSTERINGS.register("toy_kmedoids")
+def toy_kmedoids(S, n_clusters, seed=0, center="mean_index"):
+    return CLUSTERINGS.get("kmedoids")(S, n_clusters, seed, center=center)
+
+
+@METHODS.register("toy_l1")
+class ToyL1(DistillMethod):
+    default_weight = 3.0
+
+    def pair_loss(self, f_s, f_t, k=0):
+        f_s, f_t = pool_to_common(f_s, f_t)
+        return (f_s.mean(1) - f_t.mean(1)).abs().mean()
+'''
+
+FOUR_TOYS_CONFIG = """
+name: t_four
+seed: 0
+data: {dataset: digits, image_size: 8, train_samples: 300, val_samples: 120, probe_size: 150}
+teacher: {arch: toy_net, train: {epochs: 2, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
+student: {arch: toy_net}
+selection: {similarity: toy_normcorr, algorithm: toy_kmedoids, center: medoid, n_hints: {choice: [2, 3]}}
+distill: {method: toy_l1, hint_weight: auto}
+train: {epochs: 1, batch_size: 64, lr: 0.05, lr_schedule: cosine}
+search: {num_samples: 2, baselines: [], scheduler: fifo, max_concurrent_trials: 2, confirm: {top_k: 0}}
+"""
+
+
+@pytest.mark.slow
+def test_a_users_model_method_similarity_and_clustering_work_in_select_and_a_sweep(tmp_path, monkeypatch, capsys,
+                                                                                    isolated_runs):
+    """--plugin imports the user's file in every command (from the working directory, as users run it), and
+    the sweep ships it to its Ray workers: the workers' PYTHONPATH does not have it."""
+    import json
+
+    from pursuhint.cli import main
+
+    (tmp_path / "four_toys.py").write_text(FOUR_TOYS)
+    (tmp_path / "four.yaml").write_text(FOUR_TOYS_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    assert main(["select", "four.yaml", "--plugin", "four_toys", "-q", "--n-hints", "2", "-o", "hs.json"]) == 0
+    hs = json.loads((tmp_path / "hs.json").read_text())
+    assert (hs["similarity"], hs["algorithm"], hs["teacher_arch"]) == ("toy_normcorr", "toy_kmedoids", "toy_net")
+    assert len(hs["layers"]) == 2 and all(name.startswith("s") for name in hs["layers"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["sweep", "four.yaml", "--plugin", "four_toys", "--tracking-uri", uri, "--storage-path",
+                 str(tmp_path / "ray"), "-q"]) == 0
+    _, runs = children(uri, "t_four")
+    assert len(runs) == 2
+    for run in runs:  # trained in Ray workers through all four
+        p = run.data.params
+        assert (p["similarity"], p["algorithm"], p["method"]) == ("toy_normcorr", "toy_kmedoids", "toy_l1")
+        assert run.data.tags[tracking.STATUS_TAG] == "completed", run.data.tags
+        assert run.data.params["student_layers"].startswith("s")
+    assert "four_toys" in (tmp_path / "ray" / "t_four" / "pursuhint_sweep.json").read_text()  # recorded for resume
+
+
+def test_a_plugin_that_cannot_be_imported_is_refused_with_its_own_message(tmp_path, monkeypatch, capsys):
+    from pursuhint.cli import main
+
+    (tmp_path / "broken_plugin.py").write_text("import torch\nraise RuntimeError('the GPU driver is too old')\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "anything", "--plugin", "broken_plugin"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err  # one sentence
+    assert "--plugin: cannot import plugin module 'broken_plugin' (RuntimeError: the GPU driver is too old)" in err
+    assert main(["report", "anything", "--plugin", "no_such_module_q"]) == 2
+    assert "No module named 'no_such_module_q'" in capsys.readouterr().err

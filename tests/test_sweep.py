@@ -61,9 +61,10 @@ def test_parent_and_children_layout(sweep):
         assert run.data.tags[tracking.PARENT_TAG] == parent.info.run_id
         assert run.data.tags[tracking.STATUS_TAG] in ("completed", "stopped"), run.data.tags
         assert "best_val_acc" in run.data.metrics
-        # kd_weight is by_method: at's branch (0.0) for the AT trials, the default branch (0.5) for KD only
+        # kd_weight is by_method: at's branch (0.0) for the AT trials; KD only's default branch is 0 too, so it
+        # takes the benchmark's KD weights (0.9)
         kd_only = run.data.tags[tracking.BASELINE_TAG] == "kd_only"
-        assert run.data.params["kd_weight"] == ("0.5" if kd_only else "0.0"), run.info.run_name
+        assert run.data.params["kd_weight"] == ("0.9" if kd_only else "0.0"), run.info.run_name
         assert not any("@" in k for k in run.data.params)
     names = {r.info.run_name for r in runs}
     assert {"baseline-default-at", "baseline-kd_only", "r2_cca-k3-pursuhint-mean_index-at"} <= names
@@ -266,3 +267,41 @@ def test_duplicate_book_hands_a_restarting_owners_key_to_its_waiter():
     assert book.claim("k2", "c") == {"role": "owner"}
     book.recovering("c")
     assert book.claim("k2", "c") == {"role": "owner"}  # restarted with no one waiting: it trains on
+
+
+def test_distill_with_an_exported_hint_set_reproduces_its_trial(sweep, tmp_path, capsys):
+    """The exported hint set records its trial's recipe; ``distill --hints`` trains with it, so on the same seed it
+    is the same computation (on CPU, one thread, as the trial ran) and gives the trial's own accuracies."""
+    import torch
+
+    from pursuhint.cli import main
+
+    _, uri, _, folder = sweep
+    assert main(["export", "t_sweep", "--tracking-uri", uri, "--stage", "search", "-o", str(tmp_path / "ex")]) == 0
+    path = tmp_path / "ex" / "hint_set_1.json"
+    prov = HintSet.load(path).provenance
+    assert (prov["recipe_method"], prov["recipe_hint_weight_setting"], prov["recipe_epochs"], prov["recipe_seed"]) == \
+        ("at", 10.0, 3, 0)
+    _, runs = children(uri, "t_sweep")
+    run = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == prov["trial_id"])
+    trial = [m.value for m in sorted(tracking.client(uri).get_metric_history(run.info.run_id, "val_acc"),
+                                     key=lambda m: m.step)]
+    capsys.readouterr()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["distill", str(folder / "t_sweep.yaml"), "--hints", str(path), "-o", str(tmp_path / "st"),
+                     "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert f"recipe of the hint set's trial {prov['trial_id']}" in out
+    for line in ("distill.method = 'at'  (hint set)", "distill.hint_weight = 10.0  (hint set)",
+                 "train.epochs = 3  (hint set)", "train.seed = 0  (hint set)", "train.lr = 0.05  (hint set)"):
+        assert line in out, out
+    ours = [h["val_acc"] for h in json.loads((tmp_path / "st" / "result.json").read_text())["history"]]
+    assert len(ours) == 3 and ours[:len(trial)] == pytest.approx(trial, abs=1e-6)  # an ASHA-stopped trial: its epochs
+    # --recipe config takes the config's values instead, and a command-line value overrides either
+    assert main(["distill", str(folder / "t_sweep.yaml"), "--hints", str(path), "--epochs", "1", "-o",
+                 str(tmp_path / "st2"), "-q"]) == 0
+    assert "train.epochs = 1  (command line)" in capsys.readouterr().out

@@ -30,7 +30,7 @@ from .calibration import calibrate_hint_weight
 from .kd import kd_loss
 from .loop import Callback, FitResult, fit, seed_everything, unpack_batch
 from .mapping import map_hints
-from .methods import adds_crd, create_method, hint_weight_for, method_class  # noqa: F401 (hint_weight_for: re-exported)
+from .methods import adds_crd, create_method, hint_weight_for, method_class, own_params  # noqa: F401 (hint_weight_for: re-exported)
 
 CRD_WEIGHT = 0.8  # the benchmark's β for CRD
 
@@ -177,11 +177,11 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
         pairs = []
     s_shapes = [(p.student.channels, *p.student.spatial) for p in pairs]
     t_shapes = [(p.teacher.channels, *p.teacher.spatial) for p in pairs]
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = own_params(method_name, cfg.distill.params)
     s_cls = t_cls = None
     if uses_crd:
         s_cls, t_cls = _classifier(student), _classifier(teacher)
-        params = {"n_data": int(ds.train_x.shape[0]), "s_dim": tapped_module(student, s_cls).in_features,
+        params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": tapped_module(student, s_cls).in_features,
                   "t_dim": tapped_module(teacher, t_cls).in_features}
     method = create_method(method_name, s_shapes, t_shapes, **params).to(device)
     w_hint = hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import ray
 
 from ..config import Config
-from ..distill.methods import hint_weight_for
+from ..distill.methods import hint_weight_for, own_params
 
 
 def train_key(cfg: Config, hint_indices: Optional[list[int]]) -> str:
@@ -22,7 +22,8 @@ def train_key(cfg: Config, hint_indices: Optional[list[int]]) -> str:
     payload = {
         "hints": hint_indices,
         "student": dump["student"], "train": dump["train"], "data": dump["data"], "seed": dump["seed"],
-        "distill": {**dump["distill"], "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight)},
+        "distill": {**dump["distill"], "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight),
+                    "params": own_params(cfg.distill.method, cfg.distill.params)},  # only what the method gets
         "granularity": dump["selection"]["granularity"],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]

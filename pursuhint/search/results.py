@@ -69,6 +69,7 @@ class TrialRow:
     gain_kd: float = NAN  # vs the KD-only baseline
     epochs: int = 0  # the last epoch the trial reported
     sampled: dict[str, Any] = field(default_factory=dict)  # what the searcher sampled (dotted keys)
+    recipe: dict[str, Any] = field(default_factory=dict)  # how the student was trained (see ``RECIPE``)
     hint_set_path: str = ""  # the hint set in the trial's newest checkpoint
 
     @property
@@ -80,6 +81,33 @@ class TrialRow:
     def positions(self) -> list[int]:
         """The hint points' 1-based positions among the teacher's candidate layers."""
         return [int(p) for p in self.hint_indices.split(",") if p.strip().isdigit()]
+
+
+# The trial's training recipe, as its MLflow params record it: param name → the config key it came from.
+# ``pursuhint distill --hints FILE`` trains with it again (an exported hint set carries it).
+RECIPE = {"method": "distill.method", "hint_weight_setting": "distill.hint_weight", "hint_ratio": "distill.hint_ratio",
+          "kd_weight": "distill.kd_weight", "ce_weight": "distill.ce_weight", "temperature": "distill.temperature",
+          "method_params": "distill.params", "lr": "train.lr", "epochs": "train.epochs", "seed": "train.seed"}
+
+
+def recipe_from_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """The recipe fields a trial's params hold (``hint_weight_setting``: ``auto`` or the β it was given)."""
+    out: dict[str, Any] = {}
+    for name in RECIPE:
+        value = params.get("hint_weight" if name == "hint_weight_setting" else name)
+        if value is None:
+            continue
+        if name == "method":
+            out[name] = value
+        elif name == "method_params":
+            out[name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        elif name == "hint_weight_setting" and value == "auto":
+            out[name] = "auto"
+        elif name in ("epochs", "seed"):
+            out[name] = int(float(value))
+        else:
+            out[name] = _number(value)
+    return out
 
 
 def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, str], **known: Any) -> TrialRow:
@@ -96,6 +124,7 @@ def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, s
         "hint_ratio": _number(params.get("hint_ratio")) if params.get("hint_weight") == "auto" else NAN,
         "kd_weight": _number(params.get("kd_weight")), "lr": _number(params.get("lr")),
         "student_layers": params.get("student_layers", ""), "n_candidates": _count(params.get("n_candidates")),
+        "recipe": recipe_from_params(params),
     }
     return TrialRow(trial_id=trial_id, **{**fields, **known})
 
@@ -306,7 +335,8 @@ def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent
             continue
         seen.add(row.hint_indices)
         hs.score = row.score
-        hs.provenance.update({"score_metric": f"{row.metric}_val_acc",
+        hs.provenance.update({**{f"recipe_{k}": v for k, v in row.recipe.items()},
+                              "score_metric": f"{row.metric}_val_acc",
             "sweep": sweep, "trial_id": row.trial_id, "mlflow_run_id": row.run_id, "sweep_run_id": parent,
             "method": row.method, "hint_weight": row.hint_weight, "kd_weight": row.kd_weight, "lr": row.lr,
             "baseline": row.baseline, "student_layers": row.student_layers,

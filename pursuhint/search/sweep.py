@@ -4,22 +4,19 @@ every trial in MLflow under one parent run; resumable after a crash."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .. import tracking
 from ..config import Config
-from ..errors import PursuhintError
+from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
 from ..fileio import write_text_atomic
 from .results import MARKER, TrialRow, experiment_dir, row_from_result, rows_from_mlflow, rows_from_tune
 from .sync import finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep
-
-
-class SweepInterrupted(PursuhintError):
-    """The sweep was stopped (Ctrl-C / SIGINT) before every trial ended; ``--resume`` finishes it."""
 
 
 @dataclass
@@ -42,6 +39,9 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     under a parent tagged as replaced); without it an existing sweep is refused unless resumed.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with our column names
+    # Tune's "snapshotting has been triggered multiple times" advice fires on every small fast sweep and asks
+    # nothing of the user (checkpointing every epoch is deliberate): keep the terminal for what matters.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -76,7 +76,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
 
     if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
-    _ray_init(address)
+    _ray_init(address, cfg.plugins)
     opened: tuple[str, str] = ()  # (experiment id, parent run id) once the parent run exists
     try:
         _check_resources(cfg, autoscaling=bool(address))
@@ -240,7 +240,8 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
               file=sys.stderr)
 
 
-def _ray_init(address: Optional[str]) -> None:
+def _ray_init(address: Optional[str], plugins: Sequence[str] = ()) -> None:
+    """Start a local Ray or connect to a cluster, shipping the config's plugin modules to its workers."""
     global _we_started_ray
     import ray
 
@@ -249,16 +250,35 @@ def _ray_init(address: Optional[str]) -> None:
         return
     if address and address not in ("auto", "local") and "://" not in address:
         _check_port(address)
+    runtime_env = {"py_modules": shipped} if (shipped := plugin_modules(plugins)) else None
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
         else:
-            ray.init(address="local", include_dashboard=False)
+            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise PursuhintError(f"cannot connect to the Ray cluster at {address!r} ({exc}); start it with "
                              f"`ray start --head` or `ray up ray_cluster.yaml`, or drop --address "
                              f"to run locally") from None
     _we_started_ray = True
+
+
+def plugin_modules(plugins: Sequence[str]) -> list[Any]:
+    """The plugin modules Ray must ship to its workers (each module's top-level package, or the module file):
+    those the driver imported from a folder of the user's, not from an installed distribution."""
+    import sysconfig
+
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    out: list[Any] = []
+    for name in plugins:
+        top = sys.modules.get(name.split(".")[0])
+        where = getattr(top, "__file__", None)
+        if top is None or where is None or top in out:
+            continue
+        if any(Path(where).resolve().is_relative_to(p) for p in installed) or top.__name__ == "pursuhint":
+            continue
+        out.append(top)
+    return out
 
 
 def _head_node_id() -> str:
@@ -292,8 +312,9 @@ def _retire(uri: str, name: str, sweep_dir: str) -> None:
                                                                   tracking.SWEEP_DIR_TAG: sweep_dir}):
             tracking.set_tags(uri, run.info.run_id, {tracking.SWEEP_DIR_TAG: f"{sweep_dir} (replaced "
                                                      f"{_time.strftime('%Y-%m-%d %H:%M:%S')})"})
-    except Exception:
-        pass
+    except Exception as exc:  # noqa: BLE001 - MLflow away: the old runs simply keep their folder tag
+        print(f"pursuhint: warning: could not tag the replaced sweep's MLflow runs ({tracking.scrub(str(exc))[:200]})",
+              file=sys.stderr)
 
 
 def _check_port(address: str) -> None:
@@ -377,8 +398,8 @@ def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
                         tracking.set_tags(uri, run.info.run_id, {tracking.STATUS_TAG: status})
                         tracking.end_run(uri, run.info.run_id, status,
                                          "stopped early by ASHA" if status == "stopped" else "")
-            except Exception:  # MLflow away: `report --sync` and the trial's own retry logging catch up
-                pass
+            except Exception as exc:  # noqa: BLE001 - MLflow away: `report --sync` and the trial's retries catch up
+                logging.getLogger("pursuhint").info("could not end trial %s's MLflow run: %s", trial.trial_id, exc)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._mark(trial, "done", _ended_status(trial.last_result or {}))

@@ -19,6 +19,7 @@ from .. import tracking
 from ..config import Config, config_from_text
 from ..devices import runtime_device
 from ..distill.loop import EpochStats, resume_state
+from ..distill.methods import own_params
 from ..distill.trainer import hint_weight_for, kd_only_config, pair_hints, train_student
 from ..errors import PursuhintError
 from ..hints.hintset import HintSet
@@ -102,6 +103,8 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "hint_ratio": cfg.distill.hint_ratio,
         "kd_weight": cfg.distill.kd_weight,
         "ce_weight": cfg.distill.ce_weight,
+        "temperature": cfg.distill.temperature,
+        "method_params": json.dumps(own_params(cfg.distill.method, cfg.distill.params), sort_keys=True),
         "lr": cfg.train.lr,
         "epochs": cfg.train.epochs,
         "hint_layers": ",".join(hs.layers) if hs else "",

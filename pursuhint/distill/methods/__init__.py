@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from ...errors import PursuhintError
 from ...registry import Registry, unknown_name_message
@@ -81,6 +81,32 @@ def method_params(name: str) -> list[str]:
     return own + (list(CRD_REQUIRED + CRD_OPTIONAL) if uses_crd else [])
 
 
+NO_PARAMS = ("kd_only", "none")  # the KD-only baseline ignores a flat ``distill.params``
+
+
+def own_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What method ``name`` gets from ``distill.params``: the flat mapping (not for the KD-only baseline), or
+    its own entry of a per-method mapping (``X+crd`` falls back to X's)."""
+    if params and all(isinstance(v, dict) for v in params.values()):
+        return dict(params.get(name, params.get(_split(name)[0], {})))
+    return {} if name in NO_PARAMS else dict(params)
+
+
+def check_params(methods: Sequence[str], params: dict[str, Any]) -> None:
+    """Refuse a parameter a method the config may train does not take, or a per-method key that is no method."""
+    if params and all(isinstance(v, dict) for v in params.values()):
+        for key in params:
+            if key not in method_names():
+                raise PursuhintError(unknown_name_message("distillation method", key, method_names()))
+    for name in methods:
+        valid = [p for p in method_params(name) if p not in CRD_REQUIRED]
+        unknown = [p for p in own_params(name, params) if p not in valid]
+        if unknown:
+            several = f" (with several methods, give each its own: {{{name}: {{...}}}})" if len(methods) > 1 else ""
+            raise PursuhintError(f"{unknown[0]!r} is not a parameter of distillation method {name!r}; valid: "
+                                 f"{', '.join(valid) or 'none'}{several}")
+
+
 def create_method(
     name: str,
     student_shapes: Sequence[Sequence[int]],
@@ -125,6 +151,6 @@ def _split(name: str) -> tuple[str, bool]:
 
 __all__ = [
     "AT", "CC", "CRD", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
-    "NoHint", "adds_crd", "check_method", "create_method", "flatten", "hint_weight_for", "method_class",
+    "NoHint", "adds_crd", "check_method", "check_params", "create_method", "own_params", "flatten", "hint_weight_for", "method_class",
     "method_names", "method_params", "pool_to_common",
 ]
