@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import __version__
 from .config import Config, describe_defaults, import_plugin, load_config
 from .preflight import preflight
 from .errors import ConfigError, PursuhintError, SweepInterrupted
+
+if TYPE_CHECKING:
+    from .export import ShapeProbe
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -354,9 +357,42 @@ def cmd_export(args: argparse.Namespace) -> int:
               + "a confirmed ranking needs search.confirm.top_k > 0", file=sys.stderr)
     if not sets:
         raise PursuhintError(f"sweep {args.name!r} has no finished trial with a hint set to export yet ({where})")
-    for path in write_hint_sets(sets, Path(args.output), args.format):
+    probe = _shape_probe(args) if args.format == "torchdistill" else None
+    for path in write_hint_sets(sets, Path(args.output), args.format, probe=probe):
         print(path)
     return 0
+
+
+def _shape_probe(args: argparse.Namespace) -> Optional["ShapeProbe"]:
+    """The sweep's teacher and student (fresh weights) at its data's input shape, so that a torchdistill
+    fragment knows its pairs' feature shapes (connectors, pairs torchdistill cannot compare); None, with a
+    warning, when the sweep's config or data set cannot be read here."""
+    from .config import config_from_text
+    from .export import ShapeProbe
+
+    try:
+        return ShapeProbe.from_config(config_from_text(_sweep_config_yaml(args)))
+    except Exception as exc:  # noqa: BLE001 - the fragment is still written, with its pairs unchecked
+        print(f"pursuhint: warning: cannot build the sweep's models to learn the hint pairs' shapes ({exc}); "
+              f"the torchdistill fragment leaves FitNet/VID connectors out and does not check pair sizes",
+              file=sys.stderr)
+        return None
+
+
+def _sweep_config_yaml(args: argparse.Namespace) -> str:
+    """The sweep's config: from Tune's results folder when it is here, else the parent run's config.yaml."""
+    import tempfile
+
+    from . import tracking
+    from .search.results import MARKER, experiment_dir, find_parent, read_marker
+
+    exp_dir = experiment_dir(args.name, args.storage_path)
+    if exp_dir is not None and (exp_dir / MARKER).exists():
+        return read_marker(exp_dir)["config_yaml"]
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
+    _, parent = find_parent(uri, args.name)
+    with tempfile.TemporaryDirectory() as d:
+        return Path(tracking.client(uri).download_artifacts(parent, "config.yaml", d)).read_text()
 
 
 def _confirmed_sets(table: dict, sets: list, top: int) -> list:

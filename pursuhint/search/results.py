@@ -59,6 +59,7 @@ class TrialRow:
     hint_weight: float = NAN  # the β it trained with (calibrated when the config said auto)
     hint_ratio: float = NAN  # r of a calibrated β (NaN when β was given)
     kd_weight: float = NAN
+    ce_weight: float = NAN
     lr: float = NAN
     duplicate_of: str = ""
     student_layers: str = ""
@@ -122,7 +123,8 @@ def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, s
         "method": params.get("method", ""),
         "hint_weight": _number(params.get("hint_weight_resolved", params.get("hint_weight"))),
         "hint_ratio": _number(params.get("hint_ratio")) if params.get("hint_weight") == "auto" else NAN,
-        "kd_weight": _number(params.get("kd_weight")), "lr": _number(params.get("lr")),
+        "kd_weight": _number(params.get("kd_weight")), "ce_weight": _number(params.get("ce_weight")),
+        "lr": _number(params.get("lr")),
         "student_layers": params.get("student_layers", ""), "n_candidates": _count(params.get("n_candidates")),
         "recipe": recipe_from_params(params),
     }
@@ -270,7 +272,8 @@ def row_from_result(config: Mapping[str, Any], last: Mapping[str, Any], status: 
         method=str(last.get("method_name", config.get("distill.method", ""))),
         n_hints=_count(last.get("n_hints_used")), hint_layers=str(last.get("hint_layer_names", "")),
         hint_weight=_number(last.get("hint_weight_resolved", config.get("distill.hint_weight"))),
-        kd_weight=_number(config.get("distill.kd_weight")), lr=_number(config.get("train.lr")),
+        kd_weight=_number(config.get("distill.kd_weight")), ce_weight=_number(config.get("distill.ce_weight")),
+        lr=_number(config.get("train.lr")),
         sampled={k: v for k, v in config.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)})
 
 
@@ -294,7 +297,7 @@ def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known:
     if baseline == "kd_only":
         cfg = kd_only_config(cfg)
     return TrialRow(trial_id=trial_id, baseline=baseline, method=cfg.distill.method, hint_weight=0.0,
-                    kd_weight=cfg.distill.kd_weight, lr=cfg.train.lr, **known)
+                    kd_weight=cfg.distill.kd_weight, ce_weight=cfg.distill.ce_weight, lr=cfg.train.lr, **known)
 
 
 def rank(rows: list[TrialRow], metric: str = "final") -> list[TrialRow]:
@@ -341,6 +344,10 @@ def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent
             "method": row.method, "hint_weight": row.hint_weight, "kd_weight": row.kd_weight, "lr": row.lr,
             "baseline": row.baseline, "student_layers": row.student_layers,
         })
+        if math.isfinite(row.ce_weight):  # sweeps before ce_weight was a param have none (JSON has no NaN)
+            hs.provenance["ce_weight"] = row.ce_weight
+        if isinstance(row.recipe.get("temperature"), float) and math.isfinite(row.recipe["temperature"]):
+            hs.provenance["temperature"] = row.recipe["temperature"]
         out.append(hs)
         if len(out) >= top:
             break
