@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,8 @@ from .data import ImageDataset, load_dataset, train_val_loaders
 from .devices import place_model, runtime_device
 from .distill.loop import Callback, FitResult, fit, seed_everything
 from .errors import CheckpointError
+from .paths import runs_dir  # noqa: F401 (re-exported: teacher.runs_dir)
 from .models import create_model, load_checkpoint, save_checkpoint, weights_sha256
-
-
-def runs_dir() -> Path:
-    """Where pursuhint keeps teachers, caches and results: ``$PURSUHINT_RUNS`` or ``./runs``."""
-    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute()
 
 
 @dataclass

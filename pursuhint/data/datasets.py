@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..fileio import atomic_write
+from ..paths import runs_dir
 from ..registry import Registry
 
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -459,7 +460,7 @@ def _decode(path: Path, size: int) -> np.ndarray:
 def _cache_dirs(base: Path) -> list[Path]:
     """Where the decoded images are cached: beside the data, else (a read-only share) under the runs folder
     (``$PURSUHINT_RUNS/cache/imagefolder/<root id>``); the first writable one is used, both are read."""
-    runs = Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute()
+    runs = runs_dir()
     root_id = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
     return [base / ".pursuhint_cache", runs / "cache" / "imagefolder" / root_id]
 
@@ -467,21 +468,16 @@ def _cache_dirs(base: Path) -> list[Path]:
 def _write_cache(dirs: list[Path], prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
     """Write the decoded arrays atomically into the first writable cache folder; drop stale files."""
     for d in dirs:
-        tmp = None
+        target = d / f"{prefix}{key}.npz"
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(target, binary=True) as f:
                 np.savez(f, **arrays)
-            target = d / f"{prefix}{key}.npz"
-            os.replace(tmp, target)
             for stale in d.glob(f"{prefix}*.npz"):
                 if stale != target:
                     stale.unlink(missing_ok=True)
             return target
         except OSError:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            continue  # not writable (a read-only share): the next folder
     warnings.warn(f"could not write an image cache in any of {[str(d) for d in dirs]}; images are not cached")
     return None
 

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +21,7 @@ import yaml
 from torch import nn
 
 from ..errors import HintSetError
+from ..fileio import write_text_atomic
 from .cluster import CENTERS, CLUSTERINGS, check_similarity, cluster
 from .layers import CandidateLayer
 from .similarity import PAPER_SIMILARITIES, SimilarityMatrix, _check_names
@@ -107,19 +107,9 @@ class HintSet:
         _validate(self._fields())
         text = self.to_yaml() if path.suffix.lower() in (".yaml", ".yml") else self.to_json()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            write_text_atomic(path, text)
         except OSError as exc:
-            raise HintSetError(f"cannot write hint set file {str(path)!r} ({exc.strerror})") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            raise HintSetError(f"cannot write hint set file {str(path)!r} ({exc.strerror or exc})") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HintSet":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -21,6 +20,7 @@ from ..data import ImageDataset, probe_images, probe_loader
 from ..devices import numerics_tag
 from ..fileio import save_torch_atomic, write_text_atomic
 from ..errors import HintSetError
+from ..paths import runs_dir
 from .hintset import HintSet, default_hints, random_hints, select_hints, uniform_hints
 from .layers import CandidateLayer, candidate_layers
 from .representations import layer_representations
@@ -67,7 +67,7 @@ class SelectionInputs:
 
 def cache_root() -> Path:
     """``$PURSUHINT_RUNS/cache`` (default ``./runs/cache``)."""
-    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute() / "cache"
+    return runs_dir() / "cache"
 
 
 def probe_key(images: torch.Tensor) -> str:

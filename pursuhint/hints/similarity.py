@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PursuhintError
+from ..fileio import atomic_write
 from ..registry import Registry
 
 SIMILARITIES: Registry[Callable[..., float]] = Registry("similarity", error=PursuhintError)
@@ -65,17 +65,8 @@ class SimilarityMatrix:
             header_text = json.dumps(header, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PursuhintError(f"similarity matrix meta for {path} is not JSON-serialisable ({exc})") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, values=self.values, header=np.array(header_text))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, binary=True) as f:
+            np.savez(f, values=self.values, header=np.array(header_text))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SimilarityMatrix":

@@ -4,8 +4,6 @@ atomic saving, and a device-independent hash of the weights."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..fileio import save_torch_atomic
 
 _FEW = 5  # how many offending keys an error message lists
 
@@ -149,15 +148,5 @@ def save_checkpoint(path: str | Path, model_or_state: nn.Module | Mapping[str, t
     _check_plain(dict(metadata), "meta")
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     state = {k: v.detach().to("cpu") for k, v in _strip_module_prefix(state).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"model": state, "meta": dict(metadata)}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_torch_atomic({"model": state, "meta": dict(metadata)}, path)
     return weights_sha256(state)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from .. import tracking
 from ..errors import PursuhintError
+from ..paths import runs_dir
 from ..hints.hintset import HintSet
 from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
 
@@ -373,7 +373,7 @@ def _loader(uri: Optional[str]) -> Callable[[TrialRow], Optional[HintSet]]:
 
 def default_storage() -> Path:
     """Where Tune's results go by default: ``$PURSUHINT_RUNS/ray_results`` (default ``./runs/ray_results``)."""
-    return Path(os.environ.get("PURSUHINT_RUNS", "runs")).absolute() / "ray_results"
+    return runs_dir() / "ray_results"
 
 
 def experiment_dir(name: str, storage_path: Optional[str] = None) -> Optional[Path]:
