@@ -21,7 +21,6 @@ default: SPEC}}`` (a branch may be a plain value): only the chosen method's bran
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import importlib
 import json
@@ -33,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, PursuhintError
+from .registry import did_you_mean
 
 SPEC_KINDS = ("choice", "randint", "uniform", "loguniform", "quniform")
 BY_METHOD = "by_method"  # a leaf whose spec depends on the sampled distill.method
@@ -449,6 +449,20 @@ def branch_for(spec: dict[str, Any], method: str) -> dict[str, Any]:
     return branches.get(method, branches.get(OTHER_METHODS, {}))
 
 
+def leaf_values(cfg: "Config", key: str, searched: bool = True) -> list[Any]:
+    """Every value leaf ``key`` may take: its choices when it is searched (a by_method leaf's from every
+    branch), else its one value. Name checks and preflight ask this, never the spec."""
+    spec = cfg.space.get(key) if searched else None
+    if spec:
+        branches = list(spec[BY_METHOD].values()) if BY_METHOD in spec else [spec]
+        if all("choice" in b for b in branches):
+            return list(dict.fromkeys(v for b in branches for v in b["choice"]))
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return [node]
+
+
 def method_defaults(cfg: "Config", method: str) -> dict[str, Any]:
     """The searched defaults of a trial that trains ``method`` (by_method leaves take its branch's default);
     the baseline trials of each method use them."""
@@ -524,30 +538,23 @@ def check_names(cfg: Config) -> None:
 
     def check(key: str, ok: bool, valid: list[str], value: Any) -> None:
         if not ok:
-            close = difflib.get_close_matches(str(value), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key}: unknown value {value!r}{hint}; valid: {', '.join(valid)}")
+            raise ConfigError(f"{key}: unknown value {value!r}{did_you_mean(str(value), valid)}; "
+                              f"valid: {', '.join(valid)}")
 
-    def values(key: str, current: Any) -> list[Any]:
-        spec = cfg.space.get(key)
-        if spec and "choice" in spec:
-            return list(spec["choice"])
-        return [current]
 
-    for v in values("data.dataset", cfg.data.dataset):
+    for v in leaf_values(cfg, "data.dataset"):
         check("data.dataset", v in DATASETS, DATASETS.names(), v)
-    for key, current in (("teacher.arch", cfg.teacher.arch), ("student.arch", cfg.student.arch)):
-        for v in values(key, current):
+    for key in ("teacher.arch", "student.arch"):
+        for v in leaf_values(cfg, key):
             ok = v in MODELS or (isinstance(v, str) and v.startswith("torchvision:"))
             check(key, ok, MODELS.names() + ["torchvision:<name>"], v)
     try:
         from .hints import CENTERS, CLUSTERINGS, SIMILARITIES
     except ImportError:  # pragma: no cover - hints always importable in a full install
         return
-    for key, reg, current in (("selection.similarity", SIMILARITIES, cfg.selection.similarity),
-                              ("selection.algorithm", CLUSTERINGS, cfg.selection.algorithm),
-                              ("selection.center", CENTERS, cfg.selection.center)):
-        for v in values(key, current):
+    for key, reg in (("selection.similarity", SIMILARITIES), ("selection.algorithm", CLUSTERINGS),
+                     ("selection.center", CENTERS)):
+        for v in leaf_values(cfg, key):
             check(key, v in reg, reg.names(), v)
     gran = cfg.selection.granularity
     if gran != "block" and not gran.startswith("pattern:"):
@@ -559,12 +566,12 @@ def check_names(cfg: Config) -> None:
     def method_ok(v: Any) -> bool:
         return all(part in METHODS for part in str(v).split("+"))
 
-    for v in values("distill.method", cfg.distill.method):
+    for v in leaf_values(cfg, "distill.method"):
         check("distill.method", method_ok(v), METHODS.names() + ["<method>+crd"], v)
     from .distill.methods import check_params
 
     try:
-        check_params(values("distill.method", cfg.distill.method), cfg.distill.params)
+        check_params(leaf_values(cfg, "distill.method"), cfg.distill.params)
     except PursuhintError as exc:
         raise ConfigError(f"distill.params: {exc}") from None
     for key, spec in cfg.space.items():
@@ -592,8 +599,7 @@ def _one_sentence(exc: ValidationError, raw: dict[str, Any], source: str, search
         parent_model = _model_at(loc[:-1])
         valid = list(parent_model.model_fields) if parent_model else []
         valid = [v for v in valid if v not in ("space", "searched_defaults", "source")]
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f" (did you mean {'.'.join(loc[:-1] + [close[0]])!r}?)" if close else ""
+        hint = did_you_mean(loc[-1], valid, prefix="".join(f"{p}." for p in loc[:-1]))
         return f"{where}unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
     value = err.get("input")
     msg = err["msg"]

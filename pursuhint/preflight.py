@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .config import Config, check_names
+from .config import Config, check_names, leaf_values
 from .errors import ConfigError
 
 
@@ -43,12 +43,12 @@ def check_space(cfg: Config, student: bool = True, searched: bool = True) -> lis
     fixes: list[str] = []
     points = 0
     space = cfg.space if searched else {}
-    for t_arch in _values(space, "teacher.arch", cfg.teacher.arch):
+    for t_arch in leaf_values(cfg, "teacher.arch", searched):
         n_teacher = candidate_count(t_arch, cfg.selection.granularity)
-        for s_arch in (_values(space, "student.arch", cfg.student.arch) if student else [None]):
+        for s_arch in (leaf_values(cfg, "student.arch", searched) if student else [None]):
             n_student, n_stages = _student_shape(s_arch) if s_arch else (None, None)
             for k in _hint_counts(space, cfg.selection.n_hints):
-                for mapping in _values(space, "distill.mapping", cfg.distill.mapping):
+                for mapping in leaf_values(cfg, "distill.mapping", searched):
                     points += 1
                     why, fix = _untrainable(k, mapping, t_arch, n_teacher, s_arch, n_student, n_stages)
                     if why:
@@ -105,8 +105,3 @@ def check_splits(cfg: Config) -> None:
     from .teacher import dataset_for
 
     dataset_for(cfg)
-
-
-def _values(space: dict, key: str, current: str) -> list[str]:
-    spec = space.get(key)
-    return list(spec["choice"]) if spec and "choice" in spec else [current]

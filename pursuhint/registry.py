@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from .errors import PursuhintError
 
@@ -58,11 +58,12 @@ class Registry(Generic[T]):
         return len(self._items)
 
 
+def did_you_mean(name: object, valid: Sequence[str], prefix: str = "") -> str:
+    """`` (did you mean 'cka_linear'?)`` for the closest valid name (with ``prefix``, e.g. a key's section), or ""."""
+    close = difflib.get_close_matches(name, list(valid), n=1) if isinstance(name, str) else []
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
+
+
 def unknown_name_message(kind: str, name: object, valid: list[str]) -> str:
     """``unknown similarity 'cka' (did you mean 'cka_linear'?); valid: r2_cca, cka_linear``."""
-    hint = ""
-    if isinstance(name, str):
-        close = difflib.get_close_matches(name, valid, n=1)
-        if close:
-            hint = f" (did you mean {close[0]!r}?)"
-    return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"
+    return f"unknown {kind} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"

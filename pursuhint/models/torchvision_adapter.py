@@ -37,7 +37,7 @@ def build_torchvision(name: str, num_classes: int, in_channels: int = 3) -> nn.M
     """``torchvision.models.<name>(weights=None, num_classes=...)``, first conv adapted to ``in_channels``."""
     valid = torchvision_names()
     if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=3)
+        close = difflib.get_close_matches(name, valid, n=3)  # several: the torchvision zoo is large
         common = ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16")
         some = close or [n for n in common if n in valid]
         raise ModelError(

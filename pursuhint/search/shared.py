@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..config import Config, config_from_text
+from ..config import Config, config_from_text, leaf_values
 from ..data import ImageDataset
 from ..devices import place_model
 from ..hints.hintset import HintSet
@@ -41,10 +41,7 @@ class SharedWork:
 
 def metrics_in_space(cfg: Config) -> list[str]:
     """Every similarity measure the sweep may sample (or the configured one)."""
-    spec = cfg.space.get("selection.similarity")
-    if spec and "choice" in spec:
-        return list(spec["choice"])
-    return [cfg.selection.similarity]
+    return leaf_values(cfg, "selection.similarity")
 
 
 def prepare_shared(config_yaml: str, progress: bool = True) -> SharedWork:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..config import BY_METHOD, Config, branch_for, method_defaults
+from ..config import BY_METHOD, Config, branch_for, leaf_values, method_defaults
 from ..distill.methods import adds_crd, method_class
 
 # Short names for the searched keys: Tune's table columns and MLflow params use them.
@@ -91,10 +91,9 @@ def define_by_run(space: dict[str, dict[str, Any]], method: str = "") -> Callabl
 def methods_in_space(cfg: Config) -> list[str]:
     """The distillation methods a sweep may try: the choice list, or the one configured. From a choice
     list, methods with neither hints nor CRD are left out: the KD-only baseline already trains them."""
-    spec = cfg.space.get("distill.method")
-    if spec and "choice" in spec:
-        return [m for m in spec["choice"] if method_class(m).uses_hints or adds_crd(m)]
-    return [cfg.distill.method]
+    if "distill.method" not in cfg.space:
+        return [cfg.distill.method]
+    return [m for m in leaf_values(cfg, "distill.method") if method_class(m).uses_hints or adds_crd(m)]
 
 
 def baseline_configs(cfg: Config) -> list[dict[str, Any]]:
