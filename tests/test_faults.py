@@ -71,6 +71,11 @@ def test_killed_trial_worker_restarts_from_its_checkpoint(tmp_path, isolated_run
         if proc.poll() is None:
             stop_group(proc, signal.SIGKILL)
     assert proc.returncode == 0, out[-4000:]
+    # a quiet terminal: the libraries' INFO lines go to the sweep's log file, not to the user's screen
+    log = (exp_dir / "pursuhint.log").read_text()
+    for noise in ("Creating initial MLflow database tables", "A new study created"):
+        assert noise not in out and noise in log, noise
+    assert "Trial name" in out or "trial" in out.lower()  # Tune's trial table is still shown
     _, runs = one_run_per_trial(uri, "t_kill", 3)
     assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
     killed = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == hit["trial_id"])

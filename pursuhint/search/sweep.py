@@ -15,6 +15,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
 from ..fileio import write_text_atomic
+from ..logs import log_to_file, quiet_terminal, stop_logging_to_file
 from .results import MARKER, TrialRow, experiment_dir, row_from_result, rows_from_mlflow, rows_from_tune
 from .sync import finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep
 
@@ -76,7 +77,16 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
 
     if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
-    _ray_init(address, cfg.plugins)
+    import mlflow  # noqa: F401 - imported here so that its console handler exists to be quieted
+    import optuna  # noqa: F401
+
+    quiet_terminal()
+    log_file = log_to_file(exp_dir)  # everything the terminal no longer shows
+    try:
+        _ray_init(address, cfg.plugins)
+    except BaseException:
+        stop_logging_to_file(log_file)
+        raise
     opened: tuple[str, str] = ()  # (experiment id, parent run id) once the parent run exists
     try:
         _check_resources(cfg, autoscaling=bool(address))
@@ -142,6 +152,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             _end_interrupted(uri, *opened)
         raise
     finally:
+        stop_logging_to_file(log_file)
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
 

@@ -22,6 +22,7 @@ from ..distill.loop import EpochStats, resume_state
 from ..distill.methods import own_params
 from ..distill.trainer import hint_weight_for, kd_only_config, pair_hints, train_student
 from ..errors import PursuhintError
+from ..logs import quiet_terminal
 from ..hints.hintset import HintSet
 from ..hints.pipeline import choose_hints, resolve_n_hints
 from ..models import create_model
@@ -216,6 +217,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     tracking.fail_fast_http()
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    quiet_terminal()  # a worker's console reaches the driver's terminal; Ray keeps its full log on the node
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
