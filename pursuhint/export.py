@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-import torch
 import yaml
 from torch import nn
 
 from .errors import PursuhintError
 from .fileio import write_text_atomic
 from .hints.hintset import HintSet
-from .hints.layers import eval_mode, module_device, tapped_module
+from .hooks import output_shapes
 from .search.results import TrialRow
 
 if TYPE_CHECKING:
@@ -110,25 +109,11 @@ class ShapeProbe:
 
 def _output_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> list[Shape]:
     """The per-sample output shape of each named module for one forward pass of zeros (eval mode)."""
-    found: dict[int, Shape] = {}
-    handles = []
-    for i, name in enumerate(names):
-        def keep(_m: nn.Module, _inp: Any, out: Any, i: int = i) -> None:
-            if not isinstance(out, torch.Tensor):
-                raise PursuhintError(f"layer {names[i]!r} of {type(model).__name__} returns a "
-                                     f"{type(out).__name__}, not a tensor; it cannot be a hint layer")
-            found[i] = tuple(int(d) for d in out.shape[1:])
-        handles.append(tapped_module(model, name).register_forward_hook(keep))
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(torch.zeros(2, *input_shape, device=module_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [names[i] for i in range(len(names)) if i not in found]
+    found = output_shapes(model, list(names), input_shape)
+    missing = [name for name in names if name not in found]
     if missing:
         raise PursuhintError(f"layer {missing[0]!r} of {type(model).__name__} did not run in a forward pass")
-    return [found[i] for i in range(len(names))]
+    return [found[name] for name in names]
 
 
 # ----------------------------------------------------------------------------------------------

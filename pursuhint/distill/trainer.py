@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +21,10 @@ from ..config import Config
 from ..data import ImageDataset, train_val_loaders
 from ..devices import place_model
 from ..errors import HintSetError, PursuhintError
-from ..fileio import save_torch_atomic, write_text_atomic
+from ..fileio import write_text_atomic
 from ..hints.hintset import HintSet
-from ..hints.layers import CandidateLayer, candidate_layers, tapped_module
+from ..hints.layers import CandidateLayer, candidate_layers
+from ..hooks import module_at, taps  # noqa: F401 (taps: re-exported for the benchmarks and tests)
 from ..models import create_model, model_classifier
 from .calibration import calibrate_hint_weight
 from .kd import kd_loss
@@ -94,43 +94,6 @@ class StudentResult:
         }
 
 
-class FeatureTaps:
-    """Forward hooks on named modules that keep each one's latest output (in the order given)."""
-
-    def __init__(self, model: nn.Module, names: Sequence[str], inputs: Sequence[str] = ()) -> None:
-        self.outputs: list[Optional[torch.Tensor]] = [None] * len(names)
-        self.inputs: list[Optional[torch.Tensor]] = [None] * len(inputs)
-        self._handles = []
-        for i, name in enumerate(names):
-            self._handles.append(tapped_module(model, name).register_forward_hook(self._keep(i)))
-        for i, name in enumerate(inputs):
-            self._handles.append(tapped_module(model, name).register_forward_pre_hook(self._keep_input(i)))
-
-    def _keep(self, i: int):
-        def hook(_m, _inp, out):
-            self.outputs[i] = out
-        return hook
-
-    def _keep_input(self, i: int):
-        def hook(_m, inp):
-            self.inputs[i] = inp[0]
-        return hook
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-
-@contextmanager
-def taps(model: nn.Module, names: Sequence[str], inputs: Sequence[str] = ()) -> Iterator[FeatureTaps]:
-    t = FeatureTaps(model, names, inputs)
-    try:
-        yield t
-    finally:
-        t.close()
-
-
 def pair_hints(hint_set: Optional[HintSet], teacher: nn.Module, student: nn.Module, ds: ImageDataset,
                granularity: str, rule: str) -> list[HintPair]:
     """Pair the hint set's teacher layers with student layers (``auto``/``stage_ends``/``relative_depth``)."""
@@ -181,8 +144,8 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     s_cls = t_cls = None
     if uses_crd:
         s_cls, t_cls = _classifier(student), _classifier(teacher)
-        params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": tapped_module(student, s_cls).in_features,
-                  "t_dim": tapped_module(teacher, t_cls).in_features}
+        params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": module_at(student, s_cls).in_features,
+                  "t_dim": module_at(teacher, t_cls).in_features}
     method = create_method(method_name, s_shapes, t_shapes, **params).to(device)
     w_hint = hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight, "hint": w_hint,

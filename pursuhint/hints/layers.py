@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
-import torch
 from torch import nn
 
-from ..errors import ModelError, PursuhintError
+from ..errors import PursuhintError
+from ..hooks import eval_mode, example_paths, module_at, module_device, output_shapes
+
+tapped_module = module_at  # the name the hints package has exported
+__all__ = ["CandidateLayer", "candidate_layers", "default_input_shape", "eval_mode", "module_device", "tapped_module"]
 
 
 @dataclass(frozen=True)
@@ -34,47 +35,6 @@ class CandidateLayer:
 
 
 DEFAULT_SPATIAL = (32, 32)
-
-
-def module_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, then give each its own training flag back."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-def tapped_module(model: nn.Module, layer_name: str) -> nn.Module:
-    """The submodule at path ``layer_name`` (e.g. ``layer2.3``), or a PursuhintError if there is none."""
-    try:
-        return model.get_submodule(layer_name)
-    except (AttributeError, TypeError):
-        raise PursuhintError(
-            f"layer {layer_name!r} is not a module path of {type(model).__name__}; "
-            f"valid paths look like {_example_paths(model)}"
-        ) from None
-
-
-def _example_paths(model: nn.Module, n: int = 5) -> str:
-    """A few module paths of ``model`` (blocks if it has any) for error messages."""
-    names = [name for stage in _block_stages(model) for name in stage]
-    if not names:
-        names = [name for name, _ in model.named_modules() if name]
-    shown = ", ".join(repr(name) for name in names[:n])
-    return shown + (", …" if len(names) > n else "") if shown else "(the model has no submodules)"
 
 
 def _block_stages(model: nn.Module) -> list[list[str]]:
@@ -117,7 +77,7 @@ def candidate_layers(
         if not names:
             raise PursuhintError(
                 f"granularity {granularity!r} matches no module path of {type(model).__name__}; "
-                f"paths look like {_example_paths(model)}"
+                f"paths look like {example_paths(model)}"
             )
         shapes = _output_shapes(model, names, input_shape)
         ordered = list(shapes)  # execution order; modules that never ran are dropped
@@ -173,55 +133,19 @@ def _output_shapes(
     model: nn.Module, names: list[str], input_shape: tuple[int, int, int] | None
 ) -> dict[str, tuple[int, tuple[int, int]]]:
     """(channels, (H, W)) of each named module's output from one eval-mode dummy forward, in execution order."""
-    modules = {name: tapped_module(model, name) for name in names}
     shape = tuple(input_shape) if input_shape is not None else default_input_shape(model)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise PursuhintError(f"input_shape {input_shape!r} is not (C, H, W) with positive integers")
-
-    seen: dict[str, tuple[int, tuple[int, int]]] = {}
-    calls: dict[str, int] = {}
-
-    def hook_for(name: str):
-        def hook(module: nn.Module, args, output) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            seen.setdefault(name, _channels_spatial(name, output))
-
-        return hook
-
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
-    params = next(iter(model.parameters()), None)
-    dtype = params.dtype if params is not None and params.is_floating_point() else torch.float32
-    dummy = torch.zeros(1, *shape, device=module_device(model), dtype=dtype)
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(dummy)
-    except PursuhintError:
-        raise
-    except Exception as err:  # the user's model rejected the dummy input
-        raise ModelError(
-            f"a dummy forward of {type(model).__name__} on input_shape {shape} failed ({err}); "
-            "pass the input_shape (C, H, W) the model expects"
-        ) from err
-    finally:
-        for handle in handles:
-            handle.remove()
-
-    repeated = [name for name, n in calls.items() if n > 1]
-    if repeated:
-        raise PursuhintError(
-            f"module {repeated[0]!r} runs {calls[repeated[0]]} times per forward, so its output is ambiguous; "
-            "choose modules that run once (e.g. the block, not a shared activation)"
-        )
-    return seen
+    return {name: _channels_spatial(name, s) for name, s in output_shapes(model, names, shape).items()}
 
 
-def _channels_spatial(name: str, output: object) -> tuple[int, tuple[int, int]]:
-    """(C, (H, W)) of a (N, C, H, W) output, (C, (1, 1)) of a (N, C) one; else a PursuhintError."""
-    if isinstance(output, torch.Tensor) and output.dim() == 4:
-        return int(output.shape[1]), (int(output.shape[2]), int(output.shape[3]))
-    if isinstance(output, torch.Tensor) and output.dim() == 2:
-        return int(output.shape[1]), (1, 1)
-    kind = f"a {output.dim()}-D tensor" if isinstance(output, torch.Tensor) else type(output).__name__
+def _channels_spatial(name: str, shape: tuple[int, ...]) -> tuple[int, tuple[int, int]]:
+    """(C, (H, W)) of a per-sample (C, H, W) output, (C, (1, 1)) of a (C,) one; else a PursuhintError."""
+    if len(shape) == 3:
+        return shape[0], (shape[1], shape[2])
+    if len(shape) == 1:
+        return shape[0], (1, 1)
     raise PursuhintError(
-        f"module {name!r} outputs {kind}; a candidate layer must output an (N, C, H, W) or (N, C) tensor"
+        f"module {name!r} outputs a {len(shape) + 1}-D tensor; a candidate layer must output an (N, C, H, W) or "
+        f"(N, C) tensor"
     )

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..devices import full_fp32
 from ..errors import DataError, PursuhintError
-from .layers import CandidateLayer, _example_paths, eval_mode, module_device
+from ..hooks import eval_mode, module_at, module_device
+from .layers import CandidateLayer
 
 
 def layer_representations(
@@ -30,7 +31,7 @@ def layer_representations(
     BasicBlock/Bottleneck); blocks without such a child raise a PursuhintError.
     """
     names = _layer_names(layers)
-    modules = [_find(model, name) for name in names]
+    modules = [module_at(model, name) for name in names]
     run_on = _check_device(model, device)
 
     pooled: list[list[torch.Tensor]] = [[] for _ in names]
@@ -68,16 +69,6 @@ def _layer_names(layers: Sequence[CandidateLayer] | Sequence[str]) -> list[str]:
     if bad:
         raise PursuhintError(f"layer {bad[0]!r} is neither a CandidateLayer nor a module path string")
     return names
-
-
-def _find(model: nn.Module, name: str) -> nn.Module:
-    """The module at path ``name``, or an error naming it and the first few valid candidates."""
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise PursuhintError(
-            f"unknown layer {name!r} in {type(model).__name__}; valid candidates include {_example_paths(model)}"
-        ) from None
 
 
 def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
