@@ -219,6 +219,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .export import format_leaderboard
+    from .search.results import search_stage_label
     from .search.sweep import run_sweep
 
     overrides = {"search.num_samples": args.num_samples}
@@ -239,7 +240,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"\nbrowse it: mlflow ui --backend-store-uri {result.tracking_uri}")
     runs_table = _runs_table_address(result.tracking_uri, result.parent_run_id)
     if runs_table:
-        print(f"then open the runs table: {runs_table}")
+        print(f"then open the runs table: {runs_table}  (the sweep's run holds report.html)")
+    if result.optuna_storage:
+        print(f"the Optuna study {cfg.name!r}: optuna-dashboard {result.optuna_storage}")
     return 0
 
 
@@ -277,12 +280,37 @@ def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
 
 
-def search_stage_label(rows: list) -> str:
-    """What the search-stage leaderboard is, and what it is sorted by (``search.metric``)."""
-    metric = rows[0].metric if rows else "final"
-    by = "the best epoch's val_acc" if metric == "best" else "the last epoch's val_acc"
-    return (f"Search stage: one seed, selection split (ranked by {by}, search.metric: {metric}, as the "
-            f"confirmation stage picks; not a confirmed result)")
+def _study_url(args: argparse.Namespace) -> Optional[str]:
+    """The sweep's Optuna storage: its config's (read from Tune's folder), else the default file there."""
+    from .config import config_from_text
+    from .search.importance import STUDY_FILE, study_storage
+    from .search.results import MARKER, experiment_dir
+
+    folder = experiment_dir(args.name, args.storage_path)
+    if folder is None:
+        return None
+    marker = folder / MARKER
+    if marker.is_file():
+        import json
+
+        try:
+            return study_storage(config_from_text(json.loads(marker.read_text())["config_yaml"]), folder)
+        except (PursuhintError, KeyError, ValueError):
+            pass
+    return f"sqlite:///{folder / STUDY_FILE}"
+
+
+def _importances(args: argparse.Namespace, rows: list):
+    """The sweep's parameter importances, printed; or the one-line caveat, printed and returned instead."""
+    from .search.importance import NoImportances, format_importances, param_importances
+
+    try:
+        values = param_importances(_study_url(args), args.name)
+    except NoImportances as exc:
+        print(f"\n{exc}")
+        return str(exc)
+    print("\n" + format_importances(values, rows[0].metric if rows else "final"))
+    return values
 
 
 def _confirmation(args: argparse.Namespace) -> Optional[dict]:
@@ -300,6 +328,7 @@ def _confirmation(args: argparse.Namespace) -> Optional[dict]:
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
     from .export import format_leaderboard
+    from .search.results import search_stage_label
 
     if args.sync:
         _sync(args)
@@ -312,6 +341,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"sweep {args.name}: {len(rows)} trials ({where})")
     print(search_stage_label(rows))
     print(format_leaderboard(rows, args.top))
+    importances = _importances(args, rows)
+    if args.html:
+        from .report_html import write_report
+        from .tracking import resolve_tracking_uri, scrub
+
+        path = write_report(Path(args.html), args.name, rows, confirmation=table, importances=importances,
+                            tracking_uri=resolve_tracking_uri(args.tracking_uri, None), source=scrub(where),
+                            limit=args.top)
+        print(f"report page: {path}")
     if args.plot:
         if table:
             from .plots import confirmation_plot
@@ -476,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how many rows / hint sets")
         if name == "report":
             p.add_argument("--plot", metavar="PNG", help="also draw each trial against the baselines")
+            p.add_argument("--html", metavar="FILE", help="also write the whole report as one self-contained HTML "
+                                                          "page (tables, plots, layer atlases, importances)")
             p.add_argument("--sync", action="store_true",
                            help="first write into MLflow what it missed (e.g. the server was away mid-sweep) "
                                 "from Tune's results")

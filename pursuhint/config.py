@@ -264,6 +264,17 @@ class SearchConfig(_Section):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
     max_failures: int = Field(2, ge=0)
+    # Where the Optuna study is kept (an RDB URL, e.g. sqlite:///path/optuna.db or postgresql://...); null = the
+    # file optuna.db in the sweep's Tune results folder (in memory when Tune writes to remote storage).
+    optuna_storage: Optional[str] = None
+
+    @field_validator("optuna_storage")
+    @classmethod
+    def _rdb_url(cls, url: Optional[str]) -> Optional[str]:
+        if url is not None and "://" not in url:
+            raise ValueError(f"{url!r} is not an RDB URL; write e.g. sqlite:////abs/path/optuna.db or "
+                             f"postgresql://user@host/db")
+        return url
 
 
 class TrackingConfig(_Section):

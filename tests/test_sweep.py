@@ -305,3 +305,70 @@ def test_distill_with_an_exported_hint_set_reproduces_its_trial(sweep, tmp_path,
     assert main(["distill", str(folder / "t_sweep.yaml"), "--hints", str(path), "--epochs", "1", "-o",
                  str(tmp_path / "st2"), "-q"]) == 0
     assert "train.epochs = 1  (command line)" in capsys.readouterr().out
+
+
+def test_the_optuna_study_is_kept_beside_tunes_results(sweep):
+    import optuna
+
+    _, _, result, folder = sweep
+    db = folder / "ray_results" / "t_sweep" / "optuna.db"
+    assert result.optuna_storage == f"sqlite:///{db}" and db.is_file()
+    assert optuna.study.get_all_study_names(f"sqlite:///{db}") == ["t_sweep"]
+    study = optuna.load_study(study_name="t_sweep", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    assert len(trials) == 3  # the searched trials: baselines are not Optuna trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    for t in trials:  # dotted keys; a by_method leaf under its branch's name
+        assert t.params == {"selection.rbf_max_samples": t.params["selection.rbf_max_samples"],
+                            "distill.method": "at", "distill.kd_weight@at": 0.0}
+    # The objective is what the ranking uses (search.metric: final): each searched trial's last val_acc.
+    searched = [r for r in result.leaderboard if r.baseline == "none"]
+    assert sorted(t.value for t in trials) == pytest.approx(sorted(r.final_val_acc for r in searched))
+
+
+def _self_contained(page: str) -> None:
+    import re
+
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page, re.I)
+    assert "http://" not in page and "https://" not in page and "<script" not in page.lower()
+
+
+def test_report_prints_the_caveat_and_writes_the_page(sweep, tmp_path, capsys):
+    from pursuhint.cli import main
+
+    _, uri, result, folder = sweep
+    html = tmp_path / "report.html"
+    assert main(["report", "t_sweep", "--tracking-uri", uri, "--storage-path", str(folder / "ray_results"),
+                 "--html", str(html)]) == 0
+    out = capsys.readouterr().out
+    caveat = "parameter importances: not shown, the Optuna study has 3 completed trials and needs at least 8"
+    assert caveat in out and f"report page: {html}" in out
+    page = html.read_text()
+    _self_contained(page)
+    assert page.count('<img src="data:image/png;base64,') >= 2  # the comparison plot and the best hints' atlas
+    assert "Search stage: one seed, selection split" in page and caveat in page
+    assert "has no confirmation stage" in page
+    for r in rows_from_mlflow(uri, result.parent_run_id):
+        assert f">{r.trial_id}<" in page and f">{r.final_val_acc:.2f}<" in page
+
+
+def test_the_sweeps_run_holds_its_report_page(sweep, tmp_path):
+    import base64
+    import re
+
+    _, uri, result, _ = sweep
+    client = tracking.client(uri)
+    assert "report.html" in {f.path for f in client.list_artifacts(result.parent_run_id)}
+    page = Path(client.download_artifacts(result.parent_run_id, "report.html", str(tmp_path))).read_text()
+    _self_contained(page)
+    images = [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+    rows = rows_from_mlflow(uri, result.parent_run_id)
+    best = next(r for r in rows if r.hint_indices and r.baseline == "none")
+    assert len(images) == 3  # the comparison plot, the best searched hint set's atlas and the default hints'
+    assert f"Best hint set (the best searched trial, rank {best.rank} of the search stage): trial {best.trial_id}" in page
+    owner = best if not best.duplicate_of else next(r for r in rows if r.trial_id == best.duplicate_of)
+    atlas = Path(client.download_artifacts(owner.run_id, "layer_atlas.png", str(tmp_path / "atlas"))).read_bytes()
+    assert atlas in images  # the trial's own picture, embedded byte for byte
+    assert "Search stage: one seed, selection split" in page and "has 3 completed trials" in page
+    for r in rows:
+        assert f">{r.trial_id}<" in page and f">{r.final_val_acc:.2f}<" in page

@@ -354,6 +354,33 @@ def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent
     return out
 
 
+def layer_atlas_png(row: TrialRow, uri: Optional[str] = None) -> Optional[bytes]:
+    """The trial's ``layer_atlas.png`` (its hint points over the teacher's similarity matrix, default hints marked):
+    from its Tune checkpoint beside ``hint_set_path``, else, given ``uri``, from its MLflow run; None when neither
+    has it (a duplicate trial has no checkpoint of its own)."""
+    if row.hint_set_path:
+        path = Path(row.hint_set_path).with_name("layer_atlas.png")
+        if path.is_file():
+            return path.read_bytes()
+    if uri is None or not row.run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            return Path(tracking.client(uri).download_artifacts(row.run_id, "layer_atlas.png", d)).read_bytes()
+        except (MlflowException, OSError):
+            return None
+
+
+def search_stage_label(rows: list[TrialRow]) -> str:
+    """What the search-stage leaderboard is, and what it is sorted by (``search.metric``)."""
+    metric = rows[0].metric if rows else "final"
+    by = "the best epoch's val_acc" if metric == "best" else "the last epoch's val_acc"
+    return (f"Search stage: one seed, selection split (ranked by {by}, search.metric: {metric}, as the "
+            f"confirmation stage picks; not a confirmed result)")
+
+
 def _loader(uri: Optional[str]) -> Callable[[TrialRow], Optional[HintSet]]:
     def load(row: TrialRow) -> Optional[HintSet]:
         if row.hint_set_path:

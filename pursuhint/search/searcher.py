@@ -61,6 +61,27 @@ class BaselinesFirst(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:  # written by save() above, inside the sweep's own folder
             self.__dict__.update(pickle.load(f))
+        _fail_orphans(self.inner)
+
+
+def _fail_orphans(inner: Optional[Searcher]) -> None:
+    """On ``--resume``: the restored Optuna searcher goes on writing into the same kept study; a trial it had asked
+    the study for after its state was last saved (the driver was killed) would stay RUNNING there forever, so it is
+    marked failed. Nothing to do for a study in memory (restored with the searcher's state)."""
+    study = getattr(inner, "_ot_study", None)
+    if study is None:
+        return
+    from optuna.trial import TrialState
+
+    known = {getattr(t, "_trial_id", None) for t in getattr(inner, "_ot_trials", {}).values()}
+    try:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id not in known:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    except Exception as exc:  # noqa: BLE001 - the study's bookkeeping must never stop a resumed sweep
+        import sys
+
+        print(f"pursuhint: warning: could not tidy the Optuna study's unfinished trials ({exc})", file=sys.stderr)
 
 
 class BaselineASHA(ASHAScheduler):
@@ -73,16 +94,22 @@ class BaselineASHA(ASHAScheduler):
         return decision
 
 
-def make_searcher(cfg: Config) -> BaselinesFirst:
-    """Seeded Optuna TPE (``searcher: optuna``) or Optuna's random sampler (``random``)."""
+def make_searcher(cfg: Config, storage: Optional[str] = None) -> BaselinesFirst:
+    """Seeded Optuna TPE (``searcher: optuna``) or Optuna's random sampler (``random``); its study, named after
+    the sweep, is kept in the RDB ``storage`` (a URL; None: in memory), loaded if it exists."""
     inner = None
     if cfg.space:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        from .importance import open_storage
+
         sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.search.searcher == "optuna"
                    else optuna.samplers.RandomSampler(seed=cfg.seed))
-        inner = OptunaSearch(space=define_by_run(cfg.space, cfg.distill.method), metric=METRIC, mode=MODE, sampler=sampler)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per sweep
+        inner = OptunaSearch(space=define_by_run(cfg.space, cfg.distill.method), metric=METRIC, mode=MODE,
+                             sampler=sampler, study_name=cfg.name,
+                             storage=open_storage(storage) if storage else None)
     plain = [] if cfg.space else [{BASELINE_KEY: ""}]  # nothing searched: run the config itself once
     rank_key = "best_val_acc" if cfg.search.metric == "best" else METRIC  # final: the last epoch's val_acc
     return BaselinesFirst(inner, baseline_configs(cfg) + plain, rank_key)

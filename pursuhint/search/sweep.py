@@ -29,6 +29,7 @@ class SweepResult:
     parent_run_id: str
     leaderboard: list[TrialRow]
     confirmation: Optional[dict[str, Any]] = None  # the confirmation table (None when the stage is off)
+    optuna_storage: Optional[str] = None  # the RDB URL holding the Optuna study named after the sweep (None: in memory)
 
 
 def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = False, overwrite: bool = False,
@@ -74,6 +75,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
 
             shutil.rmtree(exp_dir)
             shutil.rmtree(exp_dir.parent / confirm_name(cfg.name), ignore_errors=True)
+    study_url = _study(cfg, exp_dir, resume, overwrite)
 
     if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
@@ -119,7 +121,8 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    metric="val_acc", mode="max", search_alg=make_searcher(cfg), scheduler=make_scheduler(cfg),
+                    metric="val_acc", mode="max", search_alg=make_searcher(cfg, study_url),
+                    scheduler=make_scheduler(cfg),
                     num_samples=total_trials(cfg, num_samples),
                     max_concurrent_trials=cfg.search.max_concurrent_trials, reuse_actors=True),
                 run_config=tune.RunConfig(
@@ -145,8 +148,11 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             if confirmation is not None:
                 _log_confirmation(uri, parent, exp_dir, confirmation)
         _finish_mlflow(uri, experiment_id, parent, exp_dir, cfg.name)
+        rows = _leaderboard(uri, parent, exp_dir)
+        _log_report(uri, parent, cfg.name, rows, confirmation, study_url, searched=bool(cfg.space),
+                    source=f"Tune results {exp_dir}" if exp_dir is not None else f"MLflow run {parent}")
         return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
-                           leaderboard=_leaderboard(uri, parent, exp_dir), confirmation=confirmation)
+                           leaderboard=rows, confirmation=confirmation, optuna_storage=_kept(study_url, cfg.name))
     except (SweepInterrupted, KeyboardInterrupt):
         if opened:
             _end_interrupted(uri, *opened)
@@ -248,6 +254,64 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
             tracking.log_metrics(uri, parent, metrics, 0)
     except Exception as exc:  # MLflow away: the table is in the sweep's folder
         print(f"pursuhint: warning: could not log the confirmation table to MLflow ({tracking.scrub(str(exc))[:200]})",
+              file=sys.stderr)
+
+
+def _study(cfg: Config, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> Optional[str]:
+    """The RDB URL the sweep's Optuna study is kept in (None: in memory, said in one line). A new sweep refuses
+    a study of its name already there, unless ``overwrite`` (then it is deleted); ``--resume`` goes on in it."""
+    from .importance import study_exists, study_storage
+
+    if not cfg.space:
+        return None  # nothing searched: no Optuna study
+    url = study_storage(cfg, exp_dir)
+    if url is None:
+        print("pursuhint: note: Tune writes to remote storage, so the Optuna study is kept in memory only; set "
+              "search.optuna_storage (an RDB URL) to keep it", file=sys.stderr)
+        return None
+    if not resume and study_exists(url, cfg.name):
+        if not overwrite:
+            raise PursuhintError(f"an Optuna study named {cfg.name!r} already exists in {tracking.scrub(url)}; pass "
+                                 f"--resume to continue its sweep, --overwrite to start it again, or change `name` "
+                                 f"or search.optuna_storage")
+        import optuna
+
+        optuna.delete_study(study_name=cfg.name, storage=url)
+    return url
+
+
+def _kept(url: Optional[str], name: str) -> Optional[str]:
+    """``url`` when it holds the study ``name`` (a sweep resumed from before studies were kept has none)."""
+    from .importance import study_exists
+
+    try:
+        return url if url and study_exists(url, name) else None
+    except Exception:  # noqa: BLE001 - a storage gone away now only loses the dashboard hint
+        return None
+
+
+def _log_report(uri: str, parent: str, name: str, rows: list[TrialRow], confirmation: Optional[dict[str, Any]],
+                study_url: Optional[str], searched: bool = True, source: str = "") -> None:
+    """The browsable page (``report.html``: tables, plots, atlases, importances) on the parent run; a page that
+    cannot be drawn or logged is a one-line warning, never a failed sweep."""
+    import tempfile
+
+    try:
+        from ..report_html import write_report
+        from .importance import NoImportances, param_importances
+
+        importances: Any = "parameter importances: none, this sweep searched nothing (its config has no spec leaf)"
+        if searched:
+            try:
+                importances = param_importances(study_url, name)
+            except NoImportances as exc:
+                importances = str(exc)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_report(Path(tmp) / "report.html", name, rows, confirmation=confirmation,
+                                importances=importances, tracking_uri=uri, source=source)
+            tracking.log_artifact(uri, parent, str(path))
+    except Exception as exc:  # noqa: BLE001 - the sweep's results are all recorded already
+        print(f"pursuhint: warning: could not log report.html on the sweep's run ({tracking.scrub(str(exc))[:200]})",
               file=sys.stderr)
 
 
