@@ -96,7 +96,7 @@ def _sweep(teacher: Teacher, folder: Path, method: str, epochs: int, seeds: int,
            samples: int = 0, top_k: int = 1) -> dict[str, Any]:
     """``pursuhint sweep`` as users run it, with its confirmation stage: ``samples`` = 0 runs the paper-mode
     configuration itself (``measure`` / pursuhint / mean_index, K = 3); otherwise a search of similarity ×
-    clustering × centre. The confirmation table (``top_k`` configurations and the default, uniform, random
+    clustering × center. The confirmation table (``top_k`` configurations and the default, uniform, random
     and KD-only baselines over ``seeds`` seeds, test split) is the result."""
     from pursuhint.search.sweep import run_sweep
 

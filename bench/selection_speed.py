@@ -2,7 +2,7 @@
 
 pursuhint: ONE hooked forward pass gives every candidate's (N × C) representation, the L × L matrix
 is computed in feature space, then the paper's k-means runs on the matrix. Naive: one forward pass
-per candidate layer, and an N × N Gram-matrix linear CKA recomputed for every (layer, centre) pair
+per candidate layer, and an N × N Gram-matrix linear CKA recomputed for every (layer, center) pair
 at every k-means step. Teachers are randomly initialised: the cost of a forward pass, a CKA or a
 k-means step does not depend on the weights (only the number of k-means steps does; it is reported).
 """
@@ -17,7 +17,7 @@ from torch import nn
 
 from pursuhint.data import DeviceLoader
 from pursuhint.hints import candidate_layers, cluster, layer_representations, select_hints, similarity_matrix
-from pursuhint.hints.cluster import initial_centres
+from pursuhint.hints.cluster import initial_centers
 from pursuhint.models import create_model
 
 from .common import (CIFAR100_MEAN, CIFAR100_STD, cifar_like, command, interleaved, machine, median_time,
@@ -66,7 +66,7 @@ def naive_layer_pass(model: nn.Module, batches: list[torch.Tensor], layer: str) 
 
 
 def naive_cka(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Linear CKA the textbook way: N × N Grams of the raw features, centred, Frobenius products (float64)."""
+    """Linear CKA the textbook way: N × N Grams of the raw features, centered, Frobenius products (float64)."""
     x, y = x.double(), y.double()
     kx, ky = x @ x.T, y @ y.T
     for k in (kx, ky):  # H K H without forming H: subtract row and column means, add the grand mean
@@ -78,42 +78,42 @@ def naive_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def naive_kmeans(reps: list[torch.Tensor], k: int, max_iter: int = 80) -> tuple[list[int], int, int]:
-    """The paper's k-means with every (layer, centre) similarity recomputed by :func:`naive_cka` at every step.
+    """The paper's k-means with every (layer, center) similarity recomputed by :func:`naive_cka` at every step.
 
     Same rules as docs/method.md §4 (evenly spaced start, ties to the lower cluster, move to the member
     nearest the floored mean position with ties to the shallower layer, empty clusters stay).
-    Returns (final centres, iterations, CKA evaluations).
+    Returns (final centers, iterations, CKA evaluations).
     """
     L = len(reps)
-    centres = initial_centres(L, k)
+    centers = initial_centers(L, k)
     evaluations = iterations = 0
     for _ in range(max_iter):
         iterations += 1
         labels = []
         for i in range(L):
-            dist = [1.0 - naive_cka(reps[i], reps[c]) for c in centres]
-            evaluations += len(centres)
-            labels.append(min(range(len(centres)), key=lambda t: (dist[t], t)))
-        new = list(centres)
-        for t in range(len(centres)):
+            dist = [1.0 - naive_cka(reps[i], reps[c]) for c in centers]
+            evaluations += len(centers)
+            labels.append(min(range(len(centers)), key=lambda t: (dist[t], t)))
+        new = list(centers)
+        for t in range(len(centers)):
             members = [i for i in range(L) if labels[i] == t]
             if members:
                 target = sum(members) // len(members)
                 new[t] = min(members, key=lambda m: (abs(m - target), m))
-        if new == centres:
+        if new == centers:
             break
-        centres = new
-    return centres, iterations, evaluations
+        centers = new
+    return centers, iterations, evaluations
 
 
 def naive_pair_list(trace: list[list[int]], iterations: int, n_layers: int) -> list[tuple[int, int]]:
-    """Every (layer, centre) CKA the naive k-means evaluates, given pursuhint's trace of the same run."""
+    """Every (layer, center) CKA the naive k-means evaluates, given pursuhint's trace of the same run."""
     return [(i, c) for t in range(iterations) for c in trace[t] for i in range(n_layers)]
 
 
 def naive_clustering_seconds(reps: list[torch.Tensor], pairs: list[tuple[int, int]], repeats: int,
                              device: torch.device) -> tuple[float, dict]:
-    """Naive similarity + clustering time: each distinct (C_layer, C_centre) width pair timed (median of
+    """Naive similarity + clustering time: each distinct (C_layer, C_center) width pair timed (median of
     ``repeats`` after one warm-up evaluation), summed over the exact list of pair evaluations."""
     widths = [r.shape[1] for r in reps]
     example: dict[tuple[int, int], tuple[int, int]] = {}
@@ -192,9 +192,9 @@ def _case(arch: str, model: nn.Module, names: list[str], reps_all: list[torch.Te
     check: dict[str, Any] = {}
     if naive_cluster <= cfg["naive_check_max_s"]:  # run the naive k-means once: same hints? extrapolation error?
         out: dict[str, Any] = {}
-        keys = ("centres", "iterations", "evaluations")
+        keys = ("centers", "iterations", "evaluations")
         measured = seconds(lambda: out.update(zip(keys, naive_kmeans(reps, N_HINTS))), device)
-        check = {"naive_measured_s": measured, "naive_same_hints": sorted(set(out["centres"])) == hints.indices,
+        check = {"naive_measured_s": measured, "naive_same_hints": sorted(set(out["centers"])) == hints.indices,
                  "naive_measured_evaluations": out["evaluations"],
                  "extrapolated_over_measured": ratio(naive_cluster, measured)}
 
@@ -302,8 +302,8 @@ def _notes(cfg: dict, cases: list[dict]) -> list[str]:
         "N; a naive pass hooks one layer and runs the whole network, timed at the middle candidate and "
         "multiplied by L. In brackets: the same ratio from the fastest repeat of each, which the shared machine's load "
         "disturbs least.",
-        "Naive similarity + clustering: every distinct (layer width, centre width) N × N Gram CKA is timed "
-        f"(median of {cfg['gram_repeats']}) and summed over the exact list of (layer, centre) evaluations the "
+        "Naive similarity + clustering: every distinct (layer width, center width) N × N Gram CKA is timed "
+        f"(median of {cfg['gram_repeats']}) and summed over the exact list of (layer, center) evaluations the "
         "paper's k-means makes on this teacher (L × K per step)"
         + (f"; where that estimate is under {cfg['naive_check_max_s']:.0f} s the whole naive k-means is also run "
            "once to check it and that it picks the same hints." if cfg["naive_check_max_s"] else "."),

@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--similarity", help="similarity measure (overrides selection.similarity)")
     p.add_argument("--n-hints", type=int, help="number of hint points K (overrides selection.n_hints)")
     p.add_argument("--algorithm", help="clustering (overrides selection.algorithm)")
-    p.add_argument("--center", help="centre rule (overrides selection.center)")
+    p.add_argument("--center", help="center rule (overrides selection.center)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("distill", help="train the config's student from its teacher through a hint set")

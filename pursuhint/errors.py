@@ -45,3 +45,7 @@ class TrackingError(PursuhintError):
 
 class SweepInterrupted(PursuhintError):
     """The sweep was stopped (Ctrl-C / SIGINT) before every trial ended; ``--resume`` finishes it."""
+
+
+class NoImportances(PursuhintError):
+    """Why a sweep has no parameter importances to show; its message is the one-line caveat."""

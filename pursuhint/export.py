@@ -37,9 +37,9 @@ def format_leaderboard(rows: list[TrialRow], limit: Optional[int] = None) -> str
     lines = [head]
     for r in rows[:limit]:
         kind = r.baseline if r.baseline not in ("", "none") else ("dup" if r.duplicate_of else "")
-        lines.append((str(r.rank), _f(r.final_val_acc), _f(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
-                      r.center, r.method, _f(r.hint_weight, 4), _f(r.hint_ratio, 3), _f(r.kd_weight, 3), _f(r.lr, 4),
-                      _signed(r.gain_default), _signed(r.gain_kd), kind))
+        lines.append((str(r.rank), _cell(r.final_val_acc), _cell(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
+                      r.center, r.method, _cell(r.hint_weight, 4), _cell(r.hint_ratio, 3), _cell(r.kd_weight, 3), _cell(r.lr, 4),
+                      _signed_cell(r.gain_default), _signed_cell(r.gain_kd), kind))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
 
@@ -389,6 +389,7 @@ def _hint_weight(prov: dict[str, Any], base: str, notes: list[str]) -> float:
 
 
 def _num(v: float) -> str:
+    """A weight as YAML comments show it (``0.9``, ``1000``)."""
     return f"{v:g}"
 
 
@@ -405,9 +406,14 @@ def _save(hs: HintSet, path: Path) -> Path:
     return path
 
 
-def _f(v: Any, digits: int = 2) -> str:
-    return "-" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.{digits}f}".rstrip("0").rstrip(".") if digits > 2 else f"{v:.{digits}f}"
+def _cell(v: Any, digits: int = 2) -> str:
+    """A table cell: ``-`` for a missing or non-finite value; with more than 2 digits, trailing zeros dropped."""
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "-"
+    text = f"{v:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if digits > 2 else text
 
 
-def _signed(v: float) -> str:
+def _signed_cell(v: float) -> str:
+    """A gain cell: ``+1.23``, or ``-`` when there is no baseline to compare with."""
     return "-" if not math.isfinite(v) else f"{v:+.2f}"

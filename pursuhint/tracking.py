@@ -12,13 +12,14 @@ into the runs they started.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlparse
 
 from .errors import PursuhintError, TrackingError  # noqa: F401 (TrackingError: re-exported)
@@ -274,3 +275,81 @@ def secret_values(environ: Optional[dict[str, str]] = None) -> list[str]:
     """Values of secret-looking environment variables (long enough to matter), for scrubbing."""
     env = os.environ if environ is None else environ
     return [v for k, v in env.items() if is_secret_name(k) and len(v) >= 8]
+
+
+RETRY_AFTER_S = 30.0  # how long a trial only queues its MLflow calls after one failed
+_log = logging.getLogger("pursuhint.tracking")
+
+
+class RunLogger:
+    """A trial's MLflow logging that never stops training.
+
+    The trial's run is opened lazily (the server may be away when the trial starts); a failed call is
+    queued and retried at the next one; epochs the run already has (a restarted trial) are skipped.
+    Whatever is still queued when the trial ends is written by ``pursuhint report --sync`` (or at the
+    end of the sweep) from Tune's results, which carry the same values.
+    """
+
+    def __init__(self, uri: str, open_run: Callable[[], str]) -> None:
+        self.uri = uri
+        self._open = open_run
+        self.run_id: Optional[str] = None
+        self.pending: list[tuple[str, tuple]] = []
+        self.logged: set[int] = set()  # epochs in the run (read when it is opened) or queued for it
+        self.retry_at = 0.0  # after a failure, calls are only queued until then: training never waits
+        self._connect()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.retry_at = time.monotonic() + RETRY_AFTER_S
+        _log.warning("MLflow %s (%s); %d call(s) queued, next try in %.0f s", what, scrub(str(exc))[:200],
+                    len(self.pending), RETRY_AFTER_S)
+
+    def _connect(self) -> bool:
+        if self.run_id is None:
+            try:
+                self.run_id = self._open()
+            except Exception as exc:
+                self._failed("run not opened yet", exc)
+                return False
+            have = logged_steps(self.uri, self.run_id)
+            self.pending = [(n, a) for n, a in self.pending if not (n == "epoch" and a[1] in have)]
+            self.logged |= have
+        return True
+
+    def _call(self, fn: str, *args: Any) -> None:
+        self.pending.append((fn, args))
+        if time.monotonic() >= self.retry_at:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued (in order); on failure keep it for later. Tune keeps the results too."""
+        if not self._connect():
+            return
+        try:
+            while self.pending:
+                name, a = self.pending[0]
+                getattr(tracking, "log_metrics" if name == "epoch" else name)(self.uri, self.run_id, *a)
+                self.pending.pop(0)
+        except Exception as exc:  # server away: keep training; retry later
+            self._failed("logging failed", exc)
+
+    def epoch(self, metrics: dict[str, float], step: int) -> None:
+        if step not in self.logged:
+            self.logged.add(step)
+            self._call("epoch", metrics, step)
+
+    def params(self, params: dict[str, Any]) -> None:
+        self._call("log_params", params)
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        self._call("set_tags", tags)
+
+    def metric(self, metrics: dict[str, float], step: int) -> None:
+        self._call("log_metrics", metrics, step)
+
+    def artifact(self, path: Path) -> None:
+        self._call("log_artifact", str(path))
+
+    def end(self, status: str, reason: str = "") -> None:
+        """End the run in MLflow's terms (FINISHED / FAILED), after everything queued before it."""
+        self._call("end_run", status, reason)

@@ -84,7 +84,7 @@ def test_docs_are_created_with_one_section_per_benchmark(tmp_path):
 
 def test_naive_gram_cka_equals_feature_space_cka():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(50, 6, generator=g, dtype=torch.float64) + 3.0  # uncentred on purpose
+    x = torch.randn(50, 6, generator=g, dtype=torch.float64) + 3.0  # uncentered on purpose
     y = torch.tanh(x @ torch.randn(6, 4, generator=g, dtype=torch.float64))
     want = similarity_matrix([x, y], "cka_linear").values[0, 1]
     assert naive_cka(x, y) == pytest.approx(want, abs=1e-12)
@@ -98,8 +98,8 @@ def test_naive_kmeans_makes_the_same_choices_and_count_as_the_paper_clustering()
     reps = [bases[b] + 0.3 * torch.randn(40, 5, generator=g, dtype=torch.float64) for b in [0] * 4 + [1] * 3 + [2] * 5]
     S = similarity_matrix(reps, "cka_linear").values
     result = cluster(S, 3)
-    centres, iterations, evaluations = naive_kmeans(reps, 3)
-    assert sorted(set(centres)) == result.centers
+    centers, iterations, evaluations = naive_kmeans(reps, 3)
+    assert sorted(set(centers)) == result.centers
     assert iterations == result.iterations
     pairs = naive_pair_list(result.trace, result.iterations, len(reps))
     assert evaluations == len(pairs) == iterations * 3 * len(reps)

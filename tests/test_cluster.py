@@ -12,7 +12,7 @@ from pursuhint.hints.cluster import (
     assign,
     check_similarity,
     cluster,
-    initial_centres,
+    initial_centers,
     mean_index,
     medoid,
 )
@@ -37,7 +37,7 @@ def blocks(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return s, truth
 
 
-# ---------------------------------------------------------------- §4 rule 1: initial centres
+# ---------------------------------------------------------------- §4 rule 1: initial centers
 
 
 @pytest.mark.parametrize(
@@ -56,8 +56,8 @@ def blocks(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         (1, 1, [0]),
     ],
 )
-def test_initial_centres(L, K, want):
-    assert initial_centres(L, K) == want
+def test_initial_centers(L, K, want):
+    assert initial_centers(L, K) == want
 
 
 def test_one_cluster_starts_at_the_middle_and_takes_every_layer():
@@ -74,28 +74,28 @@ def test_assignment_tie_goes_to_the_lower_cluster_number():
     assert cluster(tie, 2).labels == [0, 0, 1]
     leaning = sym({(0, 1): 0.5, (1, 2): 0.51, (0, 2): 0.0}, 3)
     assert cluster(leaning, 2).labels == [0, 1, 1]
-    # the tie rule uses cluster numbers, not depth: centres [2, 0] send the tied layer to cluster 0 (centre 2)
+    # the tie rule uses cluster numbers, not depth: centers [2, 0] send the tied layer to cluster 0 (center 2)
     assert assign(1.0 - tie, [2, 0]).tolist() == [1, 0, 0]
 
 
-# ---------------------------------------------------------------- rule 3: centre moves
+# ---------------------------------------------------------------- rule 3: center moves
 
 
-def test_centre_move_goes_to_the_member_nearest_the_floored_mean():
+def test_center_move_goes_to_the_member_nearest_the_floored_mean():
     s = np.eye(10)
     assert mean_index(s, np.array([0, 1, 2, 3])) == 1  # ⌊1.5⌋ = 1
     assert mean_index(s, np.array([1, 2, 5, 6])) == 2  # ⌊3.5⌋ = 3 is not a member; 2 is nearer than 5
     assert mean_index(s, np.array([2, 3, 9])) == 3  # ⌊14/3⌋ = 4 → 3
 
 
-def test_centre_move_tie_goes_to_the_shallower_layer():
+def test_center_move_tie_goes_to_the_shallower_layer():
     s = np.eye(10)
     assert mean_index(s, np.array([0, 4])) == 0  # ⌊2⌋: 0 and 4 both 2 away
     assert mean_index(s, np.array([1, 3, 8])) == 3  # ⌊4⌋: 3 is 1 away, 8 is 4
     assert mean_index(s, np.array([2, 3, 5, 6])) == 3  # ⌊4⌋: 3 and 5 both 1 away → 3
 
 
-def test_other_centre_rules():
+def test_other_center_rules():
     s = sym({(0, 1): 0.2, (0, 2): 0.2, (1, 2): 0.9, (2, 3): 0.9, (1, 3): 0.3}, 4)
     assert medoid(s, np.array([0, 1, 2, 3])) == 2  # totals 1.4, 2.4, 3.0, 2.2
     assert medoid(np.ones((3, 3)), np.array([0, 1, 2])) == 0  # all equal → shallower
@@ -103,9 +103,9 @@ def test_other_centre_rules():
 
 
 def test_hand_traced_run_with_empty_cluster_tie_and_renumbering():
-    # L=5, K=3 → centres [0, 2, 4]. Layers 0 and 2 are "identical" (S = 1), so step 1 gives layer 2 to
-    # cluster 0 (assignment tie), cluster 1 is empty and its centre stays at 2. Step 2: cluster 1 = {0, 2},
-    # ⌊mean⌋ = 1 is equidistant from 0 and 2 → shallower 0, so centres cross to [1, 0, 3]. Step 3: no move.
+    # L=5, K=3 → centers [0, 2, 4]. Layers 0 and 2 are "identical" (S = 1), so step 1 gives layer 2 to
+    # cluster 0 (assignment tie), cluster 1 is empty and its center stays at 2. Step 2: cluster 1 = {0, 2},
+    # ⌊mean⌋ = 1 is equidistant from 0 and 2 → shallower 0, so centers cross to [1, 0, 3]. Step 3: no move.
     s = sym(
         {(0, 1): 0.9, (0, 2): 1.0, (0, 3): 0.1, (0, 4): 0.1, (1, 2): 0.5, (1, 3): 0.2, (1, 4): 0.1,
          (2, 3): 0.5, (2, 4): 0.3, (3, 4): 0.9},
@@ -115,7 +115,7 @@ def test_hand_traced_run_with_empty_cluster_tie_and_renumbering():
     assert r.trace == [[0, 2, 4], [1, 2, 3], [1, 0, 3], [1, 0, 3]]
     assert r.iterations == 3 and r.converged
     assert r.centers == [0, 1, 3]
-    assert r.labels == [0, 1, 0, 2, 2]  # renumbered by centre depth: old cluster 1 (centre 0) is now 0
+    assert r.labels == [0, 1, 0, 2, 2]  # renumbered by center depth: old cluster 1 (center 0) is now 0
     assert r.warnings == []
 
 
@@ -131,8 +131,8 @@ def test_block_matrix_converges_in_two_steps():
 # ---------------------------------------------------------------- collisions
 
 
-def test_collision_is_reported_and_leaves_distinct_centres():
-    # centres [0, 1, 3]; layers 0 and 1 identical, so cluster 1 is empty and cluster 0 = {0, 1, 2} moves onto it
+def test_collision_is_reported_and_leaves_distinct_centers():
+    # centers [0, 1, 3]; layers 0 and 1 identical, so cluster 1 is empty and cluster 0 = {0, 1, 2} moves onto it
     s = sym({(0, 1): 1.0, (0, 2): 0.8, (1, 2): 0.8, (0, 3): 0.1, (1, 3): 0.1, (2, 3): 0.2}, 4)
     r = cluster(s, 3)
     assert r.trace == [[0, 1, 3], [1, 1, 3], [1, 1, 3]]
@@ -154,7 +154,7 @@ def test_every_algorithm_recovers_blocks(algorithm, center):
         assert r.labels == truth.tolist(), (sizes, r)
         assert r.centers == sorted(r.centers) and len(r.centers) == len(sizes)
         for k, c in enumerate(r.centers):
-            assert truth[c] == k  # every centre is a member of its own cluster
+            assert truth[c] == k  # every center is a member of its own cluster
         if center == "last":
             assert r.centers == (np.cumsum(sizes) - 1).tolist()
 
@@ -180,7 +180,7 @@ def test_agglomerative_uses_true_average_linkage_on_contiguous_segments():
     # single-link cutting at the biggest neighbour gap (what sklearn's connectivity "average" does) gives [0,1,1,1]
 
 
-def test_kmedoids_medoid_centres_minimise_within_cluster_distance():
+def test_kmedoids_medoid_centers_minimise_within_cluster_distance():
     s, truth = blocks([5, 4], seed=4)
     r = cluster(s, 2, "kmedoids", "medoid")
     d = 1 - s
@@ -212,7 +212,7 @@ def test_validation_errors():
         cluster(np.full((3, 3), 0.5), 1)
     with pytest.raises(PursuhintError, match="unknown clustering 'kmeans'.*valid: pursuhint, agglomerative"):
         cluster(s, 1, "kmeans")
-    with pytest.raises(PursuhintError, match="unknown centre rule 'medoids'.*did you mean 'medoid'.*valid: mean_index, medoid, last"):
+    with pytest.raises(PursuhintError, match="unknown center rule 'medoids'.*did you mean 'medoid'.*valid: mean_index, medoid, last"):
         cluster(s, 1, center="medoids")
     assert check_similarity(s, 3, what="n_hints").dtype == np.float64
     assert set(CLUSTERINGS.names()) == {"pursuhint", "agglomerative", "spectral", "kmedoids"}

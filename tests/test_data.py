@@ -84,7 +84,7 @@ def test_digits_image_size_resize():
 def test_resize_images_bilinear_by_hand():
     x = torch.tensor([[0, 255], [0, 255]], dtype=torch.uint8).view(1, 1, 2, 2)
     out = resize_images(x, 4)
-    # half-pixel centres: source columns -0.25, 0.25, 0.75, 1.25 → 0, 63.75, 191.25, 255
+    # half-pixel centers: source columns -0.25, 0.25, 0.75, 1.25 → 0, 63.75, 191.25, 255
     assert out[0, 0].tolist() == [[0, 64, 191, 255]] * 4
     const = torch.full((2, 3, 7, 7), 77, dtype=torch.uint8)
     assert torch.all(resize_images(const, 3) == 77)
@@ -271,7 +271,7 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
 def test_imagefolder_resize_crop_gray_and_test_split(tmp_path):
     _write_folder(tmp_path, split="test")
     img = np.zeros((8, 12), np.uint8)
-    img[:, 2:10] = 90  # 12 wide × 8 high: the centre crop keeps columns 2..9
+    img[:, 2:10] = 90  # 12 wide × 8 high: the center crop keeps columns 2..9
     Image.fromarray(img, mode="L").save(tmp_path / "train" / "cat" / "wide.png")
     ds = load_dataset("imagefolder", root=str(tmp_path), image_size=8)
     assert torch.all(ds.train_x[3] == 90)  # files sorted: 0, 1, 2, wide

@@ -101,7 +101,7 @@ def test_matches_a_manual_hook_for_several_layers(model: ToyNet) -> None:
     assert all(r.dtype == torch.float32 and not r.is_inference() for r in reps)
     for name, rep in zip(names, reps):
         torch.testing.assert_close(rep, manual(model, name, batches()), rtol=1e-5, atol=1e-6)
-    reps[0] -= reps[0].mean(dim=0)  # callers may centre in place
+    reps[0] -= reps[0].mean(dim=0)  # callers may center in place
 
 
 def test_candidate_layers_and_tuples_give_the_same_result(model: ToyNet) -> None:

@@ -30,14 +30,14 @@ def measure(name: str):
 # ---------------------------------------------------------------- naive references (numpy, N × N Grams)
 
 
-def centred_gram(k: np.ndarray) -> np.ndarray:
+def centered_gram(k: np.ndarray) -> np.ndarray:
     n = len(k)
     h = np.eye(n) - np.ones((n, n)) / n
     return h @ k @ h
 
 
 def naive_cka(kx: np.ndarray, ky: np.ndarray) -> float:
-    a, b = centred_gram(kx), centred_gram(ky)
+    a, b = centered_gram(kx), centered_gram(ky)
     return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
@@ -118,7 +118,7 @@ def test_cka_rbf_chunked_accumulation_matches(monkeypatch):
 
 
 def test_debiased_cka_matches_naive_unbiased_hsic():
-    x = rand(25, 4, 14) + 1.5  # uncentred on purpose: the estimator is translation invariant
+    x = rand(25, 4, 14) + 1.5  # uncentered on purpose: the estimator is translation invariant
     y = x[:, :3] ** 2 + rand(25, 3, 15)
     xn, yn = x.numpy(), y.numpy()
     kx, ky = xn @ xn.T, yn @ yn.T

@@ -441,7 +441,7 @@ def _list_split(split_dir: Path) -> list[tuple[str, Path]]:
 
 
 def _decode(path: Path, size: int) -> np.ndarray:
-    """One image as size×size×3 uint8: RGB, shorter side resized to ``size``, centre-cropped."""
+    """One image as size×size×3 uint8: RGB, shorter side resized to ``size``, center-cropped."""
     from PIL import Image
 
     try:

@@ -1,8 +1,8 @@
-"""Clustering candidate layers by similarity, and the rules that pick each cluster's centre layer.
+"""Clustering candidate layers by similarity, and the rules that pick each cluster's center layer.
 
-Paper mode is ``pursuhint`` with the ``mean_index`` centre rule (docs/method.md §4): a k-means over
-depth whose centres are real layers. ``agglomerative``, ``spectral`` and ``kmedoids`` are
-extensions that partition the layers first; the centre rule is then applied once per cluster.
+Paper mode is ``pursuhint`` with the ``mean_index`` center rule (docs/method.md §4): a k-means over
+depth whose centers are real layers. ``agglomerative``, ``spectral`` and ``kmedoids`` are
+extensions that partition the layers first; the center rule is then applied once per cluster.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ CenterRule = Callable[[np.ndarray, np.ndarray], int]
 Clustering = Callable[..., "ClusterResult"]
 
 CLUSTERINGS: Registry[Clustering] = Registry("clustering", error=PursuhintError)
-CENTERS: Registry[CenterRule] = Registry("centre rule", error=PursuhintError)
+CENTERS: Registry[CenterRule] = Registry("center rule", error=PursuhintError)
 PAPER_MAX_ITERATIONS = 80
 
 
 @dataclass
 class ClusterResult:
     """A clustering of L layers: ``labels[i]`` is layer i's cluster, numbered 0..K−1 in depth order of
-    the ``centers`` (sorted, distinct layer positions); ``trace`` lists the centres after each step
-    (paper mode only, in the clusters' initial numbering, starting with the initial centres)."""
+    the ``centers`` (sorted, distinct layer positions); ``trace`` lists the centers after each step
+    (paper mode only, in the clusters' initial numbering, starting with the initial centers)."""
 
     labels: list[int]
     centers: list[int]
@@ -82,7 +82,7 @@ def cluster(
 
 
 # ----------------------------------------------------------------------------------------------
-# centre rules: (S, sorted member positions) -> the centre layer's position
+# center rules: (S, sorted member positions) -> the center layer's position
 
 
 @CENTERS.register("mean_index")
@@ -109,22 +109,22 @@ def last(S: np.ndarray, members: np.ndarray) -> int:
 # paper mode
 
 
-def initial_centres(n_layers: int, n_clusters: int) -> list[int]:
-    """Evenly spaced initial centres c_t = ⌊t·(L−1)/(K−1)⌋; ⌊(L−1)/2⌋ for K = 1 (distinct when K ≤ L)."""
+def initial_centers(n_layers: int, n_clusters: int) -> list[int]:
+    """Evenly spaced initial centers c_t = ⌊t·(L−1)/(K−1)⌋; ⌊(L−1)/2⌋ for K = 1 (distinct when K ≤ L)."""
     if n_clusters == 1:
         return [(n_layers - 1) // 2]
     return [t * (n_layers - 1) // (n_clusters - 1) for t in range(n_clusters)]
 
 
-def assign(D: np.ndarray, centres: list[int]) -> np.ndarray:
-    """Each layer's cluster number: argmin over centres of D[i, c]; ties go to the lower cluster number."""
-    return np.argmin(D[:, centres], axis=1)  # argmin returns the first minimum
+def assign(D: np.ndarray, centers: list[int]) -> np.ndarray:
+    """Each layer's cluster number: argmin over centers of D[i, c]; ties go to the lower cluster number."""
+    return np.argmin(D[:, centers], axis=1)  # argmin returns the first minimum
 
 
-def move_centres(S: np.ndarray, labels: np.ndarray, centres: list[int], rule: CenterRule) -> list[int]:
-    """New centre of every cluster by ``rule`` applied to its members; a cluster without members stays."""
-    new = list(centres)
-    for t in range(len(centres)):
+def move_centers(S: np.ndarray, labels: np.ndarray, centers: list[int], rule: CenterRule) -> list[int]:
+    """New center of every cluster by ``rule`` applied to its members; a cluster without members stays."""
+    new = list(centers)
+    for t in range(len(centers)):
         members = np.flatnonzero(labels == t)
         if len(members):
             new[t] = rule(S, members)
@@ -133,48 +133,48 @@ def move_centres(S: np.ndarray, labels: np.ndarray, centres: list[int], rule: Ce
 
 @CLUSTERINGS.register("pursuhint")
 def pursuhint(S: np.ndarray, n_clusters: int, seed: int = 0, center: str = "mean_index") -> ClusterResult:
-    """Paper mode (docs/method.md §4): k-means over depth with real-layer centres, deterministic (seed unused).
+    """Paper mode (docs/method.md §4): k-means over depth with real-layer centers, deterministic (seed unused).
 
-    Steps 2–3 (assign, move) repeat until no centre moves, at most 80 times. Centres that meet are
+    Steps 2–3 (assign, move) repeat until no center moves, at most 80 times. Centers that meet are
     merged in the result and reported in ``warnings``, so ``centers`` may hold fewer than K layers.
     ``center`` other than ``mean_index`` replaces the move rule inside the loop (an extension).
     """
     S = check_similarity(S, n_clusters)
     rule = CENTERS.get(center)
     D = 1.0 - S
-    centres = initial_centres(len(S), n_clusters)
-    trace = [list(centres)]
+    centers = initial_centers(len(S), n_clusters)
+    trace = [list(centers)]
     converged = False
     iterations = 0
     while iterations < PAPER_MAX_ITERATIONS:
         iterations += 1
-        new = move_centres(S, assign(D, centres), centres, rule)
+        new = move_centers(S, assign(D, centers), centers, rule)
         trace.append(new)
-        if new == centres:
+        if new == centers:
             converged = True
             break
-        centres = new
-    raw = assign(D, centres)
-    notes = [] if converged else [f"pursuhint did not converge in {PAPER_MAX_ITERATIONS} iterations; using the last centres"]
-    return _paper_result(raw, centres, iterations, converged, trace, notes)
+        centers = new
+    raw = assign(D, centers)
+    notes = [] if converged else [f"pursuhint did not converge in {PAPER_MAX_ITERATIONS} iterations; using the last centers"]
+    return _paper_result(raw, centers, iterations, converged, trace, notes)
 
 
-def _paper_result(raw, centres, iterations, converged, trace, notes) -> ClusterResult:
-    """Merge collided centres, renumber clusters in depth order, and explain collisions and empty clusters."""
-    distinct = sorted(set(centres))
+def _paper_result(raw, centers, iterations, converged, trace, notes) -> ClusterResult:
+    """Merge collided centers, renumber clusters in depth order, and explain collisions and empty clusters."""
+    distinct = sorted(set(centers))
     for c in distinct:
-        same = [t for t, ct in enumerate(centres) if ct == c]
+        same = [t for t, ct in enumerate(centers) if ct == c]
         if len(same) > 1:
             notes.append(
                 f"pursuhint clusters {_join(same)} collided at layer {c} (0-based), so only {len(distinct)} "
-                f"distinct hint points remain of the {len(centres)} asked"
+                f"distinct hint points remain of the {len(centers)} asked"
             )
     used = set(raw.tolist())
-    for t, c in enumerate(centres):
-        if t not in used and centres.count(c) == 1:
-            notes.append(f"pursuhint cluster {t} ended with no members; its centre stayed at layer {c} (0-based)")
+    for t, c in enumerate(centers):
+        if t not in used and centers.count(c) == 1:
+            notes.append(f"pursuhint cluster {t} ended with no members; its center stayed at layer {c} (0-based)")
     rank = {c: k for k, c in enumerate(distinct)}
-    labels = [rank[centres[t]] for t in raw.tolist()]
+    labels = [rank[centers[t]] for t in raw.tolist()]
     return ClusterResult(labels, distinct, iterations, notes, converged, trace)
 
 
@@ -183,21 +183,21 @@ def _join(items: list[int]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# extensions: a partition first, then the centre rule once per cluster
+# extensions: a partition first, then the center rule once per cluster
 
 
 def _from_partition(
     S: np.ndarray, raw: np.ndarray, center: str, iterations: int = 1, notes: list[str] | None = None,
-    converged: bool = True, centres: dict[int, int] | None = None,
+    converged: bool = True, centers: dict[int, int] | None = None,
 ) -> ClusterResult:
-    """Apply the centre rule to each non-empty cluster of ``raw`` and renumber clusters by centre depth."""
+    """Apply the center rule to each non-empty cluster of ``raw`` and renumber clusters by center depth."""
     rule = CENTERS.get(center)
     notes = list(notes or [])
     ids = sorted(set(raw.tolist()))
     found = {}
     for c in ids:
         members = np.flatnonzero(raw == c)
-        found[c] = centres[c] if centres is not None else rule(S, members)
+        found[c] = centers[c] if centers is not None else rule(S, members)
     order = sorted(ids, key=lambda c: found[c])
     rank = {c: k for k, c in enumerate(order)}
     return ClusterResult([rank[c] for c in raw.tolist()], [found[c] for c in order], iterations, notes, converged)
@@ -262,7 +262,7 @@ def spectral(S: np.ndarray, n_clusters: int, seed: int = 0, center: str = "mean_
 def kmedoids(S: np.ndarray, n_clusters: int, seed: int = 0, center: str = "medoid") -> ClusterResult:
     """Extension: PAM (BUILD + SWAP) k-medoids on 1 − S; ``seed`` orders the candidates, deciding exact ties.
 
-    With ``center="medoid"`` the centres are PAM's medoids; any other rule is applied to the final partition.
+    With ``center="medoid"`` the centers are PAM's medoids; any other rule is applied to the final partition.
     """
     S = check_similarity(S, n_clusters)
     trivial = _trivial(S, n_clusters, center)

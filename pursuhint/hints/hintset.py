@@ -33,7 +33,7 @@ _REQUIRED = ("schema_version", "layers", "indices", "n_hints", "candidates", "al
 
 
 def is_paper_mode(algorithm: str, center: str | None, similarity: str | None) -> bool:
-    """True iff the choice is exactly the paper's: pursuhint clustering, mean_index centres, a §3 measure."""
+    """True iff the choice is exactly the paper's: pursuhint clustering, mean_index centers, a §3 measure."""
     return algorithm == "pursuhint" and center == "mean_index" and similarity in PAPER_SIMILARITIES
 
 
@@ -177,9 +177,9 @@ def select_hints(
     on_collision: str = "error",
     names: list[str] | None = None,
 ) -> HintSet:
-    """Cluster the candidate layers and return the cluster centres as hint points, in depth order.
+    """Cluster the candidate layers and return the cluster centers as hint points, in depth order.
 
-    When paper-mode centres collide (fewer than ``n_hints`` distinct layers), ``on_collision="error"``
+    When paper-mode centers collide (fewer than ``n_hints`` distinct layers), ``on_collision="error"``
     raises a HintSetError naming the collision; ``"warn"`` returns the fewer hints with the warning in
     ``HintSet.warnings``. Teacher arch/sha256 and probe size are taken from ``S.meta`` when present.
     """
@@ -200,7 +200,7 @@ def select_hints(
     names = _check_names(names, len(values))
     result = cluster(values, n_hints, algorithm, center, int(seed))
     if len(result.centers) < n_hints:
-        problem = "; ".join(result.warnings) or f"{algorithm} found only {len(result.centers)} distinct centres"
+        problem = "; ".join(result.warnings) or f"{algorithm} found only {len(result.centers)} distinct centers"
         if on_collision == "error":
             raise HintSetError(
                 f"{problem}; ask for fewer than {n_hints} hints, another algorithm, or on_collision='warn'"
@@ -295,7 +295,7 @@ def _sorted_candidates(layers: Sequence[CandidateLayer], caller: str) -> list[Ca
 
 
 def _baseline(layers: list[CandidateLayer], indices: list[int], algorithm: str, seed: int) -> HintSet:
-    """A HintSet for a placement chosen without clustering: no similarity, no centre, no membership."""
+    """A HintSet for a placement chosen without clustering: no similarity, no center, no membership."""
     return HintSet(
         layers=[layers[i].name for i in indices],
         indices=list(indices),

@@ -1,6 +1,6 @@
 """Similarity between candidate layers (docs/method.md §3): per-pair measures and the L × L matrix.
 
-Every measure works on (N × C) features and centres the columns itself. ``similarity_matrix``
+Every measure works on (N × C) features and centers the columns itself. ``similarity_matrix``
 prepares each layer once (centring, Q factors, Grams, norms) and then fills only the upper
 triangle, all in float64 on the representations' device.
 """
@@ -26,7 +26,7 @@ PAPER_SIMILARITIES = ("r2_cca", "cka_linear", "cka_rbf")
 RBF_MAX_SAMPLES = 4000
 _FORMAT_VERSION = 1
 _GROUP_COLUMNS = 4096  # layers are concatenated into groups of at most this many columns for cross products
-_RBF_CHUNK_BYTES = 256 * 2**20  # memory for one row-chunk of all layers' centred RBF Grams
+_RBF_CHUNK_BYTES = 256 * 2**20  # memory for one row-chunk of all layers' centered RBF Grams
 
 
 @dataclass
@@ -118,8 +118,8 @@ def similarity_matrix(
     meta: dict[str, Any] = {"n_samples": n}
     batched = getattr(fn, "matrix", None)
     if batched is not None:
-        centred = [_centre(x) for x in xs]
-        values, extra, more = batched(centred, constant, names, rbf_max_samples=rbf_max_samples)
+        centered = [_center(x) for x in xs]
+        values, extra, more = batched(centered, constant, names, rbf_max_samples=rbf_max_samples)
         meta.update(extra)
         warnings += more
     else:  # a user-registered pair function: call it on every pair of the upper triangle
@@ -191,8 +191,8 @@ def _check_names(names: Sequence[str] | None, n_layers: int) -> list[str]:
     return names
 
 
-def _centre(x: Tensor) -> Tensor:
-    """Column-centred copy of ``x``; columns that are exactly constant become exact zeros."""
+def _center(x: Tensor) -> Tensor:
+    """Column-centered copy of ``x``; columns that are exactly constant become exact zeros."""
     xc = x - x.mean(0, keepdim=True)
     const = x.amax(0) == x.amin(0)
     if bool(const.any()):
@@ -247,7 +247,7 @@ def _normalise(g: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# batched implementations: (centred layers, dead flags, names, **opts) -> (upper triangle, meta, warnings)
+# batched implementations: (centered layers, dead flags, names, **opts) -> (upper triangle, meta, warnings)
 
 
 def _cka_linear_matrix(xs, dead, names, **_):
@@ -297,7 +297,7 @@ def _r2_cca_matrix(xs, dead, names, **_):
 
 
 def _orthonormal_basis(x: Tensor) -> tuple[Tensor, int]:
-    """Thin-QR Q of centred ``x`` and its numerical rank; rank-deficient → orthonormal basis of the column space.
+    """Thin-QR Q of centered ``x`` and its numerical rank; rank-deficient → orthonormal basis of the column space.
 
     Rank = number of singular values of R above s_max · max(N, C) · eps (numpy's matrix_rank rule).
     """
@@ -345,7 +345,7 @@ def _cka_rbf_matrix(xs, dead, names, rbf_max_samples: int = RBF_MAX_SAMPLES, **_
         prep[i] = (x, sq, sigma2, rows - rows.mean() / 2.0)
         del d2
     g = torch.zeros(len(xs), len(xs), dtype=torch.float64, device=xs[0].device)
-    if live:  # pass 2: ⟨K̃_i, K̃_j⟩ accumulated over row chunks of all centred Grams at once
+    if live:  # pass 2: ⟨K̃_i, K̃_j⟩ accumulated over row chunks of all centered Grams at once
         chunk = max(1, min(n, _RBF_CHUNK_BYTES // (8 * n * len(live))))
         acc = torch.zeros(len(live), len(live), dtype=torch.float64, device=xs[0].device)
         buf = torch.empty(len(live), chunk * n, dtype=torch.float64, device=xs[0].device)
@@ -428,7 +428,7 @@ def _pair(metric: str, x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: A
 
 
 def r2_cca(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
-    """Mean squared canonical correlation (paper): ‖Q_Xᵀ Q_Y‖²_F / min(C_X, C_Y), Q from a thin QR of centred X, Y.
+    """Mean squared canonical correlation (paper): ‖Q_Xᵀ Q_Y‖²_F / min(C_X, C_Y), Q from a thin QR of centered X, Y.
 
     Rank-deficient layers (e.g. dead channels, or N ≤ C) use an orthonormal basis of their column
     space instead of Q and divide by min(rank_X, rank_Y); rank uses numpy's matrix_rank tolerance
@@ -438,12 +438,12 @@ def r2_cca(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float
 
 
 def cka_linear(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
-    """Linear CKA (paper): ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on centred features; never forms an N × N Gram."""
+    """Linear CKA (paper): ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on centered features; never forms an N × N Gram."""
     return _pair("cka_linear", x, y, **opts)
 
 
 def cka_rbf(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
-    """RBF CKA (paper): K_ij = exp(−d²_ij / 2σ²), σ² = median of all N² squared distances (θ = 1), centred Grams.
+    """RBF CKA (paper): K_ij = exp(−d²_ij / 2σ²), σ² = median of all N² squared distances (θ = 1), centered Grams.
 
     CKA = ⟨K̃_X, K̃_Y⟩_F / (‖K̃_X‖_F ‖K̃_Y‖_F). Above ``rbf_max_samples`` rows (default 4000) the evenly
     spaced rows ⌊k·N/m⌋, k = 0…m−1, are used, recorded as ``rbf_subsampled_to`` in the matrix meta.
@@ -454,7 +454,7 @@ def cka_rbf(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> floa
 def cka_linear_debiased(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """Extension: linear CKA from the unbiased HSIC estimator (Song et al. 2012), in feature space.
 
-    With centred X and a_i = ‖x_i‖²: HSIC₁ ∝ ‖YᵀX‖²_F − aᵀb + (Σa)(Σb)/((n−1)(n−2)) − 2aᵀb/(n−2), which is
+    With centered X and a_i = ‖x_i‖²: HSIC₁ ∝ ‖YᵀX‖²_F − aᵀb + (Σa)(Σb)/((n−1)(n−2)) − 2aᵀb/(n−2), which is
     the estimator on Grams with zeroed diagonals; CKA = HSIC₁(X,Y)/√(HSIC₁(X,X) HSIC₁(Y,Y)). Needs N ≥ 4;
     unlike the other measures it can be slightly negative.
     """
@@ -464,7 +464,7 @@ def cka_linear_debiased(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: 
 def procrustes(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """Extension: 1 − half the squared orthogonal Procrustes distance, which equals ‖XᵀY‖_* (nuclear norm).
 
-    X, Y are centred and scaled to unit Frobenius norm; then min over orthogonal Q of ‖X − YQ‖²_F is
+    X, Y are centered and scaled to unit Frobenius norm; then min over orthogonal Q of ‖X − YQ‖²_F is
     d² = 2 − 2‖XᵀY‖_* (the narrower side padded with zero columns), and the similarity 1 − d²/2 ∈ [0, 1].
     """
     return _pair("procrustes", x, y, **opts)

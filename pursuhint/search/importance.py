@@ -12,15 +12,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config
-from ..errors import PursuhintError
+from ..errors import NoImportances, PursuhintError  # noqa: F401 (NoImportances: re-exported)
 from .space import BRANCH_SEP, SHORT_NAMES
 
 STUDY_FILE = "optuna.db"  # the default storage: a SQLite file in the sweep's Tune results folder
 MIN_TRIALS = 8  # fewer completed trials than this and fANOVA's forest says little
-
-
-class NoImportances(PursuhintError):
-    """Why a sweep has no parameter importances to show; its message is the one-line caveat."""
 
 
 class Importances(OrderedDict):

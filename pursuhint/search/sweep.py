@@ -45,50 +45,15 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     # nothing of the user (checkpointing every epoch is deliberate): keep the terminal for what matters.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
-    from ray import tune
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from .duplicates import DuplicateIndex
-    from .searcher import make_scheduler, make_searcher, total_trials
-    from .shared import prepare_shared
-    from .trainable import SweepInfo, run_trial
 
     uri = tracking.resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     tracking.check_reachable(uri)
     tracking.fail_fast_http()  # before Ray starts, so a local Ray's workers inherit it too
     exp_dir = experiment_dir(cfg.name, storage_path)  # None: remote storage, Tune's alone to read
     storage_str = str(exp_dir.parent) if exp_dir is not None else str(storage_path)
-    if exp_dir is not None:
-        exists = (exp_dir / MARKER).exists()
-        if resume and not exists:
-            raise PursuhintError(f"no sweep named {cfg.name!r} to resume under {exp_dir.parent}; "
-                                 f"run it without --resume first (or pass its --storage-path)")
-        if resume and overwrite:
-            raise PursuhintError("--resume and --overwrite contradict each other; pass one of them")
-        if not resume and exists and not overwrite:
-            raise PursuhintError(f"a sweep named {cfg.name!r} already exists in {exp_dir}; pass --resume to "
-                                 f"continue it, --overwrite to start it again, or change `name` or "
-                                 f"--storage-path for a new one")
-        if overwrite and exp_dir.exists():
-            _retire(uri, cfg.name, str(exp_dir))
-            import shutil
-
-            shutil.rmtree(exp_dir)
-            shutil.rmtree(exp_dir.parent / confirm_name(cfg.name), ignore_errors=True)
+    _storage_policy(cfg, uri, exp_dir, resume, overwrite)
     study_url = _study(cfg, exp_dir, resume, overwrite)
-
-    if not address and not ray.is_initialized():
-        _check_resources(cfg, total=_local_resources())  # before a local Ray starts
-    import mlflow  # noqa: F401 - imported here so that its console handler exists to be quieted
-    import optuna  # noqa: F401
-
-    quiet_terminal()
-    log_file = log_to_file(exp_dir)  # everything the terminal no longer shows
-    try:
-        _ray_init(address, cfg.plugins)
-    except BaseException:
-        stop_logging_to_file(log_file)
-        raise
+    log_file = _start_ray(cfg, address, exp_dir)
     opened: tuple[str, str] = ()  # (experiment id, parent run id) once the parent run exists
     try:
         _check_resources(cfg, autoscaling=bool(address))
@@ -96,52 +61,19 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         parent = tracking.parent_run(uri, experiment_id, str(exp_dir or storage_str), run_name=f"sweep-{cfg.name}")
         opened = (experiment_id, parent)
         _log_parent(uri, parent, cfg)
-        gpus = ray.cluster_resources().get("GPU", 0)
-        shared_ref = ray.remote(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)(_prepare_remote).remote(
-            cfg.to_yaml(), progress)
-        shared = ray.get(shared_ref)
-        actor_name = f"pursuhint-duplicates-{parent}"
-        # On the head node: a worker node that goes away must not take the index with it.
-        head = NodeAffinitySchedulingStrategy(node_id=_head_node_id(), soft=True)
-        index = DuplicateIndex.options(name=actor_name, get_if_exists=True, scheduling_strategy=head).remote()
-        ray.get(index.seed.remote(_finished_from_mlflow(uri, experiment_id, parent)))
-        info = SweepInfo(name=cfg.name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent,
-                         duplicates_actor=actor_name, cpus_per_trial=cfg.search.resources_per_trial.cpu)
-        res = {"cpu": cfg.search.resources_per_trial.cpu, "gpu": cfg.search.resources_per_trial.gpu}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared, sweep=info), res)
-        if exp_dir is not None:
-            write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri,
-                                                            "parent_run_id": parent,
-                                                            "config_yaml": cfg.to_yaml()}, indent=2))
-        callbacks = [_EndTrials(actor_name, uri, experiment_id, parent)]
-        if resume:
-            tuner = tune.Tuner.restore(str(exp_dir) if exp_dir else f"{storage_str.rstrip('/')}/{cfg.name}",
-                                       trainable=trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    metric="val_acc", mode="max", search_alg=make_searcher(cfg, study_url),
-                    scheduler=make_scheduler(cfg),
-                    num_samples=total_trials(cfg, num_samples),
-                    max_concurrent_trials=cfg.search.max_concurrent_trials, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=cfg.name, storage_path=storage_str, verbose=verbose,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-                    progress_reporter=_reporter(cfg), callbacks=callbacks),
-            )
+        shared, trainable, callbacks = _trial_setup(cfg, uri, experiment_id, parent, exp_dir, progress)
+        run_config = dict(storage_path=storage_str, verbose=verbose,
+                          checkpoint_config=_tune().CheckpointConfig(num_to_keep=2),
+                          failure_config=_tune().FailureConfig(max_failures=cfg.search.max_failures),
+                          callbacks=callbacks)
+        tuner = _search_tuner(cfg, trainable, run_config, resume, exp_dir, storage_str, study_url, num_samples)
         grid = tuner.fit()
-        unfinished = _unfinished(grid, total_trials(cfg, num_samples))
+        unfinished = _unfinished(grid, _total_trials(cfg, num_samples))
         if unfinished:
             raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
                                    f"state is saved: run the same command with --resume to finish it")
         confirmation = None
         if cfg.search.confirm.top_k > 0:
-            run_config = dict(storage_path=storage_str, verbose=verbose,
-                              checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                              failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-                              callbacks=callbacks)
             confirmation = _confirmation_stage(cfg, grid, trainable, run_config, resume,
                                                exp_dir.parent if exp_dir is not None else None, storage_str,
                                                shared.dataset.splits)
@@ -161,6 +93,108 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         stop_logging_to_file(log_file)
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
+
+
+def _tune() -> Any:
+    from ray import tune
+
+    return tune
+
+
+def _total_trials(cfg: Config, num_samples: Optional[int]) -> int:
+    from .searcher import total_trials
+
+    return total_trials(cfg, num_samples)
+
+
+def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> None:
+    """Refuse what would mix two sweeps in one Tune folder; ``overwrite`` retires the old one (its MLflow runs
+    stay, under a parent tagged as replaced). Remote storage (``exp_dir`` None) is Tune's alone to judge."""
+    if exp_dir is None:
+        return
+    exists = (exp_dir / MARKER).exists()
+    if resume and not exists:
+        raise PursuhintError(f"no sweep named {cfg.name!r} to resume under {exp_dir.parent}; "
+                             f"run it without --resume first (or pass its --storage-path)")
+    if resume and overwrite:
+        raise PursuhintError("--resume and --overwrite contradict each other; pass one of them")
+    if not resume and exists and not overwrite:
+        raise PursuhintError(f"a sweep named {cfg.name!r} already exists in {exp_dir}; pass --resume to "
+                             f"continue it, --overwrite to start it again, or change `name` or "
+                             f"--storage-path for a new one")
+    if overwrite and exp_dir.exists():
+        import shutil
+
+        _retire(uri, cfg.name, str(exp_dir))
+        shutil.rmtree(exp_dir)
+        shutil.rmtree(exp_dir.parent / confirm_name(cfg.name), ignore_errors=True)
+
+
+def _start_ray(cfg: Config, address: Optional[str], exp_dir: Optional[Path]) -> Any:
+    """A quiet terminal and the sweep's log file, then a local Ray (after checking this machine can hold a trial)
+    or the cluster at ``address``; returns the log file's handler."""
+    import mlflow  # noqa: F401 - imported here so that its console handler exists to be quieted
+    import optuna  # noqa: F401
+    import ray
+
+    if not address and not ray.is_initialized():
+        _check_resources(cfg, total=_local_resources())  # before a local Ray starts
+    quiet_terminal()
+    log_file = log_to_file(exp_dir)  # everything the terminal no longer shows
+    try:
+        _ray_init(address, cfg.plugins)
+    except BaseException:
+        stop_logging_to_file(log_file)
+        raise
+    return log_file
+
+
+def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir: Optional[Path],
+                 progress: bool) -> tuple[Any, Any, list[Any]]:
+    """The shared work (teacher, matrices: once, in a Ray task), the duplicate index, the trainable and the
+    callbacks; writes the sweep's marker (what ``report``, ``export`` and ``--resume`` find it by)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from .duplicates import DuplicateIndex
+    from .trainable import SweepInfo, run_trial
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    shared = ray.get(ray.remote(num_gpus=1 if gpus >= 1 else 0, num_cpus=1)(_prepare_remote).remote(
+        cfg.to_yaml(), progress))
+    actor_name = f"pursuhint-duplicates-{parent}"
+    # On the head node: a worker node that goes away must not take the index with it.
+    head = NodeAffinitySchedulingStrategy(node_id=_head_node_id(), soft=True)
+    index = DuplicateIndex.options(name=actor_name, get_if_exists=True, scheduling_strategy=head).remote()
+    ray.get(index.seed.remote(_finished_from_mlflow(uri, experiment_id, parent)))
+    info = SweepInfo(name=cfg.name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent,
+                     duplicates_actor=actor_name, cpus_per_trial=cfg.search.resources_per_trial.cpu)
+    res = {"cpu": cfg.search.resources_per_trial.cpu, "gpu": cfg.search.resources_per_trial.gpu}
+    tune = _tune()
+    trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared, sweep=info), res)
+    if exp_dir is not None:
+        write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri, "parent_run_id": parent,
+                                                        "config_yaml": cfg.to_yaml()}, indent=2))
+    return shared, trainable, [_end_trials_callback(actor_name, uri, experiment_id, parent)]
+
+
+def _search_tuner(cfg: Config, trainable: Any, run_config: dict[str, Any], resume: bool, exp_dir: Optional[Path],
+                  storage_str: str, study_url: Optional[str], num_samples: Optional[int]) -> Any:
+    """The search stage's Tuner: restored from its saved state on ``--resume``, else new (Optuna behind the
+    baselines, ASHA or FIFO)."""
+    from .searcher import make_scheduler, make_searcher
+
+    tune = _tune()
+    if resume:
+        return tune.Tuner.restore(str(exp_dir) if exp_dir else f"{storage_str.rstrip('/')}/{cfg.name}",
+                                  trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric="val_acc", mode="max", search_alg=make_searcher(cfg, study_url), scheduler=make_scheduler(cfg),
+            num_samples=_total_trials(cfg, num_samples), max_concurrent_trials=cfg.search.max_concurrent_trials,
+            reuse_actors=True),
+        run_config=tune.RunConfig(name=cfg.name, progress_reporter=_reporter(cfg), **run_config))
 
 
 _we_started_ray = False
@@ -448,7 +482,7 @@ def _reporter(cfg: Config):
                        max_report_frequency=30, sort_by_metric=True)
 
 
-def _EndTrials(actor_name: str, uri: str, experiment_id: str, parent: str):
+def _end_trials_callback(actor_name: str, uri: str, experiment_id: str, parent: str):
     """A Tune callback for trials Tune ends itself: it tells the duplicate index, and marks the MLflow
     run ``stopped`` (ASHA stopped it early) or ``error`` (it failed for good)."""
     from ray.tune import Callback

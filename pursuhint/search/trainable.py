@@ -36,7 +36,6 @@ log = logging.getLogger("pursuhint.trial")
 STATE_FILE = "student_state.pt"
 RESTORED_TAG = "pursuhint.restored_from_epoch"
 WAIT_POLL_S = 1.0
-RETRY_AFTER_S = 30.0  # how long a trial only queues its MLflow calls after one failed
 
 
 @dataclass
@@ -124,80 +123,6 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
     return params
 
 
-class _Tracker:
-    """MLflow logging that never stops training.
-
-    The trial's run is opened lazily (the server may be away when the trial starts); a failed call is
-    queued and retried at the next one; epochs the run already has (a restarted trial) are skipped.
-    Whatever is still queued when the trial ends is written by ``pursuhint report --sync`` (or at the
-    end of the sweep) from Tune's results, which carry the same values.
-    """
-
-    def __init__(self, uri: str, open_run: Callable[[], str]) -> None:
-        self.uri = uri
-        self._open = open_run
-        self.run_id: Optional[str] = None
-        self.pending: list[tuple[str, tuple]] = []
-        self.logged: set[int] = set()  # epochs in the run (read when it is opened) or queued for it
-        self.retry_at = 0.0  # after a failure, calls are only queued until then: training never waits
-        self._connect()
-
-    def _failed(self, what: str, exc: Exception) -> None:
-        self.retry_at = time.monotonic() + RETRY_AFTER_S
-        log.warning("MLflow %s (%s); %d call(s) queued, next try in %.0f s", what, tracking.scrub(str(exc))[:200],
-                    len(self.pending), RETRY_AFTER_S)
-
-    def _connect(self) -> bool:
-        if self.run_id is None:
-            try:
-                self.run_id = self._open()
-            except Exception as exc:
-                self._failed("run not opened yet", exc)
-                return False
-            have = tracking.logged_steps(self.uri, self.run_id)
-            self.pending = [(n, a) for n, a in self.pending if not (n == "epoch" and a[1] in have)]
-            self.logged |= have
-        return True
-
-    def _call(self, fn: str, *args: Any) -> None:
-        self.pending.append((fn, args))
-        if time.monotonic() >= self.retry_at:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send what is queued (in order); on failure keep it for later. Tune keeps the results too."""
-        if not self._connect():
-            return
-        try:
-            while self.pending:
-                name, a = self.pending[0]
-                getattr(tracking, "log_metrics" if name == "epoch" else name)(self.uri, self.run_id, *a)
-                self.pending.pop(0)
-        except Exception as exc:  # server away: keep training; retry later
-            self._failed("logging failed", exc)
-
-    def epoch(self, metrics: dict[str, float], step: int) -> None:
-        if step not in self.logged:
-            self.logged.add(step)
-            self._call("epoch", metrics, step)
-
-    def params(self, params: dict[str, Any]) -> None:
-        self._call("log_params", params)
-
-    def tags(self, tags: dict[str, Any]) -> None:
-        self._call("set_tags", tags)
-
-    def metric(self, metrics: dict[str, float], step: int) -> None:
-        self._call("log_metrics", metrics, step)
-
-    def artifact(self, path: Path) -> None:
-        self._call("log_artifact", str(path))
-
-    def end(self, status: str, reason: str = "") -> None:
-        """End the run in MLflow's terms (FINISHED / FAILED), after everything queued before it."""
-        self._call("end_run", status, reason)
-
-
 def mlflow_record(name: str, params: dict[str, Any], tags: dict[str, Any]) -> str:
     """What the trial's MLflow run should hold, as one JSON string in its Tune results (``MLFLOW_KEY``),
     so ``pursuhint report --sync`` can write the run even if MLflow never saw the trial."""
@@ -210,20 +135,13 @@ def _tune_metrics(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
-    """The Tune function trainable."""
-    import ray
-
+    """The Tune function trainable: resolve the trial's config and hints, open its MLflow run, reuse a duplicate's
+    result or train (resuming from Tune's checkpoint), and end the run with the trial's status."""
     config = config.get(CONFIRM_TRIAL_KEY, config)  # a confirmation trial's spec comes wrapped (one grid entry)
-    tracking.fail_fast_http()
-    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    quiet_terminal()  # a worker's console reaches the driver's terminal; Ray keeps its full log on the node
-    ctx = tune.get_context()
-    trial_id = ctx.get_trial_id()
-    node_id = ray.get_runtime_context().get_node_id()
+    _quiet_worker(sweep)
+    trial_id = tune.get_context().get_trial_id()
     cfg, baseline = trial_config(shared, config)
-    device = runtime_device()  # what Ray assigned: CUDA only when this trial holds a GPU
-    teacher = shared.teacher(device)
+    teacher = shared.teacher(runtime_device())  # what Ray assigned: CUDA only when this trial holds a GPU
     try:
         hs = trial_hints(cfg, baseline, shared)
         student_probe = create_model(cfg.student.arch, shared.dataset.num_classes,
@@ -235,14 +153,9 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         return
     role = config.get(ROLE_KEY) or "search"
     key = train_key(cfg, None if hs is None else hs.indices) + ("-confirm" if role == "confirm" else "")
-    tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "running",
-            tracking.TRAIN_KEY_TAG: key, tracking.ROLE_TAG: role, "pursuhint.seed": cfg.run_seed}
-    if role == "confirm":
-        tags["pursuhint.confirms"] = config.get(CONFIRMS_KEY) or baseline or "none"
-    if hs is not None and hs.warnings:
-        tags["pursuhint.warnings"] = "; ".join(hs.warnings)[:4000]
+    tags = _trial_tags(cfg, baseline, hs, role, key, config)
     name = run_name(cfg, baseline, hs, role)
-    tracker = _Tracker(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
+    tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config, shared.dataset.splits)
     tracker.params(params)
     tracker.tags(tags)
@@ -254,26 +167,72 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     if claim["role"] == "reuse":
         _replay(claim, tracker, record)
         return
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retried (worker lost) or resumed (driver restarted) trial
-        with checkpoint.as_directory() as d:
-            for file in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
-                if (Path(d) / file).exists():
-                    shutil.copyfile(Path(d) / file, workdir / file)
-        state = resume_state(workdir / STATE_FILE)
-        restored = int(state["epoch"]) if state else 0
-        log.warning("trial %s restored from its checkpoint after epoch %d", trial_id, restored)
-        tracker.tags({RESTORED_TAG: restored})
-        record["restored_from_epoch"] = restored
-
-    best_so_far = [0.0]
+    _restore(workdir, trial_id, tracker, record)
     facts = {"role": role, "run_seed": cfg.run_seed, "method_name": cfg.distill.method if hs is not None else "kd_only",
              "n_hints_used": hs.n_hints if hs is not None else 0,
              "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
              "confirms": config.get(CONFIRMS_KEY) or ""}
     if params["hint_weight"] != "auto":  # a calibrated β is reported by the trainer with every epoch
         facts["hint_weight_resolved"] = float(params["hint_weight"])
+    report = _epoch_reporter(tracker, index, key, trial_id, workdir, facts, record)
+    try:
+        result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
+                               out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE,
+                               evaluate_test=role == "confirm")
+    except PursuhintError as exc:
+        tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
+        tracker.end("error", str(exc))
+        if index is not None:
+            _finish(index, key, trial_id, "failed", "error")
+        tracker.flush()
+        raise
+    _end_trial(result, tracker, index, key, trial_id, record)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _quiet_worker(sweep: SweepInfo) -> None:
+    """A trial worker's threads and logging: no HTTP retries that stall training, warnings only on the console."""
+    tracking.fail_fast_http()
+    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    quiet_terminal()  # a worker's console reaches the driver's terminal; Ray keeps its full log on the node
+
+
+def _trial_tags(cfg: Config, baseline: str, hs: Optional[HintSet], role: str, key: str,
+                config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's MLflow tags: baseline, status, the trained student's key, role, seed (and, confirming, what)."""
+    tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "running",
+            tracking.TRAIN_KEY_TAG: key, tracking.ROLE_TAG: role, "pursuhint.seed": cfg.run_seed}
+    if role == "confirm":
+        tags["pursuhint.confirms"] = config.get(CONFIRMS_KEY) or baseline or "none"
+    if hs is not None and hs.warnings:
+        tags["pursuhint.warnings"] = "; ".join(hs.warnings)[:4000]
+    return tags
+
+
+def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: dict[str, Any]) -> None:
+    """A retried (worker lost) or resumed (driver restarted) trial continues from Tune's newest checkpoint."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as d:
+        for file in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
+            if (Path(d) / file).exists():
+                shutil.copyfile(Path(d) / file, workdir / file)
+    state = resume_state(workdir / STATE_FILE)
+    restored = int(state["epoch"]) if state else 0
+    log.warning("trial %s restored from its checkpoint after epoch %d", trial_id, restored)
+    tracker.tags({RESTORED_TAG: restored})
+    record["restored_from_epoch"] = restored
+
+
+def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id: str, workdir: Path,
+                    facts: dict[str, Any], record: dict[str, Any]) -> Callable[[EpochStats], None]:
+    """The training callback: each epoch to MLflow, the duplicate index and Tune (with a checkpoint)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    best_so_far = [0.0]
 
     def report(stats: EpochStats) -> None:
         best_so_far[0] = max(best_so_far[0], stats.val_acc)
@@ -287,17 +246,13 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         record.clear()
         tune.report(_tune_metrics(metrics | extra), checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
-    try:
-        result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
-                               out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE,
-                               evaluate_test=role == "confirm")
-    except PursuhintError as exc:
-        tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
-        tracker.end("error", str(exc))
-        if index is not None:
-            _finish(index, key, trial_id, "failed", "error")
-        tracker.flush()
-        raise
+    return report
+
+
+def _end_trial(result: Any, tracker: tracking.RunLogger, index: Any, key: str, trial_id: str,
+               record: dict[str, Any]) -> None:
+    """The trained student's final metrics, status and resolved β to MLflow; a trial that did not complete
+    reports its status to Tune too."""
     status = result.status
     best = result.best_val_acc if result.fit.history else 0.0
     final = {"best_val_acc": best}
@@ -317,7 +272,6 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         tune.report({"val_acc": last, "best_val_acc": best, "status": status,
                      "epoch": len(result.fit.history), **record})
     tracker.flush()  # one last try for anything queued; `report --sync` writes what still fails
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _claim(sweep: SweepInfo, key: str, trial_id: str) -> tuple[Any, dict[str, Any]]:
@@ -361,7 +315,7 @@ def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sample
             "pursuhint.error": tracking.scrub(message)[:4000]}
     name = run_name(cfg, baseline, None)
     params = trial_params(cfg, baseline, None, [], sampled)
-    tracker = _Tracker(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
+    tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     tracker.params(params)
     tracker.end("invalid", message)
     tracker.flush()
@@ -369,7 +323,7 @@ def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sample
                  MLFLOW_KEY: mlflow_record(name, params, tags)})
 
 
-def _replay(claim: dict[str, Any], tracker: _Tracker, record: dict[str, Any]) -> None:
+def _replay(claim: dict[str, Any], tracker: tracking.RunLogger, record: dict[str, Any]) -> None:
     """Report the owner's per-epoch history as this trial's own, tagged as a duplicate."""
     history = claim.get("history") or []
     dup_tags = {tracking.DUPLICATE_TAG: claim["owner"], tracking.STATUS_TAG: claim.get("status") or "completed"}
@@ -396,7 +350,7 @@ def _replay(claim: dict[str, Any], tracker: _Tracker, record: dict[str, Any]) ->
 
 
 def _write_artifacts(workdir: Path, hs: Optional[HintSet], shared: SharedWork, cfg: Config,
-                     tracker: _Tracker) -> None:
+                     tracker: tracking.RunLogger) -> None:
     """``hint_set.json`` and ``layer_atlas.png`` into the trial's run (once per trial)."""
     if hs is None:
         return
