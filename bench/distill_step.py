@@ -17,7 +17,7 @@ from torch import nn
 
 from pursuhint.data import DeviceLoader
 from pursuhint.distill import create_method, kd_loss, map_hints
-from pursuhint.distill.loop import autocast
+from pursuhint.training import autocast
 from pursuhint.distill.trainer import hint_weight_for, taps
 from pursuhint.hints import candidate_layers, default_hints
 from pursuhint.models import create_model

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pursuhint.devices import autocast, configure_training, place_model, precision_name
-from pursuhint.distill.loop import FINITE_CHECK_EVERY, _EpochSums
+from pursuhint.training import FINITE_CHECK_EVERY, _EpochSums
 from pursuhint.distill.methods import create_method
 from pursuhint.hints import candidate_layers
 from pursuhint.distill.trainer import taps

@@ -195,7 +195,7 @@ def test_cuda_rng_states_are_empty_without_cuda_and_restore_is_a_no_op(monkeypat
 def test_checkpoints_carry_and_restore_cuda_rng_states(monkeypatch, tmp_path):
     """The training checkpoint saves each CUDA device's RNG state and resume restores it."""
     from pursuhint.config import TrainRecipe
-    from pursuhint.distill import loop
+    from pursuhint import training as loop
 
     saved = [torch.arange(16, dtype=torch.uint8)]
     restored = []

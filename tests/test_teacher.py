@@ -10,7 +10,7 @@ import torch
 CPU = torch.device("cpu")  # exact weight comparisons: never let these pick a GPU
 
 from pursuhint.config import config_from_text
-from pursuhint.distill.loop import lr_factor
+from pursuhint.training import lr_factor
 from pursuhint.models import create_model, load_checkpoint, weights_sha256
 from pursuhint.teacher import load_teacher, teacher_cache_dir, train_teacher
 

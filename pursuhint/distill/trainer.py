@@ -28,7 +28,7 @@ from ..hooks import module_at, taps  # noqa: F401 (taps: re-exported for the ben
 from ..models import create_model, model_classifier
 from .calibration import calibrate_hint_weight
 from .kd import kd_loss
-from .loop import Callback, FitResult, fit, seed_everything, unpack_batch
+from ..training import Callback, FitResult, fit, seed_everything, unpack_batch
 from .mapping import map_hints
 from .methods import adds_crd, create_method, hint_weight_for, method_class, own_params  # noqa: F401 (hint_weight_for: re-exported)
 

@@ -18,7 +18,7 @@ from ray import tune
 from .. import tracking
 from ..config import Config, config_from_text
 from ..devices import runtime_device
-from ..distill.loop import EpochStats, resume_state
+from ..training import EpochStats, resume_state
 from ..distill.methods import own_params
 from ..distill.trainer import hint_weight_for, kd_only_config, pair_hints, train_student
 from ..errors import PursuhintError

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrainRecipe
-from ..devices import autocast, configure_training, cuda_rng_states, pick_device, restore_cuda_rng_states
-from ..errors import CheckpointError
-from ..fileio import save_torch_atomic
+from .config import TrainRecipe
+from .devices import autocast, configure_training, cuda_rng_states, pick_device, restore_cuda_rng_states
+from .errors import CheckpointError
+from .fileio import save_torch_atomic
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Callback = Callable[["EpochStats"], None]
