@@ -28,7 +28,7 @@ from bench.common import fmt  # noqa: E402
 
 BENCHMARKS = ("selection_speed", "input_pipeline", "distill_step", "step_syncs", "hint_calibration", "sweep_overhead",
               "asha_savings", "search_waste",
-              "selection_quality", "gpu")
+              "selection_quality", "selection_quality_natural", "gpu")
 TITLES = {  # headings for benchmarks whose module (and so its TITLE) does not exist yet
     "sweep_overhead": "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly",
     "asha_savings": "ASHA savings: the same sweep with ASHA and with FIFO",
@@ -204,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         entry.setdefault("name", name)
         results[name] = entry
         write_atomic(args.output, json.dumps(results, indent=2, allow_nan=False) + "\n")
-        print(f"[done] {name}: ratio {fmt(entry.get('ratio'))} in {entry['wall_s']} s", flush=True)
+        if entry.get("skipped"):  # nothing measured: say why (the entry's first note)
+            print(f"[skip] {name}: {(entry.get('notes') or ['skipped'])[0]}", flush=True)
+        else:
+            print(f"[done] {name}: ratio {fmt(entry.get('ratio'))} in {entry['wall_s']} s", flush=True)
     write_atomic(args.output, json.dumps(results, indent=2, allow_nan=False) + "\n")
     refresh_docs(args.docs, results)
     print(f"wrote {args.output} and {args.docs}")

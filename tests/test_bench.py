@@ -212,3 +212,135 @@ def test_sweep_benchmarks_workspace_points_runs_at_the_cache_and_cleans_up(tmp_p
         assert (folder / "s").is_dir() and kw["tracking_uri"] == f"sqlite:///{folder / 's' / 'mlflow.db'}"
         assert not str(folder).startswith(str(ROOT))  # never inside the checkout
     assert os.environ.get("PURSUHINT_RUNS") == before and not folder.exists()
+
+
+def _natural_figures():
+    """A hand-made selection_quality_natural figures dict: an AT+KD family (r2_cca sweep with every baseline,
+    a cka_linear sweep of its own) and an AT family whose cka_linear hints equal r2_cca's."""
+    from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table
+
+    def sweep(family, measure, base, baselines, wall):
+        cand = Candidate("t1", {}, 50.0, "at", 3, "layer1.1,layer2.1,layer3.2", ("auto", 1.0, 1.5, 1.0), 0.05)
+        results = [ConfirmedResult(SEARCHED, "t1", "at", 3, s, base + s, 0.0, cand.hint_layers) for s in (1, 2, 3)]
+        for kind, offset in baselines.items():
+            results += [ConfirmedResult(kind, kind, "kd_only" if kind == "kd_only" else "at", 3, s,
+                                        base - offset + 0.5 * s, 0.0) for s in (1, 2, 3)]
+        return {"family": family, "measure": measure, "wall_s": wall, "trials": 1,
+                "confirmation": confirmation_table([cand], results, 3)}
+
+    return {
+        "pair": ["resnet20", "resnet8"], "n_seeds": 3, "seeds": [1, 2, 3], "splits": {"train": 1800, "selection": 200,
+                                                                                     "test": 5000},
+        "teacher": {"arch": "resnet20", "train_images": 4500, "epochs": 15, "test_acc": 70.0},
+        "ce_only": {"seeds": {"1": 40.0, "2": 41.0, "3": 42.5}},
+        "hints": {"r2_cca": [1, 5, 8], "cka_linear": [2, 5, 8], "default": [2, 5, 8], "uniform": [1, 4, 7],
+                  "random": {"1": [0, 3, 6], "2": [2, 4, 8], "3": [1, 2, 3]}},
+        "sweeps": {"at+kd r2_cca": sweep("at+kd", "r2_cca", 50.0, {"default": 2.0, "uniform": 3.0, "random": 4.0,
+                                                                    "kd_only": 1.0}, 300.0),
+                   "at+kd cka_linear": sweep("at+kd", "cka_linear", 49.0, {}, 120.0),
+                   "at r2_cca": sweep("at", "r2_cca", 45.0, {"default": 1.0}, 200.0),
+                   "at cka_linear": {"family": "at", "measure": "cka_linear", "same_as": "at r2_cca"}},
+        "data_path": {"jpeg_mb": 30.0, "cpus": 2, "cache_mb": 73.4, "cold_over_warm": 7.5,
+                      "first_load": {"seconds": 15.0, "images": 25000, "maxrss_mb": 700.0},
+                      "second_load": {"seconds": 2.0, "images": 25000, "maxrss_mb": 600.0}},
+        "probe_sensitivity": [{"probe": "teacher's training split", "images": 250, "r2_cca": [1, 5, 8],
+                               "cka_linear": [2, 5, 8]}],
+    }
+
+
+def test_selection_quality_natural_tables_pair_every_placement_with_the_default_hints():
+    from bench.selection_quality_natural import tables
+
+    out = tables(_natural_figures())
+    titles = [t["title"] for t in out]
+    assert titles[0].startswith("Teacher and student alone: test accuracy (%) on 5000 held-out photographs")
+    assert out[0]["rows"][1][1] == "41.17 ± 1.26" and out[0]["rows"][2][1] == "+28.83"
+    kd, at = out[1], out[2]
+    assert kd["title"].startswith("at+kd (CE + KD + hints): test accuracy (%) over 3 seeds")
+    assert "r2_cca 300.0 s" in kd["title"] and "cka_linear 120.0 s" in kd["title"]
+    rows = {r[0]: r for r in kd["rows"]}
+    assert list(rows) == ["paper mode, r2_cca", "paper mode, cka_linear", "default hints", "uniform hints",
+                          "random hints", "KD only", "student alone (CE only)"]
+    # r2_cca: 51, 52, 53 against default 48.5, 49, 49.5: gains 2.5, 3, 3.5, so the CI lies above 0
+    assert rows["paper mode, r2_cca"][1:3] == ["2, 6, 9", "52.00 ± 1.00"]
+    assert rows["paper mode, r2_cca"][3].startswith("+3.00 [") and rows["paper mode, r2_cca"][4] == \
+        "better than default hints"
+    # the cka_linear sweep's runs (50, 51, 52) pair with the r2_cca sweep's default runs of the same seeds
+    assert rows["paper mode, cka_linear"][3].startswith("+2.00 [")
+    assert rows["default hints"][1:] == ["3, 6, 9", "49.00 ± 0.50", "—", "—"]
+    assert rows["random hints"][1] == "1, 4, 7 / 3, 5, 9 / 2, 3, 4 (per seed)"
+    assert rows["KD only"][3].startswith("+1.00 [") and rows["KD only"][4] == "better than default hints"
+    # CE only 40, 41, 42.5 vs default 48.5, 49, 49.5: worse, seeds paired as ints and strings alike
+    assert rows["student alone (CE only)"][4] == "worse than default hints"
+    at_rows = {r[0]: r for r in at["rows"]}
+    assert at_rows["paper mode, cka_linear"] == ["paper mode, cka_linear", "3, 6, 9 (= r2_cca: not retrained)",
+                                                 "—", "—", "—"]
+    assert "KD only" not in at_rows and "uniform hints" not in at_rows
+    assert out[3]["title"].startswith("Natural-image data path: 25,000 JPEGs (30.0 MB)")
+    assert out[3]["rows"][0][1:] == [15.0, 700.0, 73.4] and out[3]["rows"][2][:2] == ["first ÷ second", 7.5]
+    assert out[4]["rows"] == [[250, "teacher's training split", "2, 6, 9", "3, 6, 9"]]
+    assert tables({}) == []
+    json.dumps(out, allow_nan=False)
+
+
+def test_selection_quality_natural_without_photographs_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):
+    from bench import selection_quality_natural as natural
+
+    monkeypatch.setattr(natural, "cifar10_subset", lambda: None)
+    entry = natural.run(quick=True)
+    assert entry["skipped"] is True and entry["aim_met"] is False and entry["ratio"] is None
+    assert entry["figures"] == {} and natural.tables(entry["figures"]) == []
+    assert "PURSUHINT_CIFAR10_SUBSET" in entry["notes"][0]
+    json.dumps(entry, allow_nan=False)
+    out = tmp_path / "r.json"
+    code = bench_run.main(["--quick", "--only", "selection_quality_natural", "--output", str(out),
+                           "--docs", str(tmp_path / "b.md")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "[skip] selection_quality_natural: Skipped: the CIFAR-10 photographs were not found" in printed
+    assert json.loads(out.read_text())["selection_quality_natural"]["skipped"] is True
+
+
+def test_tiny_selection_quality_natural_runs_sweeps_with_a_confirmation_stage(tmp_path):
+    from bench.common import cifar10_subset
+
+    if cifar10_subset() is None:
+        pytest.skip("the CIFAR-10 photographs are not here (set $PURSUHINT_CIFAR10_SUBSET to their ImageFolder)")
+    out, docs = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--tiny", "--only", "selection_quality_natural",
+         "--output", str(out), "--docs", str(docs)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads(out.read_text())["selection_quality_natural"]
+    assert entry["skipped"] is False and entry["tiny"] is True
+    assert entry["command"] == "python bench/run.py --quick --tiny --only selection_quality_natural"
+    assert isinstance(entry["ratio"], float) and math.isfinite(entry["ratio"]) and entry["ratio"] > 0
+    f = entry["figures"]
+    table = f["sweeps"]["at r2_cca"]["confirmation"]
+    assert table["n_seeds"] >= 2 and len(table["seeds"]) >= 2
+    (config,) = table["configurations"]
+    assert len(config["seeds"]) >= 2 and "default" in config["gains"]
+    assert [b["kind"] for b in table["baselines"]] == ["default"]
+    assert len(f["ce_only"]["seeds"]) >= 2 and 0 < f["teacher"]["test_acc"] <= 100
+    assert len(f["hints"]["r2_cca"]) == 3 and f["probe_sensitivity"]
+    assert entry["tables"][1]["rows"][0][0] == "paper mode, r2_cca"
+    assert "<!-- BEGIN generated:selection_quality_natural -->" in docs.read_text()
+
+
+def test_selection_quality_natural_data_path_measures_a_cold_and_a_warm_load(tmp_path):
+    from PIL import Image
+
+    from bench.selection_quality_natural import data_path
+
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 36), (i * 40, 90, 200)).save(tmp_path / split / cls / f"{i}.jpg")
+    d = data_path(tmp_path)
+    assert d["first_load"]["images"] == d["second_load"]["images"] == 10
+    assert d["cache_mb"] > 0 and d["jpeg_mb"] > 0 and d["children_maxrss_mb"] >= d["first_load"]["maxrss_mb"] > 0
+    assert d["first_load"]["seconds"] > 0 and d["cold_over_warm"] > 0
+    assert not (tmp_path / ".pursuhint_cache").exists()  # the measurement's cache is its own temporary folder

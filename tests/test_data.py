@@ -290,6 +290,19 @@ def test_imagefolder_readonly_root_caches_under_the_runs_folder(tmp_path, monkey
     assert torch.equal(load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8).val_x, ds.val_x)
 
 
+def test_imagefolder_root_marked_read_only_is_not_written_even_by_root(tmp_path, monkeypatch):
+    # root bypasses permission bits: the cache must look at them, not try to write
+    _write_folder(tmp_path / "data")
+    monkeypatch.setenv("PURSUHINT_RUNS", str(tmp_path / "runs"))
+    (tmp_path / "data").chmod(0o555)
+    try:
+        load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8)
+    finally:
+        (tmp_path / "data").chmod(0o755)
+    assert not (tmp_path / "data" / ".pursuhint_cache").exists()
+    assert len(list((tmp_path / "runs" / "cache" / "imagefolder").rglob("*.npz"))) == 1
+
+
 def test_imagefolder_errors(tmp_path):
     with pytest.raises(DataError, match=r"lacks train/ or val/"):
         load_dataset("imagefolder", root=str(tmp_path))

@@ -465,9 +465,21 @@ def _cache_dirs(base: Path) -> list[Path]:
     return [base / ".pursuhint_cache", runs / "cache" / "imagefolder" / root_id]
 
 
+def _marked_read_only(folder: Path) -> bool:
+    """True when ``folder``'s permission bits let no one write it. Root ignores those bits, so a share marked
+    read-only (``dr-xr-xr-x``) is recognised by looking at them, not by trying to write."""
+    try:
+        return not folder.stat().st_mode & 0o222
+    except OSError:
+        return False  # not there yet: created under a writable parent
+
+
 def _write_cache(dirs: list[Path], prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
-    """Write the decoded arrays atomically into the first writable cache folder; drop stale files."""
+    """Write the decoded arrays atomically into the first writable cache folder; drop stale files. A cache
+    folder that does not exist yet is never created inside a folder marked read-only (even when running as root)."""
     for d in dirs:
+        if not d.exists() and _marked_read_only(d.parent):
+            continue
         target = d / f"{prefix}{key}.npz"
         try:
             with atomic_write(target, binary=True) as f:

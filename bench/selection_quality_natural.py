@@ -1,0 +1,516 @@
+"""Selection quality on natural images: do clustered hint points train a better student than the default
+ones (the last block of each teacher stage), evenly spaced or random ones of the same K, KD alone, or the
+student trained alone — on real CIFAR-10 photographs, through `pursuhint sweep` and its confirmation stage?
+
+The digits benchmark (``selection_quality``) answers this on 16-px handwriting; this one asks it where the
+paper does, on 32-px photographs. A resnet20 teacher is trained once on the training part and cached with
+the benchmarks (the same config, hence the same cached file, as ``search_waste``'s CIFAR teacher); a resnet8
+student learns from a small stratified subset, so the teacher clearly beats the student trained alone and
+distillation has a gap to close. For AT and FitNet, each alone (CE + hints) and with KD on top (CE weight 1,
+KD weight 1.5, as in the authors' reproducible AT run), with the calibrated hint weight (``hint_weight:
+auto``, ``hint_ratio: 1``): one sweep per (method, measure) runs the paper-mode configuration (r2_cca or
+cka_linear / pursuhint / mean_index, K = 3) once, then its confirmation stage retrains it and the default,
+uniform, random (and, with KD, KD-only) baselines over fresh seeds and scores them on the held-out test
+photographs. The student trained alone (CE only) is trained with the same recipe, splits and seeds by
+``train_student``. Gains are paired by seed with Student's t 95 % CIs (``pursuhint.search.stats``).
+
+It also measures the natural-image data path: decoding and caching the 25 000 JPEGs with an empty cache,
+loading them again from the cache, the cache's size and the peak memory of each load.
+
+Without the photographs (``bench.common.cifar10_subset()`` is None) the entry says it was skipped, and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from pursuhint.config import Config, config_from_text
+
+from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, ratio, table, threads
+from .sweep_overhead import cache_dir, shutdown_ray, sweep_storage, workspace
+
+NAME = "selection_quality_natural"
+TITLE = "Selection quality on natural images: clustered vs default vs random hint points on CIFAR-10 photographs"
+AIM = ("on real photographs, the paper-mode clustered hints train a student at least as accurate as the default "
+       "hints (ratio ≥ 1; AT with KD, the authors' recipe)")
+ROOT = Path(__file__).resolve().parents[1]
+PAIR = ("resnet20", "resnet8")
+K = 3
+KD_WEIGHT = 1.5  # the authors' reproducible AT run: CE weight 1, KD weight 1.5, hint weight as calibrated
+MEASURES = ("r2_cca", "cka_linear")
+HEADLINE_SWEEPS = ("at+kd r2_cca", "at r2_cca")  # the first one present gives the headline ratio
+
+STUDENT_YAML = """
+name: {name}
+seed: 0
+data: {{dataset: imagefolder, root: {root}, train_samples: {train}, val_samples: {test}, probe_size: {probe}}}
+teacher: {{arch: {teacher}, checkpoint: {checkpoint}}}
+student: {{arch: {student}}}
+selection: {{similarity: {measure}, n_hints: {k}, algorithm: pursuhint, center: mean_index, on_collision: warn}}
+distill: {{method: {method}, hint_weight: auto, hint_ratio: 1.0, kd_weight: {kd}, ce_weight: 1.0}}
+train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
+search: {{num_samples: 1, scheduler: fifo, baselines: [], max_concurrent_trials: 2,
+          resources_per_trial: {{cpu: 1, gpu: 0}},
+          confirm: {{top_k: 1, seeds: {seeds}, baselines: {baselines}}}}}
+"""
+
+
+def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
+    """Sizes of the three variants. ``train`` is the student's stratified subset (10 % of it becomes the
+    selection split), ``test`` the held-out photographs scored (None: all 5 000), ``teacher_train`` and
+    ``teacher_epochs`` the teacher's (search_waste's CIFAR teacher at the same size, so one cached file),
+    ``families`` the (method, KD weight) pairs, ``probe_sizes`` the probe-sensitivity study's sizes.
+
+    A distillation epoch (resnet20 → resnet8, one thread) ran at ~175 images/s on the 2-core machine under
+    load (load average 4–6): tiny 2 min (measured: 131 s with empty caches, 119 s warm), quick ~8 min, full
+    ~60–80 min (about 44 rounds of two concurrent ~90-s trials, plus ~1 min of Ray, Tune and MLflow per
+    sweep), quick and full without training the teacher (shared with search_waste, +1.5 / +5–9 min if not
+    cached)."""
+    if tiny:
+        return {"variant": "tiny (smoke test)", "families": [("at", 0.0)], "measures": ["r2_cca"], "seeds": 2,
+                "train": 500, "test": 500, "epochs": 1, "teacher_train": 1000, "teacher_epochs": 2,
+                "teacher_threads": 1, "full_baselines": False, "decode": False, "probe_sizes": [100, 300]}
+    if quick:
+        return {"variant": "quick", "families": [("at", 0.0), ("at", KD_WEIGHT)], "measures": ["r2_cca"],
+                "seeds": 2, "train": 1000, "test": 2000, "epochs": 3, "teacher_train": 2000, "teacher_epochs": 6,
+                "teacher_threads": 2, "full_baselines": True, "decode": True, "probe_sizes": [250, 1000, 1800]}
+    return {"variant": "full", "families": [("at", 0.0), ("at", KD_WEIGHT), ("fitnet", 0.0), ("fitnet", KD_WEIGHT)],
+            "measures": list(MEASURES), "seeds": 3, "train": 2000, "test": None, "epochs": 8,
+            "teacher_train": 5000, "teacher_epochs": 15, "teacher_threads": 2, "full_baselines": True,
+            "decode": True, "probe_sizes": [250, 500, 1000, 2000, 4500]}
+
+
+def family_label(method: str, kd: float) -> str:
+    """``at`` (CE + hints) or ``at+kd`` (CE + KD + hints)."""
+    return f"{method}+kd" if kd else method
+
+
+def confirm_baselines(kd: float, measure: str, full: bool) -> list[str]:
+    """The confirmation stage's baselines of one sweep: the r2_cca sweep of a family carries them (KD only
+    where the family trains with KD: the question there is whether hints add to KD); the cka_linear sweep
+    none, its gains are paired with the r2_cca sweep's runs of the same seeds. ``full`` False (tiny): the
+    default hints only."""
+    if measure != MEASURES[0]:
+        return []
+    if not full:
+        return ["default"]
+    return ["default", "uniform", "random"] + (["kd_only"] if kd else [])
+
+
+def student_config(root: Path, checkpoint: str, method: str, kd: float, measure: str,
+                   s: dict[str, Any]) -> Config:
+    """One sweep's config: the paper-mode configuration itself (nothing searched, no search-stage baselines),
+    FIFO, two 1-CPU trials at a time, a confirmation stage over ``s["seeds"]`` seeds."""
+    train = s["train"]
+    return config_from_text(STUDENT_YAML.format(
+        name=f"bench_natural_{family_label(method, kd).replace('+', '_')}_{measure}", root=root, train=train,
+        test="null" if s["test"] is None else s["test"], probe=train - round(0.1 * train),
+        teacher=PAIR[0], checkpoint=checkpoint, student=PAIR[1], measure=measure, k=K, method=method, kd=kd,
+        epochs=s["epochs"], seeds=s["seeds"],
+        baselines="[" + ", ".join(confirm_baselines(kd, measure, s["full_baselines"])) + "]"))
+
+
+# ------------------------------------------------------------------------------------------------
+# the teacher
+
+
+def teacher_raw(root: Path, s: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's config data: search_waste's CIFAR teacher (resnet20, 32 px, the demo's recipe) at this
+    variant's size, so both benchmarks train and cache one teacher."""
+    from .search_waste import cifar_raw
+
+    return cifar_raw(root, {"cifar_train": s["teacher_train"], "teacher_epochs": s["teacher_epochs"]})
+
+
+def natural_teacher(root: Path, s: dict[str, Any]) -> tuple[Any, Config, dict[str, Any]]:
+    """The teacher (trained now if the benchmark cache lacks it), its config, and how it was obtained."""
+    from pursuhint.config import config_from_dict
+    from pursuhint.teacher import load_teacher, teacher_cache_dir, train_teacher
+
+    cfg = config_from_dict({**teacher_raw(root, s), "name": "bench_natural_teacher"}, source="bench_natural_teacher")
+    cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
+    t0 = time.perf_counter()
+    with threads(s["teacher_threads"]):
+        train_teacher(cfg, progress=False)
+    teacher = load_teacher(cfg, progress=False)
+    return teacher, cfg, {"arch": teacher.arch, "checkpoint": str(teacher.checkpoint), "checkpoint_cached": cached,
+                          "seconds": round(time.perf_counter() - t0, 1), "val_acc": teacher.meta.get("val_acc"),
+                          "train_images": None, "epochs": s["teacher_epochs"], "sha256": teacher.sha256}
+
+
+def teacher_test_accuracy(model: torch.nn.Module, ds: Any) -> float:
+    """Top-1 accuracy (%) of ``model`` on the data set's test split (in order, no augmentation)."""
+    from pursuhint.data import DeviceLoader
+    from pursuhint.distill.loop import evaluate
+
+    device = next(model.parameters()).device
+    loader = DeviceLoader(ds.test_x, ds.test_y, 256, train=False, augment="none", mean=ds.mean, std=ds.std,
+                          device=device)
+    with threads(2):
+        return float(evaluate(model, loader, device)[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# the student trained alone
+
+
+def ce_only_worker(config_yaml: str, seed: int) -> dict[str, Any]:
+    """One CE-only student (no teacher term, no hints) with the sweep's recipe and splits and run seed ``seed``,
+    scored on the test split; runs in its own process with one torch thread, as a 1-CPU trial does."""
+    from pursuhint.distill.trainer import train_student
+    from pursuhint.teacher import dataset_for, load_teacher
+
+    torch.set_num_threads(1)
+    cfg = config_from_text(config_yaml).with_values({"distill.method": "kd_only", "distill.kd_weight": 0.0,
+                                                     "distill.ce_weight": 1.0, "train.seed": seed})
+    ds = dataset_for(cfg)
+    teacher = load_teacher(cfg, ds=ds, progress=False)  # train_student runs it; CE alone ignores its outputs
+    result = train_student(cfg, None, teacher.model, ds, teacher_sha256=teacher.sha256, evaluate_test=True)
+    last = result.fit.history[-1]
+    return {"seed": seed, "status": result.status, "test_acc": float(last.extra.get("test_acc", float("nan"))),
+            "final_val_acc": float(result.final_val_acc), "seconds": round(result.seconds, 1)}
+
+
+def ce_only(cfg: Config, seeds: list[int]) -> dict[str, Any]:
+    """The student trained alone over the confirmation stage's seeds, two processes at a time."""
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(2, len(seeds)), mp_context=get_context("spawn")) as pool:
+        runs = list(pool.map(ce_only_worker, [cfg.to_yaml()] * len(seeds), seeds))
+    return {"seeds": {str(r["seed"]): r["test_acc"] for r in runs}, "runs": runs,
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+# ------------------------------------------------------------------------------------------------
+# the data path: decode and cache the JPEGs, load them again
+
+
+def decode_worker(root: str, cache: str) -> None:
+    """Body of one measurement process: load the ImageFolder at 32 px with the image cache in ``cache`` only
+    (never beside the data), print seconds, image count and this process's peak RSS as JSON."""
+    from pursuhint.data import datasets
+
+    datasets._cache_dirs = lambda base: [Path(cache)]  # the measurement's own cache, empty at first
+    t0 = time.perf_counter()
+    ds = datasets.load_dataset("imagefolder", root=root, image_size=32)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "images": int(ds.train_x.shape[0] + ds.val_x.shape[0]),
+                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+
+
+def _folder_mb(folder: Path, suffixes: Optional[tuple[str, ...]] = None) -> float:
+    """Total size (MB) of the files under ``folder`` (only those ending in ``suffixes`` when given)."""
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            if suffixes is None or name.lower().endswith(suffixes):
+                total += os.path.getsize(os.path.join(dirpath, name))
+    return round(total / 2**20, 3)
+
+
+def data_path(root: Path) -> dict[str, Any]:
+    """First load with an empty cache (decode every JPEG, write the cache) and a second load (read the
+    cache), each in a fresh process; the cache's size, each process's peak RSS, and RUSAGE_CHILDREN's."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out: dict[str, Any] = {"jpeg_mb": _folder_mb(root, (".jpg", ".jpeg"))}
+    with tempfile.TemporaryDirectory(prefix="pursuhint-decode-") as cache:
+        for label in ("first_load", "second_load"):
+            code = f"from bench.selection_quality_natural import decode_worker; decode_worker({str(root)!r}, {cache!r})"
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                  cwd=str(ROOT), timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the {label} measurement failed: {proc.stderr[-2000:]}")
+            out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+            if label == "first_load":
+                out["cache_mb"] = _folder_mb(Path(cache))
+    out["children_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    out["cold_over_warm"] = ratio(out["first_load"]["seconds"], out["second_load"]["seconds"])
+    out["cpus"] = os.cpu_count()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# hint positions and the sweeps
+
+
+def hint_positions(teacher: Any, ds: Any, cfg: Config, seeds: list[int]) -> dict[str, Any]:
+    """Every placement's teacher layers (0-based candidate indices) for the sweeps' probe: the paper-mode set
+    per measure, the default, uniform and (per seed) random sets, as the sweep's trials choose them. Also
+    fills the similarity cache the sweeps' shared work then reads."""
+    from pursuhint.hints.pipeline import choose_hints, prepare_selection
+
+    with threads(2):
+        sel = prepare_selection(teacher.model, teacher.arch, teacher.sha256, ds, list(MEASURES),
+                                probe_size=cfg.data.probe_size)
+    out = {m: choose_hints(sel, m, K, "pursuhint", "mean_index", seed=cfg.seed, on_collision="warn").indices
+           for m in MEASURES}
+    out |= {"default": sel.default().indices, "uniform": sel.uniform(K).indices,
+            "random": {str(s): sel.random(K, s).indices for s in seeds}, "candidates": sel.names}
+    return out
+
+
+def one_sweep(cfg: Config, folder: Path) -> dict[str, Any]:
+    """``pursuhint sweep`` as users run it (a fixed configuration: one search trial), with its confirmation
+    stage; its wall time and confirmation table."""
+    from pursuhint.search.sweep import run_sweep
+
+    t0 = time.perf_counter()
+    with threads(1):
+        result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
+    shutdown_ray()  # each sweep starts its own local Ray and ends it, as `pursuhint sweep` does
+    return {"wall_s": round(time.perf_counter() - t0, 1), "trials": len(result.leaderboard),
+            "confirmation": result.confirmation}
+
+
+def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
+    """The entry written when the CIFAR-10 photographs are not there: nothing measured, and why."""
+    return {
+        "title": TITLE, "aim": AIM, "ratio": None, "skipped": True, "aim_met": False,
+        "ratio_definition": "mean test_acc of the paper-mode clustered hints ÷ of the default hints (not measured)",
+        "figures": {},
+        "notes": [f"Skipped: the CIFAR-10 photographs were not found (ImageFolder train/<class>/*.jpg and "
+                  f"test/<class>/*.jpg); set ${CIFAR10_SUBSET_ENV} to their folder, or put them in "
+                  f"../shared/data/cifar10-subset beside the checkout, and run `{command(NAME, quick, tiny)}`."],
+        "machine": machine(pick_device()), "date": now(), "quick": quick, "tiny": tiny,
+        "command": command(NAME, quick, tiny),
+    }
+
+
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """The data path, the teacher, the student alone, then one sweep per (method ± KD, measure) with its
+    confirmation stage; the results.json entry (or the skipped one without the photographs)."""
+    from pursuhint.search.confirm import confirm_seeds
+    from pursuhint.teacher import dataset_for
+
+    from .selection_quality import probe_sensitivity
+
+    root = cifar10_subset()
+    if root is None:
+        return skipped_entry(quick, tiny)  # bench/run.py prints its note
+    s = _settings(quick, tiny)
+    device = pick_device()
+    t_start = time.perf_counter()
+    walls: dict[str, float] = {}
+    with workspace() as folder:
+        t0 = time.perf_counter()
+        decode = data_path(root) if s["decode"] else None
+        walls["data_path"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        teacher, t_cfg, t_info = natural_teacher(root, s)
+        walls["teacher"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        t_ds = dataset_for(t_cfg)
+        t_info["train_images"] = int(t_ds.train_x.shape[0])
+        base = student_config(root, t_info["checkpoint"], "at", 0.0, MEASURES[0], s)
+        seeds = confirm_seeds(base.seed, s["seeds"])
+        ds = dataset_for(base)
+        t_info["test_acc"] = teacher_test_accuracy(teacher.model, ds)
+        sensitivity = probe_sensitivity(teacher, t_ds, ds, tuple(s["probe_sizes"]))
+        positions = hint_positions(teacher, ds, base, seeds)
+        walls["teacher_test_and_hints"] = round(time.perf_counter() - t0, 1)
+        splits = {"train": int(ds.train_x.shape[0]), "selection": int(ds.val_x.shape[0]),
+                  "test": int(ds.test_x.shape[0])}
+        alone = ce_only(base, seeds)
+        walls["ce_only"] = alone["wall_s"]
+        sweeps: dict[str, Any] = {}
+        for method, kd in s["families"]:
+            for measure in s["measures"]:
+                key = f"{family_label(method, kd)} {measure}"
+                if measure != MEASURES[0] and positions[measure] == positions[MEASURES[0]]:
+                    sweeps[key] = {"family": family_label(method, kd), "measure": measure,
+                                   "same_as": f"{family_label(method, kd)} {MEASURES[0]}"}
+                    continue
+                cfg = student_config(root, t_info["checkpoint"], method, kd, measure, s)
+                sweeps[key] = {"family": family_label(method, kd), "measure": measure, **one_sweep(cfg, folder)}
+        walls["sweeps"] = round(sum(v.get("wall_s", 0.0) for v in sweeps.values()), 1)
+    headline_key = next((k for k in HEADLINE_SWEEPS if sweeps.get(k, {}).get("confirmation")), None)
+    table_ = sweeps[headline_key]["confirmation"] if headline_key else None
+    first = table_["configurations"][0] if table_ and table_["configurations"] else None
+    default = next((b for b in (table_ or {}).get("baselines", []) if b["kind"] == "default"), None)
+    headline = ratio(first["test_acc"]["mean"], default["test_acc"]["mean"]) if first and default else None
+    figures = {
+        "settings": s, "pair": list(PAIR), "k": K, "kd_weight": KD_WEIGHT, "n_seeds": s["seeds"], "seeds": seeds,
+        "root": str(root), "cache": str(cache_dir()), "splits": splits, "data_path": decode, "teacher": t_info,
+        "ce_only": alone, "hints": positions, "sweeps": sweeps, "headline": headline_key,
+        "probe_sensitivity": sensitivity, "walls_s": walls,
+        "driver_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "measured_wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    n_runs = sum(v["trials"] + sum(len(r["seeds"]) for r in v["confirmation"]["configurations"]
+                                   + v["confirmation"]["baselines"])
+                 for v in sweeps.values() if v.get("confirmation"))
+    entry = {
+        "title": TITLE, "aim": AIM, "ratio": headline,
+        "ratio_definition": f"mean test_acc of the paper-mode clustered hints (r2_cca) ÷ of the default hints over "
+                            f"{s['seeds']} seeds, confirmation stage of `pursuhint sweep` ({headline_key})",
+        "aim_met": bool(headline is not None and headline >= 1.0),
+        "skipped": False,
+        "figures": figures,
+        "notes": _notes(s, figures, n_runs),
+        "machine": machine(device), "date": now(), "quick": quick, "tiny": tiny,
+        "command": command(NAME, quick, tiny),
+    }
+    entry["tables"] = tables(figures)
+    return entry
+
+
+def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
+    """The entry's "how it was measured" lines: sizes and why, teacher, recipe, protocol, data path."""
+    t = f["teacher"]
+    sp = f["splits"]
+    fams = ", ".join(family_label(m, kd) for m, kd in s["families"])
+    epochs = f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}"
+    return [
+        f"Variant: {s['variant']}. Data: the CIFAR-10 subset's photographs (32 px, ImageFolder, read through "
+        f"`data: {{dataset: imagefolder}}`). Student: {PAIR[1]} on a stratified {s['train']}-image subset of the "
+        f"training part ({sp['train']} to train, {sp['selection']} as the selection split), scored on "
+        f"{sp['test']} held-out test photographs. Sizes chosen so the full run fits about 75 minutes of 2 CPU "
+        "cores (the issue's 2.5 h budget could not be spent in this session): a small subset leaves the student "
+        "far below the teacher, which is the gap distillation can close.",
+        f"Teacher: {PAIR[0]} (the pair resnet20 → resnet8: a resnet56 teacher's forward pass would double every "
+        f"distillation step on the CPU), trained once on {t['train_images']} training photographs for "
+        f"{t['epochs']} epochs (search_waste's CIFAR teacher, the same cached file) into the benchmark cache "
+        f"({f['cache']}); "
+        + ("found in the cache." if t["checkpoint_cached"] else f"trained in this run ({t['seconds']} s).")
+        + f" Test accuracy {t['test_acc']:.2f} % on the same {sp['test']} test photographs.",
+        f"Recipe: {epochs}, batch 64, SGD lr 0.05 cosine, one torch thread per run, FIFO, 2 concurrent 1-CPU "
+        "trials; hint weight calibrated (`hint_weight: auto`, `hint_ratio: 1`); with KD: CE weight 1, KD weight "
+        f"{KD_WEIGHT:g}, temperature 4 (the authors' reproducible AT recipe). Families: {fams}; K = {K}.",
+        f"Each sweep is `pursuhint sweep` with nothing searched (one search-stage trial on the selection split), "
+        f"then its confirmation stage over seeds {', '.join(map(str, f['seeds']))}: the paper-mode configuration "
+        "and, in the r2_cca sweep of each family, the default, uniform and random hints (and KD only with KD). "
+        "The cka_linear sweep trains its configuration only, and is skipped when its hints equal r2_cca's; its "
+        "gains pair its runs with the r2_cca sweep's baseline runs of the same seeds (same splits and recipe). "
+        "CE only: `train_student` with no hints and no KD term, same recipe, splits and seeds. "
+        f"{n_runs} sweep trials in all.",
+        "Each sweep starts its own local Ray and ends it, as `pursuhint sweep` does; its wall time includes that.",
+        "Data path: two fresh processes, one loading all the JPEGs (train and test) with an empty image cache "
+        "(decode with a few threads, then write the .npz cache), one loading them again from that cache; peak "
+        "RSS is each process's ru_maxrss; RUSAGE_CHILDREN is the largest of this benchmark's child processes "
+        "so far."
+        + ("" if f["data_path"] else " Not measured in the tiny variant (a cold decode costs ~15 s of its ~2 min)."),
+        "VID is left out: a third method would add a third of the runs, beyond the budget.",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# tables
+
+
+def _ms(st: dict[str, Any]) -> str:
+    sd = st.get("sd")
+    return f"{st['mean']:.2f} ± {sd:.2f}" if sd is not None and sd == sd else f"{st['mean']:.2f}"
+
+
+def _seeds(d: dict[str, Any]) -> dict[int, float]:
+    return {int(k): float(v) for k, v in d.items() if v == v}
+
+
+def _one_based(idx: list[int]) -> str:
+    return ", ".join(str(i + 1) for i in idx)
+
+
+def family_rows(f: dict[str, Any], family: str) -> list[list[Any]]:
+    """One family's rows: each placement's hint positions, test accuracy mean ± sd, and its gain over the default
+    hints of the same family paired by seed (95 % CI, verdict), from the sweeps' confirmation tables and the
+    CE-only runs."""
+    from pursuhint.search.stats import StatsError, paired_gain, summarise, verdict
+
+    sweeps = {v["measure"]: v for v in f["sweeps"].values() if v.get("family") == family}
+    base_sweep = sweeps.get(MEASURES[0], {})
+    base_table = base_sweep.get("confirmation") or {}
+    hints = f.get("hints", {})
+    runs: list[tuple[str, str, dict[int, float]]] = []
+    for measure in MEASURES:
+        sw = sweeps.get(measure)
+        if sw is None:
+            continue
+        label = f"paper mode, {measure}"
+        if sw.get("same_as"):
+            runs.append((label, f"{_one_based(hints.get(measure, []))} (= r2_cca: not retrained)", {}))
+            continue
+        for c in (sw.get("confirmation") or {}).get("configurations", []):
+            runs.append((label, _one_based(hints.get(measure, [])) or c["hint_layers"], _seeds(c["seeds"])))
+    by_kind = {b["kind"]: b for b in base_table.get("baselines", [])}
+    random_sets = hints.get("random", {})
+    where = {"default": _one_based(hints.get("default", [])), "uniform": _one_based(hints.get("uniform", [])),
+             "random": " / ".join(_one_based(v) for v in random_sets.values()) + (" (per seed)" if random_sets else ""),
+             "kd_only": "none (KD only)"}
+    for kind in ("default", "uniform", "random", "kd_only"):
+        if kind in by_kind:
+            runs.append((f"{kind} hints" if kind != "kd_only" else "KD only", where[kind],
+                         _seeds(by_kind[kind]["seeds"])))
+    if f.get("ce_only", {}).get("seeds"):
+        runs.append(("student alone (CE only)", "none", _seeds(f["ce_only"]["seeds"])))
+    default = _seeds(by_kind["default"]["seeds"]) if "default" in by_kind else {}
+    rows = []
+    for label, positions, scores in runs:
+        if not scores:
+            rows.append([label, positions, "—", "—", "—"])
+            continue
+        gain, words = "—", "—"
+        if label != "default hints" and default:
+            try:
+                g = paired_gain(scores, default)
+                gain, words = f"{g.mean:+.2f} [{g.low:+.2f}, {g.high:+.2f}]", verdict(g, "default")
+            except StatsError:
+                pass
+        rows.append([label, positions, _ms(summarise(list(scores.values())).as_dict()), gain, words])
+    return rows
+
+
+def tables(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Markdown tables of an entry, from its figures alone: the teacher and the student alone, one table of
+    placements per family, the data path, and the probe sensitivity."""
+    if not f:
+        return []
+    out = []
+    t = f["teacher"]
+    n_test = f["splits"]["test"]
+    rows = [[f"teacher {t['arch']} ({t['train_images']} images, {t['epochs']} epochs)", f"{t['test_acc']:.2f}"]]
+    if f.get("ce_only", {}).get("seeds"):
+        from pursuhint.search.stats import summarise
+
+        ce = summarise(list(_seeds(f["ce_only"]["seeds"]).values()))
+        rows.append([f"student {f['pair'][1]} alone (CE only), {len(f['ce_only']['seeds'])} seeds", _ms(ce.as_dict())])
+        rows.append(["teacher − student alone (the gap distillation can close)", f"{t['test_acc'] - ce.mean:+.2f}"])
+    out.append(table(f"Teacher and student alone: test accuracy (%) on {n_test} held-out photographs",
+                     ["model", "test_acc"], rows))
+    families = list(dict.fromkeys(v["family"] for v in f["sweeps"].values()))
+    for family in families:
+        walls = ", ".join(f"{v['measure']} {v['wall_s']} s" for v in f["sweeps"].values()
+                          if v.get("family") == family and "wall_s" in v)
+        what = "CE + KD + hints" if family.endswith("+kd") else "CE + hints"
+        out.append(table(f"{family} ({what}): test accuracy (%) over {f['n_seeds']} seeds on {n_test} held-out "
+                         f"photographs; gain over the default hints paired by seed (sweeps: {walls})",
+                         ["placement", "hint positions (1-based)", "test_acc mean ± sd",
+                          "gain vs default hints (95 % CI)", "verdict"], family_rows(f, family)))
+    d = f.get("data_path")
+    if d:
+        n = d["first_load"]["images"]
+        out.append(table(f"Natural-image data path: {n:,} JPEGs ({d['jpeg_mb']} MB) decoded to 32 px uint8, each load "
+                         f"in a fresh process ({d['cpus']} CPUs)",
+                         ["load", "seconds", "peak RSS MB", "cache MB"],
+                         [["first (empty cache: decode + write)", d["first_load"]["seconds"],
+                           d["first_load"]["maxrss_mb"], d["cache_mb"]],
+                          ["second (from the cache)", d["second_load"]["seconds"], d["second_load"]["maxrss_mb"],
+                           d["cache_mb"]],
+                          ["first ÷ second", d["cold_over_warm"], "—", "—"]]))
+    if f.get("probe_sensitivity"):
+        out.append(table("The paper-mode hint set (K = 3, positions 1-based) moves with the probe set: the same "
+                         "teacher, probes of different sizes",
+                         ["probe images", "from", "r2_cca", "cka_linear"],
+                         [[p["images"], p["probe"], _one_based(p["r2_cca"]), _one_based(p["cka_linear"])]
+                          for p in f["probe_sensitivity"]]))
+    return out
