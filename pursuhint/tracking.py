@@ -328,7 +328,7 @@ class RunLogger:
         try:
             while self.pending:
                 name, a = self.pending[0]
-                getattr(tracking, "log_metrics" if name == "epoch" else name)(self.uri, self.run_id, *a)
+                LOGGER_CALLS["log_metrics" if name == "epoch" else name](self.uri, self.run_id, *a)
                 self.pending.pop(0)
         except Exception as exc:  # server away: keep training; retry later
             self._failed("logging failed", exc)
@@ -353,3 +353,10 @@ class RunLogger:
     def end(self, status: str, reason: str = "") -> None:
         """End the run in MLflow's terms (FINISHED / FAILED), after everything queued before it."""
         self._call("end_run", status, reason)
+
+
+# What a RunLogger's queued calls run (an epoch is a log_metrics call at its step).
+LOGGER_CALLS: dict[str, Callable[..., None]] = {
+    "log_metrics": log_metrics, "log_params": log_params, "set_tags": set_tags, "log_artifact": log_artifact,
+    "end_run": end_run,
+}

@@ -61,7 +61,9 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         parent = tracking.parent_run(uri, experiment_id, str(exp_dir or storage_str), run_name=f"sweep-{cfg.name}")
         opened = (experiment_id, parent)
         _log_parent(uri, parent, cfg)
-        shared, trainable, callbacks = _trial_setup(cfg, uri, experiment_id, parent, exp_dir, progress)
+        # `index` (the duplicate index actor's handle) must live as long as the sweep: Ray ends an actor once
+        # nothing holds a handle to it, and trials look it up by name.
+        shared, index, trainable, callbacks = _trial_setup(cfg, uri, experiment_id, parent, exp_dir, progress)
         run_config = dict(storage_path=storage_str, verbose=verbose,
                           checkpoint_config=_tune().CheckpointConfig(num_to_keep=2),
                           failure_config=_tune().FailureConfig(max_failures=cfg.search.max_failures),
@@ -150,9 +152,10 @@ def _start_ray(cfg: Config, address: Optional[str], exp_dir: Optional[Path]) -> 
 
 
 def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir: Optional[Path],
-                 progress: bool) -> tuple[Any, Any, list[Any]]:
-    """The shared work (teacher, matrices: once, in a Ray task), the duplicate index, the trainable and the
-    callbacks; writes the sweep's marker (what ``report``, ``export`` and ``--resume`` find it by)."""
+                 progress: bool) -> tuple[Any, Any, Any, list[Any]]:
+    """The shared work (teacher, matrices: once, in a Ray task), the duplicate index (its actor handle: keep it
+    for the whole sweep), the trainable and the callbacks; writes the sweep's marker (what ``report``,
+    ``export`` and ``--resume`` find it by)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -175,7 +178,7 @@ def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir
     if exp_dir is not None:
         write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri, "parent_run_id": parent,
                                                         "config_yaml": cfg.to_yaml()}, indent=2))
-    return shared, trainable, [_end_trials_callback(actor_name, uri, experiment_id, parent)]
+    return shared, index, trainable, [_end_trials_callback(actor_name, uri, experiment_id, parent)]
 
 
 def _search_tuner(cfg: Config, trainable: Any, run_config: dict[str, Any], resume: bool, exp_dir: Optional[Path],
