@@ -81,7 +81,7 @@ class TrainRecipe(_Section):
         return sorted({max(1, round(self.epochs * f)) for f in (0.625, 0.75, 0.875)})
 
 
-PLACEMENT_KEYS = ("data.device_budget_gb",)  # where tensors live, never what is computed
+PLACEMENT_KEYS = ("data.device_budget_gb", "data.memory_map")  # where tensors live, never what is computed
 
 
 class DataConfig(_Section):
@@ -104,6 +104,9 @@ class DataConfig(_Section):
     # GiB of images a loader may keep on a CUDA device; larger splits stay on the host and are copied per
     # batch. None = half the device's free memory.
     device_budget_gb: Optional[float] = Field(None, ge=0)
+    # ImageFolder images are read from their memory-mapped cache a batch at a time (bounded RAM; trials on one
+    # node share the file's pages); false reads the splits into memory. Digits and CIFAR are always in memory.
+    memory_map: bool = True
     # auto = the data set's own default (crop_flip for natural images, crop for digits).
     augment: Literal["auto", "crop_flip", "crop", "none"] = "auto"
 

@@ -36,18 +36,20 @@ class Teacher:
 def dataset_for(cfg: Config) -> ImageDataset:
     """The data set the config names, with its sizes and subsets, in three splits: training, selection
     (``data.val_fraction`` of the training data) and test (the data set's held-out part). The splits depend
-    on the config's ``seed`` only, never on a confirmation run's seed."""
+    on the config's ``seed`` only, never on a confirmation run's seed. ImageFolder splits stay memory-mapped
+    unless ``data.memory_map`` is false."""
     d = cfg.data
-    return _dataset(d.dataset, d.root, d.image_size, d.train_samples, d.val_samples, cfg.seed, d.val_fraction)
+    return _dataset(d.dataset, d.root, d.image_size, d.train_samples, d.val_samples, cfg.seed, d.val_fraction,
+                    d.memory_map)
 
 
 @functools.lru_cache(maxsize=1)
 def _dataset(name: str, root: Optional[str], image_size: Optional[int], train_samples: Optional[int],
-             val_samples: Optional[int], seed: int, val_fraction: float) -> ImageDataset:
+             val_samples: Optional[int], seed: int, val_fraction: float, memory_map: bool = True) -> ImageDataset:
     """The last data set loaded, kept: preflight loads it to check the splits, and the command that follows
     uses the same one instead of decoding it again."""
     return load_dataset(name, root=root, image_size=image_size, train_samples=train_samples,
-                        val_samples=val_samples, seed=seed, val_fraction=val_fraction)
+                        val_samples=val_samples, seed=seed, val_fraction=val_fraction, memory_map=memory_map)
 
 
 def teacher_cache_dir(cfg: Config) -> Path:

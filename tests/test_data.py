@@ -248,15 +248,15 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     assert ds.classes == ["cat", "dog"] and ds.train_y.tolist() == [0, 0, 0, 1, 1]
     assert ds.train_x.shape == (5, 3, 8, 8) and ds.val_x.shape == (2, 3, 8, 8)
     assert ds.train_x[:, :, 3, 4].tolist() == [list(c) for c in COLORS["cat"] + COLORS["dog"]]
-    caches = list((tmp_path / ".pursuhint_cache").glob("*.npz"))
-    assert len(caches) == 1
+    caches = list((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))
+    assert len(caches) == 1 and (caches[0] / "train_x.npy").is_file()
 
     def no_decoding(*a, **k):
         raise AssertionError("decoded although cached")
 
     monkeypatch.setattr(Image, "open", no_decoding)
     again = load_dataset("imagefolder", root=str(tmp_path), image_size=8)
-    assert torch.equal(again.train_x, ds.train_x) and again.classes == ds.classes
+    assert torch.equal(again.train_x.materialise(), ds.train_x.materialise()) and again.classes == ds.classes
     monkeypatch.undo()
 
     Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "train" / "dog" / "new.png")
@@ -265,7 +265,7 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "open", lambda *a, **k: calls.append(a) or real_open(*a, **k))
     grown = load_dataset("imagefolder", root=str(tmp_path), image_size=8)
     assert len(calls) == 8 and grown.train_y.tolist() == [0, 0, 0, 1, 1, 1]
-    assert len(list((tmp_path / ".pursuhint_cache").glob("*.npz"))) == 1  # the stale cache is gone
+    assert len(list((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))) == 1  # the stale cache is gone
 
 
 def test_imagefolder_resize_crop_gray_and_test_split(tmp_path):
@@ -284,10 +284,11 @@ def test_imagefolder_readonly_root_caches_under_the_runs_folder(tmp_path, monkey
     (tmp_path / "data" / ".pursuhint_cache").write_text("a file where the cache folder would go")
     monkeypatch.setenv("PURSUHINT_RUNS", str(tmp_path / "runs"))
     ds = load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8)
-    assert len(list((tmp_path / "runs" / "cache" / "imagefolder").rglob("*.npz"))) == 1
+    assert len(list((tmp_path / "runs" / "cache" / "imagefolder").rglob("meta.json"))) == 1
     assert (tmp_path / "data" / ".pursuhint_cache").is_file()  # nothing written into the data folder
     monkeypatch.setattr(Image, "open", lambda *a, **k: 1 / 0)
-    assert torch.equal(load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8).val_x, ds.val_x)
+    again = load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8)
+    assert torch.equal(again.val_x.materialise(), ds.val_x.materialise())
 
 
 def test_imagefolder_root_marked_read_only_is_not_written_even_by_root(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Data sets as in-memory uint8 tensors and the on-device batching/augmentation pipeline."""
+"""Data sets as uint8 images (in memory, or memory-mapped) and the on-device batching/augmentation pipeline."""
 
 from .datasets import (
     AUGMENTATIONS,
@@ -9,6 +9,7 @@ from .datasets import (
     resize_images,
     stratified_indices,
 )
+from .mapped import ImageRows
 from .loader import DeviceLoader, probe_images, probe_loader, resolve_augment, train_val_loaders
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "resolve_augment",
     "train_val_loaders",
     "ImageDataset",
+    "ImageRows",
     "channel_stats",
     "load_dataset",
     "probe_images",

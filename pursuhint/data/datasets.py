@@ -1,18 +1,25 @@
-"""Image data sets as in-memory uint8 tensors: embedded digits, CIFAR-10/100 and ImageFolder.
+"""Image data sets as uint8 images: embedded digits, CIFAR-10/100 and ImageFolder.
 
-Every loader returns an :class:`ImageDataset` whose images are decoded once and held on the
-CPU as N×C×H×W uint8; batching and augmentation happen later, on the device (``loader.py``).
+Every loader returns an :class:`ImageDataset` whose images are decoded once and held on the CPU as
+N×C×H×W uint8: in memory (digits, CIFAR), or, for ImageFolder, in a memory-mapped cache file read a batch
+at a time (:class:`~pursuhint.data.mapped.ImageRows`), so a data set larger than RAM trains in bounded
+memory. Batching and augmentation happen later, on the device (``loader.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
+import multiprocessing
 import os
 import pickle
+import shutil
+import sys
+import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,6 +33,7 @@ from ..errors import DataError
 from ..fileio import atomic_write
 from ..paths import runs_dir
 from ..registry import Registry
+from .mapped import ImageRows, Images, in_ram, row_chunks, take_rows
 
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 
@@ -35,7 +43,11 @@ DATASETS: Registry[Loader] = Registry("data set", error=DataError)
 
 @dataclass
 class ImageDataset:
-    """A classification data set held in memory: uint8 N×C×H×W images, int64 labels, in three splits.
+    """A classification data set: uint8 N×C×H×W images, int64 labels, in three splits.
+
+    Each split's images are an in-memory tensor or, for a memory-mapped ImageFolder cache, an
+    :class:`~pursuhint.data.mapped.ImageRows` view (the file plus its rows' positions) that reads rows only
+    when a batch asks for them; labels are always in memory.
 
     ``train`` is what students (and a teacher pursuhint trains) learn from; ``val`` is the selection split,
     carved out of the training data (``data.val_fraction``), the only accuracy the search sees; ``test``
@@ -45,16 +57,16 @@ class ImageDataset:
     """
 
     name: str
-    train_x: torch.Tensor
+    train_x: Images
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val_x: Images
     val_y: torch.Tensor
     num_classes: int
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str = "crop_flip"
-    test_x: Optional[torch.Tensor] = None
+    test_x: Optional[Images] = None
     test_y: Optional[torch.Tensor] = None
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -63,7 +75,7 @@ class ImageDataset:
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise DataError(
                     f"data set {self.name!r} {split} images have dtype {x.dtype} and shape "
-                    f"{tuple(x.shape)}; expected a uint8 N×C×H×W tensor"
+                    f"{tuple(x.shape)}; expected uint8 N×C×H×W images"
                 )
             if y.dtype != torch.int64 or y.shape != (x.shape[0],):
                 raise DataError(
@@ -112,6 +124,7 @@ def load_dataset(
     val_samples: int | None = None,
     seed: int = 0,
     val_fraction: float | None = None,
+    memory_map: bool = True,
 ) -> ImageDataset:
     """Load data set ``name`` (see ``DATASETS.names()``), optionally resized and stratified-subsampled.
 
@@ -121,6 +134,10 @@ def load_dataset(
     training data becomes the selection split (``val``), the rest stays ``train``, and the held-out
     data becomes ``test``; without it (``None``), the held-out data is ``val`` as before and there is
     no test split. ``mean``/``std`` always describe the full training split.
+
+    A loader may return memory-mapped splits (ImageFolder does): subsets and the selection split are then
+    views of the mapped file that copy no pixels. ``memory_map=False`` reads such splits into memory first
+    (the in-RAM path; the batches are the same). Digits and CIFAR are in memory either way.
     """
     loader = DATASETS.get(name)
     if image_size is not None:
@@ -131,13 +148,15 @@ def load_dataset(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise DataError(f"seed {seed!r} is not an integer; give an integer seed such as 0")
     ds = loader(root, image_size, seed)
+    if not memory_map:
+        ds.train_x, ds.val_x = in_ram(ds.train_x), in_ram(ds.val_x)
     if train_samples is not None:
         idx = stratified_indices(ds.train_y, train_samples, seed, tag=1, what=f"{name} train")
-        ds.train_x, ds.train_y = ds.train_x[idx], ds.train_y[idx]
+        ds.train_x, ds.train_y = take_rows(ds.train_x, idx), ds.train_y[idx]
     held = torch.arange(ds.val_y.shape[0])
     if val_samples is not None:
         held = stratified_indices(ds.val_y, val_samples, seed, tag=2, what=f"{name} val")
-        ds.val_x, ds.val_y = ds.val_x[held], ds.val_y[held]
+        ds.val_x, ds.val_y = take_rows(ds.val_x, held), ds.val_y[held]
     if val_fraction is None:
         return ds
     return carve_selection_split(ds, val_fraction, seed, held_indices=held)
@@ -152,7 +171,8 @@ def split_hash(indices: torch.Tensor) -> str:
 def carve_selection_split(ds: ImageDataset, val_fraction: float, seed: int,
                           held_indices: Optional[torch.Tensor] = None) -> ImageDataset:
     """Move ``ds.val`` (the held-out data) to ``ds.test`` and carve a stratified ``val_fraction`` of the
-    training data, fixed by ``seed``, into ``ds.val`` (the selection split); students never train on it."""
+    training data, fixed by ``seed``, into ``ds.val`` (the selection split); students never train on it.
+    In-memory images are copied into the two parts; memory-mapped ones become two views of the same file."""
     if not 0 < val_fraction < 0.5:
         raise DataError(f"val_fraction {val_fraction!r} is invalid; expected a number strictly between 0 and 0.5")
     n = int(ds.train_y.shape[0])
@@ -162,8 +182,8 @@ def carve_selection_split(ds: ImageDataset, val_fraction: float, seed: int,
     train_idx = torch.nonzero(keep).flatten()
     held = held_indices if held_indices is not None else torch.arange(ds.val_y.shape[0])
     ds.test_x, ds.test_y = ds.val_x, ds.val_y
-    ds.val_x, ds.val_y = ds.train_x[sel], ds.train_y[sel]
-    ds.train_x, ds.train_y = ds.train_x[train_idx], ds.train_y[train_idx]
+    ds.val_x, ds.val_y = take_rows(ds.train_x, sel), ds.train_y[sel]
+    ds.train_x, ds.train_y = take_rows(ds.train_x, train_idx), ds.train_y[train_idx]
     for split, labels in (("training", ds.train_y), ("selection", ds.val_y), ("test", ds.test_y)):
         missing = sorted(set(range(ds.num_classes)) - set(labels.unique().tolist()))
         if missing:
@@ -223,15 +243,27 @@ def resize_images(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor
     return out
 
 
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images on the 0–1 scale (exact, via histograms)."""
+def channel_stats(x: Images) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images on the 0–1 scale (exact, via histograms).
+
+    The histograms are summed over chunks of rows, so a memory-mapped split is streamed, never held whole;
+    integer counts make the result the same however the rows are chunked.
+    """
     if x.shape[0] * x.shape[2] * x.shape[3] == 0:
         raise DataError("cannot compute channel statistics of an empty training split; add images")
+    hist = torch.zeros((x.shape[1], 256), dtype=torch.int64)
+    for part in row_chunks(x):
+        for c in range(part.shape[1]):
+            hist[c] += torch.bincount(part[:, c].reshape(-1), minlength=256)
+    return histogram_stats(hist)
+
+
+def histogram_stats(hist: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation on the 0–1 scale from C×256 pixel-value counts."""
     values = torch.arange(256, dtype=torch.float64)
     mean, std = [], []
-    for c in range(x.shape[1]):
-        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
-        p = hist / hist.sum()
+    for c in range(hist.shape[0]):
+        p = hist[c].to(torch.float64) / hist[c].sum().to(torch.float64)
         m = float((p * values).sum())
         var = max(float((p * values * values).sum()) - m * m, 0.0)
         mean.append(m / 255)
@@ -425,9 +457,20 @@ def load_cifar100(root: str | None, image_size: int | None, seed: int) -> ImageD
 
 # ---------------------------------------------------------------------------------------------
 # ImageFolder: root/train/<class>/*, root/val/<class>/* (or root/test/)
+#
+# The decoded images are cached once per image size and file list, in a folder
+# ``imagefolder-<size>px-<key>/`` holding
+#   train_x.npy, val_x.npy   uint8 N×3×size×size in numpy's .npy format (a header, then the raw rows),
+#                            memory-mapped when read: a split is never read whole
+#   train_y.npy, val_y.npy   int64 labels (read into memory: 8 bytes an image)
+#   meta.json                format version, key, classes, split sizes, the training split's channel mean/std
+# It is written in a temporary folder beside it and renamed into place, so a crash or Ctrl-C never leaves a
+# half-written cache; an unreadable or inconsistent one is rebuilt.
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the memory-mapped folder above; 1 was one .npz read whole (such caches are rebuilt)
+_DECODE_CHUNK = 512  # files per decoding job
+_DECODE_WORKERS = 8  # at most this many decoding processes (and never more than the usable cores)
 
 
 def _list_split(split_dir: Path) -> list[tuple[str, Path]]:
@@ -465,33 +508,14 @@ def _cache_dirs(base: Path) -> list[Path]:
     return [base / ".pursuhint_cache", runs / "cache" / "imagefolder" / root_id]
 
 
-def _marked_read_only(folder: Path) -> bool:
-    """True when ``folder``'s permission bits let no one write it. Root ignores those bits, so a share marked
-    read-only (``dr-xr-xr-x``) is recognised by looking at them, not by trying to write."""
+def _root_read_only(base: Path) -> bool:
+    """Whether the data folder must not be written into: not writable for this process, or without any write
+    permission bit (a share marked read-only, which root could otherwise write)."""
     try:
-        return not folder.stat().st_mode & 0o222
+        mode = base.stat().st_mode
     except OSError:
-        return False  # not there yet: created under a writable parent
-
-
-def _write_cache(dirs: list[Path], prefix: str, key: str, arrays: dict[str, np.ndarray]) -> Path | None:
-    """Write the decoded arrays atomically into the first writable cache folder; drop stale files. A cache
-    folder that does not exist yet is never created inside a folder marked read-only (even when running as root)."""
-    for d in dirs:
-        if not d.exists() and _marked_read_only(d.parent):
-            continue
-        target = d / f"{prefix}{key}.npz"
-        try:
-            with atomic_write(target, binary=True) as f:
-                np.savez(f, **arrays)
-            for stale in d.glob(f"{prefix}*.npz"):
-                if stale != target:
-                    stale.unlink(missing_ok=True)
-            return target
-        except OSError:
-            continue  # not writable (a read-only share): the next folder
-    warnings.warn(f"could not write an image cache in any of {[str(d) for d in dirs]}; images are not cached")
-    return None
+        return True
+    return not os.access(base, os.W_OK | os.X_OK) or not mode & 0o222
 
 
 def _imagefolder_files(base: Path) -> tuple[list[str], list[tuple[str, Path]], list[tuple[str, Path]]]:
@@ -533,34 +557,252 @@ def _cache_key(base: Path, items: list[tuple[str, Path]], size: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _read_cache(dirs: list[Path], name: str) -> dict[str, np.ndarray] | None:
+def _read_cache(dirs: list[Path], name: str, key: str, size: int) -> dict[str, Any] | None:
+    """The first readable cache ``name`` in ``dirs`` (see :func:`_open_cache`); None when there is none."""
     for d in dirs:
-        path = d / name
-        if path.is_file():
+        folder = d / name
+        if folder.is_dir():
             try:
-                with np.load(path, allow_pickle=False) as z:
-                    return {k: z[k] for k in ("train_x", "train_y", "val_x", "val_y", "classes")}
-            except (OSError, ValueError, KeyError):
-                continue  # a damaged cache is rebuilt
+                return _open_cache(folder, key, size)
+            except (OSError, ValueError, KeyError, TypeError, DataError):
+                continue  # damaged: rebuilt, and replaced where the rebuild is written
     return None
 
 
-def _decode_split(items: list[tuple[str, Path]], classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a split with a few threads (PIL releases the GIL): N×3×size×size uint8 and int64 labels."""
+def _open_cache(folder: Path, key: str, size: int) -> dict[str, Any]:
+    """A cache folder's splits (memory-mapped :class:`ImageRows` images, in-memory labels), classes and
+    channel statistics; raises (OSError, ValueError, KeyError, TypeError, DataError) when it is damaged:
+    a file missing, truncated or not matching ``meta.json``."""
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    if meta["version"] != _CACHE_VERSION or meta["key"] != key:
+        raise ValueError(f"{folder} holds another cache (version {meta['version']}, key {meta['key']})")
+    classes = [str(c) for c in meta["classes"]]
+    mean, std = tuple(float(v) for v in meta["mean"]), tuple(float(v) for v in meta["std"])
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"{folder}/meta.json has mean {mean} and std {std}; expected 3 values each")
+    out: dict[str, Any] = {"classes": classes, "mean": mean, "std": std}
+    for split in ("train", "val"):
+        n = int(meta[split])
+        x = ImageRows(folder / f"{split}_x.npy")  # maps the file: a truncated one fails here
+        y = np.load(folder / f"{split}_y.npy", allow_pickle=False)
+        if tuple(x.shape) != (n, 3, size, size) or y.dtype != np.int64 or y.shape != (n,):
+            raise ValueError(f"{folder}: {split} images {tuple(x.shape)} and labels {y.dtype} {y.shape} do not "
+                             f"match meta.json ({n} images of 3×{size}×{size})")
+        if n and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise ValueError(f"{folder}: {split} labels span {int(y.min())}..{int(y.max())} for {len(classes)} classes")
+        out[f"{split}_x"], out[f"{split}_y"] = x, torch.from_numpy(y)
+    return out
+
+
+def _write_cache(dirs: list[Path], prefix: str, key: str, size: int, classes: list[str],
+                 splits: dict[str, list[tuple[str, Path]]]) -> Path | None:
+    """Decode ``splits`` into a temporary folder in the first writable cache folder of ``dirs`` and rename it to
+    ``<prefix><key>``; drop that folder's stale caches (other keys, old ``.npz`` files). None if none is
+    writable."""
+    for d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=d, prefix=f".{prefix}{key}.", suffix=".tmp"))
+        except OSError:
+            continue  # not writable (a read-only share, a file in the way): the next folder
+        try:
+            _decode_into(tmp, key, size, classes, splits)
+            final = _publish(tmp, d / f"{prefix}{key}", key, size)
+        except OSError:  # e.g. the disk filled up: the next folder
+            shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for stale in d.glob(f"{prefix}*"):
+            if stale != final:
+                _remove(stale)
+        return final
+    return None
+
+
+def _publish(tmp: Path, final: Path, key: str, size: int) -> Path:
+    """Rename the finished folder ``tmp`` to ``final``. If ``final`` exists, another process finished first
+    (its cache is used, ours dropped) or it is damaged (replaced)."""
+    try:
+        os.rename(tmp, final)
+        return final
+    except OSError:
+        if not final.exists():
+            raise
+    try:
+        _open_cache(final, key, size)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final
+    except (OSError, ValueError, KeyError, TypeError, DataError):
+        _remove(final)
+        os.rename(tmp, final)
+        return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder tree, ignoring what is already gone (a process that still maps a deleted
+    file keeps reading it: the pages live until it unmaps them)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _decode_into(folder: Path, key: str, size: int, classes: list[str],
+                 splits: dict[str, list[tuple[str, Path]]]) -> None:
+    """Decode every split into cache files in ``folder`` (layout above).
+
+    Each ``<split>_x.npy`` is created at its full size (a sparse file; nothing is mapped into this process)
+    and filled by jobs of ``_DECODE_CHUNK`` files, run in worker processes that write their rows straight
+    into the file: no process ever holds a split. The jobs also count the training split's pixel values,
+    so its channel statistics need no second pass.
+    """
     index = {c: i for i, c in enumerate(classes)}
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = pool.map(lambda item: _decode(item[1], size), items)
-        imgs = list(tqdm(decoded, total=len(items), desc="decoding images", disable=None, leave=False))
-    labels = np.array([index[c] for c, _ in items], dtype=np.int64)
-    return np.stack(imgs).transpose(0, 3, 1, 2).copy(), labels
+    jobs: list[tuple[str, int, int, list[str], int, bool]] = []
+    counts = {}
+    for split, items in splits.items():
+        path = folder / f"{split}_x.npy"
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), 3, size, size))
+        offset = int(header.offset)
+        del header  # unmapped before any page is touched
+        _reserve(path, offset + len(items) * 3 * size * size)
+        np.save(folder / f"{split}_y.npy", np.array([index[c] for c, _ in items], dtype=np.int64))
+        counts[split] = len(items)
+        for start in range(0, len(items), _DECODE_CHUNK):
+            chunk = [str(f) for _, f in items[start : start + _DECODE_CHUNK]]
+            jobs.append((str(path), offset, start, chunk, size, split == "train"))
+    hist = _run_decode_jobs(jobs)
+    mean, std = histogram_stats(torch.from_numpy(hist))
+    for split in splits:
+        for name in (f"{split}_x.npy", f"{split}_y.npy"):
+            _fsync(folder / name)
+    meta = {"version": _CACHE_VERSION, "key": key, "image_size": size, "classes": classes, **counts,
+            "mean": list(mean), "std": list(std)}
+    with atomic_write(folder / "meta.json") as f:
+        json.dump(meta, f, indent=1)
+
+
+def _decode_job(path: str, offset: int, start: int, files: list[str], size: int,
+                histogram: bool) -> np.ndarray | None:
+    """One decoding job, in a worker process: decode ``files`` into rows ``start…`` of the ``.npy`` file at
+    ``path`` (its data begin at byte ``offset``) through a memory map of just those rows; return their 3×256
+    pixel-value counts when ``histogram``."""
+    rows = np.memmap(path, dtype=np.uint8, mode="r+", offset=offset + start * 3 * size * size,
+                     shape=(len(files), 3, size, size))
+    try:
+        for i, f in enumerate(files):
+            rows[i] = _decode(Path(f), size).transpose(2, 0, 1)
+        rows.flush()
+        if not histogram:
+            return None
+        return np.stack([np.bincount(rows[:, c].reshape(-1), minlength=256) for c in range(3)]).astype(np.int64)
+    finally:
+        del rows
+
+
+def _run_decode_jobs(jobs: list[tuple[str, int, int, list[str], int, bool]]) -> np.ndarray:
+    """Run the decoding jobs with a progress bar, in a pool of worker processes (or here, when all the files
+    fit one job or there is one usable core); the summed 3×256 pixel-value counts of the training split."""
+    hist = np.zeros((3, 256), dtype=np.int64)
+    total = sum(len(j[3]) for j in jobs)
+    workers = 1 if total <= _DECODE_CHUNK else min(_DECODE_WORKERS, _usable_cores(), len(jobs))
+    with tqdm(total=total, desc="decoding images", unit="img", disable=None, leave=False) as bar:
+        if workers <= 1:
+            for job in jobs:
+                part = _decode_job(*job)
+                if part is not None:
+                    hist += part
+                bar.update(len(job[3]))
+            return hist
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
+        try:
+            pending: set[Future] = set()
+            sizes: dict[Future, int] = {}
+            with warnings.catch_warnings():  # Python >= 3.12 warns about forking a threaded process (see above)
+                warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                        category=DeprecationWarning)
+                for job in jobs:
+                    fut = pool.submit(_decode_job, *job)
+                    pending.add(fut)
+                    sizes[fut] = len(job[3])
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    part = fut.result()  # a worker's DataError (an undecodable image) is raised here
+                    if part is not None:
+                        hist += part
+                    bar.update(sizes.pop(fut))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return hist
+
+
+def _pool_context() -> Any:
+    """Forked worker processes on Linux; the platform's default elsewhere.
+
+    A fork server or spawned workers would import the caller's ``__main__`` again, which breaks any script
+    that loads a data set outside an ``if __name__ == "__main__"`` block. The forked workers run only PIL and
+    numpy code (no torch, CUDA, Ray or logging), so the parent's threads and their locks never matter there.
+    """
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocate a file's blocks now, so a full disk is an OSError here rather than a SIGBUS in a process
+    writing through its memory map; file systems that cannot preallocate leave it sparse."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _decode_in_memory(dirs: list[Path], key: str, size: int, classes: list[str],
+                      splits: dict[str, list[tuple[str, Path]]]) -> dict[str, Any]:
+    """No cache folder is writable: decode into a temporary folder, read the splits into memory, delete it."""
+    warnings.warn(f"could not write an image cache in any of {[str(d) for d in dirs]}; images are decoded "
+                  "into memory and not cached")
+    with tempfile.TemporaryDirectory(prefix="pursuhint-images-") as tmp:
+        _decode_into(Path(tmp), key, size, classes, splits)
+        cache = _open_cache(Path(tmp), key, size)
+        for split in splits:
+            cache[f"{split}_x"] = cache[f"{split}_x"].materialise()
+    return cache
 
 
 @DATASETS.register("imagefolder")
 def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
     """Images in ``root/train/<class>/`` and ``root/val/<class>/`` (or ``root/test/``), as RGB at 32 px.
 
-    Decoded once and cached as ``.npz`` under ``root/.pursuhint_cache/`` (or, when root is read-only, under
-    the runs folder), keyed by the file list with sizes and mtimes and the image size.
+    Decoded once, by parallel worker processes, into a memory-mapped cache (``.npy`` files, layout above)
+    under ``root/.pursuhint_cache/`` (or, when root is read-only, under the runs folder), keyed by the file
+    list with sizes and mtimes and the image size. The splits are :class:`ImageRows` views of the mapped
+    files: rows are read a batch at a time, so the data set may be larger than RAM.
     """
     if root is None:
         raise DataError("data set 'imagefolder' needs root, a folder holding train/<class>/ and val/<class>/")
@@ -570,18 +812,12 @@ def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> Ima
     prefix = f"imagefolder-{size}px-"
     key = _cache_key(base, train_items + val_items, size)
     dirs = _cache_dirs(base)
-    arrays = _read_cache(dirs, f"{prefix}{key}.npz")
-    if arrays is None:
-        train_x, train_y = _decode_split(train_items, classes, size)
-        val_x, val_y = _decode_split(val_items, classes, size)
-        arrays = dict(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, classes=np.array(classes))
-        _write_cache(dirs, prefix, key, arrays)
-    return _finish(
-        "imagefolder",
-        torch.from_numpy(arrays["train_x"]),
-        torch.from_numpy(arrays["train_y"]),
-        torch.from_numpy(arrays["val_x"]),
-        torch.from_numpy(arrays["val_y"]),
-        [str(c) for c in arrays["classes"]],
-        "crop_flip",
-    )
+    cache = _read_cache(dirs, f"{prefix}{key}", key, size)
+    if cache is None:
+        splits = {"train": train_items, "val": val_items}
+        writable = dirs[1:] if _root_read_only(base) else dirs
+        folder = _write_cache(writable, prefix, key, size, classes, splits)
+        cache = (_open_cache(folder, key, size) if folder is not None
+                 else _decode_in_memory(writable, key, size, classes, splits))
+    return ImageDataset("imagefolder", cache["train_x"], cache["train_y"], cache["val_x"], cache["val_y"],
+                        len(cache["classes"]), cache["classes"], cache["mean"], cache["std"], "crop_flip")

@@ -1,11 +1,13 @@
-"""Batches from in-memory uint8 images, augmented on the device with a few tensor ops per batch.
+"""Batches from uint8 images, augmented on the device with a few tensor ops per batch.
 
 A split sits on the device when it fits the device budget (about half the free device memory, or
 ``data.device_budget_gb``); otherwise its uint8 images stay in (pinned) host memory, or in a
-memory-mapped file, and each batch is gathered on the host and copied over without blocking. Either
-way a batch is a handful of tensor ops on the device: one row gather does the random crop (zero
-padding) and the horizontal flip together, then one normalisation. Random numbers come from a CPU
-``torch.Generator`` seeded by (seed, epoch), so CPU and CUDA, and every placement, give the same batches.
+memory-mapped file (:class:`~pursuhint.data.mapped.ImageRows`), and each batch is gathered on the host
+and copied over without blocking. On the CPU a memory-mapped split is always gathered from the map, a
+batch at a time (copying it "to the device" would read it whole into RAM). Either way a batch is a
+handful of tensor ops on the device: one row gather does the random crop (zero padding) and the
+horizontal flip together, then one normalisation. Random numbers come from a CPU ``torch.Generator``
+seeded by (seed, epoch), so CPU and CUDA, and every placement, give the same batches.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..devices import free_bytes, memory_format
 from ..errors import DataError
 from ..registry import unknown_name_message
 from .datasets import AUGMENTATIONS, ImageDataset
+from .mapped import ImageRows, Images, take_rows
 
 PLACEMENTS = ("auto", "device", "host")
 BUDGET_SHARE = 0.5  # of the free device memory, when data.device_budget_gb is not given
@@ -35,8 +38,15 @@ def device_budget(device: str | torch.device, budget_gb: Optional[float] = None)
     return int(BUDGET_SHARE * (free_bytes(device) or 0))
 
 
-def choose_placement(nbytes: int, device: str | torch.device, budget_gb: Optional[float] = None) -> str:
-    """``device`` when ``nbytes`` of images fit the device budget (:func:`device_budget`), else ``host``."""
+def choose_placement(nbytes: int, device: str | torch.device, budget_gb: Optional[float] = None,
+                     mapped: bool = False) -> str:
+    """``device`` when ``nbytes`` of images fit the device budget (:func:`device_budget`), else ``host``.
+
+    ``mapped`` images (a memory-mapped split) stay ``host`` on a CPU device: there "the device" is host
+    memory, and copying the split there would read the whole file into RAM.
+    """
+    if mapped and torch.device(device).type != "cuda":
+        return "host"
     budget = device_budget(device, budget_gb)
     return "device" if budget is None or nbytes <= budget else "host"
 
@@ -50,15 +60,16 @@ class DeviceLoader:
     loader uses the epoch set by :meth:`set_epoch` and then advances it by one.
     ``drop_last`` defaults to ``train`` (but never drops the only, partial batch).
     ``with_index=True`` yields ``(images, labels, indices)``: the samples' positions in ``x``, which
-    CRD's memory bank needs. ``placement`` says where the uint8 images live: ``device`` (copied there
-    once), ``host`` (left in host memory, pinned for a CUDA device when they are not memory-mapped;
-    each batch is gathered there and copied without blocking), or ``auto`` (:func:`choose_placement`
-    with ``budget_gb``).
+    CRD's memory bank needs. ``x`` is an in-memory uint8 tensor or a memory-mapped
+    :class:`~pursuhint.data.mapped.ImageRows` split. ``placement`` says where the uint8 images live:
+    ``device`` (copied there once, in chunks for a mapped split), ``host`` (left in host memory or in
+    the mapped file; each batch is gathered there, pinned for a CUDA device, and copied without
+    blocking), or ``auto`` (:func:`choose_placement` with ``budget_gb``).
     """
 
     def __init__(
         self,
-        x: torch.Tensor,
+        x: Images,
         y: torch.Tensor,
         batch_size: int,
         *,
@@ -74,7 +85,7 @@ class DeviceLoader:
         placement: str = "auto",
         budget_gb: Optional[float] = None,
     ) -> None:
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
+        if not isinstance(x, (torch.Tensor, ImageRows)) or x.dtype != torch.uint8 or x.dim() != 4:
             got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise DataError(f"images are {got}; expected a uint8 N×C×H×W tensor")
         if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
@@ -98,7 +109,8 @@ class DeviceLoader:
             raise DataError(unknown_name_message("placement", placement, list(PLACEMENTS)))
         self.device = torch.device(device)
         if placement == "auto":
-            placement = choose_placement(x.numel() * x.element_size(), self.device, budget_gb)
+            placement = choose_placement(x.numel() * x.element_size(), self.device, budget_gb,
+                                         mapped=isinstance(x, ImageRows))
         self.placement = placement
         # host: the images stay where they are (RAM or a memory-mapped file); batches are pinned one by one
         self.x = x.to(self.device) if placement == "device" else x
@@ -169,7 +181,7 @@ class DeviceLoader:
                 yield self._normalise(xb), yb
 
     def _rows_of(self, lo: int, hi: int) -> torch.Tensor:
-        """Images ``lo:hi`` in order, on the device."""
+        """Images ``lo:hi`` in order, on the device (read from the map for a mapped split on the host)."""
         xb = self.x[lo:hi]
         return xb if self.placement == "device" else _to_device(xb, self.device)
 
@@ -217,7 +229,8 @@ def _to_device(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
 def probe_images(ds: ImageDataset, size: int) -> torch.Tensor:
     """``size`` training images at evenly spaced positions ``round(i·N/size)`` of the unshuffled split.
 
-    Deterministic, like the paper's "every 5th batch of the unshuffled training set"; uint8, CPU.
+    Deterministic, like the paper's "every 5th batch of the unshuffled training set"; uint8, CPU, in memory
+    (read from the map for a memory-mapped split: ``size`` rows, never the split).
     """
     return ds.train_x[_probe_indices(ds, size)]
 
@@ -233,10 +246,11 @@ def _probe_indices(ds: ImageDataset, size: int) -> torch.Tensor:
 def probe_loader(
     ds: ImageDataset, size: int, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> DeviceLoader:
-    """Batches of the probe set (:func:`probe_images`) with eval transforms, in order."""
+    """Batches of the probe set (:func:`probe_images`) with eval transforms, in order (a memory-mapped split
+    stays mapped: the probe rows are read a batch at a time)."""
     idx = _probe_indices(ds, size)
     return DeviceLoader(
-        ds.train_x[idx], ds.train_y[idx], batch_size, train=False, augment="none",
+        take_rows(ds.train_x, idx), ds.train_y[idx], batch_size, train=False, augment="none",
         mean=ds.mean, std=ds.std, device=device,
     )
 
@@ -252,11 +266,13 @@ def train_val_loaders(ds: ImageDataset, batch_size: int, *, augment: str, device
     """The training loader (shuffled by seed and epoch, augmented) and the validation loader (in order).
 
     Both splits go on the device together when they fit its budget (``data.device_budget_gb``, default
-    half the free device memory), else both stay on the host and each batch is copied over.
+    half the free device memory), else both stay on the host and each batch is copied over. On the CPU,
+    memory-mapped splits stay mapped (:func:`choose_placement`).
     """
     if placement == "auto":
         nbytes = sum(t.numel() * t.element_size() for t in (ds.train_x, ds.val_x))
-        placement = choose_placement(nbytes, device, budget_gb)
+        mapped = any(isinstance(t, ImageRows) for t in (ds.train_x, ds.val_x))
+        placement = choose_placement(nbytes, device, budget_gb, mapped=mapped)
     train = DeviceLoader(ds.train_x, ds.train_y, batch_size, train=True, augment=resolve_augment(augment, ds),
                          mean=ds.mean, std=ds.std, device=device, seed=seed, with_index=with_index,
                          placement=placement)
