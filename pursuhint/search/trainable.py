@@ -240,6 +240,10 @@ def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id:
         if stats.epoch == stats.epochs:
             metrics["final_val_acc"] = stats.val_acc
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
+        if "hint_weight_resolved" in metrics and "hint_weight_resolved" not in facts:
+            # as a param as soon as it is known: a trial ASHA stops never reaches its end
+            facts["hint_weight_resolved"] = float(metrics["hint_weight_resolved"])
+            tracker.params({"hint_weight_resolved": facts["hint_weight_resolved"]})
         if index is not None:
             index.update.remote(key, trial_id, metrics, tracker.run_id)
         extra = {"status": "running", "node_id": node_id, "epochs_total": stats.epochs, **facts, **record}
