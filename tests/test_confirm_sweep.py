@@ -23,7 +23,9 @@ def confirmed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("confirm")
     path = write_config(folder, "t_confirm", epochs=2, samples=2, scheduler="fifo", confirm_k=1)
     # a calibrated hint weight: β = r · CE₀ / H₀ at the start of each run
-    path.write_text(path.read_text().replace("hint_weight: 10}", "hint_weight: auto, hint_ratio: 0.5}"))
+    text = path.read_text()
+    assert "hint_weight: 10," in text
+    path.write_text(text.replace("hint_weight: 10,", "hint_weight: auto, hint_ratio: 0.5,"))
     cfg = load_config(path)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
