@@ -52,8 +52,13 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     exp_dir = experiment_dir(cfg.name, storage_path)  # None: remote storage, Tune's alone to read
     storage_str = str(exp_dir.parent) if exp_dir is not None else str(storage_path)
     _storage_policy(cfg, uri, exp_dir, resume, overwrite)
-    study_url = _study(cfg, exp_dir, resume, overwrite)
-    log_file = _start_ray(cfg, address, exp_dir)
+    log_file = _quiet_and_logged(exp_dir)  # before the Optuna study and Ray say anything
+    try:
+        study_url = _study(cfg, exp_dir, resume, overwrite)
+        _start_ray(cfg, address)
+    except BaseException:
+        stop_logging_to_file(log_file)
+        raise
     opened: tuple[str, str] = ()  # (experiment id, parent run id) once the parent run exists
     try:
         _check_resources(cfg, autoscaling=bool(address))
@@ -132,23 +137,22 @@ def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool
         shutil.rmtree(exp_dir.parent / confirm_name(cfg.name), ignore_errors=True)
 
 
-def _start_ray(cfg: Config, address: Optional[str], exp_dir: Optional[Path]) -> Any:
-    """A quiet terminal and the sweep's log file, then a local Ray (after checking this machine can hold a trial)
-    or the cluster at ``address``; returns the log file's handler."""
+def _quiet_and_logged(exp_dir: Optional[Path]) -> Any:
+    """A quiet terminal and the sweep's log file (its handler, which ``stop_logging_to_file`` removes)."""
     import mlflow  # noqa: F401 - imported here so that its console handler exists to be quieted
     import optuna  # noqa: F401
+
+    quiet_terminal()
+    return log_to_file(exp_dir)  # everything the terminal no longer shows
+
+
+def _start_ray(cfg: Config, address: Optional[str]) -> None:
+    """A local Ray (after checking this machine can hold a trial) or the cluster at ``address``."""
     import ray
 
     if not address and not ray.is_initialized():
         _check_resources(cfg, total=_local_resources())  # before a local Ray starts
-    quiet_terminal()
-    log_file = log_to_file(exp_dir)  # everything the terminal no longer shows
-    try:
-        _ray_init(address, cfg.plugins)
-    except BaseException:
-        stop_logging_to_file(log_file)
-        raise
-    return log_file
+    _ray_init(address, cfg.plugins)
 
 
 def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir: Optional[Path],
