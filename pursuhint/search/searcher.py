@@ -106,7 +106,6 @@ def make_searcher(cfg: Config, storage: Optional[str] = None) -> BaselinesFirst:
 
         sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.search.searcher == "optuna"
                    else optuna.samplers.RandomSampler(seed=cfg.seed))
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per sweep
         inner = OptunaSearch(space=define_by_run(cfg.space, cfg.distill.method), metric=METRIC, mode=MODE,
                              sampler=sampler, study_name=cfg.name,
                              storage=open_storage(storage) if storage else None)
