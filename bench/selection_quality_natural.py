@@ -153,7 +153,7 @@ def natural_teacher(root: Path, s: dict[str, Any]) -> tuple[Any, Config, dict[st
 def teacher_test_accuracy(model: torch.nn.Module, ds: Any) -> float:
     """Top-1 accuracy (%) of ``model`` on the data set's test split (in order, no augmentation)."""
     from pursuhint.data import DeviceLoader
-    from pursuhint.distill.loop import evaluate
+    from pursuhint.training import evaluate
 
     device = next(model.parameters()).device
     loader = DeviceLoader(ds.test_x, ds.test_y, 256, train=False, augment="none", mean=ds.mean, std=ds.std,
