@@ -52,10 +52,12 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     exp_dir = experiment_dir(cfg.name, storage_path)  # None: remote storage, Tune's alone to read
     storage_str = str(exp_dir.parent) if exp_dir is not None else str(storage_path)
     _storage_policy(cfg, uri, exp_dir, resume, overwrite)
+    if not address and not ray.is_initialized():
+        _check_resources(cfg, total=_local_resources())  # refused before a local Ray starts or a file is written
     log_file = _quiet_and_logged(exp_dir)  # before the Optuna study and Ray say anything
     try:
         study_url = _study(cfg, exp_dir, resume, overwrite)
-        _start_ray(cfg, address)
+        _ray_init(address, cfg.plugins)
     except BaseException:
         stop_logging_to_file(log_file)
         raise
@@ -144,15 +146,6 @@ def _quiet_and_logged(exp_dir: Optional[Path]) -> Any:
 
     quiet_terminal()
     return log_to_file(exp_dir)  # everything the terminal no longer shows
-
-
-def _start_ray(cfg: Config, address: Optional[str]) -> None:
-    """A local Ray (after checking this machine can hold a trial) or the cluster at ``address``."""
-    import ray
-
-    if not address and not ray.is_initialized():
-        _check_resources(cfg, total=_local_resources())  # before a local Ray starts
-    _ray_init(address, cfg.plugins)
 
 
 def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir: Optional[Path],
