@@ -23,15 +23,13 @@ def _console_handlers(logger: logging.Logger) -> list[logging.Handler]:
 
 
 def quiet_terminal() -> None:
-    """Console handlers of the libraries show WARNING and above (loggers keep their levels, so a file
-    handler still gets INFO); a logger without a handler of its own gets a WARNING one on stderr."""
+    """Console handlers of the libraries show WARNING and above; the loggers keep their levels, so a file
+    handler (``log_to_file``, which lowers them to INFO) still gets everything."""
     for name in LIBRARIES:
         logger = logging.getLogger(name)
         handlers = _console_handlers(logger)
         for handler in handlers:
             handler.setLevel(max(handler.level, logging.WARNING))
-        if name in ("optuna", "mlflow") and logger.level in (logging.NOTSET, logging.DEBUG):
-            logger.setLevel(logging.INFO)  # what the file keeps
 
 
 def log_to_file(folder: Optional[Path]) -> Optional[logging.Handler]:

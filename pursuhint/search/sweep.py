@@ -45,6 +45,9 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     # nothing of the user (checkpointing every epoch is deliberate): keep the terminal for what matters.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
+    from ray import tune
+
+    from .searcher import total_trials
 
     uri = tracking.resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     tracking.check_reachable(uri)
@@ -72,12 +75,12 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         # nothing holds a handle to it, and trials look it up by name.
         shared, index, trainable, callbacks = _trial_setup(cfg, uri, experiment_id, parent, exp_dir, progress)
         run_config = dict(storage_path=storage_str, verbose=verbose,
-                          checkpoint_config=_tune().CheckpointConfig(num_to_keep=2),
-                          failure_config=_tune().FailureConfig(max_failures=cfg.search.max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
                           callbacks=callbacks)
         tuner = _search_tuner(cfg, trainable, run_config, resume, exp_dir, storage_str, study_url, num_samples)
         grid = tuner.fit()
-        unfinished = _unfinished(grid, _total_trials(cfg, num_samples))
+        unfinished = _unfinished(grid, total_trials(cfg, num_samples))
         if unfinished:
             raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
                                    f"state is saved: run the same command with --resume to finish it")
@@ -102,18 +105,6 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         stop_logging_to_file(log_file)
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
-
-
-def _tune() -> Any:
-    from ray import tune
-
-    return tune
-
-
-def _total_trials(cfg: Config, num_samples: Optional[int]) -> int:
-    from .searcher import total_trials
-
-    return total_trials(cfg, num_samples)
 
 
 def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> None:
@@ -170,7 +161,8 @@ def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir
     info = SweepInfo(name=cfg.name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent,
                      duplicates_actor=actor_name, cpus_per_trial=cfg.search.resources_per_trial.cpu)
     res = {"cpu": cfg.search.resources_per_trial.cpu, "gpu": cfg.search.resources_per_trial.gpu}
-    tune = _tune()
+    from ray import tune
+
     trainable = tune.with_resources(tune.with_parameters(run_trial, shared=shared, sweep=info), res)
     if exp_dir is not None:
         write_text_atomic(exp_dir / MARKER, json.dumps({"name": cfg.name, "tracking_uri": uri, "parent_run_id": parent,
@@ -182,9 +174,10 @@ def _search_tuner(cfg: Config, trainable: Any, run_config: dict[str, Any], resum
                   storage_str: str, study_url: Optional[str], num_samples: Optional[int]) -> Any:
     """The search stage's Tuner: restored from its saved state on ``--resume``, else new (Optuna behind the
     baselines, ASHA or FIFO)."""
-    from .searcher import make_scheduler, make_searcher
+    from ray import tune
 
-    tune = _tune()
+    from .searcher import make_scheduler, make_searcher, total_trials
+
     if resume:
         return tune.Tuner.restore(str(exp_dir) if exp_dir else f"{storage_str.rstrip('/')}/{cfg.name}",
                                   trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -192,7 +185,7 @@ def _search_tuner(cfg: Config, trainable: Any, run_config: dict[str, Any], resum
         trainable,
         tune_config=tune.TuneConfig(
             metric="val_acc", mode="max", search_alg=make_searcher(cfg, study_url), scheduler=make_scheduler(cfg),
-            num_samples=_total_trials(cfg, num_samples), max_concurrent_trials=cfg.search.max_concurrent_trials,
+            num_samples=total_trials(cfg, num_samples), max_concurrent_trials=cfg.search.max_concurrent_trials,
             reuse_actors=True),
         run_config=tune.RunConfig(name=cfg.name, progress_reporter=_reporter(cfg), **run_config))
 
