@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -274,7 +275,8 @@ def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000"
 
     try:
         experiment_id = tracking.client(uri).get_run(parent).info.experiment_id
-    except Exception:  # noqa: BLE001 - MLflow away at the end: the command above still works later
+    except Exception as exc:  # noqa: BLE001 - MLflow away at the end: the command above still works later
+        logging.getLogger("pursuhint").info("cannot find the sweep's experiment in MLflow (%s)", exc)
         return ""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui
     return f"{base}/#/experiments/{experiment_id}/runs"
@@ -458,6 +460,7 @@ def _confirmed_sets(table: dict, sets: list, top: int) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per step of the workflow, each with ``--plugin``."""
     parser = argparse.ArgumentParser(
         prog="pursuhint",
         description="Find where a student should learn from its teacher (PURSUhInT hint points), "
@@ -465,6 +468,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pursuhint {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_single_run_commands(sub)
+    _add_sweep_command(sub)
+    _add_result_commands(sub)
+    for p in sub.choices.values():
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                       help="import MODULE first, so the models, methods, similarities and clusterings it registers "
+                            "exist (repeatable; added to the config's `plugins`, so Ray workers import it too)")
+    return parser
+
+
+def _add_single_run_commands(sub: Any) -> None:
+    """``train-teacher``, ``select`` and ``distill``: one step each, without Ray."""
     p = sub.add_parser("train-teacher", help="train the config's teacher once (cached by config hash)")
     p.add_argument("config", help="YAML config file")
     p.add_argument("-o", "--output", help="also copy the final checkpoint here")
@@ -492,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output folder (default runs/students/<name>/<hints>-<hash>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
+
+def _add_sweep_command(sub: Any) -> None:
+    """``sweep``: the search (and confirmation) on Ray Tune."""
     p = sub.add_parser("sweep", help="search hint points, clustering and distillation methods with Ray Tune")
     p.add_argument("config", help="YAML config file (its spec leaves are the search space)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://host:10001); default: a local Ray")
@@ -504,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "on a multi-node cluster)")
     p.add_argument("-q", "--quiet", action="store_true", help="less output")
 
+
+def _add_result_commands(sub: Any) -> None:
+    """``report`` and ``export``: read a sweep's results (MLflow, else Tune's folder)."""
     for name, text in (("report", "print a sweep's leaderboard (and a comparison plot)"),
                        ("export", "write the best hint sets of a sweep for other training code")):
         p = sub.add_parser(name, help=text)
@@ -525,11 +546,6 @@ def build_parser() -> argparse.ArgumentParser:
                            help="rank by the confirmation stage (default, when the sweep has one) or by the "
                                 "search stage (one seed, selection split)")
             p.add_argument("-o", "--output", default="exported_hints", help="output folder")
-    for p in sub.choices.values():
-        p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                       help="import MODULE first, so the models, methods, similarities and clusterings it registers "
-                            "exist (repeatable; added to the config's `plugins`, so Ray workers import it too)")
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import yaml
 from torch import nn
@@ -162,6 +162,33 @@ def torchdistill_fragment(hs: HintSet, student_layers: list[str], shapes: Option
         if shapes is not None and len(shapes) != len(pairs):
             raise PursuhintError(f"{len(shapes)} pair shapes were given for {len(pairs)} hint pairs")
     shapes = list(shapes) if shapes is not None else None
+    terms = _logit_terms(prov, notes)
+    student_hooks = list(student_layers)
+    wrapper: Optional[dict[str, Any]] = None
+    if base not in _NO_HINTS:
+        hint_terms, wrapper, extra_hooks = _hint_terms(method, base, prov, pairs, shapes, notes)
+        terms.update(hint_terms)
+        if wrapper is not None:
+            student_hooks = [f"student_model.{s}" for s in student_layers] + extra_hooks
+    if method.endswith("+crd") or base == "crd":
+        notes.append(_CRD_NOTE)
+    student: dict[str, Any] = {"forward_proc": "forward_batch_only"}
+    if wrapper is not None:
+        student["auxiliary_model_wrapper"] = wrapper
+    student.update({"sequential": [], "frozen_modules": [],
+                    "forward_hook": {"input": [], "output": student_hooks}, "wrapper": None, "requires_grad": True})
+    frag = {
+        "teacher": {"forward_proc": "forward_batch_only", "sequential": [],
+                    "forward_hook": {"input": [], "output": list(hs.layers)}, "wrapper": None, "requires_grad": False},
+        "student": student,
+        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": terms}},
+        "pursuhint_hint_set": hs.to_dict(),
+    }
+    return _header(hs, method, pairs, shapes, notes) + yaml.safe_dump(frag, sort_keys=False)
+
+
+def _logit_terms(prov: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The fragment's cross-entropy and KD terms, with the trial's weights (KD only when it trained with KD)."""
     ce_w = _provenance_number(prov, "ce_weight", 1.0, notes)
     kd_w = _provenance_number(prov, "kd_weight", 0.0, notes)
     terms: dict[str, Any] = {}
@@ -180,35 +207,21 @@ def torchdistill_fragment(hs: HintSet, student_layers: list[str], shapes: Option
             "weight": kd_w * temp**2}
         notes.append(f"kd: weight = kd_weight {_num(kd_w)} x T^2 ({_num(temp)}^2): torchdistill's KDLoss without alpha "
                      f"leaves out the T^2 pursuhint's KD term has")
-    student_hooks = list(student_layers)
-    wrapper: Optional[dict[str, Any]] = None
-    if base not in _NO_HINTS:
-        beta = _hint_weight(prov, base, notes)
-        if base not in TORCHDISTILL_LOSSES:
-            why = _MISSING.get(base, f"method {method!r} has no torchdistill loss known to pursuhint: supply its loss")
-            notes.append(f"hint loss not in this criterion: {why}; hook paths above, weight beta = {_num(beta)}")
-        else:
-            build = {"at": _at_terms, "sp": _sp_terms, "rkd": _rkd_terms, "pkt": _pkt_terms,
-                     "fitnet": _fitnet_terms, "vid": _vid_terms}[base]
-            hint_terms, wrapper, extra_hooks = build(pairs, shapes, beta, notes)
-            terms.update(hint_terms)
-            if wrapper is not None:
-                student_hooks = [f"student_model.{s}" for s in student_layers] + extra_hooks
-    if method.endswith("+crd") or base == "crd":
-        notes.append(_CRD_NOTE)
-    student: dict[str, Any] = {"forward_proc": "forward_batch_only"}
-    if wrapper is not None:
-        student["auxiliary_model_wrapper"] = wrapper
-    student.update({"sequential": [], "frozen_modules": [],
-                    "forward_hook": {"input": [], "output": student_hooks}, "wrapper": None, "requires_grad": True})
-    frag = {
-        "teacher": {"forward_proc": "forward_batch_only", "sequential": [],
-                    "forward_hook": {"input": [], "output": list(hs.layers)}, "wrapper": None, "requires_grad": False},
-        "student": student,
-        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": terms}},
-        "pursuhint_hint_set": hs.to_dict(),
-    }
-    return _header(hs, method, pairs, shapes, notes) + yaml.safe_dump(frag, sort_keys=False)
+    return terms
+
+
+def _hint_terms(method: str, base: str, prov: dict[str, Any], pairs: _Pairs, shapes: _Shapes,
+                notes: list[str]) -> _Built:
+    """The hint method's terms, its connector wrapper and the extra student hooks the wrapper needs; none
+    (and a note) when torchdistill has no loss for the method."""
+    beta = _hint_weight(prov, base, notes)
+    if base not in TORCHDISTILL_LOSSES:
+        why = _MISSING.get(base, f"method {method!r} has no torchdistill loss known to pursuhint: supply its loss")
+        notes.append(f"hint loss not in this criterion: {why}; hook paths above, weight beta = {_num(beta)}")
+        return {}, None, []
+    build = {"at": _at_terms, "sp": _sp_terms, "rkd": _rkd_terms, "pkt": _pkt_terms,
+             "fitnet": _fitnet_terms, "vid": _vid_terms}[base]
+    return build(pairs, shapes, beta, notes)
 
 
 def _header(hs: HintSet, method: str, pairs: list[tuple[str, str]], shapes: Optional[list[PairShape]],
@@ -299,32 +312,46 @@ def _pkt_terms(pairs: _Pairs, shapes: _Shapes, beta: float, notes: list[str]) ->
     return terms, None, []
 
 
+def _per_pair(pairs: _Pairs, shapes: _Shapes, notes: list[str], unknown: str,
+              build_one: Callable[[str, str, Shape, Shape, str], Any]) -> Optional[dict[str, Any]]:
+    """``build_one(teacher, student, s_shape, t_shape, key)`` for every pair, keyed ``pair<k>``; a pair it
+    answers with a string (why not) is left out with a note. None, and the ``unknown`` note, without shapes."""
+    if shapes is None:
+        notes.append(unknown)
+        return None
+    built: dict[str, Any] = {}
+    for k, (t, s) in enumerate(pairs, 1):
+        one = build_one(t, s, *shapes[k - 1], f"pair{k}")
+        if isinstance(one, str):
+            notes.append(f"pair{k} left out: {one}")
+        else:
+            built[f"pair{k}"] = one
+    return built
+
+
 def _fitnet_terms(pairs: _Pairs, shapes: _Shapes, beta: float, notes: list[str]) -> _Built:
     """Connector4DAB's Conv2d + BN connector per pair, regressing the student map onto the teacher's, and MSE."""
-    if shapes is None:
-        notes.append("FitNet's connectors need the pairs' channels and sizes, unknown at export: supply a regressor per "
-                     "pair (e.g. Connector4DAB) and an MSELoss on its output")
-        return {}, None, []
-    connectors, terms = {}, {}
-    for k, (t, s) in enumerate(pairs, 1):
-        conv = _fitnet_conv(*shapes[k - 1])
+
+    def one(t: str, s: str, s_shape: Shape, t_shape: Shape, key: str) -> Any:
+        conv = _fitnet_conv(s_shape, t_shape)
         if isinstance(conv, str):
-            notes.append(f"pair{k} left out: {conv}")
-            continue
-        key = f"pair{k}"
-        connectors[key] = {"io": "output", "path": f"student_model.{s}", "conv2d_kwargs": conv,
-                           "bn2d_kwargs": {"num_features": shapes[k - 1][1][0]}}
-        terms[f"fitnet_{key}"] = {
-            "criterion": {"key": "MSELoss", "kwargs": {"reduction": "mean"}},
-            "criterion_wrapper": {"key": "SimpleLossWrapper", "kwargs": {
-                "input": {"is_from_teacher": False, "module_path": f"connector_dict.{key}", "io": "output"},
-                "target": {"is_from_teacher": True, "module_path": t, "io": "output"}}},
-            "weight": beta}
-    if not connectors:
+            return conv
+        connector = {"io": "output", "path": f"student_model.{s}", "conv2d_kwargs": conv,
+                     "bn2d_kwargs": {"num_features": t_shape[0]}}
+        term = {"criterion": {"key": "MSELoss", "kwargs": {"reduction": "mean"}},
+                "criterion_wrapper": {"key": "SimpleLossWrapper", "kwargs": {
+                    "input": {"is_from_teacher": False, "module_path": f"connector_dict.{key}", "io": "output"},
+                    "target": {"is_from_teacher": True, "module_path": t, "io": "output"}}},
+                "weight": beta}
+        return connector, term
+
+    built = _per_pair(pairs, shapes, notes, "FitNet's connectors need the pairs' channels and sizes, unknown at "
+                      "export: supply a regressor per pair (e.g. Connector4DAB) and an MSELoss on its output", one)
+    if not built:
         return {}, None, []
     notes.append("FitNet connectors: Connector4DAB's Conv2d + BatchNorm2d, as pursuhint's ConvReg but without its final ReLU")
-    wrapper = {"key": "Connector4DAB", "kwargs": {"connectors": connectors}}
-    return terms, wrapper, [f"connector_dict.{key}" for key in connectors]
+    wrapper = {"key": "Connector4DAB", "kwargs": {"connectors": {key: c for key, (c, _) in built.items()}}}
+    return {f"fitnet_{key}": term for key, (_, term) in built.items()}, wrapper, [f"connector_dict.{key}" for key in built]
 
 
 def _fitnet_conv(s_shape: Shape, t_shape: Shape) -> dict[str, Any] | str:
@@ -344,27 +371,25 @@ def _fitnet_conv(s_shape: Shape, t_shape: Shape) -> dict[str, Any] | str:
 
 def _vid_terms(pairs: _Pairs, shapes: _Shapes, beta: float, notes: list[str]) -> _Built:
     """VariationalDistributor4VID's regressor per pair of equal HxW, and VIDLoss (pursuhint's VID defaults)."""
-    if shapes is None:
-        notes.append("VID's regressors need the pairs' channels and sizes, unknown at export: supply "
-                     "VariationalDistributor4VID regressors and VIDLoss feature_pairs")
-        return {}, None, []
-    regressors, feature_pairs = {}, {}
-    for k, (t, s) in enumerate(pairs, 1):
-        s_shape, t_shape = shapes[k - 1]
+
+    def one(t: str, s: str, s_shape: Shape, t_shape: Shape, key: str) -> Any:
         if len(s_shape) != 3 or len(t_shape) != 3 or s_shape[1:] != t_shape[1:]:
-            notes.append(f"pair{k} left out: VIDLoss compares (C, H, W) maps of equal HxW; pursuhint pools the larger "
-                         f"to the smaller (and treats vectors as 1x1 maps) - supply a loss that does")
-            continue
-        key = f"pair{k}"
-        regressors[key] = {"io": "output", "path": f"student_model.{s}", "kwargs": {
+            return ("VIDLoss compares (C, H, W) maps of equal HxW; pursuhint pools the larger to the smaller (and "
+                    "treats vectors as 1x1 maps) - supply a loss that does")
+        regressor = {"io": "output", "path": f"student_model.{s}", "kwargs": {
             "in_channels": s_shape[0], "middle_channels": t_shape[0], "out_channels": t_shape[0],
             "eps": 1e-5, "init_pred_var": 5.0}}
-        feature_pairs[key] = {"teacher": _io(t), "student": _io(f"regressor_dict.{key}"), "weight": 1.0}
-    if not regressors:
+        return regressor, {"teacher": _io(t), "student": _io(f"regressor_dict.{key}"), "weight": 1.0}
+
+    built = _per_pair(pairs, shapes, notes, "VID's regressors need the pairs' channels and sizes, unknown at export: "
+                      "supply VariationalDistributor4VID regressors and VIDLoss feature_pairs", one)
+    if not built:
         return {}, None, []
-    wrapper = {"key": "VariationalDistributor4VID", "kwargs": {"regressors": regressors}}
+    wrapper = {"key": "VariationalDistributor4VID",
+               "kwargs": {"regressors": {key: r for key, (r, _) in built.items()}}}
+    feature_pairs = {key: fp for key, (_, fp) in built.items()}
     return ({"vid": _hint_term("VIDLoss", {"feature_pairs": feature_pairs}, beta)}, wrapper,
-            [f"regressor_dict.{key}" for key in regressors])
+            [f"regressor_dict.{key}" for key in built])
 
 
 def _provenance_number(prov: dict[str, Any], key: str, default: float, notes: list[str]) -> float:

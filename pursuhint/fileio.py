@@ -46,3 +46,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_write(path) as f:
         f.write(text)
     return Path(path)
+
+
+def existing_file(path: str | os.PathLike, what: str, error: type[Exception]) -> Path:
+    """``path`` as a Path when it is a file; else ``error`` saying the ``what`` file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} file {str(path)!r} does not exist")
+    return path

@@ -64,6 +64,22 @@ def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: 
         fontsize=10,
     )
 
+    _draw_ribbon(ribbon, membership, runs, hints, defaults, size)
+
+    ticks = _ticks(size)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=7)
+    ax.tick_params(axis="x", labelbottom=False)
+    ribbon.set_xticks(ticks, [names[i] for i in ticks], fontsize=7, rotation=90)
+    ribbon.set_xlabel("candidate layer (depth →)")
+
+    if path is not None:
+        _save(fig, Path(path))
+    return fig
+
+
+def _draw_ribbon(ribbon: Any, membership: Any, runs: list[tuple[int, int]], hints: list[int], defaults: list[int],
+                 size: int) -> None:
+    """The strip under the heatmap: each layer's cluster colour (grey without clusters), run borders, hints."""
     if membership is not None:
         strip = np.asarray(membership, dtype=float)[None, :]
         ribbon.imshow(strip, aspect="auto", cmap="tab20", vmin=0, vmax=max(19.0, strip.max()), interpolation="nearest")
@@ -76,20 +92,14 @@ def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: 
     ribbon.scatter(hints, [0] * len(hints), **HINT_STYLE, s=100)
     ribbon.set_yticks([0], ["cluster" if membership is not None else "depth"])
 
-    ticks = _ticks(size)
-    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=7)
-    ax.tick_params(axis="x", labelbottom=False)
-    ribbon.set_xticks(ticks, [names[i] for i in ticks], fontsize=7, rotation=90)
-    ribbon.set_xlabel("candidate layer (depth →)")
 
-    if path is not None:
-        target = Path(path)
-        if not target.parent.is_dir():
-            raise PursuhintError(
-                f"cannot write the layer atlas to {str(target)!r}: folder {str(target.parent)!r} does not exist"
-            )
-        fig.savefig(target, dpi=ATLAS_DPI)
-    return fig
+def _save(fig: Any, target: Path) -> None:
+    """Write the atlas PNG; a PursuhintError when its folder does not exist."""
+    if not target.parent.is_dir():
+        raise PursuhintError(
+            f"cannot write the layer atlas to {str(target)!r}: folder {str(target.parent)!r} does not exist"
+        )
+    fig.savefig(target, dpi=ATLAS_DPI)
 
 
 def _matrix(S: Any) -> tuple[np.ndarray, list[str]]:

@@ -207,7 +207,8 @@ def logged_steps(uri: str, run_id: str, metric: str = "val_acc") -> set[int]:
     """Epochs already logged for ``metric`` (a restarted trial skips them: no duplicate points)."""
     try:
         return {m.step for m in client(uri).get_metric_history(run_id, metric)}
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 - unknown then: the epochs are logged again (same values)
+        logging.getLogger("pursuhint").info("cannot read run %s's logged epochs (%s)", run_id, scrub(str(exc))[:200])
         return set()
 
 

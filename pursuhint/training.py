@@ -150,14 +150,7 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
     start = 0
     state = resume_state(Path(checkpoint_path)) if checkpoint_path is not None else None
     if state is not None:
-        for name, module in modules.items():
-            module.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        restore_cuda_rng_states(state.get("cuda_rng"))
-        random.setstate(_tuple_state(state["py_rng"]))
-        history = [EpochStats(**h) for h in state["history"]]
-        start = int(state["epoch"])
+        history, start = _restore(state, modules, optimizer)
         if state.get("status") == "diverged":
             return FitResult(history, "diverged", state.get("message", ""))
     bar = _progress(range(start, recipe.epochs), desc, progress, start, recipe.epochs)
@@ -165,21 +158,8 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
         lr = set_lr(optimizer, epoch, recipe)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
-        for m in modules.values():
-            m.train()
-        sums = _EpochSums(device)
         t0 = time.perf_counter()
-        for step, batch in enumerate(train_loader, 1):
-            images, labels, indices = unpack_batch(batch, device)
-            with autocast(device):
-                logits, terms = compute_loss(images, labels, indices)
-            total = sum(terms.values()) if terms else logits.sum() * 0
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            sums.add(total, terms, logits, labels)
-            if step % FINITE_CHECK_EVERY == 0 and not sums.finite():
-                break
+        sums = _train_epoch(modules, compute_loss, optimizer, train_loader, device)
         if not sums.finite():
             msg = (f"loss became {sums.first_bad_total()} at epoch {epoch + 1} (terms: {sums.first_bad_terms()}); "
                    f"lower train.lr ({recipe.lr}) or the loss weights")
@@ -203,6 +183,38 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
         for cb in callbacks:
             cb(stats)
     return FitResult(history, "completed")
+
+
+def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: Any) -> tuple[list[EpochStats], int]:
+    """Load a training checkpoint's weights, optimizer and random states; its history and the next epoch."""
+    for name, module in modules.items():
+        module.load_state_dict(state["modules"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    restore_cuda_rng_states(state.get("cuda_rng"))
+    random.setstate(_tuple_state(state["py_rng"]))
+    return [EpochStats(**h) for h in state["history"]], int(state["epoch"])
+
+
+def _train_epoch(modules: dict[str, nn.Module], compute_loss: LossFn, optimizer: Any, train_loader: Any,
+                 device: torch.device) -> "_EpochSums":
+    """One pass over ``train_loader``, stopping early once a not-finite loss is seen (checked every
+    :data:`FINITE_CHECK_EVERY` steps); the epoch's sums, still on the device."""
+    for m in modules.values():
+        m.train()
+    sums = _EpochSums(device)
+    for step, batch in enumerate(train_loader, 1):
+        images, labels, indices = unpack_batch(batch, device)
+        with autocast(device):
+            logits, terms = compute_loss(images, labels, indices)
+        total = sum(terms.values()) if terms else logits.sum() * 0
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        sums.add(total, terms, logits, labels)
+        if step % FINITE_CHECK_EVERY == 0 and not sums.finite():
+            break
+    return sums
 
 
 class _EpochSums:

@@ -251,9 +251,9 @@ def test_trials_ended_by_tune_are_completed_only_when_every_epoch_ran():
 
 
 def test_duplicate_book_hands_a_restarting_owners_key_to_its_waiter():
-    from pursuhint.search.duplicates import DuplicateBook
+    from pursuhint.search.duplicates import DuplicateIndex
 
-    book = DuplicateBook()
+    book = DuplicateIndex()
     assert book.claim("k", "a") == {"role": "owner"}
     assert book.claim("k", "b")["role"] == "wait"
     book.update("k", "a", {"epoch": 1, "val_acc": 50.0})

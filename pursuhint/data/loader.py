@@ -12,7 +12,7 @@ seeded by (seed, epoch), so CPU and CUDA, and every placement, give the same bat
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,32 @@ def choose_placement(nbytes: int, device: str | torch.device, budget_gb: Optiona
     return "device" if budget is None or nbytes <= budget else "host"
 
 
+def _checked(x: Any, y: Any, batch_size: Any, augment: str, mean: Sequence[float], std: Sequence[float],
+             padding: Any) -> int:
+    """Validate a loader's arguments (a DataError naming the bad one); the padding, defaulting to an eighth of
+    the image side."""
+    if not isinstance(x, (torch.Tensor, ImageRows)) or x.dtype != torch.uint8 or x.dim() != 4:
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DataError(f"images are {got}; expected a uint8 N×C×H×W tensor")
+    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise DataError(f"labels have shape {got}; expected ({x.shape[0]},), one per image")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size {batch_size!r} is invalid; expected a positive integer")
+    if augment not in AUGMENTATIONS:
+        raise DataError(unknown_name_message("augmentation", augment, list(AUGMENTATIONS)))
+    channels, height, width = x.shape[1:]
+    if len(mean) != channels or len(std) != channels:
+        raise DataError(f"mean {tuple(mean)} and std {tuple(std)} need {channels} values each, one per channel")
+    if any(not s > 0 for s in std):
+        raise DataError(f"std {tuple(std)} has a value <= 0; every channel's std must be positive")
+    if padding is None:
+        padding = round(min(height, width) / 8)
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise DataError(f"padding {padding!r} is invalid; expected a non-negative integer or None")
+    return padding
+
+
 class DeviceLoader:
     """Iterate ``(images, labels)`` batches of float32 normalised images and int64 labels on ``device``.
 
@@ -85,28 +111,10 @@ class DeviceLoader:
         placement: str = "auto",
         budget_gb: Optional[float] = None,
     ) -> None:
-        if not isinstance(x, (torch.Tensor, ImageRows)) or x.dtype != torch.uint8 or x.dim() != 4:
-            got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise DataError(f"images are {got}; expected a uint8 N×C×H×W tensor")
-        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise DataError(f"labels have shape {got}; expected ({x.shape[0]},), one per image")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"batch_size {batch_size!r} is invalid; expected a positive integer")
-        if augment not in AUGMENTATIONS:
-            raise DataError(unknown_name_message("augmentation", augment, list(AUGMENTATIONS)))
-        channels, height, width = x.shape[1:]
-        if len(mean) != channels or len(std) != channels:
-            raise DataError(f"mean {tuple(mean)} and std {tuple(std)} need {channels} values each, one per channel")
-        if any(not s > 0 for s in std):
-            raise DataError(f"std {tuple(std)} has a value <= 0; every channel's std must be positive")
-        if padding is None:
-            padding = round(min(height, width) / 8)
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise DataError(f"padding {padding!r} is invalid; expected a non-negative integer or None")
-
+        padding = _checked(x, y, batch_size, augment, mean, std, padding)
         if placement not in PLACEMENTS:
             raise DataError(unknown_name_message("placement", placement, list(PLACEMENTS)))
+        channels, height = x.shape[1], x.shape[2]
         self.device = torch.device(device)
         if placement == "auto":
             placement = choose_placement(x.numel() * x.element_size(), self.device, budget_gb,

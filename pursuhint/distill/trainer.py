@@ -111,6 +111,77 @@ def pair_hints(hint_set: Optional[HintSet], teacher: nn.Module, student: nn.Modu
     return [HintPair(t, s) for t, s in map_hints(chosen, s_layers, rule)]
 
 
+@dataclass
+class _Wiring:
+    """What a student's training needs besides the data: the hint pairs, the method module, the loss
+    weights, and (for CRD) the classifier paths whose inputs are the embeddings."""
+
+    pairs: list[HintPair]
+    method: Any
+    weights: dict[str, Any]
+    uses_crd: bool
+    s_cls: Optional[str] = None
+    t_cls: Optional[str] = None
+
+
+def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Module, student: nn.Module,
+          ds: ImageDataset, device: torch.device) -> _Wiring:
+    """Build the distillation method for ``pairs`` (none if the method does not use hints) and its weights;
+    ``weights["hint"]`` is still ``"auto"`` when the hint weight is to be calibrated."""
+    uses_crd = adds_crd(method_name)
+    if not method_class(method_name).uses_hints:
+        pairs = []
+    s_shapes = [(p.student.channels, *p.student.spatial) for p in pairs]
+    t_shapes = [(p.teacher.channels, *p.teacher.spatial) for p in pairs]
+    params: dict[str, Any] = own_params(method_name, cfg.distill.params)
+    s_cls = t_cls = None
+    if uses_crd:
+        s_cls, t_cls = _classifier(student), _classifier(teacher)
+        params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": module_at(student, s_cls).in_features,
+                   "t_dim": module_at(teacher, t_cls).in_features}
+    method = create_method(method_name, s_shapes, t_shapes, **params).to(device)
+    weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
+               "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0,
+               "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
+    return _Wiring(pairs, method, weights, uses_crd, s_cls, t_cls)
+
+
+def _loss_functions(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: Any, s_taps: Any):
+    """``(compute_loss, hint_probe)``: the weighted loss terms of one batch for ``fit``, and the calibration's
+    probe (the student's logits and the unweighted hint loss). Both read ``w.weights`` when called, so a
+    calibrated hint weight set later is the one used."""
+
+    def method_terms(index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The method's unweighted terms from the latest forward's taps (``hint``, ``crd``)."""
+        crd = w.uses_crd
+        return w.method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if crd else None,
+                        emb_t=t_taps.inputs[0] if crd else None, index=index if crd else None)
+
+    def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
+        weights = w.weights
+        with torch.no_grad():
+            logits_t = teacher(images)
+        logits_s = student(images)
+        terms: dict[str, torch.Tensor] = {}
+        if weights["ce"]:
+            terms["ce"] = weights["ce"] * F.cross_entropy(logits_s.float(), labels)
+        if weights["kd"]:
+            terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
+        if w.pairs or w.uses_crd:
+            out = method_terms(index)
+            if w.pairs:
+                terms["hint"] = weights["hint"] * out["hint"]
+            if w.uses_crd:
+                terms["crd"] = CRD_WEIGHT * out["crd"]
+        return logits_s, terms
+
+    def hint_probe(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
+        teacher(images)
+        return student(images), method_terms(index)["hint"]
+
+    return compute_loss, hint_probe
+
+
 def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, ds: ImageDataset, *,
                   teacher_sha256: Optional[str] = None, out_dir: Optional[Path] = None,
                   callbacks: Sequence[Callback] = (), progress: bool = False,
@@ -135,71 +206,26 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
     method_name = cfg.distill.method if hint_set is not None else "kd_only"
     pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
-    uses_crd = adds_crd(method_name)
-    if not method_class(method_name).uses_hints:
-        pairs = []
-    s_shapes = [(p.student.channels, *p.student.spatial) for p in pairs]
-    t_shapes = [(p.teacher.channels, *p.teacher.spatial) for p in pairs]
-    params: dict[str, Any] = own_params(method_name, cfg.distill.params)
-    s_cls = t_cls = None
-    if uses_crd:
-        s_cls, t_cls = _classifier(student), _classifier(teacher)
-        params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": module_at(student, s_cls).in_features,
-                  "t_dim": module_at(teacher, t_cls).in_features}
-    method = create_method(method_name, s_shapes, t_shapes, **params).to(device)
-    w_hint = hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0
-    weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight, "hint": w_hint,
-               "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
+    w = _wire(cfg, method_name, pairs, teacher, student, ds, device)
     train_loader, val_loader = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment,
-                                                 device=device, seed=cfg.run_seed, with_index=uses_crd,
+                                                 device=device, seed=cfg.run_seed, with_index=w.uses_crd,
                                                  budget_gb=cfg.data.device_budget_gb)
-    t_names = [p.teacher.name for p in pairs]
-    s_names = [p.student.name for p in pairs]
-    with taps(teacher, t_names, [t_cls] if t_cls else []) as t_taps, \
-            taps(student, s_names, [s_cls] if s_cls else []) as s_taps:
-
-        def method_terms(index: torch.Tensor) -> dict[str, torch.Tensor]:
-            """The method's unweighted terms from the latest forward's taps (``hint``, ``crd``)."""
-            return method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if uses_crd else None,
-                          emb_t=t_taps.inputs[0] if uses_crd else None, index=index if uses_crd else None)
-
-        def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
-            with torch.no_grad():
-                logits_t = teacher(images)
-            logits_s = student(images)
-            terms: dict[str, torch.Tensor] = {}
-            if weights["ce"]:
-                terms["ce"] = weights["ce"] * F.cross_entropy(logits_s.float(), labels)
-            if weights["kd"]:
-                terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
-            if pairs or uses_crd:
-                out = method_terms(index)
-                if pairs:
-                    terms["hint"] = w_hint * out["hint"]
-                if uses_crd:
-                    terms["crd"] = CRD_WEIGHT * out["crd"]
-            return logits_s, terms
-
+    with taps(teacher, [p.teacher.name for p in w.pairs], [w.t_cls] if w.t_cls else []) as t_taps, \
+            taps(student, [p.student.name for p in w.pairs], [w.s_cls] if w.s_cls else []) as s_taps:
+        compute_loss, hint_probe = _loss_functions(w, teacher, student, t_taps, s_taps)
         calibration = None
-        if w_hint == "auto":  # β = r · CE₀ / H₀ on the first batches, before the first step
-
-            def probe(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
-                teacher(images)
-                logits_s = student(images)
-                return logits_s, method_terms(index)["hint"]
-
-            calibration = calibrate_hint_weight([student, method], probe, _device_batches(train_loader, device),
-                                                cfg.distill.hint_ratio, device)
-            w_hint = weights["hint"] = calibration.weight
-            callbacks = [_with_extra({"hint_weight_resolved": w_hint}), *callbacks]
-
+        if w.weights["hint"] == "auto":  # β = r · CE₀ / H₀ on the first batches, before the first step
+            calibration = calibrate_hint_weight([student, w.method], hint_probe,
+                                                _device_batches(train_loader, device), cfg.distill.hint_ratio, device)
+            w.weights["hint"] = calibration.weight
+            callbacks = [_with_extra({"hint_weight_resolved": calibration.weight}), *callbacks]
         ckpt = Path(out_dir) / checkpoint_name if out_dir is not None else None
-        result = fit({"student": student, "method": method}, compute_loss, cfg.train,
+        result = fit({"student": student, "method": w.method}, compute_loss, cfg.train,
                      train_loader=train_loader, val_loader=val_loader, eval_model=student, device=device,
                      checkpoint_path=ckpt, callbacks=callbacks, progress=progress,
                      desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.run_seed,
                      final_loaders=_test_loader(ds, cfg, device) if evaluate_test else None)
-    return StudentResult(student=student, pairs=pairs, method=method_name, weights=weights, fit=result,
+    return StudentResult(student=student, pairs=w.pairs, method=method_name, weights=w.weights, fit=result,
                          seconds=time.perf_counter() - t0,
                          extra={"calibration": asdict(calibration)} if calibration else {})
 

@@ -21,10 +21,10 @@ import yaml
 from torch import nn
 
 from ..errors import HintSetError
-from ..fileio import write_text_atomic
+from ..fileio import existing_file, write_text_atomic
 from .cluster import CENTERS, CLUSTERINGS, check_similarity, cluster
 from .layers import CandidateLayer
-from .similarity import PAPER_SIMILARITIES, SimilarityMatrix, _check_names
+from .similarity import PAPER_SIMILARITIES, SimilarityMatrix, layer_names
 
 SCHEMA_VERSION = 1
 ON_COLLISION = ("error", "warn")
@@ -114,9 +114,7 @@ class HintSet:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HintSet":
         """Read a file written by ``save``; a HintSetError naming the path if it is missing, not JSON/YAML, or invalid."""
-        path = Path(path)
-        if not path.is_file():
-            raise HintSetError(f"hint set file {str(path)!r} does not exist")
+        path = existing_file(path, "hint set", HintSetError)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -197,7 +195,7 @@ def select_hints(
     else:
         values = S
     values = check_similarity(values, n_hints, what="n_hints")
-    names = _check_names(names, len(values))
+    names = layer_names(names, len(values))
     result = cluster(values, n_hints, algorithm, center, int(seed))
     if len(result.centers) < n_hints:
         problem = "; ".join(result.warnings) or f"{algorithm} found only {len(result.centers)} distinct centers"

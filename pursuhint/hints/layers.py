@@ -59,39 +59,9 @@ def candidate_layers(
     if not isinstance(granularity, str):
         raise PursuhintError(f"granularity {granularity!r} is not a string; use 'block' or 'pattern:<regex>'")
     if granularity == "block":
-        stages = [list(stage) for stage in _block_stages(model) if stage]
-        if not stages:
-            raise PursuhintError(
-                f"{type(model).__name__} has no known residual blocks for granularity 'block'; "
-                "use granularity 'pattern:<regex>' to name the candidate modules"
-            )
-        ordered = [name for stage in stages for name in stage]
-        stage_of = {name: s for s, stage in enumerate(stages) for name in stage}
-        shapes = _output_shapes(model, ordered, input_shape)
-        idle = [name for name in ordered if name not in shapes]
-        if idle:
-            raise PursuhintError(f"block {idle[0]!r} never runs in forward(), so it cannot be a candidate layer")
+        ordered, stage_of, shapes = _block_candidates(model, input_shape)
     elif granularity.startswith("pattern:"):
-        regex = _compile(granularity[len("pattern:"):])
-        names = [name for name, _ in model.named_modules() if name and regex.fullmatch(name)]
-        if not names:
-            raise PursuhintError(
-                f"granularity {granularity!r} matches no module path of {type(model).__name__}; "
-                f"paths look like {example_paths(model)}"
-            )
-        shapes = _output_shapes(model, names, input_shape)
-        ordered = list(shapes)  # execution order; modules that never ran are dropped
-        if not ordered:
-            raise PursuhintError(
-                f"granularity {granularity!r} matches only modules that never run in forward(); "
-                "pick modules on the forward path"
-            )
-        stage_of, stage, previous = {}, -1, None
-        for name in ordered:
-            spatial = shapes[name][1]
-            if spatial != previous:
-                stage, previous = stage + 1, spatial
-            stage_of[name] = stage
+        ordered, stage_of, shapes = _pattern_candidates(model, granularity, input_shape)
     else:
         raise PursuhintError(f"unknown granularity {granularity!r}; valid: 'block' or 'pattern:<regex>'")
 
@@ -107,6 +77,51 @@ def candidate_layers(
         )
         for i, name in enumerate(ordered)
     ]
+
+
+_Candidates = tuple[list[str], dict[str, int], dict[str, tuple[int, tuple[int, ...]]]]  # order, stage, shape
+
+
+def _block_candidates(model: nn.Module, input_shape: tuple[int, int, int] | None) -> _Candidates:
+    """Every residual block in depth order, its stage the model's stage; all must run in forward()."""
+    stages = [list(stage) for stage in _block_stages(model) if stage]
+    if not stages:
+        raise PursuhintError(
+            f"{type(model).__name__} has no known residual blocks for granularity 'block'; "
+            "use granularity 'pattern:<regex>' to name the candidate modules"
+        )
+    ordered = [name for stage in stages for name in stage]
+    stage_of = {name: s for s, stage in enumerate(stages) for name in stage}
+    shapes = _output_shapes(model, ordered, input_shape)
+    idle = [name for name in ordered if name not in shapes]
+    if idle:
+        raise PursuhintError(f"block {idle[0]!r} never runs in forward(), so it cannot be a candidate layer")
+    return ordered, stage_of, shapes
+
+
+def _pattern_candidates(model: nn.Module, granularity: str, input_shape: tuple[int, int, int] | None) -> _Candidates:
+    """Every module whose path fully matches the pattern, in execution order; stages are runs of equal size."""
+    regex = _compile(granularity[len("pattern:"):])
+    names = [name for name, _ in model.named_modules() if name and regex.fullmatch(name)]
+    if not names:
+        raise PursuhintError(
+            f"granularity {granularity!r} matches no module path of {type(model).__name__}; "
+            f"paths look like {example_paths(model)}"
+        )
+    shapes = _output_shapes(model, names, input_shape)
+    ordered = list(shapes)  # execution order; modules that never ran are dropped
+    if not ordered:
+        raise PursuhintError(
+            f"granularity {granularity!r} matches only modules that never run in forward(); "
+            "pick modules on the forward path"
+        )
+    stage_of, stage, previous = {}, -1, None
+    for name in ordered:
+        spatial = shapes[name][1]
+        if spatial != previous:
+            stage, previous = stage + 1, spatial
+        stage_of[name] = stage
+    return ordered, stage_of, shapes
 
 
 def _compile(pattern: str) -> re.Pattern:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -19,12 +20,14 @@ from torch import nn
 from ..data import ImageDataset, probe_images, probe_loader
 from ..devices import numerics_tag
 from ..fileio import save_torch_atomic, write_text_atomic
-from ..errors import HintSetError
+from ..errors import HintSetError, PursuhintError
 from ..paths import runs_dir
 from .hintset import HintSet, default_hints, random_hints, select_hints, uniform_hints
 from .layers import CandidateLayer, candidate_layers
 from .representations import layer_representations
 from .similarity import SimilarityMatrix, similarity_matrix
+
+_log = logging.getLogger("pursuhint.hints")
 
 
 @dataclass
@@ -47,17 +50,18 @@ class SelectionInputs:
     def default(self) -> HintSet:
         """The baseline: the last candidate of each teacher stage."""
         hs = default_hints(self.layers)
-        return self._stamp(hs)
+        return self.stamp(hs)
 
     def uniform(self, k: int) -> HintSet:
         """Baseline: K evenly spaced candidates (the middle of each of K equal slices of depth)."""
-        return self._stamp(uniform_hints(self.layers, k))
+        return self.stamp(uniform_hints(self.layers, k))
 
     def random(self, k: int, seed: int) -> HintSet:
         """Baseline: K distinct candidates drawn with ``seed``; each seed draws anew."""
-        return self._stamp(random_hints(self.layers, k, seed))
+        return self.stamp(random_hints(self.layers, k, seed))
 
-    def _stamp(self, hs: HintSet) -> HintSet:
+    def stamp(self, hs: HintSet) -> HintSet:
+        """``hs`` with this teacher's identity, granularity and probe size (every hint set the trial uses)."""
         hs.teacher_arch = self.teacher_arch
         hs.teacher_sha256 = self.teacher_sha256
         hs.granularity = self.granularity
@@ -105,7 +109,8 @@ def prepare_selection(teacher: nn.Module, teacher_arch: str, teacher_sha256: str
                 try:
                     reps = [r.to(device) for r in torch.load(path, map_location="cpu", weights_only=True)]
                     hits["representations"] = True
-                except Exception:
+                except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on a damaged file
+                    _log.warning("cached representations %s are unreadable (%s); computing them again", path, exc)
                     reps = None
             if reps is None:
                 reps = layer_representations(teacher, loader, layers, preact=preact, device=device,
@@ -124,7 +129,8 @@ def prepare_selection(teacher: nn.Module, teacher_arch: str, teacher_sha256: str
             try:
                 S = SimilarityMatrix.load(path)
                 hits[metric] = True
-            except Exception:
+            except PursuhintError as exc:  # damaged or from a newer version: compute it again
+                _log.warning("%s; computing the similarity matrix again", exc)
                 S = None
         if S is None:
             S = similarity_matrix(representations(), metric, names=[l.name for l in layers],
@@ -149,7 +155,7 @@ def choose_hints(inputs: SelectionInputs, similarity: str, n_hints: int, algorit
                            f"{', '.join(inputs.matrices)}")
     hs = select_hints(inputs.matrices[similarity], n_hints, algorithm=algorithm, center=center, seed=seed,
                       on_collision=on_collision)
-    return inputs._stamp(hs)
+    return inputs.stamp(hs)
 
 
 

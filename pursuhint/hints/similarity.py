@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import PursuhintError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, existing_file
 from ..registry import Registry
 
 SIMILARITIES: Registry[Callable[..., float]] = Registry("similarity", error=PursuhintError)
@@ -48,7 +48,7 @@ class SimilarityMatrix:
         v = self.values
         if v.ndim != 2 or v.shape[0] != v.shape[1] or v.shape[0] == 0:
             raise PursuhintError(f"a similarity matrix must be square and non-empty, got shape {v.shape}")
-        self.names = _check_names(self.names, v.shape[0])
+        self.names = layer_names(self.names, v.shape[0])
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -71,9 +71,7 @@ class SimilarityMatrix:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SimilarityMatrix":
         """Read a file written by ``save``; a PursuhintError naming the path if it is missing or malformed."""
-        path = Path(path)
-        if not path.is_file():
-            raise PursuhintError(f"similarity matrix file {str(path)!r} does not exist")
+        path = existing_file(path, "similarity matrix", PursuhintError)
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = np.array(data["values"], dtype=np.float64)
@@ -108,7 +106,7 @@ def similarity_matrix(
     """
     fn = SIMILARITIES.get(metric)
     xs, n = _as_float64(reps, device)
-    names = _check_names(names, len(xs))
+    names = layer_names(names, len(xs))
     constant = [bool((x.amax(0) == x.amin(0)).all()) for x in xs]
     warnings = [
         f"layer {names[i]!r} is constant over the probe set; its similarity to every other layer is set to 0"
@@ -178,7 +176,7 @@ def _as_float64(reps: Sequence[Tensor | np.ndarray], device: torch.device | str 
     return out, n
 
 
-def _check_names(names: Sequence[str] | None, n_layers: int) -> list[str]:
+def layer_names(names: Sequence[str] | None, n_layers: int) -> list[str]:
     """``names`` as a list of L unique strings; default '0', '1', … (0-based positions)."""
     if names is None:
         return [str(i) for i in range(n_layers)]

@@ -29,9 +29,9 @@ def train_key(cfg: Config, hint_indices: Optional[list[int]]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-class DuplicateBook:
+class DuplicateIndex:
     """``claim`` a key: the first trial owns it and trains; later ones wait for it and reuse its history.
-    (Plain class, so its rules are testable without Ray; the sweep runs it as the ``DuplicateIndex`` actor.)"""
+    (Plain class, so its rules are testable without Ray; the sweep runs it as the Ray actor ``DuplicateIndexActor``.)"""
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Any]] = {}
@@ -81,4 +81,4 @@ class DuplicateBook:
         return self.entries
 
 
-DuplicateIndex = ray.remote(num_cpus=0)(DuplicateBook)
+DuplicateIndexActor = ray.remote(num_cpus=0)(DuplicateIndex)

@@ -40,14 +40,9 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     ``overwrite`` replaces an earlier sweep of the same name in the Tune storage (its MLflow runs stay,
     under a parent tagged as replaced); without it an existing sweep is refused unless resumed.
     """
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with our column names
-    # Tune's "snapshotting has been triggered multiple times" advice fires on every small fast sweep and asks
-    # nothing of the user (checkpointing every epoch is deliberate): keep the terminal for what matters.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _tune_environment()
     import ray
     from ray import tune
-
-    from .searcher import total_trials
 
     uri = tracking.resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     tracking.check_reachable(uri)
@@ -80,10 +75,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                           callbacks=callbacks)
         tuner = _search_tuner(cfg, trainable, run_config, resume, exp_dir, storage_str, study_url, num_samples)
         grid = tuner.fit()
-        unfinished = _unfinished(grid, total_trials(cfg, num_samples))
-        if unfinished:
-            raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
-                                   f"state is saved: run the same command with --resume to finish it")
+        _raise_if_unfinished(cfg, grid, num_samples)
         confirmation = None
         if cfg.search.confirm.top_k > 0:
             confirmation = _confirmation_stage(cfg, grid, trainable, run_config, resume,
@@ -91,12 +83,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                                                shared.dataset.splits)
             if confirmation is not None:
                 _log_confirmation(uri, parent, exp_dir, confirmation)
-        _finish_mlflow(uri, experiment_id, parent, exp_dir, cfg.name)
-        rows = _leaderboard(uri, parent, exp_dir)
-        _log_report(uri, parent, cfg.name, rows, confirmation, study_url, searched=bool(cfg.space),
-                    source=f"Tune results {exp_dir}" if exp_dir is not None else f"MLflow run {parent}")
-        return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
-                           leaderboard=rows, confirmation=confirmation, optuna_storage=_kept(study_url, cfg.name))
+        return _finish(cfg, uri, experiment_id, parent, exp_dir, storage_str, confirmation, study_url)
     except (SweepInterrupted, KeyboardInterrupt):
         if opened:
             _end_interrupted(uri, *opened)
@@ -105,6 +92,35 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         stop_logging_to_file(log_file)
         if ray.is_initialized() and _we_started_ray:
             ray.shutdown()
+
+
+def _tune_environment() -> None:
+    """Tune's output settings for a sweep (set only where the user has not set them)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table, with our column names
+    # Tune's "snapshotting has been triggered multiple times" advice fires on every small fast sweep and asks
+    # nothing of the user (checkpointing every epoch is deliberate): keep the terminal for what matters.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def _raise_if_unfinished(cfg: Config, grid: Any, num_samples: Optional[int]) -> None:
+    """SweepInterrupted when Tune returned before every trial of the sweep ended (stopped, killed driver)."""
+    from .searcher import total_trials
+
+    unfinished = _unfinished(grid, total_trials(cfg, num_samples))
+    if unfinished:
+        raise SweepInterrupted(f"sweep {cfg.name!r} interrupted with {unfinished} trial(s) unfinished; its "
+                               f"state is saved: run the same command with --resume to finish it")
+
+
+def _finish(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir: Optional[Path], storage_str: str,
+            confirmation: Any, study_url: Optional[str]) -> SweepResult:
+    """Close the sweep's MLflow runs, read its leaderboard, log the report and return the result."""
+    _finish_mlflow(uri, experiment_id, parent, exp_dir, cfg.name)
+    rows = _leaderboard(uri, parent, exp_dir)
+    _log_report(uri, parent, cfg.name, rows, confirmation, study_url, searched=bool(cfg.space),
+                source=f"Tune results {exp_dir}" if exp_dir is not None else f"MLflow run {parent}")
+    return SweepResult(experiment_dir=exp_dir or Path(storage_str), tracking_uri=uri, parent_run_id=parent,
+                       leaderboard=rows, confirmation=confirmation, optuna_storage=_kept(study_url, cfg.name))
 
 
 def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> None:
@@ -147,7 +163,7 @@ def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .duplicates import DuplicateIndex
+    from .duplicates import DuplicateIndexActor
     from .trainable import SweepInfo, run_trial
 
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -156,7 +172,7 @@ def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir
     actor_name = f"pursuhint-duplicates-{parent}"
     # On the head node: a worker node that goes away must not take the index with it.
     head = NodeAffinitySchedulingStrategy(node_id=_head_node_id(), soft=True)
-    index = DuplicateIndex.options(name=actor_name, get_if_exists=True, scheduling_strategy=head).remote()
+    index = DuplicateIndexActor.options(name=actor_name, get_if_exists=True, scheduling_strategy=head).remote()
     ray.get(index.seed.remote(_finished_from_mlflow(uri, experiment_id, parent)))
     info = SweepInfo(name=cfg.name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent,
                      duplicates_actor=actor_name, cpus_per_trial=cfg.search.resources_per_trial.cpu)
@@ -313,7 +329,8 @@ def _kept(url: Optional[str], name: str) -> Optional[str]:
 
     try:
         return url if url and study_exists(url, name) else None
-    except Exception:  # noqa: BLE001 - a storage gone away now only loses the dashboard hint
+    except Exception as exc:  # noqa: BLE001 - a storage gone away now only loses the dashboard hint
+        logging.getLogger("pursuhint").info("cannot read the Optuna storage %s (%s)", url, exc)
         return None
 
 
@@ -557,7 +574,9 @@ def _finished_from_mlflow(uri: str, experiment_id: str, parent: str) -> dict[str
     out: dict[str, dict[str, Any]] = {}
     try:
         runs = tracking.find_runs(uri, experiment_id, **{tracking.PARENT_TAG: parent})
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 - MLflow away: the index starts from Tune's folder alone
+        logging.getLogger("pursuhint").warning("cannot read the finished trials from MLflow (%s); a resumed sweep "
+                                               "may train a duplicate again", tracking.scrub(str(exc))[:200])
         return out
     c = tracking.client(uri)
     for run in runs:

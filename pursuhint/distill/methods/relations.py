@@ -127,12 +127,8 @@ class CC(DistillMethod):
     default_weight = 0.02  # the CRD benchmark's β
     min_batch = 2
 
-    def __init__(
-        self,
-        student_shapes: Sequence[Sequence[int]],
-        teacher_shapes: Sequence[Sequence[int]],
-        embed_dim: int = 128,
-    ) -> None:
+    def __init__(self, student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]],
+                 embed_dim: int = 128) -> None:
         super().__init__(student_shapes, teacher_shapes)
         if not isinstance(embed_dim, int) or embed_dim < 1:
             raise PursuhintError(f"CC embed_dim={embed_dim!r} is invalid; use a positive integer (default 128).")
