@@ -31,17 +31,27 @@ FORMATS = ("json", "yaml", "torchdistill")
 
 def format_leaderboard(rows: list[TrialRow], limit: Optional[int] = None) -> str:
     """A plain-text table of the leaderboard (rows from ``search.results``, ranked): ``val_acc`` is the last
-    epoch's selection-split accuracy, ``best`` the best epoch's; ``rank`` and the gains follow ``search.metric``."""
+    epoch's selection-split accuracy, ``best`` the best epoch's; ``rank`` and the gains follow ``search.metric``;
+    ``kind`` names baselines, reused duplicates and trials ASHA stopped early."""
     head = ("rank", "val_acc", "best", "hints", "similarity", "algorithm", "center", "method", "hint_w", "ratio",
             "kd_w", "lr", "vs_default", "vs_kd", "kind")
     lines = [head]
     for r in rows[:limit]:
-        kind = r.baseline if r.baseline not in ("", "none") else ("dup" if r.duplicate_of else "")
         lines.append((str(r.rank), _cell(r.final_val_acc), _cell(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
                       r.center, r.method, _cell(r.hint_weight, 4), _cell(r.hint_ratio, 3), _cell(r.kd_weight, 3), _cell(r.lr, 4),
-                      _signed_cell(r.gain_default), _signed_cell(r.gain_kd), kind))
+                      _signed_cell(r.gain_default), _signed_cell(r.gain_kd), _kind(r)))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+
+
+def _kind(r: TrialRow) -> str:
+    """The ``kind`` cell: the baseline's name, ``dup`` for a reused duplicate, and ``stopped`` for a trial ASHA
+    stopped early, whose accuracy is an early epoch's, not a trained student's."""
+    if r.baseline not in ("", "none"):
+        return r.baseline
+    if r.duplicate_of:
+        return "dup"
+    return "stopped" if r.status == "stopped" else ""
 
 
 def write_hint_sets(sets: list[HintSet], out_dir: Path, fmt: str, probe: Optional["ShapeProbe"] = None) -> list[Path]:

@@ -63,3 +63,12 @@ def test_rows_from_tune_rank_by_the_sweeps_own_metric(tmp_path):
         assert {r.trial_id: r.final_val_acc for r in got} == {"p": 70.0, "q": 65.0}
         assert {r.trial_id: r.best_val_acc for r in got} == {"p": 70.0, "q": 80.0}
     assert [r.trial_id for r in rows_from_tune(tmp_path / "best", metric="final")] == ["p", "q"]  # overridden
+
+
+def test_the_kind_column_marks_trials_asha_stopped_early():
+    stopped = TrialRow("s", status="stopped", method="at", final_val_acc=35.0, best_val_acc=35.0)
+    done = TrialRow("c", status="completed", method="at", final_val_acc=95.0, best_val_acc=95.0)
+    base = TrialRow("d", baseline="default", status="stopped", method="at", final_val_acc=90.0, best_val_acc=90.0)
+    lines = format_leaderboard(rank([stopped, done, base], "final")).splitlines()[1:]
+    kinds = {line.split()[0]: line.split()[-1] for line in lines}
+    assert kinds == {"1": "-", "2": "default", "3": "stopped"}  # a completed searched trial has no kind (ends at vs_kd)
