@@ -297,8 +297,8 @@ def _study_url(args: argparse.Namespace) -> Optional[str]:
 
         try:
             return study_storage(config_from_text(json.loads(marker.read_text())["config_yaml"]), folder)
-        except (PursuhintError, KeyError, ValueError):
-            pass
+        except (PursuhintError, KeyError, ValueError) as exc:  # an older marker: the default study file
+            logging.getLogger("pursuhint").info("cannot read the sweep's config from %s (%s)", marker, exc)
     return f"sqlite:///{folder / STUDY_FILE}"
 
 

@@ -504,7 +504,7 @@ def _end_trials_callback(actor_name: str, uri: str, experiment_id: str, parent: 
             try:
                 getattr(ray.get_actor(actor_name), method).remote(*args)
             except ValueError:  # the index is gone (its node died): trials train on their own
-                pass
+                logging.getLogger("pursuhint").info("the duplicate index is gone; %s of %s not recorded", method, args)
 
         def _mark(self, trial: Any, state: str, status: Optional[str]) -> None:
             self._tell_index("finish_trial", trial.trial_id, state)
