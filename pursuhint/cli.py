@@ -128,14 +128,16 @@ def hint_set_recipe(hs: Any) -> dict[str, Any]:
     from .search.results import RECIPE
 
     prov = hs.provenance
+    # hint sets exported by earlier versions carried the recipe twice, the copy read here prefixed recipe_
+    prefix = "recipe_" if any(str(k).startswith("recipe_") for k in prov) else ""
     out: dict[str, Any] = {}
     for name, key in RECIPE.items():
-        value = prov.get(f"recipe_{name}")
+        value = prov.get(prefix + name)
         if value is None or (isinstance(value, float) and value != value):
             continue
         if name == "method_params":
             value = json.loads(value)
-        if name == "hint_ratio" and prov.get("recipe_hint_weight_setting") != "auto":
+        if name == "hint_ratio" and prov.get(prefix + "hint_weight_setting") != "auto":
             continue  # a β given as a number: the ratio played no part
         out[key] = value
     return out

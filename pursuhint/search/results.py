@@ -85,7 +85,7 @@ class TrialRow:
 
 
 # The trial's training recipe, as its MLflow params record it: param name → the config key it came from.
-# ``pursuhint distill --hints FILE`` trains with it again (an exported hint set carries it).
+# ``pursuhint distill --hints FILE`` trains with it again (an exported hint set carries it, under these names).
 RECIPE = {"method": "distill.method", "hint_weight_setting": "distill.hint_weight", "hint_ratio": "distill.hint_ratio",
           "kd_weight": "distill.kd_weight", "ce_weight": "distill.ce_weight", "temperature": "distill.temperature",
           "method_params": "distill.params", "lr": "train.lr", "epochs": "train.epochs", "seed": "train.seed"}
@@ -338,16 +338,15 @@ def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent
             continue
         seen.add(row.hint_indices)
         hs.score = row.score
-        hs.provenance.update({**{f"recipe_{k}": v for k, v in row.recipe.items()},
-                              "score_metric": f"{row.metric}_val_acc",
-            "sweep": sweep, "trial_id": row.trial_id, "mlflow_run_id": row.run_id, "sweep_run_id": parent,
-            "method": row.method, "hint_weight": row.hint_weight, "kd_weight": row.kd_weight, "lr": row.lr,
-            "baseline": row.baseline, "student_layers": row.student_layers,
-        })
-        if math.isfinite(row.ce_weight):  # sweeps before ce_weight was a param have none (JSON has no NaN)
+        # the recipe once, under its own names (``hint_weight`` is the β it trained with, the resolved one when
+        # ``hint_weight_setting`` is auto); JSON has no NaN, so fields the trial's params lack are left out
+        recipe = {k: v for k, v in row.recipe.items() if not (isinstance(v, float) and not math.isfinite(v))}
+        hs.provenance.update({**recipe, "method": row.method, "hint_weight": row.hint_weight,
+                              "kd_weight": row.kd_weight, "lr": row.lr, "score_metric": f"{row.metric}_val_acc",
+                              "sweep": sweep, "trial_id": row.trial_id, "mlflow_run_id": row.run_id,
+                              "sweep_run_id": parent, "baseline": row.baseline, "student_layers": row.student_layers})
+        if math.isfinite(row.ce_weight):
             hs.provenance["ce_weight"] = row.ce_weight
-        if isinstance(row.recipe.get("temperature"), float) and math.isfinite(row.recipe["temperature"]):
-            hs.provenance["temperature"] = row.recipe["temperature"]
         out.append(hs)
         if len(out) >= top:
             break
