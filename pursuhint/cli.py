@@ -318,15 +318,20 @@ def _importances(args: argparse.Namespace, rows: list):
 
 
 def _confirmation(args: argparse.Namespace) -> Optional[dict]:
-    """The sweep's confirmation table (``confirmation.json`` in its Tune folder), or None."""
-    import json
+    """The sweep's confirmation table (``confirmation.json``): from its Tune folder, else from its MLflow parent
+    run (Tune's results on remote storage); None when the sweep has none."""
+    from . import tracking
+    from .search.results import confirmation_table, experiment_dir, find_parent
 
-    from .search.confirm import FILE
-    from .search.results import experiment_dir
-
-    folder = experiment_dir(args.name, args.storage_path)
-    path = folder / FILE if folder is not None else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+    table = confirmation_table(experiment_dir(args.name, args.storage_path))
+    if table is None:
+        uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
+        try:
+            _, parent = find_parent(uri, args.name)
+        except PursuhintError:  # no MLflow record either: report and export say so from the rows
+            return None
+        table = confirmation_table(None, uri=uri, parent=parent)
+    return table
 
 
 @command("report")
@@ -386,11 +391,12 @@ def _sync(args: argparse.Namespace) -> None:
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import write_hint_sets
+    from .search.results import confirmed_hint_sets
 
     table = _confirmation(args) if args.stage == "confirm" else None
     if table and table.get("configurations"):
         _, every, where = _sweep_rows(args, top_sets=10**6)
-        sets = _confirmed_sets(table, every, args.top)
+        sets = confirmed_hint_sets(table, every, args.top)
         print(f"pursuhint: ranked by the confirmation stage ({table['n_seeds']} seeds, test split)", file=sys.stderr)
     else:
         _, sets, where = _sweep_rows(args, top_sets=args.top)
@@ -435,30 +441,6 @@ def _sweep_config_yaml(args: argparse.Namespace) -> str:
     _, parent = find_parent(uri, args.name)
     with tempfile.TemporaryDirectory() as d:
         return Path(tracking.client(uri).download_artifacts(parent, "config.yaml", d)).read_text()
-
-
-def _confirmed_sets(table: dict, sets: list, top: int) -> list:
-    """The confirmed configurations' hint sets in the confirmation table's order, each carrying its test mean,
-    sd and seeds, its gain over the default hints with the CI, and the split hashes."""
-    by_trial = {hs.provenance.get("trial_id"): hs for hs in sets}
-    by_layers = {",".join(hs.layers): hs for hs in reversed(sets)}
-    out = []
-    for c in table["configurations"][:top]:
-        hs = by_trial.get(c["trial_id"]) or by_layers.get(c["hint_layers"])
-        if hs is None:
-            continue
-        hs.score = c["test_acc"]["mean"]
-        fields = {"stage": "confirmation", "test_acc_mean": c["test_acc"]["mean"], "test_acc_sd": c["test_acc"]["sd"],
-                  "test_acc_seeds": ",".join(f"{k}:{v:.4g}" for k, v in c["seeds"].items()),
-                  "n_seeds": table["n_seeds"], "search_trial_id": c["trial_id"]}
-        for kind, g in c["gains"].items():  # provenance holds scalars: one field per figure
-            fields.update({f"gain_vs_{kind}": g["mean"], f"gain_vs_{kind}_ci_low": g["low"],
-                           f"gain_vs_{kind}_ci_high": g["high"], f"gain_vs_{kind}_verdict": g["verdict"]})
-        for split, info in table.get("splits", {}).items():
-            fields.update({f"split_{split}_size": info["size"], f"split_{split}_hash": info["hash"]})
-        hs.provenance.update(fields)
-        out.append(hs)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,3 +108,20 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     assert resolved and any(conf["hint_weight"] == pytest.approx(v) for v in resolved)  # the resolved β, not "auto"
     assert main(["export", "t_confirm", *common, "--stage", "search", "-o", str(tmp_path / "y")]) == 0
     assert "ranked by the search stage: one seed" in capsys.readouterr().err
+
+
+def test_the_parents_best_hint_set_is_the_confirmed_winner_even_from_mlflow_alone(confirmed, capsys, tmp_path):
+    """best_hint_set.json on the parent run is what `export` writes first (the confirmation stage's winner), and
+    `export` finds the confirmation table on the parent run when Tune's folder is not at hand."""
+    cfg, uri, result, folder = confirmed
+    parent, _ = children(uri, "t_confirm")
+    got = tracking.client(uri).download_artifacts(parent.info.run_id, "best_hint_set.json", str(tmp_path))
+    best = json.loads(open(got).read())
+    c = result.confirmation["configurations"][0]
+    assert best["provenance"]["stage"] == "confirmation" and best["score"] == pytest.approx(c["test_acc"]["mean"])
+    assert ",".join(best["layers"]) == c["hint_layers"]
+    elsewhere = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "no_such_results")]
+    assert main(["export", "t_confirm", *elsewhere, "-o", str(tmp_path / "m")]) == 0
+    assert "ranked by the confirmation stage (2 seeds, test split)" in capsys.readouterr().err
+    exported = json.loads((tmp_path / "m" / "hint_set_1.json").read_text())
+    assert exported["layers"] == best["layers"] and exported["score"] == pytest.approx(best["score"])

@@ -19,13 +19,13 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ..baselines import BASELINE_LABELS
 from ..config import Config
-from .results import TrialRow
+from .results import CONFIRMATION_FILE, TrialRow
 from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
 from .stats import label_of, paired_gain, summarise, verdict
 
 SEED_KEY = "train.seed"
 CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
-FILE = "confirmation.json"  # the table, in the sweep's folder and on the parent run
+FILE = CONFIRMATION_FILE  # the table, in the sweep's folder and on the parent run
 SEARCHED = "searched"  # the kind of a confirmed (searched) configuration
 
 

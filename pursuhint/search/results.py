@@ -21,6 +21,8 @@ from ..paths import runs_dir
 from ..hints.hintset import HintSet
 from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
 
+CONFIRMATION_FILE = "confirmation.json"  # the confirmation table, in the sweep's folder and on its parent run
+
 NAN = float("nan")
 MARKER = "pursuhint_sweep.json"  # in Tune's folder: the sweep's name, MLflow store, parent run, config
 MLFLOW_KEY = "pursuhint_mlflow"  # in a trial's Tune results: its MLflow run's name, params and tags
@@ -425,3 +427,42 @@ def _count(value: Any) -> int:
 
 def _finite_or(value: float, fallback: float) -> float:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else fallback
+
+
+def confirmation_table(exp_dir: Optional[Path], uri: Optional[str] = None,
+                       parent: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The sweep's confirmation table: ``confirmation.json`` in its Tune folder, else (given ``uri`` and
+    ``parent``) the parent run's artifact; None when the sweep has no confirmation stage (yet)."""
+    path = exp_dir / CONFIRMATION_FILE if exp_dir is not None else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if uri is None or parent is None or CONFIRMATION_FILE not in tracking.artifact_names(uri, parent):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(tracking.client(uri).download_artifacts(parent, CONFIRMATION_FILE, d))
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def confirmed_hint_sets(table: dict[str, Any], sets: list[HintSet], top: int) -> list[HintSet]:
+    """The confirmed configurations' hint sets (found among ``sets``, the search stage's, by trial or by
+    layers) in the confirmation table's order, each carrying its test mean, sd and seeds, its gains with
+    their CIs and verdicts, and the split hashes: what ``export`` writes and the parent's best hint set."""
+    by_trial = {hs.provenance.get("trial_id"): hs for hs in sets}
+    by_layers = {",".join(hs.layers): hs for hs in reversed(sets)}
+    out = []
+    for c in table["configurations"][:top]:
+        hs = by_trial.get(c["trial_id"]) or by_layers.get(c["hint_layers"])
+        if hs is None:
+            continue
+        hs.score = c["test_acc"]["mean"]
+        fields = {"stage": "confirmation", "test_acc_mean": c["test_acc"]["mean"], "test_acc_sd": c["test_acc"]["sd"],
+                  "test_acc_seeds": ",".join(f"{k}:{v:.4g}" for k, v in c["seeds"].items()),
+                  "n_seeds": table["n_seeds"], "search_trial_id": c["trial_id"]}
+        for kind, g in c["gains"].items():  # provenance holds scalars: one field per figure
+            fields.update({f"gain_vs_{kind}": g["mean"], f"gain_vs_{kind}_ci_low": g["low"],
+                           f"gain_vs_{kind}_ci_high": g["high"], f"gain_vs_{kind}_verdict": g["verdict"]})
+        for split, info in table.get("splits", {}).items():
+            fields.update({f"split_{split}_size": info["size"], f"split_{split}_hash": info["hash"]})
+        hs.provenance.update(fields)
+        out.append(hs)
+    return out

@@ -23,8 +23,8 @@ from typing import Any, Optional
 from .. import tracking
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
-from .results import (MARKER, MLFLOW_KEY, TrialRecord, read_marker, read_trials, rows_from_mlflow, table,
-                      top_hint_sets)
+from .results import (MARKER, MLFLOW_KEY, TrialRecord, confirmation_table, confirmed_hint_sets, read_marker,
+                      read_trials, rows_from_mlflow, table, top_hint_sets)
 
 # Tune's own result keys and ours that are not per-epoch metrics.
 NOT_METRICS = {"epoch", "epochs_total", "status", "node_id", "trial_id", "training_iteration", "timestamp",
@@ -181,8 +181,9 @@ def _sync_artifacts(uri: str, run_id: str, trial: TrialRecord) -> int:
 
 
 def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
-    """The parent run's leaderboard table, best metric and best hint set; status ``completed`` once every
-    trial has ended."""
+    """The parent run's leaderboard table, best metric and best hint set (the confirmation stage's winner when
+    the sweep has one, as ``export`` writes it; else the search's top hinted trial); status ``completed`` once
+    every trial has ended."""
     c = tracking.client(uri)
     rows = rows_from_mlflow(uri, parent)
     if rows:
@@ -193,7 +194,7 @@ def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
                 if math.isfinite(getattr(best, name)):
                     c.log_metric(parent, name, float(getattr(best, name)))
             sweep = c.get_experiment(c.get_run(parent).info.experiment_id).name
-            sets = top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri)
+            sets = _best_hint_sets(rows, sweep, parent, uri)
             if sets:
                 with tempfile.TemporaryDirectory() as d:
                     path = Path(d) / "best_hint_set.json"
@@ -204,3 +205,13 @@ def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
     if completed:
         c.set_tag(parent, tracking.STATUS_TAG, "completed")
         tracking.end_run(uri, parent, "completed")
+
+
+def _best_hint_sets(rows: list, sweep: str, parent: str, uri: str) -> list:
+    """The hint set ``export`` would write first: the confirmation table's winner, else the search's best."""
+    table = confirmation_table(None, uri=uri, parent=parent)
+    if table and table.get("configurations"):
+        confirmed = confirmed_hint_sets(table, top_hint_sets(rows, len(rows), sweep=sweep, parent=parent, uri=uri), 1)
+        if confirmed:
+            return confirmed
+    return top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri)
