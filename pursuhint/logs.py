@@ -22,14 +22,30 @@ def _console_handlers(logger: logging.Logger) -> list[logging.Handler]:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
+class _NoticesOnly(logging.Filter):
+    """Drops warnings that ask nothing of the user: Ray's note, at every local start, that token authentication
+    is on (it is the secure default; the note only says how to turn it off). The log file still has them."""
+
+    NOTICES = ("Token authentication is enabled for this Ray cluster",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTICES)
+
+
+_NOTICES_ONLY = _NoticesOnly()
+
+
 def quiet_terminal() -> None:
-    """Console handlers of the libraries show WARNING and above; the loggers keep their levels, so a file
-    handler (``log_to_file``, which lowers them to INFO) still gets everything."""
+    """Console handlers of the libraries show WARNING and above, less Ray's notices (see ``_NoticesOnly``); the
+    loggers keep their levels, so a file handler (``log_to_file``, which lowers them to INFO) still gets
+    everything."""
     for name in LIBRARIES:
         logger = logging.getLogger(name)
         handlers = _console_handlers(logger)
         for handler in handlers:
             handler.setLevel(max(handler.level, logging.WARNING))
+            if _NOTICES_ONLY not in handler.filters:
+                handler.addFilter(_NOTICES_ONLY)
 
 
 def log_to_file(folder: Optional[Path]) -> Optional[logging.Handler]:

@@ -28,3 +28,23 @@ def test_info_lines_leave_the_terminal_for_the_log_file(tmp_path):
     assert "INFO mlflow.store: an MLflow INFO line" in text and "WARNING mlflow.store: an MLflow warning" in text
     assert all(handler not in logging.getLogger(n).handlers for n in ("optuna", "mlflow", "ray"))
     assert log_to_file(None) is None  # remote storage: no file
+
+
+def test_rays_token_auth_notice_stays_off_the_terminal_but_in_the_log(tmp_path):
+    import ray  # noqa: F401 - installs its console handler
+
+    quiet_terminal()
+    console = [h for h in logging.getLogger("ray").handlers
+               if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    assert console  # Ray's own PlainRayHandler
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup").makeRecord(
+        "ray._private.authentication.authentication_token_setup", logging.WARNING, __file__, 1,
+        "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.", (), None)
+    other = logging.getLogger("ray").makeRecord("ray", logging.WARNING, __file__, 1, "a real warning", (), None)
+    assert all(not h.filter(notice) for h in console) and all(h.filter(other) for h in console)
+    handler = log_to_file(tmp_path)
+    try:
+        logging.getLogger("ray._private.authentication.authentication_token_setup").handle(notice)
+    finally:
+        stop_logging_to_file(handler)
+    assert "Token authentication is enabled for this Ray cluster" in (tmp_path / LOG_FILE).read_text()
