@@ -156,12 +156,13 @@ def _ticks(size: int) -> list[int]:
 
 
 def sweep_comparison(rows: list[TrialRow], path: str | Path | None = None, n_candidates: int | None = None):
-    """Each trial's best accuracy against the baselines (left) and its hint positions over the teacher's
-    depth (right), one row per trial, best first. ``rows`` are leaderboard rows (``pursuhint report``)."""
+    """Each trial's accuracy by the sweep's ranking metric (``search.metric``: the last or the best epoch's)
+    against the baselines (left) and its hint positions over the teacher's depth (right), one row per trial,
+    in leaderboard order. ``rows`` are leaderboard rows (``pursuhint report``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [r for r in rows if math.isfinite(r.best_val_acc)]
+    rows = [r for r in rows if math.isfinite(r.score)]
     if not rows:
         raise PursuhintError("no finished trial to plot yet")
     depth = n_candidates or max((r.n_candidates for r in rows), default=0) or max(
@@ -172,23 +173,24 @@ def sweep_comparison(rows: list[TrialRow], path: str | Path | None = None, n_can
     ax_acc, ax_pos = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.2, 1.0]})
     y = np.arange(len(rows))
     colours = ["#888888" if _is_baseline(r) else "#1f77b4" for r in rows]
-    ax_acc.barh(y, [r.best_val_acc for r in rows], color=colours)
-    lo = min(r.best_val_acc for r in rows)
-    hi = max(r.best_val_acc for r in rows)
+    ax_acc.barh(y, [r.score for r in rows], color=colours)
+    lo = min(r.score for r in rows)
+    hi = max(r.score for r in rows)
     ax_acc.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1) - 1), min(100.0, hi + 0.1 * (hi - lo + 1) + 1))
     styles = iter(["--", "-.", ":", (0, (5, 1))])
     for r in rows:
         if r.baseline == "default":
-            ax_acc.axvline(r.best_val_acc, color="orange", linestyle=next(styles, "--"),
+            ax_acc.axvline(r.score, color="orange", linestyle=next(styles, "--"),
                            label=f"default hints, {r.method}")
         elif r.baseline == "kd_only":
-            ax_acc.axvline(r.best_val_acc, color="black", linestyle=":", label="KD only")
+            ax_acc.axvline(r.score, color="black", linestyle=":", label="KD only")
     labels = [f"#{r.rank} {r.method}" + (f" [{r.baseline}]" if _is_baseline(r) else f" {r.similarity}/{r.algorithm}")
               for r in rows]
     ax_acc.set_yticks(y, labels, fontsize=7)
     ax_acc.invert_yaxis()
-    ax_acc.set_xlabel("best val accuracy (%)")
-    ax_acc.legend(fontsize=7, loc="lower right")
+    ax_acc.set_xlabel(f"{'best' if rows[0].metric == 'best' else 'last'} epoch's val accuracy (%)")
+    if ax_acc.get_legend_handles_labels()[1]:  # a sweep without search-stage baselines has no lines to name
+        ax_acc.legend(fontsize=7, loc="lower right")
     ax_acc.set_title("trials against the baselines")
     for i, r in enumerate(rows):
         pos = r.positions

@@ -195,8 +195,9 @@ def _plots_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]]) -> 
                            "Confirmation stage: each configuration's and baseline's test accuracy per seed (dots), "
                            "mean with 95 % CI (bar).", "confirmation plot"))
     out.append(_figure(_drawn(lambda: sweep_comparison(rows)),
-                       "Search stage: each trial's best selection-split accuracy against the baselines (left) and "
-                       "its hint points over the teacher's depth (right), one seed each.", "comparison plot"))
+                       "Search stage: each trial's selection-split accuracy by the sweep's ranking metric against "
+                       "the baselines (left) and its hint points over the teacher's depth (right), one seed each.",
+                       "comparison plot"))
     return "".join(out) + "</section>"
 
 

@@ -89,3 +89,22 @@ def test_atlas_errors_name_the_bad_value(tmp_path) -> None:
     S, hints = stub()
     with pytest.raises(PursuhintError, match="does not exist"):
         layer_atlas(S, hints, path=tmp_path / "missing" / "atlas.png")
+
+
+def test_the_comparison_plot_draws_the_ranking_metric_and_needs_no_baselines():
+    import warnings
+
+    from pursuhint.plots import sweep_comparison
+    from pursuhint.search.results import TrialRow, rank
+
+    rows = rank([TrialRow("a", method="at", final_val_acc=90.0, best_val_acc=97.0, hint_indices="1,3", n_candidates=9),
+                 TrialRow("b", method="at", final_val_acc=93.0, best_val_acc=94.0, hint_indices="2,5", n_candidates=9)],
+                "final")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no artists with labels" legend warning without baselines
+        fig = sweep_comparison(rows)
+    ax_acc = fig.axes[0]
+    assert sorted(p.get_width() for p in ax_acc.patches) == [90.0, 93.0]  # the last epoch's, as ranked
+    assert ax_acc.get_xlabel() == "last epoch's val accuracy (%)" and ax_acc.get_legend() is None
+    fig = sweep_comparison(rank(rows, "best"))
+    assert sorted(p.get_width() for p in fig.axes[0].patches) == [94.0, 97.0]
