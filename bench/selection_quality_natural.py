@@ -80,8 +80,8 @@ def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
     cached)."""
     if tiny:
         return {"variant": "tiny (smoke test)", "families": [("at", 0.0)], "measures": ["r2_cca"], "seeds": 2,
-                "train": 500, "test": 500, "epochs": 1, "teacher_train": 1000, "teacher_epochs": 2,
-                "teacher_threads": 1, "full_baselines": False, "decode": False, "probe_sizes": [100, 300]}
+                "train": 300, "test": 300, "epochs": 1, "teacher_train": 500, "teacher_epochs": 2,
+                "teacher_threads": 1, "full_baselines": False, "decode": False, "probe_sizes": [100, 250]}
     if quick:
         return {"variant": "quick", "families": [("at", 0.0), ("at", KD_WEIGHT)], "measures": ["r2_cca"],
                 "seeds": 2, "train": 1000, "test": 2000, "epochs": 3, "teacher_train": 2000, "teacher_epochs": 6,

@@ -323,15 +323,16 @@ def _confirmation(args: argparse.Namespace) -> Optional[dict]:
     from . import tracking
     from .search.results import confirmation_table, experiment_dir, find_parent
 
-    table = confirmation_table(experiment_dir(args.name, args.storage_path))
-    if table is None:
-        uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
-        try:
-            _, parent = find_parent(uri, args.name)
-        except PursuhintError:  # no MLflow record either: report and export say so from the rows
-            return None
-        table = confirmation_table(None, uri=uri, parent=parent)
-    return table
+    folder = experiment_dir(args.name, args.storage_path)
+    if folder is not None and folder.is_dir():  # the sweep's folder has the table whenever the sweep has one
+        return confirmation_table(folder)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
+    try:
+        _, parent = find_parent(uri, args.name)
+        return confirmation_table(None, uri=uri, parent=parent)
+    except Exception as exc:  # noqa: BLE001 - no record here or MLflow away: the rows' reader says which
+        logging.getLogger("pursuhint").info("cannot read the confirmation table from MLflow (%s)", exc)
+        return None
 
 
 @command("report")

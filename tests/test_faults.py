@@ -22,7 +22,7 @@ from pursuhint.search.trainable import RESTORED_TAG
 from sweep_helpers import (BIN, TINY_SWEEP, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group,
                            sweep_argv, tune_results, wait_for, write_config)
 
-EPOCHS = 10
+EPOCHS = 8  # long enough to kill a trial mid-run (running_trial wants 3 epochs to go), short for the suite
 
 
 def sweep_env(isolated_runs: Path) -> dict[str, str]:
