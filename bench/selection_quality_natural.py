@@ -74,7 +74,7 @@ def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
     ``families`` the (method, KD weight) pairs, ``probe_sizes`` the probe-sensitivity study's sizes.
 
     A distillation epoch (resnet20 → resnet8, one thread) ran at ~175 images/s on the 2-core machine under
-    load (load average 4–6): tiny 2 min (measured: 131 s with empty caches, 119 s warm), quick ~8 min, full
+    load (load average 4–6): tiny 2 min (measured: 128 s at 300 photographs beside a running benchmark), quick ~8 min, full
     ~60–80 min (about 44 rounds of two concurrent ~90-s trials, plus ~1 min of Ray, Tune and MLflow per
     sweep), quick and full without training the teacher (shared with search_waste, +1.5 / +5–9 min if not
     cached)."""
