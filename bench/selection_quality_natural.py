@@ -201,7 +201,9 @@ def decode_worker(root: str, cache: str) -> None:
     (never beside the data), print seconds, image count and this process's peak RSS as JSON."""
     from pursuhint.data import datasets
 
-    datasets._cache_dirs = lambda base: [Path(cache)]  # the measurement's own cache, empty at first
+    # the measurement's own cache, empty at first, in both places the loader looks (beside the data, and the
+    # runs folder it writes to when the data folder is read-only, as the shared photographs are)
+    datasets._cache_dirs = lambda base: [Path(cache), Path(cache)]
     t0 = time.perf_counter()
     ds = datasets.load_dataset("imagefolder", root=root, image_size=32)
     seconds = time.perf_counter() - t0
@@ -376,7 +378,8 @@ def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
         f"`data: {{dataset: imagefolder}}`). Student: {PAIR[1]} on a stratified {s['train']}-image subset of the "
         f"training part ({sp['train']} to train, {sp['selection']} as the selection split), scored on "
         f"{sp['test']} held-out test photographs. Sizes chosen so the full run fits about 75 minutes of 2 CPU "
-        "cores (the issue's 2.5 h budget could not be spent in this session): a small subset leaves the student "
+        "cores (on a quiet machine; the wall time above includes whatever ran beside it): a small subset leaves "
+        "the student "
         "far below the teacher, which is the gap distillation can close.",
         f"Teacher: {PAIR[0]} (the pair resnet20 → resnet8: a resnet56 teacher's forward pass would double every "
         f"distillation step on the CPU), trained once on {t['train_images']} training photographs for "
