@@ -344,3 +344,9 @@ def test_selection_quality_natural_data_path_measures_a_cold_and_a_warm_load(tmp
     assert d["cache_mb"] > 0 and d["jpeg_mb"] > 0 and d["children_maxrss_mb"] >= d["first_load"]["maxrss_mb"] > 0
     assert d["first_load"]["seconds"] > 0 and d["cold_over_warm"] > 0
     assert not (tmp_path / ".pursuhint_cache").exists()  # the measurement's cache is its own temporary folder
+    tmp_path.chmod(0o555)  # a read-only share, as the photographs are: the loader must still write the cache
+    try:
+        d = data_path(tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert d["cache_mb"] > 0 and d["first_load"]["images"] == 10
