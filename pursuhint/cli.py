@@ -249,9 +249,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
-    """(rows, hint sets, where) from MLflow, or from Tune's results folder when MLflow is unreachable."""
-    from .search.results import experiment_dir, find_parent, rows_from_mlflow, rows_from_tune, top_hint_sets
+def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None, table: Optional[dict] = None):
+    """(rows, hint sets, where) from MLflow, or from Tune's results folder when MLflow is unreachable; the hint
+    sets are the confirmation ``table``'s when given (see ``hint_sets_for``)."""
+    from .search.results import experiment_dir, find_parent, hint_sets_for, rows_from_mlflow, rows_from_tune
     from .tracking import TrackingError, check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, None)
@@ -263,11 +264,11 @@ def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None):
             raise
         print(f"pursuhint: warning: {exc}; reading Tune's results in {exp_dir} instead", file=sys.stderr)
         rows = rows_from_tune(exp_dir)
-        sets = top_hint_sets(rows, top_sets, sweep=exp_dir.name) if top_sets else []
+        sets = hint_sets_for(rows, top_sets, table, sweep=exp_dir.name) if top_sets else []
         return rows, sets, str(exp_dir)
     _, parent = find_parent(uri, args.name)
     rows = rows_from_mlflow(uri, parent)
-    sets = top_hint_sets(rows, top_sets, sweep=args.name, parent=parent, uri=uri) if top_sets else []
+    sets = hint_sets_for(rows, top_sets, table, sweep=args.name, parent=parent, uri=uri) if top_sets else []
     return rows, sets, f"MLflow {uri}, run {parent}"
 
 
@@ -392,12 +393,10 @@ def _sync(args: argparse.Namespace) -> None:
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import write_hint_sets
-    from .search.results import confirmed_hint_sets
 
     table = _confirmation(args) if args.stage == "confirm" else None
     if table and table.get("configurations"):
-        _, every, where = _sweep_rows(args, top_sets=10**6)
-        sets = confirmed_hint_sets(table, every, args.top)
+        _, sets, where = _sweep_rows(args, top_sets=args.top, table=table)
         print(f"pursuhint: ranked by the confirmation stage ({table['n_seeds']} seeds, test split)", file=sys.stderr)
     else:
         _, sets, where = _sweep_rows(args, top_sets=args.top)

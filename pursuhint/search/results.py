@@ -466,3 +466,15 @@ def confirmed_hint_sets(table: dict[str, Any], sets: list[HintSet], top: int) ->
         hs.provenance.update(fields)
         out.append(hs)
     return out
+
+
+def hint_sets_for(rows: list[TrialRow], top: int, table: Optional[dict[str, Any]] = None, *, sweep: str = "",
+                  parent: str = "", uri: Optional[str] = None) -> list[HintSet]:
+    """The ``top`` hint sets ``export`` writes: the confirmation ``table``'s (see ``confirmed_hint_sets``) when it
+    has configurations, reading only the hint sets of the rows they came from; else the search's best rows'."""
+    if not (table and table.get("configurations")):
+        return top_hint_sets(rows, top, sweep=sweep, parent=parent, uri=uri)
+    confirmed = table["configurations"][:top]
+    ids, layers = {c["trial_id"] for c in confirmed}, {c["hint_layers"] for c in confirmed}
+    wanted = [r for r in rows if r.trial_id in ids or r.hint_layers in layers]
+    return confirmed_hint_sets(table, top_hint_sets(wanted, len(wanted), sweep=sweep, parent=parent, uri=uri), top)

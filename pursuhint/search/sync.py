@@ -23,8 +23,8 @@ from typing import Any, Optional
 from .. import tracking
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
-from .results import (MARKER, MLFLOW_KEY, TrialRecord, confirmation_table, confirmed_hint_sets, read_marker,
-                      read_trials, rows_from_mlflow, table, top_hint_sets)
+from .results import (MARKER, MLFLOW_KEY, TrialRecord, confirmation_table, hint_sets_for, read_marker, read_trials,
+                      rows_from_mlflow, table, top_hint_sets)
 
 # Tune's own result keys and ours that are not per-epoch metrics.
 NOT_METRICS = {"epoch", "epochs_total", "status", "node_id", "trial_id", "training_iteration", "timestamp",
@@ -210,8 +210,5 @@ def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
 def _best_hint_sets(rows: list, sweep: str, parent: str, uri: str) -> list:
     """The hint set ``export`` would write first: the confirmation table's winner, else the search's best."""
     table = confirmation_table(None, uri=uri, parent=parent)
-    if table and table.get("configurations"):
-        confirmed = confirmed_hint_sets(table, top_hint_sets(rows, len(rows), sweep=sweep, parent=parent, uri=uri), 1)
-        if confirmed:
-            return confirmed
-    return top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri)
+    return (hint_sets_for(rows, 1, table, sweep=sweep, parent=parent, uri=uri)
+            or top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri))
