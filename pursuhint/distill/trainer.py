@@ -119,9 +119,12 @@ class _Wiring:
     pairs: list[HintPair]
     method: Any
     weights: dict[str, Any]
-    uses_crd: bool
     s_cls: Optional[str] = None
     t_cls: Optional[str] = None
+
+    @property
+    def uses_crd(self) -> bool:
+        return self.s_cls is not None
 
 
 def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Module, student: nn.Module,
@@ -143,7 +146,7 @@ def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Modu
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
                "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
-    return _Wiring(pairs, method, weights, uses_crd, s_cls, t_cls)
+    return _Wiring(pairs, method, weights, s_cls, t_cls)
 
 
 def _loss_functions(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: Any, s_taps: Any):
