@@ -171,6 +171,25 @@ def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
     assert trial_hours(tmp_path / "t", tmp_path / "missing") == 1.0
 
 
+def test_hint_ratio_transfer_tables_compare_the_ratios_and_the_trained_students():
+    from bench.hint_ratio_transfer import _gap, _spread, tables
+
+    figures = {"digits": {"implied": {"at": 10.0, "fitnet": 1000.0},
+                          "trained": {"at": {"r": 5.0, "1": [94.0, 96.0], "published": [80.0, 80.0]},
+                                      "fitnet": {"r": 250.0, "1": [95.0, 95.0], "published": [91.0, 92.0]}}},
+               "cifar": {"implied": {"at": 5.0, "fitnet": 250.0},
+                         "trained": {"at": {"r": 5.0, "1": [47.0, 48.0], "published": [47.5, 46.5]},
+                                     "fitnet": {"r": 250.0, "1": [48.0, 47.0], "published": [56.0, 55.0]}}}}
+    assert _spread(figures, "at") == 2.0 and _spread(figures, "fitnet") == 4.0
+    assert _gap(figures["cifar"]["trained"]["fitnet"]) == -8.0 and _gap(figures["digits"]["trained"]["at"]) == 15.0
+    ratios, trained = tables(figures)
+    assert ratios["rows"] == [["at", "10", "5", "2.0×"], ["fitnet", "1e+03", "250", "4.0×"]]
+    assert trained["columns"][3] == "the published β's 32-px r"
+    assert trained["rows"][0] == ["digits, 16 px", "at", "95.00 ± 1.41", "5", "80.00 ± 0.00", "+15.00"]
+    assert trained["rows"][3] == ["CIFAR-shaped, 32 px", "fitnet", "47.50 ± 0.71", "250", "55.50 ± 0.71", "-8.00"]
+    assert _spread({"digits": figures["digits"]}, "at") is None and tables({}) == []
+
+
 def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
     from bench.selection_quality import tables
     from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table
