@@ -150,14 +150,15 @@ def parent_run(uri: str, experiment_id: str, sweep_dir: str, run_name: str) -> s
 
 
 def child_run(uri: str, experiment_id: str, parent_id: str, trial_id: str, run_name: str,
-              tags: dict[str, str]) -> str:
-    """The trial's child run, found by trial id under this parent, or created with ``tags``."""
+              tags: dict[str, Any]) -> str:
+    """The trial's child run, found by trial id under this parent, or created with ``tags`` (values written as
+    strings: an MLflow server refuses any other type, where a local store converts them)."""
     found = find_runs(uri, experiment_id, **{TRIAL_TAG: trial_id, PARENT_TAG: parent_id})
     if found:
         reopen_run(uri, found[0].info.run_id)
         return found[0].info.run_id
-    run = client(uri).create_run(experiment_id, run_name=run_name,
-                                 tags={PARENT_TAG: parent_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial", **tags})
+    tags = {PARENT_TAG: parent_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial", **tags}
+    run = client(uri).create_run(experiment_id, run_name=run_name, tags={k: scalar(v) for k, v in tags.items()})
     return run.info.run_id
 
 

@@ -16,7 +16,7 @@ from pursuhint.errors import ConfigError
 from pursuhint.preflight import preflight
 
 from conftest import tiny_distillation
-from sweep_helpers import TINY_SWEEP, children
+from sweep_helpers import children
 
 TESTS = Path(__file__).resolve().parent
 TOY = "toy_meanmatch"
@@ -51,31 +51,6 @@ def test_toy_method_trains_through_train_student():
     assert result.weights["hint"] == TOY_WEIGHT  # its own default_weight: hint_weight is null
     (stats,) = result.fit.history
     assert stats.losses["hint"] > 0 and stats.losses["total"] > stats.losses["hint"]
-
-
-@pytest.mark.slow
-def test_toy_method_trains_through_a_sweep(tmp_path, monkeypatch):
-    from pursuhint.search.sweep import run_sweep
-
-    # Ray workers are other processes: they import the plugin themselves when they read the config,
-    # from PYTHONPATH (a local Ray's workers inherit the driver's environment).
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
-    text = "plugins: [toy_method]\n" + TINY_SWEEP.format(name="t_toy", epochs=1, samples=1, scheduler="fifo", confirm_k=0)
-    text = text.replace("method: {choice: [at]}, hint_weight: 10", f"method: {{choice: [{TOY}]}}, hint_weight: null")
-    assert TOY in text
-    cfg = config_from_text(text)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)
-    assert {(r.baseline, r.method, r.status) for r in result.leaderboard} == {
-        ("none", TOY, "completed"), ("default", TOY, "completed"), ("kd_only", "kd_only", "completed")}
-    _, runs = children(uri, "t_toy")
-    hinted = [r for r in runs if r.data.params["method"] == TOY]
-    assert len(hinted) == 2 and {r.info.run_name for r in hinted} >= {f"baseline-default-{TOY}"}
-    for run in hinted:  # trained in a Ray worker through the toy method, with its own weight
-        assert float(run.data.params["hint_weight"]) == TOY_WEIGHT and run.data.params["hint_layers"]
-        assert run.data.tags[tracking.STATUS_TAG] == "completed"
-    trained = [r for r in hinted if tracking.DUPLICATE_TAG not in r.data.tags]
-    assert trained and all(r.data.metrics["loss_hint"] > 0 for r in trained)
 
 
 FOUR_TOYS = '''
@@ -136,16 +111,20 @@ class ToyL1(DistillMethod):
         return (f_s.mean(1) - f_t.mean(1)).abs().mean()
 '''
 
+# Two ways in at once: toy_method (the config's `plugins`, found on the workers' PYTHONPATH) and four_toys
+# (`--plugin`, shipped to the workers). The default baseline runs once per method of the space, so both
+# methods train; the searched trial clusters with the user's similarity and clustering.
 FOUR_TOYS_CONFIG = """
+plugins: [toy_method]
 name: t_four
 seed: 0
 data: {dataset: digits, image_size: 8, train_samples: 300, val_samples: 120, probe_size: 150}
 teacher: {arch: toy_net, train: {epochs: 2, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
 student: {arch: toy_net}
 selection: {similarity: toy_normcorr, algorithm: toy_kmedoids, center: medoid, n_hints: {choice: [2, 3]}}
-distill: {method: toy_l1, hint_weight: auto}
+distill: {method: {choice: [toy_l1, toy_meanmatch]}, hint_weight: auto}
 train: {epochs: 1, batch_size: 64, lr: 0.05, lr_schedule: cosine}
-search: {num_samples: 2, baselines: [], scheduler: fifo, max_concurrent_trials: 2, confirm: {top_k: 0}}
+search: {num_samples: 1, baselines: [default], scheduler: fifo, max_concurrent_trials: 2, confirm: {top_k: 0}}
 """
 
 
@@ -153,11 +132,14 @@ search: {num_samples: 2, baselines: [], scheduler: fifo, max_concurrent_trials: 
 def test_a_users_model_method_similarity_and_clustering_work_in_select_and_a_sweep(tmp_path, monkeypatch, capsys,
                                                                                     isolated_runs):
     """--plugin imports the user's file in every command (from the working directory, as users run it), and
-    the sweep ships it to its Ray workers: the workers' PYTHONPATH does not have it."""
+    the sweep ships it to its Ray workers, whose PYTHONPATH does not have it; the config's own `plugins`
+    module is imported by the workers themselves, from their PYTHONPATH."""
     import json
 
     from pursuhint.cli import main
 
+    # a local Ray's workers inherit the driver's environment: tests/ (toy_method) is on their path, four_toys not
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     (tmp_path / "four_toys.py").write_text(FOUR_TOYS)
     (tmp_path / "four.yaml").write_text(FOUR_TOYS_CONFIG)
     monkeypatch.chdir(tmp_path)
@@ -169,13 +151,18 @@ def test_a_users_model_method_similarity_and_clustering_work_in_select_and_a_swe
     assert main(["sweep", "four.yaml", "--plugin", "four_toys", "--tracking-uri", uri, "--storage-path",
                  str(tmp_path / "ray"), "-q"]) == 0
     _, runs = children(uri, "t_four")
-    assert len(runs) == 2
-    for run in runs:  # trained in Ray workers through all four
+    kinds = sorted((r.data.tags[tracking.BASELINE_TAG], r.data.params["method"]) for r in runs)
+    assert kinds[:2] == [("default", "toy_l1"), ("default", TOY)] and kinds[2] in (("none", "toy_l1"), ("none", TOY))
+    for run in runs:  # trained in Ray workers through the users' model and methods
         p = run.data.params
-        assert (p["similarity"], p["algorithm"], p["method"]) == ("toy_normcorr", "toy_kmedoids", "toy_l1")
         assert run.data.tags[tracking.STATUS_TAG] == "completed", run.data.tags
-        assert run.data.params["student_layers"].startswith("s")
-    assert "four_toys" in (tmp_path / "ray" / "t_four" / "pursuhint_sweep.json").read_text()  # recorded for resume
+        assert p["student_layers"].startswith("s") and p["hint_layers"] and float(p["hint_weight_resolved"]) > 0
+        if tracking.DUPLICATE_TAG not in run.data.tags:
+            assert run.data.metrics["loss_hint"] > 0, run.info.run_name
+    (searched,) = [r.data.params for r in runs if r.data.tags[tracking.BASELINE_TAG] == "none"]
+    assert (searched["similarity"], searched["algorithm"]) == ("toy_normcorr", "toy_kmedoids")
+    recorded = (tmp_path / "ray" / "t_four" / "pursuhint_sweep.json").read_text()  # recorded for resume
+    assert "four_toys" in recorded and "toy_method" in recorded
 
 
 def test_a_plugin_that_cannot_be_imported_is_refused_with_its_own_message(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,5 @@
-"""Sweeps in harder settings: interrupted and resumed, tracked by a real `mlflow server`, and spread
-over a two-node Ray cluster on this machine."""
+"""Sweeps in harder settings: interrupted and resumed, and spread over a two-node Ray cluster on this
+machine, tracked by a real `mlflow server` as a cluster's sweeps are."""
 
 from __future__ import annotations
 
@@ -73,30 +73,6 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, isolated_run
         assert steps == [1, 2, 3, 4], (run.info.run_name, steps)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    proc = start_mlflow_server(tmp_path, port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_group(proc)
-
-
-def test_sweep_against_a_real_mlflow_server(tmp_path, mlflow_server):
-    cfg = load_config(write_config(tmp_path, "t_server", epochs=2, samples=1))
-    run_sweep(cfg, tracking_uri=mlflow_server, storage_path=str(tmp_path / "ray_results"), verbose=0,
-              progress=False)
-    parent, runs = children(mlflow_server, "t_server")
-    assert parent.data.tags[tracking.STATUS_TAG] == "completed"
-    assert Counter(r.data.tags[tracking.BASELINE_TAG] for r in runs) == {"none": 1, "default": 1, "kd_only": 1}
-    client = tracking.client(mlflow_server)
-    hinted = [r for r in runs if r.data.params["hint_layers"]]
-    for run in hinted:  # artifacts went through the server's proxy
-        assert {"hint_set.json", "layer_atlas.png"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
-    assert list((tmp_path / "server_artifacts").rglob("layer_atlas.png"))
-
-
 def test_unreachable_tracking_server_is_refused_before_work(tmp_path):
     cfg = load_config(write_config(tmp_path, "t_unreachable"))
     start = time.time()
@@ -120,13 +96,16 @@ def _ray_node(args: list[str], env: dict) -> subprocess.Popen:
 
 
 def test_two_node_cluster_survives_losing_its_worker_node(tmp_path, isolated_runs):
-    """Trials run on both nodes; the worker node is then killed mid-sweep (its raylet and trial workers,
-    SIGKILL) and its trials are rescheduled on the head node from their last checkpoints."""
+    """Trials run on both nodes, tracked by a real `mlflow server` (artifacts through its proxy); the worker
+    node is then killed mid-sweep (its raylet and trial workers, SIGKILL) and its trials are rescheduled on
+    the head node from their last checkpoints."""
+    uri = f"http://127.0.0.1:{(mlflow_port := free_port())}"
+    server = start_mlflow_server(tmp_path, mlflow_port)
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PURSUHINT_RUNS": str(isolated_runs)}
     head = _ray_node(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
                       "--include-dashboard=false"], env)
-    nodes = [head]
+    nodes = [server, head]
     address = f"127.0.0.1:{port}"
     try:
         def alive_nodes() -> list[str]:
@@ -143,7 +122,6 @@ def test_two_node_cluster_survives_losing_its_worker_node(tmp_path, isolated_run
         worker_id = wait_for(lambda: next((i for i in alive_nodes() if i != head_id), None), 120,
                              "the worker node", interval=3)
         cfg_path = write_config(tmp_path, "t_cluster", epochs=12, samples=2, scheduler="fifo")
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         exp_dir = tmp_path / "ray_results" / "t_cluster"
         # The driver runs as users run it: the command line, connecting to the cluster's address.
         proc = subprocess.Popen(sweep_argv(cfg_path, uri, tmp_path / "ray_results", "--address", address),
@@ -176,6 +154,13 @@ def test_two_node_cluster_survives_losing_its_worker_node(tmp_path, isolated_run
         assert epoch_steps(uri, moved.info.run_id) == list(range(1, 13))
         after = [r for r in results_of(results, hit["trial_id"]) if r.get("node_id")][-1]
         assert after["node_id"] != worker_id  # finished on the head node
+        parent = tracking.client(uri).get_run(runs[0].data.tags[tracking.PARENT_TAG])
+        assert parent.data.tags[tracking.STATUS_TAG] == "completed"
+        assert Counter(r.data.tags[tracking.BASELINE_TAG] for r in runs) == {"none": 2, "default": 1, "kd_only": 1}
+        client = tracking.client(uri)
+        for run in (r for r in runs if r.data.params["hint_layers"]):  # artifacts went through the server's proxy
+            assert {"hint_set.json", "layer_atlas.png"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert list((tmp_path / "server_artifacts").rglob("layer_atlas.png"))
     finally:
         for node in reversed(nodes):
             stop_group(node)

@@ -165,3 +165,24 @@ def test_a_trial_tune_never_saved_is_set_aside_and_its_run_retired(tmp_path):
     assert gone.data.tags[tracking.STATUS_TAG] == "lost" and "--resume" in gone.data.tags[tracking.REASON_TAG]
     assert [r.info.run_id for r in tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})] == [runs["kept"]]
     assert set_aside_lost_trials(exp_dir) == []  # idempotent
+
+
+def test_a_lost_trial_that_never_reported_has_no_folder_but_its_run_is_found_and_retired(tmp_path):
+    """A driver killed while a trial waited on its duplicate's owner (or was still setting up) leaves an open
+    run and no folder; at the end of the sweep the open runs no stage's folder knows are the lost ones."""
+    from pursuhint.search.sync import retire_lost_runs, unreported_lost_trials
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.ensure_experiment(uri, "t_unreported")
+    search, confirm = tmp_path / "t_unreported", tmp_path / "t_unreported-confirm"
+    parent = tracking.parent_run(uri, exp_id, str(search), "sweep-t_unreported")
+    write_trial(search, "known", [epoch_line("known", 1, 1, 50.0)], {})
+    write_trial(confirm, "c_0", [epoch_line("c_0", 1, 1, 51.0)], {})
+    runs = {t: tracking.child_run(uri, exp_id, parent, t, t, {tracking.STATUS_TAG: s})
+            for t, s in (("known", "running"), ("c_0", "completed"), ("never", "running"), ("ended", "completed"))}
+    # "known" is still open but Tune knows it (sync ends it); "ended" ended, so Tune knew it after all
+    assert unreported_lost_trials(uri, exp_id, parent, [search, confirm]) == ["never"]
+    assert unreported_lost_trials(uri, exp_id, parent, [search]) == ["never"]  # c_0 ended: not lost either way
+    assert retire_lost_runs(uri, exp_id, parent, ["never"]) == 1
+    assert tracking.client(uri).get_run(runs["never"]).info.lifecycle_stage == "deleted"
+    assert unreported_lost_trials(uri, exp_id, parent, [search, confirm]) == []

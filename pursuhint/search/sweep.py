@@ -17,7 +17,8 @@ from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterr
 from ..fileio import write_text_atomic
 from ..logs import log_to_file, quiet_terminal, stop_logging_to_file
 from .results import MARKER, TrialRow, experiment_dir, row_from_result, rows_from_mlflow, rows_from_tune
-from .sync import finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep
+from .sync import (finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep,
+                   unreported_lost_trials)
 
 
 @dataclass
@@ -602,8 +603,9 @@ def _finish_mlflow(uri: str, experiment_id: str, parent: str, exp_dir: Optional[
             finish_parent(uri, parent)
             return
         mark_finished(exp_dir)
-        lost = [t for folder in (exp_dir, exp_dir.parent / confirm_name(name)) if folder.is_dir()
-                for t in set_aside_lost_trials(folder)]
+        stages = [exp_dir, exp_dir.parent / confirm_name(name)]
+        lost = [t for folder in stages if folder.is_dir() for t in set_aside_lost_trials(folder)]
+        lost += unreported_lost_trials(uri, experiment_id, parent, stages)
         if lost:
             retire_lost_runs(uri, experiment_id, parent, lost)
             print(f"pursuhint: {len(lost)} trial(s) the killed driver had started but Tune never saved were "

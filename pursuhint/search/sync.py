@@ -6,9 +6,10 @@ the parent run's leaderboard. It adds only what is missing, so running it twice 
 Used by ``pursuhint report NAME --sync`` and at the end of every sweep.
 
 A driver killed between starting a trial and saving Tune's experiment state leaves a *lost* trial: Tune
-does not know it on ``--resume`` and samples a new one in its place. At the end of the sweep its folder is
-set aside (``.lost/`` in the results folder) and its MLflow run is tagged ``pursuhint.status=lost``, ended
-KILLED and deleted (MLflow keeps it in the trash), so every reader sees one run per trial.
+does not know it on ``--resume`` and samples a new one in its place. At the end of the sweep its folder (if
+it reported before the kill) is set aside (``.lost/`` in the results folder) and its MLflow run is tagged
+``pursuhint.status=lost``, ended KILLED and deleted (MLflow keeps it in the trash), so every reader sees one
+run per trial.
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ def set_aside_lost_trials(exp_dir: Path) -> list[str]:
         (Path(exp_dir) / LOST_DIR).mkdir(exist_ok=True)
         trial.folder.rename(Path(exp_dir) / LOST_DIR / trial.folder.name)
     return [t.trial_id for t in lost]
+
+
+def unreported_lost_trials(uri: str, experiment_id: str, parent: str, stages: list[Path]) -> list[str]:
+    """Trial ids of the parent's unended child runs that no stage's folder knows, at the end of a finished sweep:
+    trials a killed driver had started before their first report (a duplicate waiting on its owner, a trial
+    still setting up), which left no folder to set aside."""
+    known = {t.trial_id for folder in stages if folder.is_dir() for t in read_trials(folder, silent=True)}
+    runs = tracking.find_runs(uri, experiment_id, **{tracking.PARENT_TAG: parent})
+    return sorted({r.data.tags[tracking.TRIAL_TAG] for r in runs
+                   if r.data.tags.get(tracking.TRIAL_TAG) and r.data.tags[tracking.TRIAL_TAG] not in known
+                   and r.data.tags.get(tracking.STATUS_TAG) not in tracking.RUN_STATUS})
 
 
 def retire_lost_runs(uri: str, experiment_id: str, parent: str, trial_ids: list[str]) -> int:
