@@ -80,6 +80,23 @@ def test_sync_writes_what_mlflow_missed_once(sweep_folder):
     assert not again.changed
 
 
+def test_sync_writes_the_confirmation_stages_trials_too(sweep_folder):
+    """The confirmation stage's Tune folder sits beside the search stage's; its trials are synced alike."""
+    uri, parent, exp_dir = sweep_folder
+    record = mlflow_record("confirm-x-seed1", {"method": "at", "hint_layers": "l1", "hint_indices": "1"},
+                           {tracking.BASELINE_TAG: "none", tracking.STATUS_TAG: "running", tracking.ROLE_TAG: "confirm"})
+    write_trial(exp_dir.parent / "t_sync-confirm", "k_0",
+                [epoch_line("k_0", 1, 2, 52.0, **{MLFLOW_KEY: record}), epoch_line("k_0", 2, 2, 58.0, test_acc=57.5)],
+                {})
+    summary = sync_sweep(exp_dir)
+    assert (summary.trials, summary.runs_created, summary.epochs_written) == (4, 4, 7)
+    exp_id = tracking.client(uri).get_run(parent).info.experiment_id
+    (run,) = tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent, tracking.TRIAL_TAG: "k_0"})
+    assert run.data.tags[tracking.ROLE_TAG] == "confirm" and run.data.tags[tracking.STATUS_TAG] == "completed"
+    assert run.data.metrics["test_acc"] == 57.5 and run.data.metrics["val_acc"] == 58.0
+    assert not sync_sweep(exp_dir).changed
+
+
 def test_sync_fills_gaps_in_an_existing_run_without_touching_its_status(sweep_folder):
     uri, parent, exp_dir = sweep_folder
     exp_id = tracking.client(uri).get_run(parent).info.experiment_id

@@ -413,6 +413,17 @@ def experiment_dir(name: str, storage_path: Optional[str] = None) -> Optional[Pa
     return root / name
 
 
+def confirm_name(name: str) -> str:
+    """The Tune experiment of a sweep's confirmation stage, beside the search stage's."""
+    return f"{name}-confirm"
+
+
+def stage_dirs(exp_dir: Path) -> list[Path]:
+    """The sweep's Tune folders: the search stage's and, beside it, its confirmation stage's when that ran."""
+    confirm = Path(exp_dir).parent / confirm_name(Path(exp_dir).name)
+    return [Path(exp_dir)] + ([confirm] if confirm.is_dir() else [])
+
+
 def _number(value: Any) -> float:
     try:
         return float(value)

@@ -16,7 +16,8 @@ from ..config import Config
 from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
 from ..fileio import write_text_atomic
 from ..logs import log_to_file, quiet_terminal, stop_logging_to_file
-from .results import MARKER, TrialRow, experiment_dir, row_from_result, rows_from_mlflow, rows_from_tune
+from .results import (MARKER, TrialRow, confirm_name, experiment_dir, row_from_result, rows_from_mlflow,
+                      rows_from_tune, stage_dirs)
 from .sync import (finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep,
                    unreported_lost_trials)
 
@@ -208,11 +209,6 @@ def _search_tuner(cfg: Config, trainable: Any, run_config: dict[str, Any], resum
 
 
 _we_started_ray = False
-
-
-def confirm_name(name: str) -> str:
-    """The Tune experiment of a sweep's confirmation stage, beside the search stage's."""
-    return f"{name}-confirm"
 
 
 def _search_rows(grid: Any) -> list[TrialRow]:
@@ -603,8 +599,8 @@ def _finish_mlflow(uri: str, experiment_id: str, parent: str, exp_dir: Optional[
             finish_parent(uri, parent)
             return
         mark_finished(exp_dir)
-        stages = [exp_dir, exp_dir.parent / confirm_name(name)]
-        lost = [t for folder in stages if folder.is_dir() for t in set_aside_lost_trials(folder)]
+        stages = stage_dirs(exp_dir)
+        lost = [t for folder in stages for t in set_aside_lost_trials(folder)]
         lost += unreported_lost_trials(uri, experiment_id, parent, stages)
         if lost:
             retire_lost_runs(uri, experiment_id, parent, lost)

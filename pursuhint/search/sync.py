@@ -1,7 +1,7 @@
-"""Tune's results folder is a sweep's record; MLflow mirrors it. ``sync_sweep`` writes into MLflow what
-a trial could not (the server was away, the trial was killed between its report and its log call): the
-trial's run, its params and tags, every epoch's metrics, its final status, its hint-set artifacts, and
-the parent run's leaderboard. It adds only what is missing, so running it twice changes nothing.
+"""Tune's results folders (the search stage's and the confirmation stage's beside it) are a sweep's record;
+MLflow mirrors them. ``sync_sweep`` writes into MLflow what a trial could not (the server was away, the
+trial was killed between its report and its log call): the trial's run, its params and tags, every epoch's
+metrics, its final status, its hint-set artifacts, and the parent run's leaderboard. It adds only what is missing, so running it twice changes nothing.
 
 Used by ``pursuhint report NAME --sync`` and at the end of every sweep.
 
@@ -25,7 +25,7 @@ from .. import tracking
 from ..errors import PursuhintError
 from ..fileio import write_text_atomic
 from .results import (MARKER, MLFLOW_KEY, TrialRecord, confirmation_table, hint_sets_for, read_marker, read_trials,
-                      rows_from_mlflow, table, top_hint_sets)
+                      rows_from_mlflow, stage_dirs, table, top_hint_sets)
 
 # Tune's own result keys and ours that are not per-epoch metrics.
 NOT_METRICS = {"epoch", "epochs_total", "status", "node_id", "trial_id", "training_iteration", "timestamp",
@@ -85,7 +85,7 @@ def unreported_lost_trials(uri: str, experiment_id: str, parent: str, stages: li
     """Trial ids of the parent's unended child runs that no stage's folder knows, at the end of a finished sweep:
     trials a killed driver had started before their first report (a duplicate waiting on its owner, a trial
     still setting up), which left no folder to set aside."""
-    known = {t.trial_id for folder in stages if folder.is_dir() for t in read_trials(folder, silent=True)}
+    known = {t.trial_id for folder in stages for t in read_trials(folder, silent=True)}
     runs = tracking.find_runs(uri, experiment_id, **{tracking.PARENT_TAG: parent})
     return sorted({r.data.tags[tracking.TRIAL_TAG] for r in runs
                    if r.data.tags.get(tracking.TRIAL_TAG) and r.data.tags[tracking.TRIAL_TAG] not in known
@@ -131,7 +131,7 @@ def sync_sweep(exp_dir: Path, uri: Optional[str] = None) -> SyncSummary:
     runs = {r.data.tags.get(tracking.TRIAL_TAG): r
             for r in tracking.find_runs(uri, experiment_id, **{tracking.PARENT_TAG: parent})}
     summary = SyncSummary()
-    for trial in read_trials(exp_dir):
+    for trial in (t for folder in stage_dirs(exp_dir) for t in read_trials(folder)):
         summary.trials += 1
         if trial.record is None:
             summary.skipped.append(f"{trial.trial_id} (no result yet)")
