@@ -23,7 +23,6 @@ from pursuhint.config import config_from_dict
 from pursuhint.distill.methods import METHODS, method_class
 from pursuhint.distill.trainer import train_student
 from pursuhint.hints.pipeline import teacher_default_hints
-from pursuhint.models import weights_sha256
 from pursuhint.teacher import dataset_for
 
 from .common import cifar10_subset, command, machine, now, pick_device, table, threads
@@ -58,9 +57,8 @@ def _config(raw: dict[str, Any], name: str, method: str, ratio: float, seed: int
 
 def _student(cfg, teacher, evaluate_test: bool = False):
     ds = dataset_for(cfg)
-    sha = weights_sha256(teacher.model.state_dict())
-    hs = teacher_default_hints(teacher.model, teacher.arch, sha, ds)
-    return train_student(cfg, hs, teacher.model, ds, teacher_sha256=sha, evaluate_test=evaluate_test)
+    hs = teacher_default_hints(teacher.model, teacher.arch, teacher.sha256, ds)
+    return train_student(cfg, hs, teacher.model, ds, teacher_sha256=teacher.sha256, evaluate_test=evaluate_test)
 
 
 def implied_ratios(raw: dict[str, Any], teacher: Any, methods: list[str]) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Tune's results folders (the search stage's and the confirmation stage's beside it) are a sweep's record;
 MLflow mirrors them. ``sync_sweep`` writes into MLflow what a trial could not (the server was away, the
 trial was killed between its report and its log call): the trial's run, its params and tags, every epoch's
-metrics, its final status, its hint-set artifacts, and the parent run's leaderboard. It adds only what is missing, so running it twice changes nothing.
+metrics, its final status, its hint-set artifacts, and the parent run's leaderboard. It adds only what is
+missing, so running it twice changes nothing.
 
 Used by ``pursuhint report NAME --sync`` and at the end of every sweep.
 
@@ -222,5 +223,7 @@ def finish_parent(uri: str, parent: str, completed: bool = True) -> None:
 def _best_hint_sets(rows: list, sweep: str, parent: str, uri: str) -> list:
     """The hint set ``export`` would write first: the confirmation table's winner, else the search's best."""
     table = confirmation_table(None, uri=uri, parent=parent)
-    return (hint_sets_for(rows, 1, table, sweep=sweep, parent=parent, uri=uri)
-            or top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri))
+    sets = hint_sets_for(rows, 1, table, sweep=sweep, parent=parent, uri=uri)
+    if sets or not (table and table.get("configurations")):
+        return sets  # without a confirmation table that was the search's best already: not read twice
+    return top_hint_sets(rows, 1, sweep=sweep, parent=parent, uri=uri)  # the confirmed ones could not be read
