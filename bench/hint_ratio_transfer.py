@@ -4,7 +4,8 @@ term (β = r · CE₀ / H₀), so one r might suit every method and resolution. 
 - **The ratio each method's published β means**: r = β_bench · H₀ / CE₀ for every built-in hint method,
   on the demo's digits pair (resnet56 → resnet8, 16 px) and on a CIFAR-shaped pair (real CIFAR-10
   photographs, 32 px, resnet20 → resnet8: the resolution the CRD benchmark's β were tuned at), with the
-  teachers' default hints, measured by the calibration itself (its first two training batches).
+  teachers' default hints, measured by the calibration itself (figures in results.json: its first two
+  training batches, before the calibration moved onto the first training step's own forward pass).
 - **Whether one r suits both pairs**: AT and FitNet students trained with r = 1 and with the ratio their
   published β means at 32 px (where it was tuned), on both pairs (default hints, the demo's recipe, 2
   seeds): if a ratio transferred, the 32-px ratio would do as well at 16 px as it does at 32 px.

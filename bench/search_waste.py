@@ -10,7 +10,9 @@ Two figures per space:
   confirmation trial, teacher excluded).
 
 On the demo's digits space (``search_spaces/digits_quick.yaml``), and on a CIFAR-shaped space (real
-CIFAR-10 photographs, 32 px, a resnet20 teacher trained once and cached) when the photographs are there.
+CIFAR-10 photographs, 32 px, a resnet20 teacher trained once and cached) when the photographs are there; the
+CIFAR-shaped pair also runs a third space, ``calibrated_by_method``: r searched per method around the ratio
+each method's published β means at 32 px, as the paper configs search it.
 Every searched trial runs the full budget (FIFO), so a trial is never judged on an early-stopped epoch.
 """
 
@@ -40,10 +42,19 @@ COLLAPSE_POINTS = 5.0  # a trial more than this far below the CE-only student ha
 # digits pair is ~10 minutes; the CIFAR pair ~40 minutes on 2 cores, so the two can be run on different days)
 ONLY_ENV = "PURSUHINT_WASTE_ONLY"
 
-SPACES = {  # what differs between the two sweeps: the hint-weight leaves
+# "calibrated_by_method" (comma-separated space names): run only these spaces and keep the other spaces' figures
+# from the entry bench/results.json holds (same settings)
+SPACES_ENV = "PURSUHINT_WASTE_SPACES"
+
+SPACES = {  # what differs between the sweeps: the hint-weight leaves
     "raw_beta": {"hint_weight": {"loguniform": [10, 1000]}, "hint_ratio": 1.0},
     "calibrated": {"hint_weight": "auto", "hint_ratio": {"loguniform": [0.3, 3]}},
+    # the paper configs' 32-px space: r ranges around the ratio each method's published β means at 32 px
+    # (hint_ratio_transfer: AT 4.7, FitNet 240), so it runs on the CIFAR-shaped pair only
+    "calibrated_by_method": {"hint_weight": "auto", "hint_ratio": {"by_method": {
+        "at": {"loguniform": [0.5, 25]}, "fitnet": {"loguniform": [25, 1000]}, "default": {"loguniform": [0.3, 3]}}}},
 }
+PAIR_SPACES = {"digits": ("raw_beta", "calibrated"), "cifar": ("raw_beta", "calibrated", "calibrated_by_method")}
 
 CIFAR_TEXT = """
 seed: 0
@@ -141,15 +152,28 @@ def one_space(cfg: Config, folder: Path, reference: float) -> dict[str, Any]:
 
 
 def _pair(raw: dict[str, Any], name: str, checkpoint: str, folder: Path, teacher: Any,
-          s: dict[str, Any]) -> dict[str, Any]:
-    """Both spaces on one data set, and the CE-only reference."""
-    configs = {space: sweep_config(raw, name, space, checkpoint, s) for space in SPACES}
+          s: dict[str, Any], kept: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The pair's spaces on one data set, and the CE-only reference; a space ``kept`` holds (figures of an
+    earlier run with the same settings) is not run again."""
+    kept = kept or {}
+    configs = {space: sweep_config(raw, name, space, checkpoint, s) for space in PAIR_SPACES[name]}
     with threads(2):
         reference = ce_only(configs["calibrated"], teacher)
     out = {"ce_only_final_val_acc": reference}
     for space, cfg in configs.items():
-        out[space] = one_space(cfg, folder, reference)
+        out[space] = kept[space] if space in kept else one_space(cfg, folder, reference)
     return out
+
+
+def _kept_spaces(entry: Optional[dict[str, Any]], pair: str) -> dict[str, Any]:
+    """The figures of the spaces not named in $PURSUHINT_WASTE_SPACES, from ``entry`` (all run when it is unset)."""
+    wanted = [w for w in os.environ.get(SPACES_ENV, "").split(",") if w]
+    if not wanted or entry is None or not entry["figures"].get(pair):
+        return {}
+    unknown = sorted(set(wanted) - set(SPACES))
+    if unknown:
+        raise SystemExit(f"{SPACES_ENV} names unknown spaces {unknown}; the spaces are {sorted(SPACES)}")
+    return {k: v for k, v in entry["figures"][pair].items() if k in SPACES and k not in wanted}
 
 
 def cifar_teacher(raw: dict[str, Any]) -> tuple[Any, str]:
@@ -166,13 +190,15 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     s = _settings(quick, tiny)
     device = pick_device()
     figures: dict[str, Any] = {"settings": s, "cache": str(cache_dir())}
-    kept = _kept_digits(quick, tiny) if os.environ.get(ONLY_ENV) == "cifar" else None
+    partial = os.environ.get(ONLY_ENV) == "cifar" or bool(os.environ.get(SPACES_ENV))
+    kept = _kept_entry(quick, tiny) if partial else None
     with workspace() as folder:
-        if kept is not None:
+        if kept is not None and os.environ.get(ONLY_ENV) == "cifar":
             figures["digits"] = kept["figures"]["digits"]
         else:
             teacher, info = digits_teacher()
-            figures["digits"] = _pair(demo_raw(), "digits", str(teacher.checkpoint), folder, teacher, s)
+            figures["digits"] = _pair(demo_raw(), "digits", str(teacher.checkpoint), folder, teacher, s,
+                                      _kept_spaces(kept, "digits"))
             figures["digits"]["teacher"] = info
         root = cifar10_subset()
         if root is None:
@@ -180,11 +206,15 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         else:
             raw = cifar_raw(root, s)
             t, checkpoint = cifar_teacher(raw)
-            figures["cifar"] = _pair(raw, "cifar", checkpoint, folder, t, s)
+            figures["cifar"] = _pair(raw, "cifar", checkpoint, folder, t, s, _kept_spaces(kept, "cifar"))
             figures["cifar"]["teacher"] = {"arch": t.arch, "val_acc": t.meta.get("val_acc")}
-    speed = {k: ratio(v["calibrated"]["test_acc_per_trial_hour"], v["raw_beta"]["test_acc_per_trial_hour"])
-             for k, v in figures.items() if isinstance(v, dict) and "calibrated" in v}
-    waste = sum(v["calibrated"]["collapsed"] for k, v in figures.items() if isinstance(v, dict) and "calibrated" in v)
+    pairs = {k: v for k, v in figures.items() if k in PAIR_SPACES and v}
+    speeds = {space: {k: ratio(v[space]["test_acc_per_trial_hour"], v["raw_beta"]["test_acc_per_trial_hour"])
+                      for k, v in pairs.items() if space in v}
+              for space in ("calibrated", "calibrated_by_method")}
+    speed = speeds["calibrated"]
+    waste = sum(v[space]["collapsed"] for v in pairs.values() for space in speeds if space in v)
+    figures["speed_vs_raw_beta"] = speeds
     return {
         "title": TITLE, "aim": AIM, "ratio": speed["digits"],
         "ratio_definition": "confirmed test accuracy per trial-hour, calibrated space ÷ raw-β space (digits)",
@@ -195,19 +225,22 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                   f"the winner confirmed over {s['seeds']} seeds on the test split."]
                  + ([] if figures.get("cifar") else ["The CIFAR-shaped space was skipped: no CIFAR-10 photographs "
                                                      "(set $PURSUHINT_CIFAR10_SUBSET)."])
-                 + ([f"The digits figures are those of the run of {kept['date']} (kept with {ONLY_ENV}=cifar, same "
-                     f"settings); the CIFAR-shaped pair ran on {now()}."] if kept is not None else []),
+                 + ([f"Figures not run this time are those of the run of {kept['date']} (same settings; kept with "
+                     f"{ONLY_ENV}=cifar for the digits pair, {SPACES_ENV} for the spaces it does not name); the rest "
+                     f"ran on {now()}."] if kept is not None else [])
+                 + ["calibrated_by_method (CIFAR-shaped pair only) searches r per method around the ratio each "
+                    "method's published β means at 32 px (AT [0.5, 25], FitNet [25, 1000]), as the paper configs do."],
         "machine": machine(device), "date": now(), "quick": quick, "tiny": tiny, "command": command(NAME, quick, tiny),
     }
 
 
-def _kept_digits(quick: bool, tiny: bool) -> dict[str, Any]:
-    """The search_waste entry bench/results.json holds, when its digits pair ran with these settings."""
+def _kept_entry(quick: bool, tiny: bool) -> dict[str, Any]:
+    """The search_waste entry bench/results.json holds, when it ran with these settings (figures to keep)."""
     path = Path(__file__).resolve().parent / "results.json"
     entry = json.loads(path.read_text(encoding="utf-8")).get(NAME) if path.is_file() else None
     if not entry or entry["figures"].get("settings") != _settings(quick, tiny) or not entry["figures"].get("digits"):
-        raise SystemExit(f"{ONLY_ENV}=cifar needs a search_waste entry with the digits figures of the same "
-                         f"variant in {path}; run the benchmark once without it")
+        raise SystemExit(f"{ONLY_ENV}=cifar and {SPACES_ENV} need a search_waste entry of the same variant in "
+                         f"{path}; run the benchmark once without them")
     return entry
 
 
@@ -217,12 +250,14 @@ def tables(figures: dict[str, Any]) -> list[dict[str, Any]]:
         pair = figures.get(data)
         if not pair:
             continue
-        for space in SPACES:
-            f = pair[space]
+        for space in PAIR_SPACES[data]:
+            f = pair.get(space)
+            if f is None:  # a space added after this pair's run
+                continue
             rows.append([data, space, f"{f['collapsed']} of {f['searched']}", pair["ce_only_final_val_acc"],
                          f["final_val_acc"][0] if f["final_val_acc"] else float("nan"),
                          f"{f['confirmed_test_acc']:.2f} ± {f['confirmed_sd']:.2f}", f["trial_hours"],
                          f["test_acc_per_trial_hour"]])
-    return [table("The same sweep over a raw-β space and over the calibrated space",
+    return [table("The same sweep over a raw-β space and over calibrated spaces",
                   ["data", "space", "collapsed", "CE-only val %", "best final val %", "confirmed test %",
                    "trial-hours", "test % per trial-hour"], rows)]

@@ -164,7 +164,7 @@ class SelectionConfig(_Section):
 class DistillConfig(_Section):
     """Distillation method and loss weights: ce_weight·CE + kd_weight·KD + hint_weight·Σ hint.
 
-    ``hint_weight: auto`` (the default) calibrates β before the first step so that the hint term starts at
+    ``hint_weight: auto`` (the default) calibrates β on the first step's forward so that the hint term starts at
     ``hint_ratio`` times the CE term (β = r · CE₀ / H₀); a number is that β exactly; ``null`` takes the
     method's weight from the CRD benchmark (e.g. at 1000, fitnet 100, tuned for 32-px CIFAR).
     ``params`` are the method's own parameters (AT's ``p``, RKD's weights, ...), checked against the

@@ -188,6 +188,9 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
 def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: Any) -> tuple[list[EpochStats], int]:
     """Load a training checkpoint's weights, optimizer and random states; its history and the next epoch."""
     for name, module in modules.items():
+        if name not in state["modules"]:
+            raise CheckpointError(f"training checkpoint has no {name!r} state (written by another configuration or "
+                                  f"version); delete it to start this run from scratch")
         module.load_state_dict(state["modules"][name])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])

@@ -171,6 +171,25 @@ def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
     assert trial_hours(tmp_path / "t", tmp_path / "missing") == 1.0
 
 
+def test_search_waste_reruns_only_the_named_spaces_and_tables_skip_spaces_a_pair_never_ran(monkeypatch):
+    from bench.search_waste import SPACES_ENV, _kept_spaces, tables
+
+    fig = {"collapsed": 0, "searched": 8, "final_val_acc": [50.0], "confirmed_test_acc": 51.0, "confirmed_sd": 1.0,
+           "trial_hours": 0.5, "test_acc_per_trial_hour": 102.0}
+    entry = {"figures": {"cifar": {"ce_only_final_val_acc": 43.6, "raw_beta": fig, "calibrated": fig,
+                                   "teacher": {"arch": "resnet20"}}}}
+    monkeypatch.delenv(SPACES_ENV, raising=False)
+    assert _kept_spaces(entry, "cifar") == {}  # unset: every space runs
+    monkeypatch.setenv(SPACES_ENV, "calibrated_by_method")
+    assert _kept_spaces(entry, "cifar") == {"raw_beta": fig, "calibrated": fig}
+    assert _kept_spaces(None, "cifar") == {}
+    monkeypatch.setenv(SPACES_ENV, "calibrated,bogus")
+    with pytest.raises(SystemExit, match=r"unknown spaces \['bogus'\]"):
+        _kept_spaces(entry, "cifar")
+    rows = tables({"digits": None, "cifar": entry["figures"]["cifar"]})[0]["rows"]
+    assert [r[:3] for r in rows] == [["cifar", "raw_beta", "0 of 8"], ["cifar", "calibrated", "0 of 8"]]
+
+
 def test_hint_ratio_transfer_tables_compare_the_ratios_and_the_trained_students():
     from bench.hint_ratio_transfer import _gap, _spread, tables
 

@@ -26,9 +26,9 @@ from ..hints.hintset import HintSet
 from ..hints.layers import CandidateLayer, candidate_layers
 from ..hooks import module_at, taps  # noqa: F401 (taps: re-exported for the benchmarks and tests)
 from ..models import create_model, model_classifier
-from .calibration import calibrate_hint_weight
+from .calibration import HintCalibration
 from .kd import kd_loss
-from ..training import Callback, FitResult, fit, seed_everything, unpack_batch
+from ..training import Callback, FitResult, fit, seed_everything
 from .mapping import map_hints
 from .methods import adds_crd, create_method, hint_weight_for, method_class, own_params  # noqa: F401 (hint_weight_for: re-exported)
 
@@ -149,16 +149,10 @@ def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Modu
     return _Wiring(pairs, method, weights, s_cls, t_cls)
 
 
-def _loss_functions(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: Any, s_taps: Any):
-    """``(compute_loss, hint_probe)``: the weighted loss terms of one batch for ``fit``, and the calibration's
-    probe (the student's logits and the unweighted hint loss). Both read ``w.weights`` when called, so a
-    calibrated hint weight set later is the one used."""
-
-    def method_terms(index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The method's unweighted terms from the latest forward's taps (``hint``, ``crd``)."""
-        crd = w.uses_crd
-        return w.method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if crd else None,
-                        emb_t=t_taps.inputs[0] if crd else None, index=index if crd else None)
+def _loss_function(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: Any, s_taps: Any,
+                   calibration: Optional[HintCalibration]):
+    """The weighted loss terms of one batch for ``fit``. With ``calibration`` (``hint_weight: auto``) the first
+    step's own CE and hint loss set β before its backward (``w.weights["hint"]`` from then on)."""
 
     def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
         weights = w.weights
@@ -171,18 +165,19 @@ def _loss_functions(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: 
         if weights["kd"]:
             terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
         if w.pairs or w.uses_crd:
-            out = method_terms(index)
+            crd = w.uses_crd
+            out = w.method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if crd else None,
+                           emb_t=t_taps.inputs[0] if crd else None, index=index if crd else None)
             if w.pairs:
+                if calibration is not None and weights["hint"] == "auto":
+                    weights["hint"] = calibration.weight_for(lambda: F.cross_entropy(logits_s.float(), labels),
+                                                             out["hint"])
                 terms["hint"] = weights["hint"] * out["hint"]
             if w.uses_crd:
                 terms["crd"] = CRD_WEIGHT * out["crd"]
         return logits_s, terms
 
-    def hint_probe(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
-        teacher(images)
-        return student(images), method_terms(index)["hint"]
-
-    return compute_loss, hint_probe
+    return compute_loss
 
 
 def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, ds: ImageDataset, *,
@@ -215,36 +210,31 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
                                                  budget_gb=cfg.data.device_budget_gb)
     with taps(teacher, [p.teacher.name for p in w.pairs], [w.t_cls] if w.t_cls else []) as t_taps, \
             taps(student, [p.student.name for p in w.pairs], [w.s_cls] if w.s_cls else []) as s_taps:
-        compute_loss, hint_probe = _loss_functions(w, teacher, student, t_taps, s_taps)
-        calibration = None
-        if w.weights["hint"] == "auto":  # β = r · CE₀ / H₀ on the first batches, before the first step
-            calibration = calibrate_hint_weight([student, w.method], hint_probe,
-                                                _device_batches(train_loader, device), cfg.distill.hint_ratio, device)
-            w.weights["hint"] = calibration.weight
-            callbacks = [_with_extra({"hint_weight_resolved": calibration.weight}), *callbacks]
+        calibration = HintCalibration(cfg.distill.hint_ratio) if w.weights["hint"] == "auto" else None
+        compute_loss = _loss_function(w, teacher, student, t_taps, s_taps, calibration)
+        modules: dict[str, nn.Module] = {"student": student, "method": w.method}
+        if calibration is not None:  # β = r · CE₀ / H₀ from the first step; kept in the checkpoint for a resume
+            modules["hint_calibration"] = calibration
+            callbacks = [_with_resolved_hint_weight(w), *callbacks]
         ckpt = Path(out_dir) / checkpoint_name if out_dir is not None else None
-        result = fit({"student": student, "method": w.method}, compute_loss, cfg.train,
+        result = fit(modules, compute_loss, cfg.train,
                      train_loader=train_loader, val_loader=val_loader, eval_model=student, device=device,
                      checkpoint_path=ckpt, callbacks=callbacks, progress=progress,
                      desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.run_seed,
                      final_loaders=_test_loader(ds, cfg, device) if evaluate_test else None)
+    measured = calibration.result() if calibration is not None else None
+    if measured is not None:  # also when a finished run was resumed and took no step
+        w.weights["hint"] = measured.weight
     return StudentResult(student=student, pairs=w.pairs, method=method_name, weights=w.weights, fit=result,
                          seconds=time.perf_counter() - t0,
-                         extra={"calibration": asdict(calibration)} if calibration else {})
+                         extra={"calibration": asdict(measured)} if measured else {})
 
 
-def _device_batches(loader: Any, device: torch.device):
-    """Epoch 0's first batches as (images, labels, indices) on ``device`` (the loader's epoch is left as fit
-    sets it anyway)."""
-    loader.set_epoch(0)
-    for batch in loader:
-        yield unpack_batch(batch, device)
-
-
-def _with_extra(values: dict[str, float]) -> Callback:
-    """A callback that adds ``values`` to every epoch's ``extra`` (so Tune and MLflow see them)."""
+def _with_resolved_hint_weight(w: _Wiring) -> Callback:
+    """A callback that adds the calibrated β to every epoch's ``extra`` (so Tune and MLflow see it)."""
     def add(stats: Any) -> None:
-        stats.extra.update(values)
+        if not isinstance(w.weights["hint"], str):
+            stats.extra["hint_weight_resolved"] = w.weights["hint"]
     return add
 
 
