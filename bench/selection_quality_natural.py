@@ -201,9 +201,7 @@ def decode_worker(root: str, cache: str) -> None:
     (never beside the data), print seconds, image count and this process's peak RSS as JSON."""
     from pursuhint.data import datasets
 
-    # the measurement's own cache, empty at first, in both places the loader looks (beside the data, and the
-    # runs folder it writes to when the data folder is read-only, as the shared photographs are)
-    datasets._cache_dirs = lambda base: [Path(cache), Path(cache)]
+    os.environ[datasets.IMAGE_CACHE_ENV] = cache  # the measurement's own cache, empty at first, the only one read
     t0 = time.perf_counter()
     ds = datasets.load_dataset("imagefolder", root=root, image_size=32)
     seconds = time.perf_counter() - t0

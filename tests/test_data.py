@@ -291,6 +291,23 @@ def test_imagefolder_readonly_root_caches_under_the_runs_folder(tmp_path, monkey
     assert torch.equal(again.val_x.materialise(), ds.val_x.materialise())
 
 
+def test_imagefolder_cache_goes_where_the_environment_says(tmp_path, monkeypatch):
+    _write_folder(tmp_path / "data")
+    monkeypatch.setenv("PURSUHINT_IMAGE_CACHE", str(tmp_path / "fast"))
+    monkeypatch.setenv("PURSUHINT_RUNS", str(tmp_path / "runs"))
+    (tmp_path / "data").chmod(0o555)  # read-only data: the chosen folder is still the one written
+    try:
+        ds = load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8)
+    finally:
+        (tmp_path / "data").chmod(0o755)
+    (meta,) = (tmp_path / "fast").rglob("meta.json")
+    assert meta.parent.parent.parent == tmp_path / "fast"  # <folder>/<root id>/imagefolder-8px-<hash>/
+    assert not (tmp_path / "data" / ".pursuhint_cache").exists() and not (tmp_path / "runs").exists()
+    monkeypatch.setattr(Image, "open", lambda *a, **k: 1 / 0)
+    again = load_dataset("imagefolder", root=str(tmp_path / "data"), image_size=8)  # read back, not decoded
+    assert torch.equal(again.train_x.materialise(), ds.train_x.materialise())
+
+
 def test_imagefolder_root_marked_read_only_is_not_written_even_by_root(tmp_path, monkeypatch):
     # root bypasses permission bits: the cache must look at them, not try to write
     _write_folder(tmp_path / "data")

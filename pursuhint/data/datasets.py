@@ -500,12 +500,18 @@ def _decode(path: Path, size: int) -> np.ndarray:
         raise DataError(f"image {str(path)!r} cannot be decoded ({e}); expected a PIL-readable image") from None
 
 
+IMAGE_CACHE_ENV = "PURSUHINT_IMAGE_CACHE"  # a folder for every ImageFolder's decoded cache (<folder>/<root id>/)
+
+
 def _cache_dirs(base: Path) -> list[Path]:
     """Where the decoded images are cached: beside the data, else (a read-only share) under the runs folder
-    (``$PURSUHINT_RUNS/cache/imagefolder/<root id>``); the first writable one is used, both are read."""
-    runs = runs_dir()
+    (``$PURSUHINT_RUNS/cache/imagefolder/<root id>``); the first writable one is used, both are read.
+    ``$PURSUHINT_IMAGE_CACHE`` replaces both with ``<that folder>/<root id>`` (fast local or shared storage)."""
     root_id = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
-    return [base / ".pursuhint_cache", runs / "cache" / "imagefolder" / root_id]
+    chosen = os.environ.get(IMAGE_CACHE_ENV)
+    if chosen:
+        return [Path(chosen).expanduser().absolute() / root_id]
+    return [base / ".pursuhint_cache", runs_dir() / "cache" / "imagefolder" / root_id]
 
 
 def _root_read_only(base: Path) -> bool:
@@ -815,7 +821,7 @@ def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> Ima
     cache = _read_cache(dirs, f"{prefix}{key}", key, size)
     if cache is None:
         splits = {"train": train_items, "val": val_items}
-        writable = dirs[1:] if _root_read_only(base) else dirs
+        writable = dirs[1:] if len(dirs) > 1 and _root_read_only(base) else dirs
         folder = _write_cache(writable, prefix, key, size, classes, splits)
         cache = (_open_cache(folder, key, size) if folder is not None
                  else _decode_in_memory(writable, key, size, classes, splits))

@@ -174,6 +174,8 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
              "confirms": config.get(CONFIRMS_KEY) or ""}
     if params["hint_weight"] != "auto":  # a calibrated β is reported by the trainer with every epoch
         facts["hint_weight_resolved"] = float(params["hint_weight"])
+        if facts["hint_weight_resolved"]:  # known now: a trial ASHA stops never reaches its end
+            tracker.params({"hint_weight_resolved": facts["hint_weight_resolved"]})
     report = _epoch_reporter(tracker, index, key, trial_id, workdir, facts, record)
     try:
         result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
@@ -186,7 +188,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
             _finish(index, key, trial_id, "failed", "error")
         tracker.flush()
         raise
-    _end_trial(result, tracker, index, key, trial_id, record)
+    _end_trial(result, tracker, index, key, trial_id, record, logged="hint_weight_resolved" in facts)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -254,9 +256,9 @@ def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id:
 
 
 def _end_trial(result: Any, tracker: tracking.RunLogger, index: Any, key: str, trial_id: str,
-               record: dict[str, Any]) -> None:
-    """The trained student's final metrics, status and resolved β to MLflow; a trial that did not complete
-    reports its status to Tune too."""
+               record: dict[str, Any], logged: bool = False) -> None:
+    """The trained student's final metrics, status and resolved β (unless ``logged`` already) to MLflow; a trial
+    that did not complete reports its status to Tune too."""
     status = result.status
     best = result.best_val_acc if result.fit.history else 0.0
     final = {"best_val_acc": best}
@@ -266,7 +268,7 @@ def _end_trial(result: Any, tracker: tracking.RunLogger, index: Any, key: str, t
     tracker.metric(final, len(result.fit.history))
     tracker.tags({tracking.STATUS_TAG: status, **({"pursuhint.message": result.fit.message[:4000]}
                                                     if result.fit.message else {})})
-    if result.weights.get("hint"):
+    if result.weights.get("hint") and not logged:  # a calibrated β that no epoch reported (diverged in epoch 1)
         tracker.params({"hint_weight_resolved": result.weights["hint"]})
     tracker.end(status, result.fit.message)
     if index is not None:
