@@ -74,7 +74,7 @@ def test_learnable_parts_are_trained(tiny):
 
 def test_resume_equals_uninterrupted(tiny, tmp_path):
     cfg, ds, teacher, sha, hs = tiny
-    cfg = cfg.with_values({"train.epochs": 3, "distill.method": "vid"})
+    cfg = cfg.with_values({"train.epochs": 3, "distill.method": "vid", "distill.hint_weight": "auto"})
     straight = train_student(cfg, hs, teacher, ds, teacher_sha256=sha, out_dir=tmp_path / "a")
 
     class Stop(Exception):
@@ -91,6 +91,11 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
     for (k, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values()):
         assert torch.equal(a, b), k
     assert straight.final_val_acc == resumed.final_val_acc
+    # the calibrated β comes from the checkpoint, not from measuring the half-trained student in epoch 3
+    assert resumed.weights["hint"] == straight.weights["hint"] == resumed.extra["calibration"]["weight"]
+    assert resumed.fit.history[-1].extra["hint_weight_resolved"] == straight.weights["hint"]
+    finished = train_student(cfg, hs, teacher, ds, teacher_sha256=sha, out_dir=tmp_path / "b")  # no step left
+    assert finished.weights["hint"] == straight.weights["hint"] and len(finished.fit.history) == 3
 
 
 def test_hint_set_for_another_teacher_is_refused(tiny):
