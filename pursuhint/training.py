@@ -150,7 +150,7 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
     start = 0
     state = resume_state(Path(checkpoint_path)) if checkpoint_path is not None else None
     if state is not None:
-        history, start = _restore(state, modules, optimizer)
+        history, start = _restore(state, modules, optimizer, Path(checkpoint_path))
         if state.get("status") == "diverged":
             return FitResult(history, "diverged", state.get("message", ""))
     bar = _progress(range(start, recipe.epochs), desc, progress, start, recipe.epochs)
@@ -185,12 +185,13 @@ def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe
     return FitResult(history, "completed")
 
 
-def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: Any) -> tuple[list[EpochStats], int]:
+def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: Any,
+             path: Path) -> tuple[list[EpochStats], int]:
     """Load a training checkpoint's weights, optimizer and random states; its history and the next epoch."""
     for name, module in modules.items():
         if name not in state["modules"]:
-            raise CheckpointError(f"training checkpoint has no {name!r} state (written by another configuration or "
-                                  f"version); delete it to start this run from scratch")
+            raise CheckpointError(f"training checkpoint {str(path)!r} has no {name!r} state (written by another "
+                                  f"configuration or version); delete it to start this run from scratch")
         module.load_state_dict(state["modules"][name])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])

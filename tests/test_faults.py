@@ -1,5 +1,5 @@
 """Faults a long sweep meets on shared hardware, injected for real: a trial's worker process SIGKILLed
-mid-epoch, the driver SIGKILLed, the MLflow server stopped mid-sweep; and trials that diverge or
+mid-epoch, the driver interrupted (Ctrl-C) and SIGKILLed, the MLflow server stopped mid-sweep; and trials that diverge or
 cannot be trained. Each sweep runs the command line in its own process, as users run it."""
 
 from __future__ import annotations
@@ -102,9 +102,10 @@ def saved_trial_states(exp_dir: Path) -> dict[str, str]:
     return out
 
 
-def crash_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: float) -> None:
+def stop_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: float, crash: bool = True) -> str:
     """Wait until Tune's saved state in ``exp_dir`` has a finished trial and an unfinished one, then kill the
-    driver and everything it started (its local Ray) at once, as in a machine crash."""
+    driver and everything it started (its local Ray) at once, as in a machine crash, or (``crash`` false) press
+    Ctrl-C (SIGINT to the driver); the driver's output, when it was piped."""
     try:
         def saved_a_finished_trial():
             states = saved_trial_states(exp_dir)
@@ -112,32 +113,40 @@ def crash_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: 
                 proc.poll() is not None
 
         wait_for(saved_a_finished_trial, timeout, f"a finished trial in {exp_dir.name}'s saved state", interval=0.3)
-        assert proc.poll() is None, "the sweep ended before the driver could be killed"
-        kill_tree(proc.pid)
-        proc.wait(timeout=60)
+        assert proc.poll() is None, "the sweep ended before the driver could be stopped"
+        if crash:
+            kill_tree(proc.pid)
+        else:
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        return out or ""
     finally:
         if proc.poll() is None:
             stop_group(proc, signal.SIGKILL)
 
 
 @pytest.mark.slow
-def test_a_driver_killed_in_each_stage_resumes_to_one_run_per_trial_without_rerunning_finished_ones(
+def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rerunning_finished_ones(
         tmp_path, isolated_runs):
-    """The driver is killed with its local Ray once a search trial has finished, and again, after --resume,
-    once a confirmation trial has finished; a second --resume ends the sweep with one MLflow run per trial
-    and per (configuration, seed), every epoch logged once, and the finished trials not rerun."""
+    """The user presses Ctrl-C once a search trial has finished; after --resume the driver is killed with its
+    local Ray once a confirmation trial has finished (a crash); a second --resume ends the sweep with one MLflow
+    run per trial and per (configuration, seed), every epoch logged once, and the finished trials not rerun."""
     epochs = 6
-    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, output=False, confirm_k=1,
-                                      epochs=epochs)
+    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, confirm_k=1, epochs=epochs)
     env = sweep_env(isolated_runs)
-    crash_once_a_trial_finished(proc, exp_dir, 400)
+    out = stop_once_a_trial_finished(proc, exp_dir, 400, crash=False)
+    assert proc.returncode == 130 and "--resume" in out, out[-3000:]  # interrupted, and told how to go on
+    parent, runs = children(uri, "t_crash")
+    assert parent.info.status == "KILLED"  # MLflow shows the interrupted sweep as such
+    statuses = Counter(r.info.status for r in runs)
+    assert statuses["FINISHED"] >= 1 and set(statuses) <= {"FINISHED", "KILLED"}, statuses
     finished = {t for t, s in saved_trial_states(exp_dir).items() if s == "TERMINATED"}
     assert finished
     lines_before = {v[0]["trial_id"]: len(v) for v in tune_results(exp_dir).values() if v}
 
     again = subprocess.Popen(argv + ["--resume"], env=env, text=True, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    crash_once_a_trial_finished(again, exp_dir.parent / "t_crash-confirm", 500)
+    stop_once_a_trial_finished(again, exp_dir.parent / "t_crash-confirm", 500)
     resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "Confirmation stage: 2 seeds each" in resumed.stdout

@@ -1,10 +1,10 @@
-"""Sweeps in harder settings: interrupted and resumed, and spread over a two-node Ray cluster on this
-machine, tracked by a real `mlflow server` as a cluster's sweeps are."""
+"""Sweeps in harder settings: refused before work when their services are unreachable, and spread over a
+two-node Ray cluster on this machine, tracked by a real `mlflow server` as a cluster's sweeps are (an
+interrupted sweep's resume: test_faults)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,54 +23,6 @@ from sweep_helpers import (BIN, children, epoch_steps, free_port, kill_tree, sta
                            tune_results, wait_for, write_config)
 
 pytestmark = pytest.mark.slow
-
-
-def completed_children(uri: str, name: str) -> int:
-    try:
-        _, runs = children(uri, name)
-    except Exception:
-        return 0
-    return sum(r.data.tags.get(tracking.STATUS_TAG) in ("completed", "stopped") for r in runs)
-
-
-def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, isolated_runs):
-    cfg_path = write_config(tmp_path, "t_resume", epochs=4, samples=3, scheduler="fifo")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = [str(BIN / "pursuhint"), "sweep", str(cfg_path), "--tracking-uri", uri,
-            "--storage-path", str(tmp_path / "ray_results"), "-q"]
-    env = {**os.environ, "PURSUHINT_RUNS": str(isolated_runs)}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: completed_children(uri, "t_resume") >= 1 or proc.poll() is not None, 300,
-                 "a finished trial")
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, out[-3000:]
-    assert "--resume" in out
-    done_before = completed_children(uri, "t_resume")
-    assert done_before < 5
-    parent, runs = children(uri, "t_resume")
-    assert parent.info.status == "KILLED"  # MLflow shows the interrupted sweep as such
-    statuses = Counter(r.info.status for r in runs)
-    assert statuses["FINISHED"] >= 1 and set(statuses) <= {"FINISHED", "KILLED"}, statuses
-
-    resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    parent, runs = children(uri, "t_resume")
-    ids = Counter(r.data.tags[tracking.TRIAL_TAG] for r in runs)
-    assert len(ids) == 5 and set(ids.values()) == {1}, ids  # one MLflow run per trial, no duplicates
-    assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
-    parents = tracking.find_runs(uri, parent.info.experiment_id, **{tracking.ROLE_TAG: "sweep"})
-    assert len(parents) == 1 and parents[0].data.tags[tracking.STATUS_TAG] == "completed"
-    assert parents[0].info.status == "FINISHED" and {r.info.status for r in runs} == {"FINISHED"}
-    client = tracking.client(uri)
-    for run in runs:  # every epoch logged exactly once, even for trials restored from a checkpoint
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
-        assert steps == [1, 2, 3, 4], (run.info.run_name, steps)
 
 
 def test_unreachable_tracking_server_is_refused_before_work(tmp_path):

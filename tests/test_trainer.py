@@ -9,7 +9,7 @@ import torch
 
 from pursuhint.config import config_from_text, load_config
 from pursuhint.distill.trainer import hint_weight_for, kd_only_config, train_student
-from pursuhint.errors import HintSetError
+from pursuhint.errors import CheckpointError, HintSetError
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.teacher import dataset_for, load_teacher
 
@@ -96,6 +96,15 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
     assert resumed.fit.history[-1].extra["hint_weight_resolved"] == straight.weights["hint"]
     finished = train_student(cfg, hs, teacher, ds, teacher_sha256=sha, out_dir=tmp_path / "b")  # no step left
     assert finished.weights["hint"] == straight.weights["hint"] and len(finished.fit.history) == 3
+
+
+def test_a_checkpoint_without_the_calibrated_beta_is_refused_not_recalibrated(tiny, tmp_path):
+    cfg, ds, teacher, sha, hs = tiny
+    train_student(cfg, hs, teacher, ds, teacher_sha256=sha, out_dir=tmp_path)  # a given β: no calibration state
+    auto = cfg.with_values({"train.epochs": 2, "distill.hint_weight": "auto"})
+    refused = r"training checkpoint '.*student_state.pt' has no 'hint_calibration' state .*delete it"
+    with pytest.raises(CheckpointError, match=refused):
+        train_student(auto, hs, teacher, ds, teacher_sha256=sha, out_dir=tmp_path)
 
 
 def test_hint_set_for_another_teacher_is_refused(tiny):
