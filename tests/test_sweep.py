@@ -66,6 +66,8 @@ def test_parent_and_children_layout(sweep):
         kd_only = run.data.tags[tracking.BASELINE_TAG] == "kd_only"
         assert run.data.params["kd_weight"] == ("0.9" if kd_only else "0.0"), run.info.run_name
         assert not any("@" in k for k in run.data.params)
+        # a given β is this β, logged when the trial starts (stopped trials and duplicates have it too); KD only: none
+        assert run.data.params.get("hint_weight_resolved") == (None if kd_only else "10.0"), run.info.run_name
     names = {r.info.run_name for r in runs}
     assert {"baseline-default-at", "baseline-kd_only", "r2_cca-k3-pursuhint-mean_index-at"} <= names
     # MLflow's own status follows the trial's: completed, stopped by ASHA and duplicates are FINISHED
