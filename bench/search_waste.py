@@ -190,10 +190,10 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     s = _settings(quick, tiny)
     device = pick_device()
     figures: dict[str, Any] = {"settings": s, "cache": str(cache_dir())}
-    partial = os.environ.get(ONLY_ENV) == "cifar" or bool(os.environ.get(SPACES_ENV))
-    kept = _kept_entry(quick, tiny) if partial else None
+    only_cifar = os.environ.get(ONLY_ENV) == "cifar"
+    kept = _kept_entry(quick, tiny) if only_cifar or os.environ.get(SPACES_ENV) else None
     with workspace() as folder:
-        if kept is not None and os.environ.get(ONLY_ENV) == "cifar":
+        if only_cifar:
             figures["digits"] = kept["figures"]["digits"]
         else:
             teacher, info = digits_teacher()

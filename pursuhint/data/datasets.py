@@ -503,15 +503,18 @@ def _decode(path: Path, size: int) -> np.ndarray:
 IMAGE_CACHE_ENV = "PURSUHINT_IMAGE_CACHE"  # a folder for every ImageFolder's decoded cache (<folder>/<root id>/)
 
 
-def _cache_dirs(base: Path) -> list[Path]:
-    """Where the decoded images are cached: beside the data, else (a read-only share) under the runs folder
-    (``$PURSUHINT_RUNS/cache/imagefolder/<root id>``); the first writable one is used, both are read.
-    ``$PURSUHINT_IMAGE_CACHE`` replaces both with ``<that folder>/<root id>`` (fast local or shared storage)."""
+def _cache_dirs(base: Path) -> tuple[list[Path], list[Path]]:
+    """(where decoded images are looked for, where a new cache may be written, first writable one used): beside
+    the data and under the runs folder (``$PURSUHINT_RUNS/cache/imagefolder/<root id>``), both read, the data
+    folder written only when it is not read-only. ``$PURSUHINT_IMAGE_CACHE`` replaces both with
+    ``<that folder>/<root id>`` (fast local or shared storage)."""
     root_id = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:16]
     chosen = os.environ.get(IMAGE_CACHE_ENV)
     if chosen:
-        return [Path(chosen).expanduser().absolute() / root_id]
-    return [base / ".pursuhint_cache", runs_dir() / "cache" / "imagefolder" / root_id]
+        only = [Path(chosen).expanduser().absolute() / root_id]
+        return only, only
+    dirs = [base / ".pursuhint_cache", runs_dir() / "cache" / "imagefolder" / root_id]
+    return dirs, dirs[1:] if _root_read_only(base) else dirs
 
 
 def _root_read_only(base: Path) -> bool:
@@ -817,11 +820,10 @@ def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> Ima
     classes, train_items, val_items = _imagefolder_files(base)
     prefix = f"imagefolder-{size}px-"
     key = _cache_key(base, train_items + val_items, size)
-    dirs = _cache_dirs(base)
+    dirs, writable = _cache_dirs(base)
     cache = _read_cache(dirs, f"{prefix}{key}", key, size)
     if cache is None:
         splits = {"train": train_items, "val": val_items}
-        writable = dirs[1:] if len(dirs) > 1 and _root_read_only(base) else dirs
         folder = _write_cache(writable, prefix, key, size, classes, splits)
         cache = (_open_cache(folder, key, size) if folder is not None
                  else _decode_in_memory(writable, key, size, classes, splits))

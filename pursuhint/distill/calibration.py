@@ -64,7 +64,7 @@ class HintCalibration(nn.Module):
                                     f"loss = {hint0:.4g}; give distill.hint_weight as a number instead of auto")
             self.measured.copy_(torch.tensor([ce0, hint0], dtype=torch.float64))
             self.seconds = time.perf_counter() - t0
-        return self.ratio * float(self.measured[0]) / float(self.measured[1])
+        return self.result().weight
 
     def result(self) -> Optional[Calibration]:
         """What was measured, or None before the first step."""

@@ -157,8 +157,9 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     name = run_name(cfg, baseline, hs, role)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config, shared.dataset.splits)
-    if params["hint_weight"] != "auto" and params["hint_weight"]:  # a given β is the one that trains: known now
-        params["hint_weight_resolved"] = float(params["hint_weight"])
+    given = None if params["hint_weight"] == "auto" else float(params["hint_weight"])  # None: calibrated
+    if given:  # a given β is the one that trains: known now, so stopped trials and duplicates have it too
+        params["hint_weight_resolved"] = given
     tracker.params(params)
     tracker.tags(tags)
     record = {MLFLOW_KEY: mlflow_record(name, params, tags)}  # sent with the first report
@@ -174,8 +175,8 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
              "n_hints_used": hs.n_hints if hs is not None else 0,
              "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
              "confirms": config.get(CONFIRMS_KEY) or ""}
-    if params["hint_weight"] != "auto":  # a calibrated β is reported by the trainer with every epoch
-        facts["hint_weight_resolved"] = float(params["hint_weight"])
+    if given is not None:  # a calibrated β is reported by the trainer with every epoch
+        facts["hint_weight_resolved"] = given
     report = _epoch_reporter(tracker, index, key, trial_id, workdir, facts, record)
     try:
         result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
