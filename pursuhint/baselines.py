@@ -5,7 +5,8 @@ Kept free of torch, Ray and MLflow so configuration checks and statistics can im
 
 from __future__ import annotations
 
-BASELINE_KINDS = ("default", "kd_only", "uniform", "random")
+BASELINE_KINDS = ("default", "kd_only", "uniform", "random", "ce_only")
+NO_TEACHER = "ce_only"  # the student trained alone (cross-entropy, no teacher): did distillation help at all?
 
 # The words a verdict uses for each baseline: "better than default hints", "worse than KD only", ...
 BASELINE_LABELS = {
@@ -13,4 +14,5 @@ BASELINE_LABELS = {
     "kd_only": "KD only",
     "uniform": "uniform hints",
     "random": "random hints",
+    "ce_only": "the CE-only student",
 }

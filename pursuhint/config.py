@@ -210,23 +210,93 @@ class ResourcesConfig(_Section):
     gpu: float = Field(0.0, ge=0)
 
 
-class ConfirmConfig(_Section):
-    """The confirmation stage: the search's ``top_k`` distinct configurations and their baselines, retrained
-    with ``seeds`` fresh seeds each, full budget, scored on the test split. ``top_k: 0`` turns it off.
+class SeedRange(_Section):
+    """A racing confirmation stage's seed counts: every arm gets ``min`` seeds, then one more per round while
+    one of its comparisons is undecided, up to ``max``.
 
     .. code-block:: yaml
 
-        search: {confirm: {top_k: 3, seeds: 3, baselines: [default, kd_only, uniform, random]}}
+        search: {confirm: {seeds: {min: 3, max: 10}}}
+    """
+
+    min: int = 3
+    max: int = 10
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> "SeedRange":
+        """A checked range from ``{min, max}``; a ValueError names an unknown key, a count below 2 or max < min."""
+        unknown = sorted(set(raw) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r} under seeds; valid keys here: min, max")
+        values = {**{k: f.default for k, f in cls.model_fields.items()}, **raw}
+        for key, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"seeds.{key} must be a whole number, got {v!r}")
+        if values["min"] < 2:
+            raise ValueError(f"seeds.min: {values['min']} cannot give a confidence interval; use min >= 2")
+        if values["max"] < values["min"]:
+            raise ValueError(f"seeds.max: {values['max']} is below seeds.min: {values['min']}; use max >= min")
+        return cls.model_construct(**values)
+
+
+CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")
+
+
+class ConfirmConfig(_Section):
+    """The confirmation stage: the search's ``top_k`` distinct configurations and their baselines, retrained
+    with fresh seeds, full budget, scored on the test split. ``top_k: 0`` turns it off.
+
+    ``seeds`` is a fixed count, or ``{min, max}``: a race that gives another seed only to arms whose
+    comparisons are still undecided. Each comparison ends better, worse, equivalent within ±``margin``
+    accuracy points, or undecided. ``budget_hours`` (trial-hours, null: none) ends a race early.
+
+    .. code-block:: yaml
+
+        search: {confirm: {top_k: 3, seeds: {min: 3, max: 10}, margin: 1.0, budget_hours: null,
+                           baselines: [default, kd_only, ce_only, uniform, random]}}
     """
 
     top_k: int = Field(3, ge=0)
-    seeds: int = Field(3, ge=0)
-    baselines: list[Literal["default", "kd_only", "uniform", "random"]] = Field(
-        default_factory=lambda: ["default", "kd_only", "uniform", "random"])
+    seeds: Union[int, SeedRange] = 3
+    margin: float = 1.0
+    budget_hours: Optional[float] = None
+    baselines: list[Literal["default", "kd_only", "ce_only", "uniform", "random"]] = Field(
+        default_factory=lambda: list(CONFIRM_BASELINES))
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("the equivalence margin must be > 0 accuracy points (default 1.0)")
+        return v
+
+    @field_validator("budget_hours")
+    @classmethod
+    def _budget(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not v > 0:
+            raise ValueError("the budget must be > 0 trial-hours, or null for none")
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_form(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return SeedRange.parse(v)
+        if isinstance(v, bool) or not isinstance(v, (int, SeedRange)) or (isinstance(v, int) and v < 0):
+            raise ValueError("expected a number of seeds (e.g. 3) or {min: 3, max: 10}")
+        return v
+
+    @property
+    def min_seeds(self) -> int:
+        return self.seeds.min if isinstance(self.seeds, SeedRange) else int(self.seeds)
+
+    @property
+    def max_seeds(self) -> int:
+        return self.seeds.max if isinstance(self.seeds, SeedRange) else int(self.seeds)
 
     @model_validator(mode="after")
     def _two_seeds(self) -> "ConfirmConfig":
-        if self.top_k > 0 and self.seeds < 2:
+        if self.top_k > 0 and self.min_seeds < 2:
             raise ValueError(f"seeds: {self.seeds} with top_k: {self.top_k} cannot give a confidence interval; "
                              f"use seeds >= 2, or top_k: 0 to turn the confirmation stage off")
         return self

@@ -237,7 +237,7 @@ def confirmation_plot(table: dict[str, Any], path: str | Path | None = None):
         ax.scatter(values, [i] * len(values), s=14, color=colour, alpha=0.5, zorder=2)
     ax.set_yticks(range(len(entries)), [e[0][:60] for e in entries], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"test accuracy (%): seeds (dots), mean with 95 % CI ({table.get('n_seeds')} seeds)")
+    ax.set_xlabel(f"test accuracy (%): seeds (dots), mean with 95 % CI (up to {table.get('n_seeds')} seeds)")
     ax.set_title("confirmation stage")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -28,6 +28,7 @@ header{border-bottom:3px solid #1f77b4;margin-bottom:8px}
 h1{font-size:1.7em;margin:0 0 4px}
 h2{font-size:1.25em;margin:0 0 6px}
 .meta{color:#5a6272;font-size:.9em;margin:0 0 10px}
+.answer{font-size:1.05em;margin:6px 0 10px;padding:8px 12px;background:#eef4fb;border-left:4px solid #2b6cb0}
 nav{font-size:.92em;margin:10px 0 18px}
 nav a{color:#1f5f9c;margin-right:16px;text-decoration:none}
 nav a:hover{text-decoration:underline}
@@ -97,14 +98,16 @@ def _header(name: str, rows: list[TrialRow], table: Optional[Mapping[str, Any]],
     facts = [f"{len(rows)} search trials ({searched} searched, {len(rows) - searched} baselines)",
              f"search.metric: {metric}"]
     if table:
-        facts.append(f"confirmation stage: {table.get('n_seeds')} seeds")
+        facts.append(f"confirmation stage: up to {table.get('n_seeds')} seeds")
     if source:
         facts.append(f"read from {source}")
     links = [("confirmation", "Confirmation"), ("leaderboard", "Search leaderboard"), ("plots", "Plots"),
              ("atlas", "Layer atlas"), ("importance", "Parameter importances")]
     nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in links)
-    return (f"<header><h1>Sweep {escape(name)}</h1><p class=\"meta\">{escape(' · '.join(facts))}</p></header>"
-            f"<nav>{nav}</nav>")
+    said = (table or {}).get("answer")
+    answer = f'<p class="answer" id="answer"><strong>Answer:</strong> {escape(said)}</p>' if said else ""
+    return (f"<header><h1>Sweep {escape(name)}</h1>{answer}<p class=\"meta\">{escape(' · '.join(facts))}</p>"
+            f"</header><nav>{nav}</nav>")
 
 
 def _confirmation_section(table: Optional[Mapping[str, Any]]) -> str:
@@ -113,14 +116,17 @@ def _confirmation_section(table: Optional[Mapping[str, Any]]) -> str:
         return (head + "not run</span></h2><p class=\"caveat\">This sweep has no confirmation stage "
                 "(search.confirm.top_k: 0, or no searched trial completed): the leaderboard below is one seed on "
                 "the selection split, not a confirmed result.</p></section>")
-    n = table.get("n_seeds")
-    out = [head + f"{escape(str(n))} seeds each, test split, full budget</span></h2>",
-           '<p class="note">Ranked by mean test accuracy over the seeds; each gain is over the baseline of the same '
-           "method, paired by seed, with its 95 % confidence interval (Student's t, S − 1 degrees of freedom).</p>"]
+    n, lo, hi = table.get("n_seeds"), table.get("min_seeds"), table.get("max_seeds")
+    seeds = f"racing {lo}–{hi} seeds" if lo is not None and lo != hi else f"{n} seeds each"
+    out = [head + f"{escape(seeds)}, test split, full budget</span></h2>",
+           '<p class="note">Ranked by mean test accuracy over the seeds; each configuration is compared with the '
+           "baseline of the same method, paired by seed. A verdict reads one Student's t CI whose level holds a 5 % "
+           "error rate across the table's comparisons (Holm) and the race's looks (Bonferroni): better, worse, "
+           f"equivalent within ±{escape(str(table.get('margin', 1.0)))} points, or undecided.</p>"]
     configs = table.get("configurations") or []
     if configs:
         out.append(_head(("#", "num"), "configuration", "trial", ("test acc (%)", "num"), ("seeds", "num"), "vs",
-                         ("gain", "num"), ("95 % CI", "num"), "verdict"))
+                         ("gain", "num"), ("CI", "num"), "verdict"))
         for i, c in enumerate(configs, 1):
             gains = list((c.get("gains") or {}).items()) or [("", None)]
             span = len(gains)

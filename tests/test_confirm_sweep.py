@@ -11,6 +11,7 @@ import pytest
 from pursuhint import tracking
 from pursuhint.cli import main
 from pursuhint.config import load_config
+from pursuhint.search.confirm import answer
 from pursuhint.search.sweep import run_sweep
 
 from sweep_helpers import children, write_config
@@ -24,8 +25,10 @@ def confirmed(tmp_path_factory):
     path = write_config(folder, "t_confirm", epochs=2, samples=2, scheduler="fifo", confirm_k=1)
     # a calibrated hint weight: β = r · CE₀ / H₀ at the start of each run
     text = path.read_text()
-    assert "hint_weight: 10," in text
-    path.write_text(text.replace("hint_weight: 10,", "hint_weight: auto, hint_ratio: 0.5,"))
+    assert "hint_weight: 10," in text and "seeds: 2}" in text
+    # ... and a race: every arm 2 seeds, then a third for the arms of comparisons undecided after 2
+    path.write_text(text.replace("hint_weight: 10,", "hint_weight: auto, hint_ratio: 0.5,")
+                    .replace("seeds: 2}", "seeds: {min: 2, max: 3}}"))
     cfg = load_config(path)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
@@ -33,19 +36,30 @@ def confirmed(tmp_path_factory):
 
 
 def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(confirmed):
-    cfg, uri, result, _ = confirmed
+    cfg, uri, result, folder = confirmed
     parent, runs = children(uri, "t_confirm")
     confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
     search = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "search"]
     assert len(search) == 2 + 2  # 2 searched + default + KD only
-    # 1 configuration + default, kd_only, uniform, random baselines, each with seeds 1 and 2
-    assert len(confirm) == 5 * 2
+    # 1 configuration + default, kd_only, ce_only, uniform, random baselines, each with seeds 1 and 2, and seed 3
+    # for the arms the race kept going
+    table = result.confirmation
+    arms = [c["seeds"] for c in table["configurations"]] + [b["seeds"] for b in table["baselines"]]
+    assert len(arms) == 6 and all({"1", "2"} <= set(seeds) <= {"1", "2", "3"} for seeds in arms)
+    assert len(confirm) == sum(len(seeds) for seeds in arms)
+    third = [seeds for seeds in arms if "3" in seeds]
+    kept_going = [g for g in table["configurations"][0]["gains"].values() if g["n"] == 3]  # open after 2 seeds
+    assert bool(third) == bool(kept_going) == (table["n_seeds"] == 3)
+    rounds = sorted(p.name for p in folder.joinpath("ray_results").iterdir() if p.name.startswith("t_confirm-"))
+    assert rounds == ["t_confirm-confirm"] + (["t_confirm-confirm-round2"] if third else [])
     searched_ids = {r.data.tags[tracking.TRIAL_TAG] for r in search}
     keys = Counter((r.data.tags["pursuhint.confirms"], r.data.tags[tracking.BASELINE_TAG],
                     r.data.tags["pursuhint.seed"]) for r in confirm)
     assert set(keys.values()) == {1}  # exactly one run per (configuration, seed)
-    assert {k[2] for k in keys} == {"1", "2"}
-    assert {k[1] for k in keys} == {"none", "default", "kd_only", "uniform", "random"}
+    assert {"1", "2"} <= {k[2] for k in keys}
+    assert {k[1] for k in keys} == {"none", "default", "kd_only", "ce_only", "uniform", "random"}
+    ce = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == "ce_only"]
+    assert all(r.data.params["kd_weight"] == "0.0" and r.data.params["hint_layers"] == "" for r in ce)
     assert {k[0] for k in keys if k[1] == "none"} <= searched_ids
     for run in confirm:
         assert {"test_acc", "final_val_acc"} <= set(run.data.metrics), run.info.run_name
@@ -64,13 +78,17 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
 def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
     cfg, uri, result, folder = confirmed
     table = result.confirmation
-    assert table["n_seeds"] == 2 and table["seeds"] == [1, 2]
+    n = table["n_seeds"]
+    assert table["seeds"] == [1, 2, 3][:n] and (table["min_seeds"], table["max_seeds"]) == (2, 3)
+    assert table["stopped"] == "every comparison decided after 2 seeds" or \
+        table["stopped"].startswith("the most seeds (3) reached with")
     c = table["configurations"][0]
-    assert c["test_acc"]["n"] == 2 and set(c["seeds"]) == {"1", "2"}
-    assert set(c["gains"]) == {"default", "uniform", "random", "kd_only"}
+    assert c["test_acc"]["n"] in (2, 3) and set(c["seeds"]) <= {"1", "2", "3"}
+    assert set(c["gains"]) == {"default", "uniform", "random", "kd_only", "ce_only"}
     for g in c["gains"].values():
-        assert g["low"] <= g["mean"] <= g["high"] and g["n"] == 2
-        assert g["verdict"].startswith(("better than", "worse than", "no difference shown with 2 seeds"))
+        assert g["low"] <= g["mean"] <= g["high"] and g["n"] in (2, 3)
+        assert g["verdict"].startswith(("better by", "worse by", "equivalent within", "undecided after"))
+    assert table["answer"].startswith("Best: ") and table["answer"] == answer(table)
     assert set(table["splits"]) == {"train", "selection", "test"}
     parent, _ = children(uri, "t_confirm")
     files = {f.path for f in tracking.client(uri).list_artifacts(parent.info.run_id)}
@@ -79,6 +97,7 @@ def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
     assert parent.data.metrics["confirmed_gain_vs_default_ci_low"] == pytest.approx(c["gains"]["default"]["low"])
     on_disk = json.loads((result.experiment_dir / "confirmation.json").read_text())
     assert on_disk["configurations"][0]["trial_id"] == c["trial_id"]
+    assert on_disk["answer"] == table["answer"] == parent.data.tags["pursuhint.answer"]
 
 
 def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, tmp_path):
@@ -86,13 +105,14 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     common = ["--tracking-uri", uri, "--storage-path", str(folder / "ray_results")]
     assert main(["report", "t_confirm", *common, "--plot", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
-    first, search = out.index("Confirmation stage: 2 seeds each, test split"), out.index("Search stage: one seed")
-    assert first < search and "vs default hints" in out
+    assert out.startswith("Answer: " + result.confirmation["answer"])
+    first, search = out.index("Confirmation stage: racing 2-3 seeds"), out.index("Search stage: one seed")
+    assert first < search and "vs default hints" in out and "vs the CE-only student" in out
     assert "sweep t_confirm: 4 trials" in out  # the search leaderboard holds the search stage only
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert main(["export", "t_confirm", *common, "-o", str(tmp_path / "x")]) == 0
     err = capsys.readouterr().err
-    assert "ranked by the confirmation stage (2 seeds, test split)" in err
+    assert f"ranked by the confirmation stage ({result.confirmation['n_seeds']} seeds, test split)" in err
     exported = json.loads((tmp_path / "x" / "hint_set_1.json").read_text())
     conf = exported["provenance"]
     c = result.confirmation["configurations"][0]
@@ -101,7 +121,9 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     assert conf["gain_vs_default_ci_low"] == pytest.approx(c["gains"]["default"]["low"])
     assert conf["gain_vs_default_ci_high"] == pytest.approx(c["gains"]["default"]["high"])
     assert conf["gain_vs_default_verdict"] == c["gains"]["default"]["verdict"]
-    assert conf["test_acc_sd"] == pytest.approx(c["test_acc"]["sd"]) and conf["n_seeds"] == 2
+    assert conf["test_acc_sd"] == pytest.approx(c["test_acc"]["sd"]) and conf["n_seeds"] == c["test_acc"]["n"]
+    assert conf["answer"] == result.confirmation["answer"]
+    assert conf["gain_vs_default_decision"] == c["gains"]["default"]["decision"]
     assert conf["split_selection_hash"] == result.confirmation["splits"]["selection"]["hash"]
     resolved = {float(r.data.params["hint_weight_resolved"]) for r in children(uri, "t_confirm")[1]
                 if r.data.params.get("hint_weight_resolved")}
@@ -122,6 +144,7 @@ def test_the_parents_best_hint_set_is_the_confirmed_winner_even_from_mlflow_alon
     assert ",".join(best["layers"]) == c["hint_layers"]
     elsewhere = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "no_such_results")]
     assert main(["export", "t_confirm", *elsewhere, "-o", str(tmp_path / "m")]) == 0
-    assert "ranked by the confirmation stage (2 seeds, test split)" in capsys.readouterr().err
+    assert f"ranked by the confirmation stage ({result.confirmation['n_seeds']} seeds, test split)" in \
+        capsys.readouterr().err
     exported = json.loads((tmp_path / "m" / "hint_set_1.json").read_text())
     assert exported["layers"] == best["layers"] and exported["score"] == pytest.approx(best["score"])

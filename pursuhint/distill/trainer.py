@@ -47,6 +47,12 @@ def kd_only_config(cfg: Config) -> Config:
     return cfg.with_values(values)
 
 
+def ce_only_config(cfg: Config) -> Config:
+    """The config for the CE-only baseline: the student trained on the labels alone (no KD, no hints, and so no
+    teacher forward at all), with the sweep's recipe."""
+    return cfg.with_values({"distill.method": "none", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0})
+
+
 @dataclass
 class HintPair:
     """One teacher hint point and the student layer that learns from it."""
@@ -156,8 +162,9 @@ def _loss_function(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: A
 
     def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
         weights = w.weights
-        with torch.no_grad():
-            logits_t = teacher(images)
+        if weights["kd"] or w.pairs or w.uses_crd:  # nothing reads the teacher otherwise (the CE-only student)
+            with torch.no_grad():
+                logits_t = teacher(images)
         logits_s = student(images)
         terms: dict[str, torch.Tensor] = {}
         if weights["ce"]:

@@ -1,12 +1,16 @@
 """The confirmation stage: the search's top-K distinct configurations, and the baselines of each confirmed
-method, trained again over S seeds with the full budget; test accuracy summarised with paired 95 % CIs.
+method, trained again over fresh seeds with the full budget, scored on the test split; each paired comparison
+ends better, worse, equivalent within ±margin, or undecided (``stats.decide``).
 
 The search ranks on one seed and the selection split; this stage is what makes a winner citable. It plans
-the trials (plain dicts a Tune grid runs), and turns their results into the confirmation table.
+the trials (plain dicts a Tune grid runs), races seeds (:class:`Race`: after ``min`` seeds, one more per round
+only for arms with an undecided comparison), and turns the results into the confirmation table and the
+sweep's answer in one sentence (:func:`answer`).
 
 .. code-block:: yaml
 
-    search: {confirm: {top_k: 3, seeds: 3, baselines: [default, kd_only, uniform, random]}}
+    search: {confirm: {top_k: 3, seeds: {min: 3, max: 10}, margin: 1.0,
+                       baselines: [default, kd_only, ce_only, uniform, random]}}
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from ..baselines import BASELINE_LABELS
+from ..baselines import BASELINE_LABELS, NO_TEACHER
 from ..config import Config
 from .results import CONFIRMATION_FILE, TrialRow
 from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
-from .stats import label_of, paired_gain, summarise, verdict
+from .stats import Decision, decide_table, label_of, summarise
 
 SEED_KEY = "train.seed"
 CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
 FILE = CONFIRMATION_FILE  # the table, in the sweep's folder and on the parent run
 SEARCHED = "searched"  # the kind of a confirmed (searched) configuration
+ANSWER_TAG = "pursuhint.answer"  # the parent run's tag holding the sweep's answer in one sentence
 
 
 def confirm_seeds(base_seed: int, n: int) -> list[int]:
@@ -86,10 +91,10 @@ def pick_top(rows: Iterable[TrialRow], top_k: int, metric: str = "final") -> lis
 
 
 def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
-         baselines: Sequence[str]) -> list[dict[str, Any]]:
+         baselines: Sequence[str], arms: Optional[set[tuple]] = None) -> list[dict[str, Any]]:
     """Every confirmation trial's config: each candidate × seed, and for each confirmed method its
-    baselines × seed (``default``; ``uniform`` and ``random`` at each confirmed K; ``kd_only`` once).
-    Identical trials are planned once."""
+    baselines × seed (``default``; ``uniform`` and ``random`` at each confirmed K; ``kd_only`` and ``ce_only``
+    once). Identical trials are planned once; ``arms`` (arm keys, see :func:`arm_of`) keeps only those arms."""
     common = {k: v for k, v in cfg.searched_defaults.items()}
     trials: list[dict[str, Any]] = []
     for cand in candidates:
@@ -98,7 +103,7 @@ def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
                            SEED_KEY: seed})
     for cand in candidates:
         for kind in baselines:
-            if kind == "kd_only":
+            if kind in ("kd_only", NO_TEACHER):
                 values = {**common, "distill.method": "kd_only"}
             else:
                 values = {**common, **_recipe(cand.sampled), "distill.method": cand.method}
@@ -108,8 +113,27 @@ def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
                 trials.append({**values, BASELINE_KEY: kind, ROLE_KEY: "confirm", CONFIRMS_KEY: kind, SEED_KEY: seed})
     unique: dict[str, dict[str, Any]] = {}
     for t in trials:
-        unique.setdefault(json.dumps(t, sort_keys=True, default=str), t)
+        if arms is None or arm_of(t) in arms:
+            unique.setdefault(json.dumps(t, sort_keys=True, default=str), t)
     return list(unique.values())
+
+
+def arm_of(spec: dict[str, Any]) -> tuple:
+    """The arm a planned trial belongs to: what its seeds are grouped and paired by."""
+    kind = spec.get(BASELINE_KEY) or SEARCHED
+    if kind == SEARCHED:
+        return (SEARCHED, str(spec.get(CONFIRMS_KEY, "")))
+    return baseline_arm(kind, str(spec.get("distill.method", "")), spec.get("selection.n_hints"))
+
+
+def baseline_arm(kind: str, method: str, n_hints: Any) -> tuple:
+    """A baseline's arm: KD only and the CE-only student are one arm each; the default hints one per method;
+    uniform and random hints one per method and K."""
+    if kind in ("kd_only", NO_TEACHER):
+        return (kind,)
+    if kind == "default":
+        return ("default", method)
+    return (kind, method, int(n_hints or 0))
 
 
 def _recipe(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -139,85 +163,234 @@ class ConfirmedResult:
     hint_layers: str = ""
 
 
-def _group(results: Sequence[ConfirmedResult]) -> dict[tuple, dict[int, float]]:
+def group_results(results: Sequence[ConfirmedResult]) -> dict[tuple, dict[int, float]]:
+    """Finished results' test accuracies by arm, then by seed (failed runs left out)."""
     out: dict[tuple, dict[int, float]] = {}
     for r in results:
         if not _finite(r.test_acc):
             continue
-        if r.kind == SEARCHED:
-            key = (SEARCHED, r.confirms)
-        elif r.kind == "kd_only":
-            key = ("kd_only",)
-        elif r.kind == "default":
-            key = ("default", r.method)
-        else:
-            key = (r.kind, r.method, r.n_hints)
+        key = (SEARCHED, r.confirms) if r.kind == SEARCHED else baseline_arm(r.kind, r.method, r.n_hints)
         out.setdefault(key, {})[r.seed] = r.test_acc
     return out
 
 
+COMPARED = ("default", "uniform", "random", "kd_only", NO_TEACHER)  # the order gains are listed in
+ALPHA = 0.05  # the family-wise error rate of the verdicts, across the table's comparisons and the race's looks
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One configuration against one baseline, paired by seed."""
+
+    config: str  # the confirmed configuration's search trial id
+    baseline: str  # the baseline kind
+    config_arm: tuple
+    baseline_arm: tuple
+
+
+def comparisons_of(candidates: Sequence[Candidate], baselines: Sequence[str]) -> list[Comparison]:
+    """Every configuration against each planned baseline of its method (and KD only, the CE-only student)."""
+    return [Comparison(c.trial_id, kind, (SEARCHED, c.trial_id), baseline_arm(kind, c.method, c.n_hints))
+            for c in candidates for kind in COMPARED if kind in baselines]
+
+
+@dataclass
+class Race:
+    """The racing rule, pure: after each round :meth:`look` decides what it can (Holm over the open comparisons,
+    Bonferroni over the looks ``min_seeds``..``max_seeds``); a decided comparison keeps the verdict of the look
+    that decided it; :meth:`open_arms` are the arms that get the next seed. A fixed design is min = max."""
+
+    comparisons: list[Comparison]
+    min_seeds: int
+    max_seeds: int
+    margin: float = 1.0
+    alpha: float = ALPHA
+    decided: dict[tuple[str, str], Decision] = field(default_factory=dict)
+    latest: dict[tuple[str, str], Decision] = field(default_factory=dict)
+
+    def look(self, groups: dict[tuple, dict[int, float]], n: int) -> dict[tuple[str, str], Decision]:
+        """Decide the open comparisons after the round that brought open arms to ``n`` seeds, on the seeds both
+        arms have; return every comparison's current decision."""
+        diffs = {}
+        for c in self.comparisons:
+            key = (c.config, c.baseline)
+            if key in self.decided:
+                continue
+            a, b = groups.get(c.config_arm, {}), groups.get(c.baseline_arm, {})
+            diffs[key] = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+        now = decide_table(diffs, alpha=self.alpha, margin=self.margin, max_seeds=self.max_seeds,
+                           min_seeds=self.min_seeds, look=n - self.min_seeds + 1)
+        for key, dec in now.items():
+            self.latest[key] = dec
+            if dec.decided:
+                self.decided[key] = dec
+        return {**self.latest, **self.decided}
+
+    @property
+    def open(self) -> list[Comparison]:
+        return [c for c in self.comparisons if (c.config, c.baseline) not in self.decided]
+
+    def open_arms(self) -> set[tuple]:
+        return {arm for c in self.open for arm in (c.config_arm, c.baseline_arm)}
+
+
+def replay(race: Race, groups: dict[tuple, dict[int, float]], seeds: Sequence[int]) -> dict[str, Any]:
+    """Run ``race`` over results already trained with every seed: at look n each arm sees only the seeds the race
+    would have given it (its first ``min`` seeds, then one per round while it was open), so the replay makes
+    exactly the decisions a live race would. Returns the decisions, arm-seeds trained, looks and stop reason."""
+    have = {arm: min(race.min_seeds, len(seeds)) for arm in {a for c in race.comparisons
+                                                              for a in (c.config_arm, c.baseline_arm)}}
+    n = race.min_seeds
+    while True:
+        seen = {arm: {s: v for s, v in groups.get(arm, {}).items() if s in seeds[:k]} for arm, k in have.items()}
+        decisions = race.look(seen, n)
+        reason = stop_reason(race, n)
+        if reason:
+            return {"decisions": decisions, "arm_seeds": sum(have.values()), "seeds": n, "stopped": reason}
+        n += 1
+        for arm in race.open_arms():
+            have[arm] = n
+
+
+def stop_reason(race: Race, n: int, hours: float = 0.0, budget_hours: Optional[float] = None) -> Optional[str]:
+    """Why a race stops after its look at ``n`` seeds, or None to go on."""
+    if not race.open:
+        return f"every comparison decided after {n} seeds"
+    if n >= race.max_seeds:
+        return f"the most seeds ({race.max_seeds}) reached with {len(race.open)} comparison(s) undecided"
+    if budget_hours is not None and hours >= budget_hours:
+        return (f"the budget of {budget_hours:g} trial-hours spent ({hours:.2f} h) with {len(race.open)} "
+                f"comparison(s) undecided")
+    return None
+
+
 def confirmation_table(candidates: Sequence[Candidate], results: Sequence[ConfirmedResult],
-                       n_seeds: int) -> dict[str, Any]:
+                       n_seeds: int, race: Optional[Race] = None) -> dict[str, Any]:
     """The confirmation table: each confirmed configuration's mean ± sd test accuracy over its seeds, and its
-    gain over each baseline of the same method paired by seed (mean, 95 % CI, verdict); baselines' own
-    summaries; ranked by mean test accuracy."""
-    groups = _group(results)
+    verdict against each baseline paired by seed (the race's decisions; without ``race``, one fixed-design
+    look); baselines' own summaries; ranked by mean test accuracy; and the answer in one sentence."""
+    groups = group_results(results)
+    if race is None:
+        race = Race(comparisons_of(candidates, COMPARED), n_seeds, n_seeds)
+        race.look(groups, n_seeds)
+    decisions = {**race.latest, **race.decided}
     layers = {r.confirms: r.hint_layers for r in results if r.kind == SEARCHED and r.hint_layers}
     configs = []
     for cand in candidates:
         scores = groups.get((SEARCHED, cand.trial_id), {})
         if not scores:
             continue
-        s = summarise(list(scores.values()))
-        gains = {}
-        for kind, key in (("default", ("default", cand.method)), ("uniform", ("uniform", cand.method, cand.n_hints)),
-                          ("random", ("random", cand.method, cand.n_hints)), ("kd_only", ("kd_only",))):
-            base = groups.get(key)
-            if not base or len(set(base) & set(scores)) < 2:
-                continue
-            g = paired_gain(scores, base)
-            gains[kind] = {**g.as_dict(), "verdict": verdict(g, kind)}
+        gains = {c.baseline: _gain(decisions[(c.config, c.baseline)], c.baseline)
+                 for c in race.comparisons if c.config == cand.trial_id and (c.config, c.baseline) in decisions}
         configs.append({"trial_id": cand.trial_id, "method": cand.method, "n_hints": cand.n_hints,
                         "hint_layers": layers.get(cand.trial_id, cand.hint_layers), "search_score": cand.score,
-                        "sampled": cand.sampled, "test_acc": s.as_dict(),
+                        "sampled": cand.sampled, "test_acc": summarise(list(scores.values())).as_dict(),
                         "seeds": {str(k): v for k, v in sorted(scores.items())}, "gains": gains})
     configs.sort(key=lambda c: -c["test_acc"]["mean"])
     baselines = []
     for key, scores in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if key[0] == SEARCHED:
             continue
-        s = summarise(list(scores.values()))
-        baselines.append({"kind": key[0], "label": label_of(key[0]), "method": key[1] if len(key) > 1 else "kd_only",
-                          "n_hints": key[2] if len(key) > 2 else None, "test_acc": s.as_dict(),
+        baselines.append({"kind": key[0], "label": label_of(key[0]),
+                          "method": key[1] if len(key) > 1 else key[0], "n_hints": key[2] if len(key) > 2 else None,
+                          "test_acc": summarise(list(scores.values())).as_dict(),
                           "seeds": {str(k): v for k, v in sorted(scores.items())}})
     baselines.sort(key=lambda b: -b["test_acc"]["mean"])
-    return {"n_seeds": n_seeds, "configurations": configs, "baselines": baselines,
-            "protocol": "top-K distinct configurations of the search stage (one seed, selection split) retrained "
-                        "with S fresh seeds and the full budget; test split; gains paired by seed, Student's t "
-                        "95 % CI with S - 1 degrees of freedom"}
+    table = {"n_seeds": max((len(s) for s in groups.values()), default=0), "min_seeds": race.min_seeds,
+             "max_seeds": race.max_seeds, "margin": race.margin, "alpha": race.alpha,
+             "configurations": configs, "baselines": baselines,
+             "protocol": "top-K distinct configurations of the search stage (one seed, selection split) retrained "
+                         "with fresh seeds and the full budget; test split; each comparison paired by seed and "
+                         f"decided from a Student's t CI at level 1 - alpha*, alpha* = alpha_look / Holm's divisor, "
+                         f"alpha = {race.alpha:g} spent over {race.max_seeds - race.min_seeds + 1} look(s) (half "
+                         f"at the last): better, worse, equivalent within +/-{race.margin:g} points (TOST), or "
+                         f"undecided"}
+    return table | {"answer": answer(table)}
+
+
+def _gain(dec: Decision, kind: str) -> dict[str, Any]:
+    """A comparison's row in the table: the decision's figures, its phrase as ``verdict``, and its CI level."""
+    return {**dec.as_dict(), "decision": dec.verdict, "verdict": dec.words(), "level": 1 - dec.alpha_star,
+            "baseline": kind}
+
+
+def arm_name(c: dict[str, Any]) -> str:
+    """A confirmed configuration in words: "fitnet K=3 [layer1.5, layer2.8, layer3.7]"."""
+    return f"{c['method']} K={c['n_hints']} [{', '.join(str(c['hint_layers']).split(','))}]"
+
+
+def _acc(t: dict[str, Any]) -> str:
+    return f"{t['mean']:.1f} ± {t['sd']:.1f} %" if t.get("sd") is not None else f"{t['mean']:.1f} %"
+
+
+def answer(table: dict[str, Any]) -> str:
+    """The sweep's answer in one sentence, generated from the verdicts: the best arm (a baseline when one scored
+    highest), the best configuration's verdict against each baseline, and what that means for placement."""
+    configs, baselines = table.get("configurations") or [], table.get("baselines") or []
+    if not configs:
+        return "No confirmed configuration finished, so there is no answer yet."
+    best = configs[0]
+    top = max(baselines, key=lambda b: b["test_acc"]["mean"], default=None)
+    parts = []
+    if top is not None and top["test_acc"]["mean"] > best["test_acc"]["mean"]:
+        parts.append(f"Best: {top['label']} (a baseline), {_acc(top['test_acc'])} ({top['test_acc']['n']} seeds); "
+                     f"the best searched configuration, {arm_name(best)}, scores {_acc(best['test_acc'])} "
+                     f"({best['test_acc']['n']} seeds).")
+    else:
+        parts.append(f"Best: {arm_name(best)}, {_acc(best['test_acc'])} ({best['test_acc']['n']} seeds).")
+    said = [f"against {label_of(kind)} it is {g['verdict']}" for kind, g in best["gains"].items()]
+    if said:
+        parts.append(said[0][0].upper() + said[0][1:] + "".join(f"; {x}" for x in said[1:]) + ".")
+    parts.append(_reading(best, top, table.get("margin", 1.0)))
+    return " ".join(p for p in parts if p)
+
+
+def _reading(best: dict[str, Any], top: Optional[dict[str, Any]], margin: float) -> str:
+    """What the verdicts mean for the user: whether placement matters, and whether a baseline is the one to use."""
+    placement = {kind: g for kind, g in best["gains"].items() if kind in ("default", "uniform", "random")}
+    small = {k for k, g in placement.items() if g["decision"] == "equivalent" or g.get("within_margin")}
+    out = []
+    if placement and small == set(placement):
+        out.append(f"Hint placement matters by less than {margin:g} point{'s' if margin != 1 else ''} here: "
+                   f"keep the default hints.")
+    elif any(g["decision"] == "better" and k not in small for k, g in placement.items()):
+        beaten = [label_of(k) for k, g in placement.items() if g["decision"] == "better" and k not in small]
+        out.append(f"The chosen hint placement beats {' and '.join(beaten)} by more than {margin:g} "
+                   f"point{'s' if margin != 1 else ''}.")
+    elif placement and all(g["decision"] == "undecided" for g in placement.values()):
+        out.append("Whether hint placement matters is not decided yet: more seeds would tell.")
+    kd = best["gains"].get("kd_only")
+    if top is not None and top["test_acc"]["mean"] > best["test_acc"]["mean"]:
+        beaten = kd is not None and top["kind"] == "kd_only" and kd["decision"] == "worse"
+        out.append(f"The strongest configuration here is {top['label']}" + ("." if beaten else
+                                                                           ", though not decidedly so."))
+    return " ".join(out)
 
 
 def format_table(table: dict[str, Any]) -> str:
-    """The confirmation table as text: ranked configurations with ± sd, each gain with its CI and verdict."""
+    """The confirmation table as text: the answer, ranked configurations with ± sd, each verdict with its CI."""
     n = table.get("n_seeds")
-    lines = [f"Confirmation stage: {n} seeds each, test split, full budget (ranked by mean test accuracy)"]
-    head = f"{'#':>2}  {'configuration':<44} {'test acc':>14}  gains over baselines of the same method (95 % CI)"
-    lines.append(head)
+    lo, hi = table.get("min_seeds", n), table.get("max_seeds", n)
+    seeds = f"{n} seeds each" if lo == hi else f"racing {lo}-{hi} seeds, up to {n} used"
+    lines = [f"Answer: {table['answer']}"] if table.get("answer") else []
+    lines.append(f"Confirmation stage: {seeds}, test split, full budget (ranked by mean test accuracy)")
+    lines.append(f"{'#':>2}  {'configuration':<44} {'test acc':>14}  verdicts against baselines (paired by seed; "
+                 f"margin ±{table.get('margin', 1.0):g})")
     for i, c in enumerate(table.get("configurations", []), 1):
-        name = f"{c['method']} K={c['n_hints']} [{c['hint_layers']}]"
         t = c["test_acc"]
         acc = f"{t['mean']:.2f} ± {t['sd']:.2f}" if t.get("sd") is not None else f"{t['mean']:.2f}"
-        lines.append(f"{i:>2}  {name[:44]:<44} {acc:>14}  (trial {c['trial_id']})")
+        lines.append(f"{i:>2}  {arm_name(c)[:44]:<44} {acc:>14}  (trial {c['trial_id']}, {t['n']} seeds)")
         for kind, g in c["gains"].items():
-            lines.append(f"{'':>4}vs {BASELINE_LABELS.get(kind, kind):<14} {g['mean']:+.2f} "
-                         f"[{g['low']:+.2f}, {g['high']:+.2f}]  {g['verdict']}")
+            lines.append(f"{'':>4}vs {BASELINE_LABELS.get(kind, kind):<20} {g['verdict']}")
     if table.get("baselines"):
         lines.append("Baselines:")
         for b in table["baselines"]:
             t = b["test_acc"]
             k = f" K={b['n_hints']}" if b.get("n_hints") else ""
             acc = f"{t['mean']:.2f} ± {t['sd']:.2f}" if t.get("sd") is not None else f"{t['mean']:.2f}"
-            lines.append(f"    {b['label'] + ' (' + b['method'] + k + ')':<48} {acc:>14}")
+            lines.append(f"    {b['label'] + ' (' + b['method'] + k + ')':<48} {acc:>14}  ({t['n']} seeds)")
+    if table.get("stopped"):
+        lines.append(f"The race stopped: {table['stopped']}.")
     return "\n".join(lines)
 
 

@@ -418,10 +418,19 @@ def confirm_name(name: str) -> str:
     return f"{name}-confirm"
 
 
+def confirm_round_name(name: str, number: int) -> str:
+    """The Tune experiment of round ``number`` (from 1) of a sweep's confirmation stage: the first round is
+    ``<name>-confirm``, a race's later rounds ``<name>-confirm-round2``, ..."""
+    return confirm_name(name) + ("" if number == 1 else f"-round{number}")
+
+
 def stage_dirs(exp_dir: Path) -> list[Path]:
-    """The sweep's Tune folders: the search stage's and, beside it, its confirmation stage's when that ran."""
-    confirm = Path(exp_dir).parent / confirm_name(Path(exp_dir).name)
-    return [Path(exp_dir)] + ([confirm] if confirm.is_dir() else [])
+    """The sweep's Tune folders: the search stage's and, beside it, its confirmation stage's rounds that ran."""
+    out, number = [Path(exp_dir)], 1
+    while (folder := Path(exp_dir).parent / confirm_round_name(Path(exp_dir).name, number)).is_dir():
+        out.append(folder)
+        number += 1
+    return out
 
 
 def _number(value: Any) -> float:
@@ -468,10 +477,13 @@ def confirmed_hint_sets(table: dict[str, Any], sets: list[HintSet], top: int) ->
         hs.score = c["test_acc"]["mean"]
         fields = {"stage": "confirmation", "test_acc_mean": c["test_acc"]["mean"], "test_acc_sd": c["test_acc"]["sd"],
                   "test_acc_seeds": ",".join(f"{k}:{v:.4g}" for k, v in c["seeds"].items()),
-                  "n_seeds": table["n_seeds"], "search_trial_id": c["trial_id"]}
+                  "n_seeds": c["test_acc"]["n"], "search_trial_id": c["trial_id"]}
         for kind, g in c["gains"].items():  # provenance holds scalars: one field per figure
             fields.update({f"gain_vs_{kind}": g["mean"], f"gain_vs_{kind}_ci_low": g["low"],
-                           f"gain_vs_{kind}_ci_high": g["high"], f"gain_vs_{kind}_verdict": g["verdict"]})
+                           f"gain_vs_{kind}_ci_high": g["high"], f"gain_vs_{kind}_verdict": g["verdict"],
+                           f"gain_vs_{kind}_decision": g.get("decision", "")})
+        if table.get("answer"):
+            fields["answer"] = table["answer"]
         for split, info in table.get("splits", {}).items():
             fields.update({f"split_{split}_size": info["size"], f"split_{split}_hash": info["hash"]})
         hs.provenance.update(fields)

@@ -16,7 +16,7 @@ from ..config import Config
 from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
 from ..fileio import write_text_atomic
 from ..logs import log_to_file, quiet_terminal, stop_logging_to_file
-from .results import (MARKER, TrialRow, confirm_name, experiment_dir, row_from_result, rows_from_mlflow,
+from .results import (MARKER, TrialRow, confirm_round_name, experiment_dir, row_from_result, rows_from_mlflow,
                       rows_from_tune, stage_dirs)
 from .sync import (finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep,
                    unreported_lost_trials)
@@ -145,7 +145,8 @@ def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool
 
         _retire(uri, cfg.name, str(exp_dir))
         shutil.rmtree(exp_dir)
-        shutil.rmtree(exp_dir.parent / confirm_name(cfg.name), ignore_errors=True)
+        for folder in stage_dirs(exp_dir)[1:]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _quiet_and_logged(exp_dir: Optional[Path]) -> Any:
@@ -224,23 +225,57 @@ def _search_rows(grid: Any) -> list[TrialRow]:
 def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_config: dict[str, Any], resume: bool,
                         storage: Optional[Path], storage_str: str,
                         splits: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """Retrain the search's top-K distinct configurations and their baselines over S seeds (Tune trials of the
-    same sweep, resumable), then the confirmation table."""
-    from ray import tune
-
-    from .confirm import (CONFIRM_TRIAL_KEY, confirm_seeds, confirmation_table, confirmed_result, pick_top, plan)
+    """Retrain the search's top-K distinct configurations and their baselines over fresh seeds, racing: the first
+    round trains every arm with ``min`` seeds, each later round one more seed for the arms whose comparisons
+    are undecided (Tune trials of the same sweep, one folder a round, resumable); then the confirmation table."""
+    from .confirm import (Race, comparisons_of, confirm_seeds, confirmation_table, group_results, pick_top,
+                          stop_reason)
 
     conf = cfg.search.confirm
     candidates = pick_top(_search_rows(search_grid), conf.top_k, cfg.search.metric)
     if not candidates:
         print("pursuhint: no searched trial completed, so there is nothing to confirm", file=sys.stderr)
         return None
-    seeds = confirm_seeds(cfg.seed, conf.seeds)
-    trials = plan(cfg, candidates, seeds, conf.baselines)
-    print(f"pursuhint: confirmation stage: {len(candidates)} configuration(s) and their baselines × {len(seeds)} "
-          f"seeds ({', '.join(map(str, seeds))}) = {len(trials)} trials, full budget, test split", file=sys.stderr)
-    name = confirm_name(cfg.name)
+    seeds = confirm_seeds(cfg.seed, conf.max_seeds)
+    race = Race(comparisons_of(candidates, conf.baselines), conf.min_seeds, conf.max_seeds, conf.margin)
+    racing = conf.max_seeds > conf.min_seeds
+    print(f"pursuhint: confirmation stage: {len(candidates)} configuration(s), {len(race.comparisons)} comparison(s) "
+          + (f"racing {conf.min_seeds} to {conf.max_seeds} seeds" if racing else f"× {conf.min_seeds} seeds")
+          + f" (margin ±{conf.margin:g} points), full budget, test split", file=sys.stderr)
+    results, hours, n, arms = [], 0.0, conf.min_seeds, None
+    while True:
+        round_seeds = seeds[:n] if arms is None else [seeds[n - 1]]
+        got, spent = _confirmation_round(cfg, candidates, round_seeds, arms, n - conf.min_seeds + 1, trainable,
+                                         run_config, resume, storage, storage_str)
+        results += got
+        hours += spent
+        race.look(group_results(results), n)
+        reason = stop_reason(race, n, hours, conf.budget_hours)
+        if reason:
+            break
+        arms, n = race.open_arms(), n + 1
+        print(f"pursuhint: confirmation round {n - conf.min_seeds + 1}: seed {seeds[n - 1]} for {len(arms)} arm(s) "
+              f"with {len(race.open)} undecided comparison(s)", file=sys.stderr)
+    print(f"pursuhint: the confirmation stage stopped: {reason}", file=sys.stderr)
+    table = confirmation_table(candidates, results, n, race)
+    return table | {"seeds": seeds[:n], "splits": splits, "stopped": reason, "trial_hours": hours}
+
+
+def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], arms: Optional[set[tuple]],
+                        number: int, trainable: Any, run_config: dict[str, Any], resume: bool,
+                        storage: Optional[Path], storage_str: str) -> tuple[list[Any], float]:
+    """One round of the confirmation stage as its own Tune experiment (``<name>-confirm`` for the first, then
+    ``-round2``, ...); returns its results and trial-hours. A resumed sweep restores a round that has a folder."""
+    from ray import tune
+
+    from .confirm import CONFIRM_TRIAL_KEY, confirmed_result, plan
+
+    trials = plan(cfg, candidates, seeds, cfg.search.confirm.baselines, arms)
+    name = confirm_round_name(cfg.name, number)
     path = str(storage / name) if storage is not None else f"{storage_str.rstrip('/')}/{name}"
+    if number == 1:
+        print(f"pursuhint: confirmation round 1: seeds {', '.join(map(str, seeds))} = {len(trials)} trials",
+              file=sys.stderr)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -255,7 +290,8 @@ def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_confi
         raise SweepInterrupted(f"sweep {cfg.name!r} interrupted in its confirmation stage with {unfinished} "
                                f"trial(s) unfinished; run the same command with --resume to finish it")
     results = [confirmed_result((r.config or {}).get(CONFIRM_TRIAL_KEY, {}), r.metrics or {}) for r in grid]
-    return confirmation_table(candidates, results, len(seeds)) | {"seeds": seeds, "splits": splits}
+    hours = sum(float((r.metrics or {}).get("time_total_s", 0.0) or 0.0) for r in grid) / 3600
+    return results, hours
 
 
 def _end_interrupted(uri: str, experiment_id: str, parent: str) -> None:
@@ -274,7 +310,7 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
     the headline metrics."""
     import tempfile
 
-    from .confirm import FILE, headline
+    from .confirm import ANSWER_TAG, FILE, headline
 
     text = json.dumps(table, indent=2, default=str)
     if exp_dir is not None:
@@ -292,6 +328,8 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
         metrics = headline(table)
         if metrics:
             tracking.log_metrics(uri, parent, metrics, 0)
+        if table.get("answer"):
+            tracking.set_tags(uri, parent, {ANSWER_TAG: table["answer"]})
     except Exception as exc:  # MLflow away: the table is in the sweep's folder
         print(f"pursuhint: warning: could not log the confirmation table to MLflow ({tracking.scrub(str(exc))[:200]})",
               file=sys.stderr)

@@ -16,11 +16,12 @@ import torch
 from ray import tune
 
 from .. import tracking
+from ..baselines import NO_TEACHER
 from ..config import Config, config_from_text
 from ..devices import runtime_device
 from ..training import EpochStats, resume_state
 from ..distill.methods import own_params
-from ..distill.trainer import hint_weight_for, kd_only_config, pair_hints, train_student
+from ..distill.trainer import ce_only_config, hint_weight_for, kd_only_config, pair_hints, train_student
 from ..errors import PursuhintError
 from ..logs import quiet_terminal
 from ..hints.hintset import HintSet
@@ -57,13 +58,15 @@ def trial_config(shared: SharedWork, sampled: dict[str, Any]) -> tuple[Config, s
     cfg = config_from_text(shared.config_yaml).with_values(values)
     if baseline == "kd_only":
         cfg = kd_only_config(cfg)
+    elif baseline == NO_TEACHER:
+        cfg = ce_only_config(cfg)
     return cfg, baseline
 
 
 def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[HintSet]:
     """Default hints for the default baseline, none for KD-only, K evenly spaced or K random candidate layers
     (drawn anew for each run seed) for the uniform and random baselines, else the clustered hint set."""
-    if baseline == "kd_only":
+    if baseline in ("kd_only", NO_TEACHER):
         return None
     if baseline == "default":
         return HintSet.from_dict(shared.default_hints.to_dict())
@@ -80,8 +83,8 @@ def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[Hint
 def run_name(cfg: Config, baseline: str, hs: Optional[HintSet], role: str = "") -> str:
     seed = f"-seed{cfg.run_seed}" if role == "confirm" else ""
     prefix = "confirm-" if role == "confirm" else ""
-    if baseline == "kd_only":
-        return f"{prefix}baseline-kd_only{seed}"
+    if baseline in ("kd_only", NO_TEACHER):
+        return f"{prefix}baseline-{baseline}{seed}"
     if baseline in ("default", "uniform", "random"):
         k = f"-k{hs.n_hints}" if baseline != "default" and hs else ""
         return f"{prefix}baseline-{baseline}{k}-{cfg.distill.method}{seed}"
@@ -96,7 +99,7 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
     params: dict[str, Any] = {
         "similarity": cfg.selection.similarity if searched else "none",
         "n_hints": 0 if hs is None else hs.n_hints,
-        "algorithm": cfg.selection.algorithm if searched else (baseline if baseline != "kd_only" else "none"),
+        "algorithm": cfg.selection.algorithm if searched else (baseline if baseline not in ("kd_only", NO_TEACHER) else "none"),
         "center": cfg.selection.center if searched else "none",
         "method": cfg.distill.method,
         "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight) if hs is not None else 0.0,
@@ -171,7 +174,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         _replay(claim, tracker, record)
         return
     _restore(workdir, trial_id, tracker, record)
-    facts = {"role": role, "run_seed": cfg.run_seed, "method_name": cfg.distill.method if hs is not None else "kd_only",
+    facts = {"role": role, "run_seed": cfg.run_seed, "method_name": cfg.distill.method if hs is not None else (baseline or "kd_only"),
              "n_hints_used": hs.n_hints if hs is not None else 0,
              "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
              "confirms": config.get(CONFIRMS_KEY) or ""}
