@@ -31,7 +31,9 @@ demo: $(STAMP)
 	@echo "Browse the comparison in MLflow:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
+# Lint first (seconds), then the whole suite.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -110,7 +110,8 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                    for k, r in results.items()])],
         "notes": [
             "Sweep: search_spaces/digits_quick.yaml's space (similarity, n_hints 2–3, clustering, center rule, "
-            f"method at/fitnet, calibrated β with hint ratio 0.3–3 log-uniform) and optimiser, {s['epochs']} epochs (digits_quick: "
+            f"method at/fitnet, calibrated β with hint ratio 0.3–3 log-uniform) and optimiser, {s['epochs']} epochs "
+            f"(digits_quick: "
             "6, grace period 2), seeded Optuna TPE, resnet56 → resnet8 on all digits at 16 px, `baselines: []` so "
             "that every trial is one ASHA may stop (baselines always run the full budget).",
             "FIFO runs first, so it also computes the cka_linear and cka_rbf matrices that ASHA then finds in the "

@@ -137,6 +137,8 @@ def concurrent_trials(checkpoint: Path, folder: Path, n: int, samples: int, epoc
     second over Tuner.fit (Ray's start-up and the shared work excluded)."""
     from pursuhint.search.sweep import run_sweep
 
+    from .sweep_overhead import sweep_storage, tuner_fit_spans
+
     cpus = os.cpu_count() or 1
     cfg = config_from_text(SWEEP_YAML.format(n=n, checkpoint=checkpoint, epochs=epochs, samples=samples,
                                              cpu=max(1, min(2, cpus // n)), gpu=round(1 / n, 4) if gpu else 0))
@@ -145,7 +147,8 @@ def concurrent_trials(checkpoint: Path, folder: Path, n: int, samples: int, epoc
         result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
     trained = [r for r in result.leaderboard if not r.duplicate_of]
     span = spans[0]
-    return {"runner": "ray tune", "concurrent": n, "gpu_per_trial": round(1 / n, 4) if gpu else 0, "trials": len(result.leaderboard),
+    return {"runner": "ray tune", "concurrent": n, "gpu_per_trial": round(1 / n, 4) if gpu else 0,
+            "trials": len(result.leaderboard),
             "trained": len(trained), "tuner_fit_s": span, "trials_per_s": len(result.leaderboard) / span,
             "epochs_per_s": sum(r.epochs for r in trained) / span}
 
@@ -224,7 +227,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     free_driver_gpu()
     trials = []
     if ray_stack_installed():
-        from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, tuner_fit_spans, workspace
+        from .sweep_overhead import digits_teacher, shutdown_ray, workspace
 
         with workspace() as folder:
             teacher, _ = digits_teacher(device=torch.device("cpu"))  # the driver keeps no GPU memory

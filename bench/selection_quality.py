@@ -169,7 +169,6 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
 def tables(f: dict[str, Any]) -> list[dict[str, Any]]:
     """The Markdown tables of an entry, from its figures alone: one confirmation table per sweep."""
     ms = lambda st: f"{st['mean']:.2f} ± {st['sd']:.2f}" if st.get("sd") is not None else f"{st['mean']:.2f}"  # noqa: E731
-    ci = lambda g: f"{g['mean']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}]"  # noqa: E731
     out = []
     sweeps = dict(f["paper_mode"]) | ({"searched " + f["best"].split()[0]: f["searched"]} if f.get("searched") else {})
     for name, sw in sweeps.items():
@@ -180,13 +179,13 @@ def tables(f: dict[str, Any]) -> list[dict[str, Any]]:
         for c in table_["configurations"]:
             gains = c["gains"]
             rows.append([f"{c['method']} K={c['n_hints']} [{c['hint_layers']}]", ms(c["test_acc"]),
-                         *(f"{ci(gains[k])} {gains[k]['verdict']}" if k in gains else "—"
+                         *(gains[k]["verdict"] if k in gains else "—"
                            for k in ("default", "uniform", "random", "kd_only"))])
         for b in table_["baselines"]:
             rows.append([f"{b['label']} ({b['method']})", ms(b["test_acc"]), "—", "—", "—", "—"])
         out.append(table(f"{name}: confirmation stage, {table_['n_seeds']} seeds, test accuracy (%) on the 359 "
                          f"held-out digits; sweep wall {sw['wall_s']} s",
-                         ["configuration", "test_acc mean ± sd", "gain vs default (95 % CI)", "vs uniform",
+                         ["configuration", "test_acc mean ± sd", "vs default (verdict, gain and CI)", "vs uniform",
                           "vs random", "vs KD only"], rows))
     if f.get("probe_sensitivity"):
         one = lambda idx: ", ".join(str(i + 1) for i in idx)  # noqa: E731

@@ -237,7 +237,8 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         slice_batches = batches[: max(1, cfg["slice"] // cfg["batch"])]
         fwd = _forward_costs(model, names, slice_batches, cfg["repeats"], device)
         reps_all: list[torch.Tensor] = []
-        full_pass = seconds(lambda: reps_all.extend(layer_representations(model, batches, names)), device)
+        full_pass = seconds(lambda: reps_all.extend(layer_representations(model, batches, names)),  # noqa: F821 - runs now, before the del below
+                            device)
         forward[arch] = fwd | {"measured_full_pass_s": full_pass, "full_pass_images": max(sizes)}
         for n in sizes:
             cases.append(_case(arch, model, names, reps_all, n, fwd, cfg, device))

@@ -270,8 +270,8 @@ def _throughput(checkpoint: Path, epochs: int, repeats: int) -> dict[str, Any]:
     layouts = {"1 trial × 1 CPU": [1], "1 trial × 2 CPUs": [2], "2 trials × 1 CPU": [1, 1]}
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in layouts}
     for _ in range(repeats):
-        for label, threads in layouts.items():
-            runs[label].append(_group(checkpoint, epochs, threads))
+        for label, layout in layouts.items():
+            runs[label].append(_group(checkpoint, epochs, layout))
     rates = {k: statistics.median(r["images_per_s"] for r in v) for k, v in runs.items()}
     return {"epochs": epochs, "runs": runs, "images_per_s": rates,
             "two_1cpu_over_one_2cpu": ratio(rates["2 trials × 1 CPU"], rates["1 trial × 2 CPUs"])}

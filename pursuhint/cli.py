@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from . import __version__
 from .config import Config, describe_defaults, import_plugin, load_config
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
-def command(name: str):
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register the decorated function as the handler of subcommand ``name``."""
     def add(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         COMMANDS[name] = fn
         return fn
@@ -158,12 +160,7 @@ def _recipe_lines(cfg: Config, recipe: dict[str, Any], cli: dict[str, Any]) -> l
 
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
-    import json
-
-    from .distill.trainer import kd_only_config, save_student, train_student
     from .hints import HintSet
-    from .hints.pipeline import teacher_default_hints
-    from .teacher import dataset_for, load_teacher, runs_dir
 
     hint_file = None
     if args.hints not in ("default", "none"):
@@ -176,6 +173,56 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print(f"recipe of the hint set's trial {hint_file.provenance.get('trial_id', '?')} (`--recipe config` "
               f"takes the config's instead):")
         print("\n".join(_recipe_lines(cfg, recipe, cli)))
+    with _torch_threads(_rerun_threads(args, hint_file)):
+        return _distill(args, cfg, hint_file, recipe)
+
+
+def _rerun_threads(args: argparse.Namespace, hint_file: Any) -> Optional[int]:
+    """The torch thread count ``distill`` trains with: ``--threads``, else the one the hint set's trial trained
+    with (CPU results differ in the last bits with another count), else torch's default (None)."""
+    prov = hint_file.provenance if hint_file is not None else {}
+    here = "cuda" if _cuda() else "cpu"
+    if prov.get("device_type") and prov["device_type"] != here:
+        print(f"pursuhint: warning: the hint set's trial trained on {prov['device_type']}, this run on {here}: "
+              f"its accuracy will not be reproduced bit for bit", file=sys.stderr)
+    if args.threads:
+        return int(args.threads)
+    if prov.get("threads"):
+        n = int(prov["threads"])
+        print(f"torch threads: {n}, as the hint set's trial trained with, so its result is reproduced exactly on "
+              f"the same device type (--threads N overrides)")
+        return n
+    return None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@contextmanager
+def _torch_threads(n: Optional[int]) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` (unchanged when None) for the block, then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict[str, Any]) -> int:
+    """``distill``'s training and report, once the config and hint file are read."""
+    import json
+
+    from .distill.trainer import kd_only_config, save_student, train_student
+    from .hints.pipeline import teacher_default_hints
+    from .teacher import dataset_for, load_teacher, runs_dir
+
     ds = dataset_for(cfg)
     teacher = load_teacher(cfg, ds=ds, progress=not args.quiet)
     if args.hints == "none":
@@ -405,6 +452,10 @@ def cmd_export(args: argparse.Namespace) -> int:
               + "a confirmed ranking needs search.confirm.top_k > 0", file=sys.stderr)
     if not sets:
         raise PursuhintError(f"sweep {args.name!r} has no finished trial with a hint set to export yet ({where})")
+    if table and table.get("configurations") and len(sets) < args.top:
+        print(f"pursuhint: writing {len(sets)} hint set(s), not {args.top}: the confirmation stage confirmed "
+              f"{len(table['configurations'])} configuration(s) (search.confirm.top_k); `--stage search --top "
+              f"{args.top}` ranks the search's trials instead (one seed each, selection split)", file=sys.stderr)
     probe = _shape_probe(args) if args.format == "torchdistill" else None
     for path in write_hint_sets(sets, Path(args.output), args.format, probe=probe):
         print(path)
@@ -485,6 +536,7 @@ def _add_single_run_commands(sub: Any) -> None:
                    help="a hint set JSON/YAML file, 'default' (last block of each stage) or 'none' (KD/CE only)")
     p.add_argument("--method", help="distillation method (overrides distill.method)")
     p.add_argument("--epochs", type=int, help="student epochs (overrides train.epochs)")
+    p.add_argument("--threads", type=int, help="torch threads (default: the hint set's trial's, else torch's)")
     p.add_argument("--recipe", default="hint-set", choices=["hint-set", "config"],
                    help="train with the recipe an exported hint set records (method, weights, lr, epochs, seed; "
                         "default), or with the config's")

@@ -99,7 +99,7 @@ def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if major >= 8 else None
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device) -> torch.autocast:
     """The autocast context for training and evaluation on ``device`` (:func:`autocast_dtype`)."""
     dtype = autocast_dtype(device)
     if dtype is None:

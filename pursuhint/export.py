@@ -37,7 +37,8 @@ def format_leaderboard(rows: list[TrialRow], limit: Optional[int] = None) -> str
             "kd_w", "lr", "vs_default", "vs_kd", "kind")
     lines = [head]
     for r in rows[:limit]:
-        lines.append((str(r.rank), _cell(r.final_val_acc), _cell(r.best_val_acc), r.hint_indices or "-", r.similarity, r.algorithm,
+        lines.append((str(r.rank), _cell(r.final_val_acc), _cell(r.best_val_acc), r.hint_indices or "-", r.similarity,
+                      r.algorithm,
                       r.center, r.method, _cell(r.hint_weight, 4), _cell(r.hint_ratio, 3), _cell(r.kd_weight, 3), _cell(r.lr, 4),
                       _signed_cell(r.gain_default), _signed_cell(r.gain_kd), _kind(r)))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
@@ -281,7 +282,8 @@ def _at_terms(pairs: _Pairs, shapes: _Shapes, beta: float, notes: list[str]) -> 
                 continue
             if s_shape[1:] != t_shape[1:]:
                 notes.append(f"pair{k} left out: ATLoss compares attention maps of equal HxW "
-                             f"(teacher {_hw(t_shape)}, student {_hw(s_shape)}) and torchdistill 1.1 has no parameter-free way to "
+                             f"(teacher {_hw(t_shape)}, student {_hw(s_shape)}) and torchdistill 1.1 has no "
+                             f"parameter-free way to "
                              f"resize one; pursuhint average-pools the larger map to the smaller - supply a loss that "
                              f"does for this pair")
                 continue

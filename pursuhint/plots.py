@@ -11,6 +11,8 @@ import numpy as np
 from .errors import HintSetError, PursuhintError
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .search.results import TrialRow
 
 ATLAS_SIZE = (7.0, 8.0)  # inches; with ATLAS_DPI this fixes the PNG's pixel size
@@ -20,7 +22,19 @@ HINT_STYLE = dict(c="red", edgecolors="black", marker="*", zorder=4)
 DEFAULT_STYLE = dict(facecolors="none", edgecolors="orange", linewidths=2, marker="s", zorder=3)
 
 
-def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: Any = None):
+ATLAS_KINDS = {"default": "default hints (last block of each stage)", "uniform": "uniform hints (evenly spaced)",
+               "random": "random hints"}
+
+
+def _atlas_subtitle(hint_set: Any, hints: list[int]) -> str:
+    """What chose the hint points: "pursuhint on r2_cca: 3 hints at ...", or the baseline placement's name."""
+    where = f"{hint_set.n_hints} hints at layers {[i + 1 for i in hints]} (from 1)"
+    if hint_set.similarity is None or hint_set.algorithm in ATLAS_KINDS:
+        return f"{ATLAS_KINDS.get(hint_set.algorithm, hint_set.algorithm)}: {where}"
+    return f"{hint_set.algorithm} on {hint_set.similarity}: {where}"
+
+
+def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: Any = None) -> Figure:
     """The L × L similarity heatmap with cluster boxes and hint points, over a depth ribbon of clusters.
 
     ``S`` has ``.values`` (L × L), ``.metric`` and ``.names``; ``hint_set`` has ``.indices``,
@@ -57,12 +71,7 @@ def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: 
         marks.append(ax.scatter(defaults, defaults, label="default hints", **DEFAULT_STYLE, s=90))
     marks.append(ax.scatter(hints, hints, label="hint points", **HINT_STYLE, s=140))
     ax.legend(handles=marks, loc="upper right", fontsize=8, framealpha=0.8)
-    ax.set_title(
-        f"{S.metric} similarity of {size} candidate layers\n"
-        f"{hint_set.algorithm} on {hint_set.similarity}: "
-        f"{hint_set.n_hints} hints at layers {[i + 1 for i in hints]} (from 1)",
-        fontsize=10,
-    )
+    ax.set_title(f"{S.metric} similarity of {size} candidate layers\n{_atlas_subtitle(hint_set, hints)}", fontsize=10)
 
     _draw_ribbon(ribbon, membership, runs, hints, defaults, size)
 
@@ -155,7 +164,7 @@ def _ticks(size: int) -> list[int]:
     return ticks + [size - 1] if size - 1 - ticks[-1] >= step / 2 else ticks
 
 
-def sweep_comparison(rows: list[TrialRow], path: str | Path | None = None, n_candidates: int | None = None):
+def sweep_comparison(rows: list[TrialRow], path: str | Path | None = None, n_candidates: int | None = None) -> Figure:
     """Each trial's accuracy by the sweep's ranking metric (``search.metric``: the last or the best epoch's)
     against the baselines (left) and its hint positions over the teacher's depth (right), one row per trial,
     in leaderboard order. ``rows`` are leaderboard rows (``pursuhint report``)."""
@@ -211,7 +220,7 @@ def _is_baseline(row: TrialRow) -> bool:
     return row.baseline not in ("", "none")
 
 
-def confirmation_plot(table: dict[str, Any], path: str | Path | None = None):
+def confirmation_plot(table: dict[str, Any], path: str | Path | None = None) -> Figure:
     """Every confirmed configuration and baseline: its per-seed test accuracies (dots), mean and 95 % CI of
     the mean (bar), best first; ``table`` is the confirmation table (``confirmation.json``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -19,10 +19,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlparse
 
 from .errors import PursuhintError, TrackingError  # noqa: F401 (TrackingError: re-exported)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient  # imported for real only when a client is needed
 
 # A quiet terminal: no "Downloading artifacts" progress bar each time report/export read a hint set (a user
 # who wants it sets the variable to true).
@@ -90,7 +93,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist or is not writable")
 
 
-def client(uri: str):
+def client(uri: str) -> MlflowClient:
+    """An MLflow client for the store at ``uri``."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -116,19 +120,27 @@ def artifact_root_for(uri: str) -> Optional[str]:
     return None
 
 
+# MLflow 3 opens an experiment without this tag as a GenAI one (traces, judges); ours train models.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """The experiment id for ``name``, created once (restored if it was deleted)."""
+    """The experiment id for ``name``, created once (restored if it was deleted), tagged as a model-training
+    experiment (an existing one gets the tag when a sweep resumes or reuses it)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
     if exp is None:
         try:
-            return c.create_experiment(name, artifact_location=artifact_root_for(uri))
+            return c.create_experiment(name, artifact_location=artifact_root_for(uri),
+                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:  # created meanwhile by another process
             exp = c.get_experiment_by_name(name)
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
         c.restore_experiment(exp.experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
 
 
@@ -310,7 +322,7 @@ class RunLogger:
         if self.run_id is None:
             try:
                 self.run_id = self._open()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - server away: keep training; retry later
                 self._failed("run not opened yet", exc)
                 return False
             have = logged_steps(self.uri, self.run_id)
@@ -332,7 +344,7 @@ class RunLogger:
                 name, a = self.pending[0]
                 LOGGER_CALLS["log_metrics" if name == "epoch" else name](self.uri, self.run_id, *a)
                 self.pending.pop(0)
-        except Exception as exc:  # server away: keep training; retry later
+        except Exception as exc:  # noqa: BLE001 - server away: keep training; retry later
             self._failed("logging failed", exc)
 
     def epoch(self, metrics: dict[str, float], step: int) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainRecipe
-from .devices import autocast, configure_training, cuda_rng_states, pick_device, restore_cuda_rng_states
+from .devices import autocast, configure_training, cuda_rng_states, restore_cuda_rng_states
 from .errors import CheckpointError
 from .fileio import save_torch_atomic
 
@@ -292,7 +292,7 @@ def load_training_state(path: Path) -> dict[str, Any]:
     """Read a training checkpoint; a corrupt or partial one is a CheckpointError naming it."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated/corrupt file
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a truncated/corrupt file
         raise CheckpointError(f"training checkpoint {str(path)!r} is corrupt or partial ({type(exc).__name__}); "
                               f"delete it to start this run from scratch") from None
     if not isinstance(state, dict) or not {"modules", "optimizer", "epoch", "history"} <= set(state):

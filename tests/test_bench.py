@@ -222,7 +222,7 @@ def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
     assert len(out) == 1 and "at r2_cca: confirmation stage, 3 seeds" in out[0]["title"]
     row, base = out[0]["rows"]
     assert row[0] == "at K=3 [layer1.2,layer2.2,layer3.2]" and row[1] == "92.00 ± 1.00"
-    assert row[2].startswith("+2.20 [") and row[2].endswith("better than default hints")
+    assert row[2].startswith("better by 2.20 [+") and row[2] == table["configurations"][0]["gains"]["default"]["verdict"]
     assert base[0] == "default hints (at)" and base[2:] == ["—", "—", "—", "—"]
 
 

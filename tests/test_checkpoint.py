@@ -75,7 +75,8 @@ def test_benchmark_and_common_layouts_load_strictly(tmp_path: Path, layout: str)
 def test_wrong_architecture_names_shapes_and_keys(tmp_path: Path) -> None:
     path = tmp_path / "r8.pth"
     save_checkpoint(path, create_model("resnet8", 10), {})
-    with pytest.raises(CheckpointError, match=r"does not fit architecture 'resnet8x4'.*shape mismatch.*conv1\.weight \(16, 3, 3, 3\) vs \(32, 3, 3, 3\)"):
+    with pytest.raises(CheckpointError, match=r"does not fit architecture 'resnet8x4'.*shape mismatch.*"
+                                              r"conv1\.weight \(16, 3, 3, 3\) vs \(32, 3, 3, 3\)"):
         load_checkpoint(create_model("resnet8x4", 10), path, arch="resnet8x4")
     with pytest.raises(CheckpointError, match=r"'resnet14': 36 missing key\(s\) \(layer1\.1\.conv1\.weight"):
         load_checkpoint(create_model("resnet14", 10), path, arch="resnet14")

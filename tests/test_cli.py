@@ -75,6 +75,11 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, isolated_runs):
     ("search: {confirm: {top_k: 2, seeds: 1}}", ["cannot give a confidence interval"]),
     ("search: {confirm: {top_k: -1}}", ["search.confirm.top_k = -1 is invalid"]),
     ("search: {baselines: [default, sorted]}", ["search.baselines.1 = 'sorted' is invalid"]),
+    ("search: {confirm: {seeds: {min: 1, max: 4}}}", ["seeds.min: 1 cannot give a confidence interval"]),
+    ("search: {confirm: {seeds: {min: 5, max: 4}}}", ["seeds.max: 4 is below seeds.min: 5"]),
+    ("search: {confirm: {seeds: {min: 3, maximum: 9}}}", ["unknown key 'maximum' under seeds", "min, max"]),
+    ("search: {confirm: {margin: 0}}", ["search.confirm.margin = 0 is invalid", "margin must be > 0"]),
+    ("search: {confirm: {budget_hours: -1}}", ["search.confirm.budget_hours = -1 is invalid", "> 0 trial-hours"]),
 ])
 def test_bad_splits_and_confirmation_settings_are_refused_before_any_work(capsys, tmp_path, isolated_runs, text,
                                                                            fragments):

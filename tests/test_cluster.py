@@ -212,7 +212,8 @@ def test_validation_errors():
         cluster(np.full((3, 3), 0.5), 1)
     with pytest.raises(PursuhintError, match="unknown clustering 'kmeans'.*valid: pursuhint, agglomerative"):
         cluster(s, 1, "kmeans")
-    with pytest.raises(PursuhintError, match="unknown center rule 'medoids'.*did you mean 'medoid'.*valid: mean_index, medoid, last"):
+    with pytest.raises(PursuhintError,
+                       match="unknown center rule 'medoids'.*did you mean 'medoid'.*valid: mean_index, medoid, last"):
         cluster(s, 1, center="medoids")
     assert check_similarity(s, 3, what="n_hints").dtype == np.float64
     assert set(CLUSTERINGS.names()) == {"pursuhint", "agglomerative", "spectral", "kmedoids"}

@@ -110,8 +110,11 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     assert first < search and "vs default hints" in out and "vs the CE-only student" in out
     assert "sweep t_confirm: 4 trials" in out  # the search leaderboard holds the search stage only
     assert (tmp_path / "c.png").stat().st_size > 1000
-    assert main(["export", "t_confirm", *common, "-o", str(tmp_path / "x")]) == 0
+    assert main(["export", "t_confirm", *common, "--top", "3", "-o", str(tmp_path / "x")]) == 0
     err = capsys.readouterr().err
+    assert ("pursuhint: writing 1 hint set(s), not 3: the confirmation stage confirmed 1 configuration(s) "
+            "(search.confirm.top_k); `--stage search --top 3` ranks the search's trials instead") in err
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["hint_set_1.json"]
     assert f"ranked by the confirmation stage ({result.confirmation['n_seeds']} seeds, test split)" in err
     exported = json.loads((tmp_path / "x" / "hint_set_1.json").read_text())
     conf = exported["provenance"]
@@ -148,3 +151,32 @@ def test_the_parents_best_hint_set_is_the_confirmed_winner_even_from_mlflow_alon
         capsys.readouterr().err
     exported = json.loads((tmp_path / "m" / "hint_set_1.json").read_text())
     assert exported["layers"] == best["layers"] and exported["score"] == pytest.approx(best["score"])
+
+
+def test_the_winner_reruns_bit_for_bit_with_the_threads_it_trained_with(confirmed, capsys, tmp_path):
+    """`export --stage search --top 1` then `distill --hints` gives the trial's own final accuracy exactly: the
+    hint set carries the trial's recipe, seed, thread count and device type, and `distill` uses that count."""
+    import torch
+
+    cfg, uri, result, folder = confirmed
+    common = ["--tracking-uri", uri, "--storage-path", str(folder / "ray_results")]
+    assert main(["export", "t_confirm", *common, "--stage", "search", "--top", "1", "-o", str(tmp_path / "e")]) == 0
+    capsys.readouterr()
+    exported = json.loads((tmp_path / "e" / "hint_set_1.json").read_text())
+    prov = exported["provenance"]
+    assert prov["threads"] == 1 and prov["device_type"] == "cpu"  # a 1-CPU trial trains with one thread
+    trial = next(r for r in result.leaderboard if r.trial_id == prov["trial_id"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # as a user's shell would have: more than the trial had
+    try:
+        assert main(["distill", cfg.source, "--hints", str(tmp_path / "e" / "hint_set_1.json"), "-q",
+                     "-o", str(tmp_path / "student")]) == 0
+        assert torch.get_num_threads() == 2  # restored after the run
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert "torch threads: 1, as the hint set's trial trained with" in out
+    rerun = json.loads((tmp_path / "student" / "result.json").read_text())
+    assert rerun["final_val_acc"] == trial.final_val_acc  # bit for bit, not approximately
+    params = tracking.client(uri).get_run(trial.run_id).data.params if getattr(trial, "run_id", "") else {}
+    assert not params or (params["threads"] == "1" and params["device_type"] == "cpu")

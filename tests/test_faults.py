@@ -30,9 +30,12 @@ def sweep_env(isolated_runs: Path) -> dict[str, str]:
 
 
 def launch(tmp_path: Path, isolated_runs: Path, name: str, samples: int, uri: str = "", output: bool = True,
-           confirm_k: int = 0, epochs: int = EPOCHS):
-    """Start ``pursuhint sweep`` on a tiny fifo config in its own session: (process, uri, Tune folder, argv)."""
+           confirm_k: int = 0, epochs: int = EPOCHS, seeds: str = ""):
+    """Start ``pursuhint sweep`` on a tiny fifo config in its own session: (process, uri, Tune folder, argv);
+    ``seeds`` replaces the confirmation stage's ``seeds: 2`` (e.g. with a race)."""
     cfg_path = write_config(tmp_path, name, epochs=epochs, samples=samples, scheduler="fifo", confirm_k=confirm_k)
+    if seeds:
+        cfg_path.write_text(cfg_path.read_text().replace("seeds: 2}", seeds + "}"))
     uri = uri or f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = sweep_argv(cfg_path, uri, tmp_path / "ray_results")
     pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT) if output else \
@@ -129,10 +132,12 @@ def stop_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: f
 def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rerunning_finished_ones(
         tmp_path, isolated_runs):
     """The user presses Ctrl-C once a search trial has finished; after --resume the driver is killed with its
-    local Ray once a confirmation trial has finished (a crash); a second --resume ends the sweep with one MLflow
-    run per trial and per (configuration, seed), every epoch logged once, and the finished trials not rerun."""
+    local Ray once a confirmation trial has finished (a crash); a second --resume ends the sweep, racing on to a
+    second round (a margin too small to call anything equivalent keeps comparisons open after 2 seeds), with one
+    MLflow run per trial and per (arm, seed), every epoch logged once, and the finished trials not rerun."""
     epochs = 6
-    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, confirm_k=1, epochs=epochs)
+    proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, confirm_k=1, epochs=epochs,
+                                      seeds="seeds: {min: 2, max: 3}, margin: 0.001")
     env = sweep_env(isolated_runs)
     out = stop_once_a_trial_finished(proc, exp_dir, 400, crash=False)
     assert proc.returncode == 130 and "--resume" in out, out[-3000:]  # interrupted, and told how to go on
@@ -149,9 +154,15 @@ def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rer
     stop_once_a_trial_finished(again, exp_dir.parent / "t_crash-confirm", 500)
     resumed = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Confirmation stage: 2 seeds each" in resumed.stdout
-
-    parent, runs = one_run_per_trial(uri, "t_crash", 4 + 5 * 2)  # 2 searched + 2 baselines; 5 confirmed × 2 seeds
+    assert "Confirmation stage: racing 2-3 seeds" in resumed.stdout
+    table = json.loads((exp_dir / "confirmation.json").read_text())
+    arms = [c["seeds"] for c in table["configurations"]] + [b["seeds"] for b in table["baselines"]]
+    assert len(arms) == 6 and table["n_seeds"] == 3  # the race went on to a third seed after the resume
+    assert (exp_dir.parent / "t_crash-confirm-round2").is_dir()
+    n_confirm = sum(len(seeds) for seeds in arms)
+    assert n_confirm > 6 * 2
+    # 2 searched + 2 baselines; 6 arms × 2 seeds, and the third seed of the arms still racing
+    parent, runs = one_run_per_trial(uri, "t_crash", 4 + n_confirm)
     assert parent.data.tags[tracking.STATUS_TAG] == "completed"
     search = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "search"]
     assert len(search) == 4 and all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in search)
@@ -163,7 +174,7 @@ def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rer
     confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
     keys = Counter((r.data.tags["pursuhint.confirms"], r.data.tags[tracking.BASELINE_TAG],
                     r.data.tags["pursuhint.seed"]) for r in confirm)
-    assert len(keys) == 5 * 2 and set(keys.values()) == {1}, keys  # one run per (configuration, seed)
+    assert len(keys) == n_confirm and set(keys.values()) == {1}, keys  # one run per (arm, seed)
     assert all("test_acc" in r.data.metrics for r in confirm)
     assert (exp_dir / "confirmation.json").is_file()
 
@@ -181,7 +192,7 @@ def test_mlflow_server_away_mid_sweep_then_report_sync(tmp_path, isolated_runs):
             try:
                 _, runs = children(uri, "t_away")
                 return any(r.info.status == "RUNNING" and epoch_steps(uri, r.info.run_id) for r in runs)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the store is being killed: any failure means look again
                 return proc.poll() is not None
 
         wait_for(logged_an_epoch, 300, "a first epoch in MLflow from a running trial", interval=0.3)

@@ -233,7 +233,8 @@ def test_wrn_shortcut_uses_raw_input_when_widths_match_and_activated_input_other
 def test_vgg_block_outputs_are_post_relu() -> None:
     model = zoo_model("vgg8")
     outs: list[torch.Tensor] = []
-    handles = [model.get_submodule(p).register_forward_hook(lambda m, a, o: outs.append(o)) for s in model.block_stages() for p in s]
+    handles = [model.get_submodule(p).register_forward_hook(lambda m, a, o: outs.append(o))
+               for s in model.block_stages() for p in s]
     with torch.no_grad():
         model(torch.randn(2, 3, 32, 32))
     for h in handles:

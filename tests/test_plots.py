@@ -49,6 +49,20 @@ def test_atlas_writes_a_png_of_the_expected_size(tmp_path) -> None:
     assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == S.names  # the ribbon names every layer
 
 
+def test_the_default_hints_atlas_says_what_they_are_and_which_similarity_it_shows() -> None:
+    from pursuhint.hints.hintset import default_hints
+    from pursuhint.hints.layers import candidate_layers
+    from pursuhint.models import create_model
+
+    model = create_model("resnet8", 10, in_channels=1)
+    hs = default_hints(candidate_layers(model, "block", input_shape=(1, 8, 8)))
+    S = SimpleNamespace(values=block_similarity(3, [1, 2]), metric="r2_cca", names=hs.candidates)
+    title = layer_atlas(S, hs).axes[0].get_title()
+    assert title == ("r2_cca similarity of 3 candidate layers\n"
+                     "default hints (last block of each stage): 3 hints at layers [1, 2, 3] (from 1)")
+    assert "None" not in title
+
+
 def test_atlas_without_membership_or_path_returns_a_figure(tmp_path) -> None:
     S, hints = stub()
     hints.membership = None

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pursuhint.report_html import write_report
 from pursuhint.search.confirm import ConfirmedResult, SEARCHED, confirmation_table, pick_top

@@ -34,3 +34,19 @@ def test_calls_reach_the_run_and_wait_while_the_store_is_away(tmp_path, monkeypa
     history = tracking.client(uri).get_metric_history(logger.run_id, "val_acc")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 50.0), (2, 60.0)]
     assert not logger.pending and len(opened) == 2
+
+
+def test_experiments_open_as_model_training_in_mlflow(tmp_path):
+    """MLflow 3 shows an experiment without mlflow.experimentKind as a GenAI one; a new experiment gets the tag,
+    and an existing one without it (made by an older pursuhint) gets it when a sweep uses it again."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = tracking.client(uri)
+    exp = tracking.ensure_experiment(uri, "t_kind")
+    assert c.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = c.create_experiment("t_old")
+    assert "mlflow.experimentKind" not in c.get_experiment(old).tags
+    assert tracking.ensure_experiment(uri, "t_old") == old
+    assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert mlflow.__version__.startswith("3.")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pursuhint.config import config_from_text, load_config
+from pursuhint.config import config_from_text
 from pursuhint.distill.trainer import hint_weight_for, kd_only_config, train_student
 from pursuhint.errors import CheckpointError, HintSetError
 from pursuhint.hints.pipeline import teacher_default_hints

@@ -345,7 +345,7 @@ def _read_pickle(path: Path, folder: Path, expected: str) -> dict:
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except Exception as e:  # unreadable, truncated, not a pickle, or a forbidden global
+    except Exception as e:  # noqa: BLE001 - unreadable, truncated, not a pickle, or a forbidden global
         raise DataError(
             f"cannot read {path.name} in {str(folder)!r} ({type(e).__name__}: {e}); expected {expected}"
         ) from None

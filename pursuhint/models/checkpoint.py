@@ -36,7 +36,7 @@ def _read(path: Path) -> Any:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load fails in many ways (zip, pickle, KeyError, …) on a bad file
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways (zip, pickle, KeyError, …) on a bad file
         first = str(exc).strip().split("\n")[0].split(". ")[0][:100]
         reason = f"{type(exc).__name__}: {first}".rstrip(": .")
         raise CheckpointError(

@@ -246,7 +246,8 @@ def replay(race: Race, groups: dict[tuple, dict[int, float]], seeds: Sequence[in
         decisions = race.look(seen, n)
         reason = stop_reason(race, n)
         if reason:
-            return {"decisions": decisions, "arm_seeds": sum(have.values()), "seeds": n, "stopped": reason}
+            return {"decisions": decisions, "arm_seeds": sum(have.values()), "per_arm": dict(have), "seeds": n,
+                    "stopped": reason}
         n += 1
         for arm in race.open_arms():
             have[arm] = n

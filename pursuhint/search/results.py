@@ -110,6 +110,10 @@ def recipe_from_params(params: Mapping[str, str]) -> dict[str, Any]:
             out[name] = int(float(value))
         else:
             out[name] = _number(value)
+    if params.get("threads"):  # what a bit-for-bit rerun needs besides the recipe (``distill`` reads them)
+        out["threads"] = int(float(params["threads"]))
+    if params.get("device_type"):
+        out["device_type"] = str(params["device_type"])
     return out
 
 

@@ -330,7 +330,7 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
             tracking.log_metrics(uri, parent, metrics, 0)
         if table.get("answer"):
             tracking.set_tags(uri, parent, {ANSWER_TAG: table["answer"]})
-    except Exception as exc:  # MLflow away: the table is in the sweep's folder
+    except Exception as exc:  # noqa: BLE001 - MLflow away: the table is in the sweep's folder
         print(f"pursuhint: warning: could not log the confirmation table to MLflow ({tracking.scrub(str(exc))[:200]})",
               file=sys.stderr)
 
@@ -647,7 +647,7 @@ def _finish_mlflow(uri: str, experiment_id: str, parent: str, exp_dir: Optional[
         summary = sync_sweep(exp_dir, uri)
         if summary.changed:
             print(f"pursuhint: MLflow caught up with Tune's results: {summary}", file=sys.stderr)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - MLflow away: Tune's folder keeps everything
         where = exp_dir or "Tune's results folder"
         print(f"pursuhint: warning: MLflow is missing some of this sweep ({tracking.scrub(str(exc))[:300]}); "
               f"every result is in {where}: run `pursuhint report {name} --sync` when the server is back",

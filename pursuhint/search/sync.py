@@ -20,7 +20,7 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from .. import tracking
 from ..errors import PursuhintError
@@ -125,7 +125,7 @@ def sync_sweep(exp_dir: Path, uri: Optional[str] = None) -> SyncSummary:
     c = tracking.client(uri)
     try:
         experiment_id = c.get_run(parent).info.experiment_id
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any MLflow failure: one sentence naming the store
         raise PursuhintError(f"the sweep's parent run {parent} is not in the MLflow store {uri} ({exc}); "
                              f"pass the --tracking-uri the sweep used") from None
     finished = bool(info.get("finished"))

@@ -160,6 +160,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     name = run_name(cfg, baseline, hs, role)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config, shared.dataset.splits)
+    params.update(threads=torch.get_num_threads(), device_type=teacher_device(teacher))  # for an exact rerun
     given = None if params["hint_weight"] == "auto" else float(params["hint_weight"])  # None: calibrated
     if given:  # a given β is the one that trains: known now, so stopped trials and duplicates have it too
         params["hint_weight_resolved"] = given
@@ -174,7 +175,8 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         _replay(claim, tracker, record)
         return
     _restore(workdir, trial_id, tracker, record)
-    facts = {"role": role, "run_seed": cfg.run_seed, "method_name": cfg.distill.method if hs is not None else (baseline or "kd_only"),
+    facts = {"role": role, "run_seed": cfg.run_seed,
+             "method_name": cfg.distill.method if hs is not None else (baseline or "kd_only"),
              "n_hints_used": hs.n_hints if hs is not None else 0,
              "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
              "confirms": config.get(CONFIRMS_KEY) or ""}
@@ -194,6 +196,11 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
         raise
     _end_trial(result, tracker, index, key, trial_id, record, logged="hint_weight_resolved" in facts)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def teacher_device(teacher: torch.nn.Module) -> str:
+    """The device type a trial trains on (its teacher's): ``cpu`` or ``cuda``."""
+    return next(teacher.parameters()).device.type
 
 
 def _quiet_worker(sweep: SweepInfo) -> None:

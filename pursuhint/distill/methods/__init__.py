@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 from ...errors import PursuhintError
 from ...registry import Registry, unknown_name_message
@@ -151,6 +151,7 @@ def _split(name: str) -> tuple[str, bool]:
 
 __all__ = [
     "AT", "CC", "CRD", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
-    "NoHint", "adds_crd", "check_method", "check_params", "create_method", "own_params", "flatten", "hint_weight_for", "method_class",
+    "NoHint", "adds_crd", "check_method", "check_params", "create_method", "own_params", "flatten", "hint_weight_for",
+    "method_class",
     "method_names", "method_params", "pool_to_common",
 ]

@@ -106,7 +106,8 @@ class DistillMethod(nn.Module):
     forward = forward_pairs
 
 
-def check_shapes(student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]]) -> tuple[list[Shape], list[Shape]]:
+def check_shapes(student_shapes: Sequence[Sequence[int]],
+                 teacher_shapes: Sequence[Sequence[int]]) -> tuple[list[Shape], list[Shape]]:
     """Per-pair shapes without the batch dim, as tuples; one student and one teacher shape per pair."""
     s = [tuple(int(d) for d in shape) for shape in student_shapes]
     t = [tuple(int(d) for d in shape) for shape in teacher_shapes]
