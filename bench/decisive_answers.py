@@ -2,7 +2,7 @@
 arm-seeds than running every arm to the maximum, with the same verdicts?
 
 For two families (AT with KD, FitNet with KD; the paper-mode hint set, K = 3, calibrated hint weight) a sweep
-trains the configuration and its baselines (default hints, random hints, KD only, the CE-only student) over
+trains the configuration and its baselines (default hints, random hints on digits, KD only, the CE-only student) over
 the maximum number of seeds, with a fixed confirmation stage. The racing rule (``pursuhint.search.confirm.Race``)
 is then replayed over those same runs: at look n each arm sees only the seeds the race would have given it,
 so the replay makes exactly the decisions a live race makes. Beside it: the verdicts of the fixed 3 seeds
@@ -31,7 +31,6 @@ AIM = ("racing decides at least the share of comparisons that all seeds decide, 
 KD_WEIGHT = 1.5
 FAMILIES = (("at", KD_WEIGHT), ("fitnet", KD_WEIGHT))
 SHARED = ("kd_only", "ce_only")  # arms that do not depend on the family: trained once, in the first family's sweep
-BASELINES = ("default", "random")
 MARGIN = 1.0
 
 
@@ -39,11 +38,14 @@ def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
     """Sizes. Full: the natural-image benchmark's (2,000 training photographs, 8 epochs, all 5,000 test
     photographs), 10 seeds. Quick: the digits demo's recipe (6 epochs), 10 seeds. Tiny: a smoke test."""
     if tiny:
-        return {"variant": "tiny (smoke test)", "data": "digits", "min": 2, "max": 3, "epochs": 1}
+        return {"variant": "tiny (smoke test)", "data": "digits", "min": 2, "max": 3, "epochs": 1,
+                "baselines": ["default"]}
     if quick:
-        return {"variant": "quick (digits demo)", "data": "digits", "min": 3, "max": 10, "epochs": 6}
+        return {"variant": "quick (digits demo)", "data": "digits", "min": 3, "max": 10, "epochs": 6,
+                "baselines": ["default", "random"]}
+    # random hints left out on photographs: 20 arm-seeds (~15 min of 2 cores) the run cannot spare
     return {"variant": "full (CIFAR-10 photographs)", "data": "natural", "min": 3, "max": 10, "epochs": 8,
-            "train": 2000, "test": None}
+            "train": 2000, "test": None, "baselines": ["default"]}
 
 
 def family_config(method: str, kd: float, s: dict[str, Any], seeds: Any, baselines: list[str],
@@ -102,7 +104,7 @@ def replays(tables: dict[str, dict[str, Any]], s: dict[str, Any]) -> dict[str, A
         cand = Candidate(c["trial_id"], {}, 0.0, c["method"], c["n_hints"], c["hint_layers"], (), 0.0)
         groups = {**{k: v for k, v in shared.items() if k[0] in SHARED}, **arm_scores(t)}
         seeds = sorted({sd for v in groups.values() for sd in v})
-        kinds = list(BASELINES) + list(SHARED)
+        kinds = list(s["baselines"]) + list(SHARED)
 
         def race(lo: int, hi: int) -> Race:
             return Race(comparisons_of([cand], kinds), lo, hi, MARGIN)
@@ -172,14 +174,14 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
             checkpoint = t_info["checkpoint"]
         sweeps = {}
         for i, (method, kd) in enumerate(FAMILIES):
-            baselines = list(BASELINES) + (list(SHARED) if i == 0 else [])
+            baselines = list(s["baselines"]) + (list(SHARED) if i == 0 else [])
             cfg = family_config(method, kd, s, s["max"], baselines, root, checkpoint, "fixed")
             sweeps[method] = run_family(cfg, folder)
         tables_ = {m: v["confirmation"] for m, v in sweeps.items()}
         figures = replays(tables_, s)
         method, kd = FAMILIES[0]
         live_cfg = family_config(method, kd, s, {"min": s["min"], "max": s["max"]},
-                                 list(BASELINES) + list(SHARED), root, checkpoint, "race")
+                                 list(s["baselines"]) + list(SHARED), root, checkpoint, "race")
         live = run_family(live_cfg, folder)
     figures["live"] = live_match(live, figures["families"][f"{method}+kd"])
     figures["sweep_walls_s"] = {m: v["wall_s"] for m, v in sweeps.items()}
@@ -215,7 +217,7 @@ def _notes(s: dict[str, Any], f: dict[str, Any], saved: float) -> list[str]:
         "by seed). Replays: the racing rule (min "
         f"{s['min']}, max {s['max']}, margin ±{MARGIN:g}, α 0.05 over the table and the looks) over those runs, "
         "each arm seeing only the seeds the race would have given it; 'fixed 3' is one look at seeds 1..3 "
-        "(today's default), 'all seeds' one look at every seed. Each family is its own table (Holm over its 4 "
+        "(today's default), 'all seeds' one look at every seed. Each family is its own table (Holm over its "
         "comparisons).",
         f"Arm-seeds: the race trains {f['arm_seeds']['race']} against {f['arm_seeds']['fixed_max']} for every arm "
         f"to {s['max']} seeds ({saved:.0%} saved) and {f['arm_seeds']['fixed_3']} for fixed 3 seeds.",
