@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from pursuhint.config import Config
 
-from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, digits_quick, machine, now, pick_device, table
+from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, table
 from .sweep_overhead import shutdown_ray, sweep_storage, workspace
 
 NAME = "decisive_answers"
@@ -56,11 +56,22 @@ def family_config(method: str, kd: float, s: dict[str, Any], seeds: Any, baselin
                "search.confirm.top_k": 1, "search.num_samples": 1, "search.scheduler": "fifo",
                "search.baselines": [], "distill.method": method, "distill.kd_weight": kd, "distill.ce_weight": 1.0,
                "distill.hint_weight": "auto", "train.epochs": s["epochs"]}
-    if s["data"] == "digits":
-        ratio = {"at": 0.316, "fitnet": 0.949}[method]  # the middle of the demo's by_method ranges
-        return digits_quick(name, {**confirm, "selection.similarity": "r2_cca", "selection.n_hints": 3,
-                                   "selection.algorithm": "pursuhint", "selection.center": "mean_index",
-                                   "selection.on_collision": "warn", "distill.hint_ratio": ratio})
+    if s["data"] == "digits":  # the demo's file with every searched leaf fixed (with_values keeps a space)
+        from pursuhint.config import config_from_dict
+        from pursuhint.searchspace import set_path
+
+        from .search_waste import demo_raw
+
+        raw = demo_raw()
+        values = {**confirm, "name": name, "selection.similarity": "r2_cca", "selection.n_hints": 3,
+                  "selection.algorithm": "pursuhint", "selection.center": "mean_index",
+                  "selection.on_collision": "warn",
+                  "distill.hint_ratio": {"at": 0.316, "fitnet": 0.949}[method]}  # the demo's by_method middles
+        for key, value in values.items():
+            set_path(raw, key, value)
+        cfg = config_from_dict(raw, source=name)
+        assert not cfg.space, cfg.space
+        return cfg
     from .selection_quality_natural import _settings as natural_settings, student_config
 
     ns = {**natural_settings(False, False), "train": s["train"], "test": s["test"], "epochs": s["epochs"]}
