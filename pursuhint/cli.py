@@ -332,13 +332,31 @@ def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}/runs"
 
 
+def _folder(args: argparse.Namespace) -> Optional[Path]:
+    """The sweep's Tune results folder: under ``--storage-path`` when given; else where the sweep's parent run
+    says it put it; else the default ``runs/ray_results/NAME`` (None: remote storage)."""
+    from .search.results import experiment_dir, recorded_folder
+    from .tracking import resolve_tracking_uri
+
+    if args.storage_path:
+        return experiment_dir(args.name, args.storage_path)
+    recorded, _ = recorded_folder(resolve_tracking_uri(args.tracking_uri, None), args.name)
+    return recorded or experiment_dir(args.name, None)
+
+
 def _study_url(args: argparse.Namespace) -> Optional[str]:
-    """The sweep's Optuna storage: its config's (read from Tune's folder), else the default file there."""
+    """The sweep's Optuna storage: where its parent run says it is (unless ``--storage-path`` is given), else its
+    config's (read from Tune's folder), else the default file there."""
     from .config import config_from_text
     from .search.importance import STUDY_FILE, study_storage
-    from .search.results import MARKER, experiment_dir
+    from .search.results import MARKER, recorded_folder
+    from .tracking import resolve_tracking_uri
 
-    folder = experiment_dir(args.name, args.storage_path)
+    if not args.storage_path:
+        _, study = recorded_folder(resolve_tracking_uri(args.tracking_uri, None), args.name)
+        if study:
+            return study
+    folder = _folder(args)
     if folder is None:
         return None
     marker = folder / MARKER
@@ -369,9 +387,9 @@ def _confirmation(args: argparse.Namespace) -> Optional[dict]:
     """The sweep's confirmation table (``confirmation.json``): from its Tune folder, else from its MLflow parent
     run (Tune's results on remote storage); None when the sweep has none."""
     from . import tracking
-    from .search.results import confirmation_table, experiment_dir, find_parent
+    from .search.results import confirmation_table, find_parent
 
-    folder = experiment_dir(args.name, args.storage_path)
+    folder = _folder(args)
     if folder is not None and folder.is_dir():  # the sweep's folder has the table whenever the sweep has one
         return confirmation_table(folder)
     uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
@@ -423,10 +441,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> None:
     """``report --sync``: write into MLflow what the sweep's trials could not (see search.sync)."""
-    from .search.results import experiment_dir, read_marker
+    from .search.results import read_marker
     from .search.sync import sync_sweep
 
-    exp_dir = experiment_dir(args.name, args.storage_path)
+    exp_dir = _folder(args)
     if exp_dir is None:
         raise PursuhintError(f"report --sync reads Tune's results from a local or shared folder, not from "
                              f"{args.storage_path}; pass the folder the sweep's results are in")
@@ -483,9 +501,9 @@ def _sweep_config_yaml(args: argparse.Namespace) -> str:
     import tempfile
 
     from . import tracking
-    from .search.results import MARKER, experiment_dir, find_parent, read_marker
+    from .search.results import MARKER, find_parent, read_marker
 
-    exp_dir = experiment_dir(args.name, args.storage_path)
+    exp_dir = _folder(args)
     if exp_dir is not None and (exp_dir / MARKER).exists():
         return read_marker(exp_dir)["config_yaml"]
     uri = tracking.resolve_tracking_uri(args.tracking_uri, None)

@@ -180,3 +180,26 @@ def test_the_winner_reruns_bit_for_bit_with_the_threads_it_trained_with(confirme
     assert rerun["final_val_acc"] == trial.final_val_acc  # bit for bit, not approximately
     params = tracking.client(uri).get_run(trial.run_id).data.params if getattr(trial, "run_id", "") else {}
     assert not params or (params["threads"] == "1" and params["device_type"] == "cpu")
+
+
+def test_report_and_export_find_a_sweeps_parts_from_its_name_and_tracking_uri_alone(confirmed, capsys, tmp_path,
+                                                                                     monkeypatch):
+    """The sweep ran with --storage-path; from another folder, with only --tracking-uri, `report --sync` finds its
+    Tune folder, `report` its Optuna study and confirmation table, and `export` the confirmed ranking: the parent
+    run records where each is."""
+    cfg, uri, result, folder = confirmed
+    monkeypatch.chdir(tmp_path)  # no runs/ray_results here
+    parent, _ = children(uri, "t_confirm")
+    assert parent.data.tags["pursuhint.sweep_dir"] == str(folder / "ray_results" / "t_confirm")
+    assert parent.data.tags["pursuhint.optuna_storage"] == f"sqlite:///{folder / 'ray_results' / 't_confirm' / 'optuna.db'}"
+    assert main(["report", "t_confirm", "--tracking-uri", uri, "--sync"]) == 0
+    out = capsys.readouterr().out
+    assert f"synced {folder / 'ray_results' / 't_confirm'} → MLflow {uri}" in out
+    assert out.count("Answer: " + result.confirmation["answer"]) == 1
+    assert "no Optuna study named" not in out and "the Optuna study has 2 completed trials" in out
+    assert main(["export", "t_confirm", "--tracking-uri", uri, "-o", str(tmp_path / "x")]) == 0
+    assert f"ranked by the confirmation stage ({result.confirmation['n_seeds']} seeds" in capsys.readouterr().err
+    # a given --storage-path still wins: a wrong one is named, not silently replaced by the recorded folder
+    wrong = tmp_path / "no_such_place"
+    assert main(["report", "t_confirm", "--tracking-uri", uri, "--sync", "--storage-path", str(wrong)]) == 2
+    assert f"no sweep results in {wrong / 't_confirm'}" in capsys.readouterr().err

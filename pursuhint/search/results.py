@@ -137,6 +137,20 @@ def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, s
     return TrialRow(trial_id=trial_id, **{**fields, **known})
 
 
+def recorded_folder(uri: str, name: str) -> tuple[Optional[Path], Optional[str]]:
+    """Where the sweep named ``name`` put its Tune results folder and its Optuna study, as its MLflow parent run
+    records them: (the folder when it is a folder here, else None; the study's RDB URL, None when not
+    recorded or kept in memory). (None, None) when the store or the sweep cannot be read."""
+    try:
+        _, parent = find_parent(uri, name)
+        tags = tracking.client(uri).get_run(parent).data.tags
+    except Exception:  # noqa: BLE001 - no store, no sweep or MLflow away: the caller falls back to the defaults
+        return None, None
+    folder = Path(tags.get(tracking.SWEEP_DIR_TAG, ""))
+    study = tags.get(tracking.OPTUNA_TAG)
+    return (folder if str(folder) and folder.is_dir() else None), (study if study and "://" in study else None)
+
+
 def find_parent(uri: str, name: str) -> tuple[str, str]:
     """(experiment id, newest sweep parent run id) of the sweep named ``name`` in MLflow."""
     c = tracking.client(uri)

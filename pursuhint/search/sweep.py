@@ -68,6 +68,8 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         parent = tracking.parent_run(uri, experiment_id, str(exp_dir or storage_str), run_name=f"sweep-{cfg.name}")
         opened = (experiment_id, parent)
         _log_parent(uri, parent, cfg)
+        # where the sweep's parts are, so `report` and `export` find them from the name and tracking URI alone
+        tracking.set_tags(uri, parent, {tracking.OPTUNA_TAG: study_url or "in memory"})
         # `index` (the duplicate index actor's handle) must live as long as the sweep: Ray ends an actor once
         # nothing holds a handle to it, and trials look it up by name.
         shared, index, trainable, callbacks = _trial_setup(cfg, uri, experiment_id, parent, exp_dir, progress)
