@@ -419,7 +419,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(format_leaderboard(rows, args.top))
     importances = _importances(args, rows)
     if args.html:
-        from .report_html import write_report
+        from .search.report import write_report
         from .tracking import resolve_tracking_uri, scrub
 
         path = write_report(Path(args.html), args.name, rows, confirmation=table, importances=importances,

@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, PursuhintError
+from .errors import ConfigError
 from .registry import did_you_mean
 from .searchspace import (BY_METHOD, OTHER_METHODS, PAPER_DEFAULTS, SPEC_KINDS, branch_for,  # noqa: F401 (re-exported)
                           check_by_method, collect_specs, default_for, describe_defaults, get_path, is_spec,
@@ -512,58 +512,6 @@ def config_from_dict(raw: dict[str, Any], source: str = "config",
     cfg.searched_defaults = defaults
     cfg.source = source
     return cfg
-
-
-def check_names(cfg: Config) -> None:
-    """Check every registry name in the config (and in its search space) against what exists.
-
-    Kept apart from the pydantic model so that config stays at the bottom of the import graph.
-    """
-    from .data import DATASETS
-    from .models import MODELS
-
-    def check(key: str, ok: bool, valid: list[str], value: Any) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: unknown value {value!r}{did_you_mean(str(value), valid)}; "
-                              f"valid: {', '.join(valid)}")
-
-
-    for v in leaf_values(cfg, "data.dataset"):
-        check("data.dataset", v in DATASETS, DATASETS.names(), v)
-    for key in ("teacher.arch", "student.arch"):
-        for v in leaf_values(cfg, key):
-            ok = v in MODELS or (isinstance(v, str) and v.startswith("torchvision:"))
-            check(key, ok, MODELS.names() + ["torchvision:<name>"], v)
-    try:
-        from .hints import CENTERS, CLUSTERINGS, SIMILARITIES
-    except ImportError:  # pragma: no cover - hints always importable in a full install
-        return
-    for key, reg in (("selection.similarity", SIMILARITIES), ("selection.algorithm", CLUSTERINGS),
-                     ("selection.center", CENTERS)):
-        for v in leaf_values(cfg, key):
-            check(key, v in reg, reg.names(), v)
-    gran = cfg.selection.granularity
-    if gran != "block" and not gran.startswith("pattern:"):
-        raise ConfigError(f"selection.granularity: unknown value {gran!r}; valid: block, pattern:<regex>")
-    try:
-        from .distill import METHODS
-    except ImportError:  # pragma: no cover
-        return
-    def method_ok(v: Any) -> bool:
-        return all(part in METHODS for part in str(v).split("+"))
-
-    for v in leaf_values(cfg, "distill.method"):
-        check("distill.method", method_ok(v), METHODS.names() + ["<method>+crd"], v)
-    from .distill.methods import check_params
-
-    try:
-        check_params(leaf_values(cfg, "distill.method"), cfg.distill.params)
-    except PursuhintError as exc:
-        raise ConfigError(f"distill.params: {exc}") from None
-    for key, spec in cfg.space.items():
-        for v in spec.get(BY_METHOD, {}):
-            check(f"{key}.by_method", v == OTHER_METHODS or method_ok(v),
-                  METHODS.names() + ["<method>+crd", OTHER_METHODS], v)
 
 
 # --------------------------------------------------------------------------- helpers

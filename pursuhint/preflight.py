@@ -5,10 +5,61 @@ architectures' candidate layers?"""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
-from .config import Config, check_names, leaf_values
-from .errors import ConfigError
+from .config import Config
+from .searchspace import BY_METHOD, OTHER_METHODS, leaf_values
+from .errors import ConfigError, PursuhintError
+from .registry import did_you_mean
+
+
+def check_names(cfg: Config) -> None:
+    """Check every registry name in the config (and in its search space) against what exists.
+
+    It lives here, above the registries, so that config stays at the bottom of the layers. The registries
+    are imported when a check runs (they bring torch; `pursuhint --help` should not wait for it).
+    """
+    from .data import DATASETS
+    from .models import MODELS
+
+    def check(key: str, ok: bool, valid: list[str], value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: unknown value {value!r}{did_you_mean(str(value), valid)}; "
+                              f"valid: {', '.join(valid)}")
+
+
+    for v in leaf_values(cfg, "data.dataset"):
+        check("data.dataset", v in DATASETS, DATASETS.names(), v)
+    for key in ("teacher.arch", "student.arch"):
+        for v in leaf_values(cfg, key):
+            ok = v in MODELS or (isinstance(v, str) and v.startswith("torchvision:"))
+            check(key, ok, MODELS.names() + ["torchvision:<name>"], v)
+    from .hints import CENTERS, CLUSTERINGS, SIMILARITIES
+
+    for key, reg in (("selection.similarity", SIMILARITIES), ("selection.algorithm", CLUSTERINGS),
+                     ("selection.center", CENTERS)):
+        for v in leaf_values(cfg, key):
+            check(key, v in reg, reg.names(), v)
+    gran = cfg.selection.granularity
+    if gran != "block" and not gran.startswith("pattern:"):
+        raise ConfigError(f"selection.granularity: unknown value {gran!r}; valid: block, pattern:<regex>")
+    from .distill import METHODS
+
+    def method_ok(v: Any) -> bool:
+        return all(part in METHODS for part in str(v).split("+"))
+
+    for v in leaf_values(cfg, "distill.method"):
+        check("distill.method", method_ok(v), METHODS.names() + ["<method>+crd"], v)
+    from .distill.methods import check_params
+
+    try:
+        check_params(leaf_values(cfg, "distill.method"), cfg.distill.params)
+    except PursuhintError as exc:
+        raise ConfigError(f"distill.params: {exc}") from None
+    for key, spec in cfg.space.items():
+        for v in spec.get(BY_METHOD, {}):
+            check(f"{key}.by_method", v == OTHER_METHODS or method_ok(v),
+                  METHODS.names() + ["<method>+crd", OTHER_METHODS], v)
 
 
 def candidate_count(arch: str, granularity: str = "block", in_channels: int = 3) -> Optional[int]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pursuhint.config import (Config, check_names, config_from_text, default_for, describe_defaults,
-                              load_config)
+from pursuhint.config import Config, config_from_text, default_for, describe_defaults, load_config
+from pursuhint.preflight import check_names
 from pursuhint.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -152,3 +152,85 @@ def test_every_error_class_lives_in_the_error_family():
     family = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
     assert all(issubclass(c, errors.PursuhintError) for c in family)
     assert {"TrackingError", "SweepInterrupted"} <= {c.__name__ for c in family}
+
+
+# ---------------------------------------------------------------- layers between top-level rooms
+
+# Each top-level room (a module or package directly under pursuhint/) and its layer: a room may import only
+# rooms of a lower layer (or itself). docs/architecture.md draws the same table.
+LAYERS = {
+    "errors": 0,
+    "registry": 1, "fileio": 1, "paths": 1, "logs": 1, "baselines": 1, "searchspace": 1, "devices": 1,
+    "config": 2, "models": 2,
+    "hooks": 3, "data": 3,
+    "training": 4, "hints": 4,
+    "teacher": 5, "distill": 5, "plots": 5, "tracking": 5,
+    "preflight": 6,
+    "search": 7,
+    "export": 8,
+    "cli": 9,
+}
+
+
+def room_of(module: str) -> str:
+    """``pursuhint.search.sweep`` → ``search``; the package's own ``__init__`` is the room ``pursuhint``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(package: Path, layers: dict[str, int]) -> list[str]:
+    """Every import (at any depth of a module, functions included) from a room to a room of the same or a
+    higher layer, as ``file:line room → room``; a room missing from ``layers`` is reported too."""
+    files = module_files(package)
+    out = []
+    for module, path in sorted(files.items()):
+        here = room_of(module)
+        one = import_graph_of_file(package, module, path, files)
+        for line, target in one:
+            there = room_of(target)
+            if there == here or package.name in (here, there):  # the package's __init__ (its version, its errors)
+                continue
+            if here not in layers or there not in layers:
+                out.append(f"{path.relative_to(package.parent)}:{line} {here} → {there} (a room without a layer)")
+            elif layers[there] >= layers[here]:
+                out.append(f"{path.relative_to(package.parent)}:{line} {here} (layer {layers[here]}) → {there} "
+                           f"(layer {layers[there]})")
+    return out
+
+
+def import_graph_of_file(package: Path, module: str, path: Path, files: dict[str, Path]) -> list[tuple[int, str]]:
+    """(line, imported module of the package) for every runtime import in one file."""
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, t) for t in filter(None, (known(a.name) for a in node.names))]
+            continue
+        base = here
+        for _ in range(node.level - 1):
+            base = base.rpartition(".")[0]
+        source = ".".join(p for p in (base if node.level else "", node.module or "") if p)
+        for alias in node.names:
+            full = f"{source}.{alias.name}"
+            target = full if full in files else known(source)
+            if target:
+                out.append((node.lineno, target))
+    return out
+
+
+def test_every_import_goes_down_the_layers():
+    rooms = {room_of(m) for m in module_files(PACKAGE)} - {PACKAGE.name}
+    assert rooms == set(LAYERS), f"rooms without a layer: {sorted(rooms - set(LAYERS))}; gone: {sorted(set(LAYERS) - rooms)}"
+    wrong = upward_imports(PACKAGE, LAYERS)
+    assert not wrong, "imports that go up a layer:\n" + "\n".join(wrong)
+
+
+def test_an_upward_import_is_named_with_its_file_and_line(tmp_path):
+    pkg = write_package(tmp_path, {"__init__.py": "", "config.py": "import os\n\ndef f():\n    from .search import x\n",
+                                   "search/__init__.py": "x = 1\n"})
+    assert upward_imports(pkg, {"config": 2, "search": 7}) == ["pkg/config.py:4 config (layer 2) → search (layer 7)"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pursuhint.config import check_names, config_from_text
+from pursuhint.config import config_from_text
+from pursuhint.preflight import check_names
 from pursuhint.distill.methods import own_params
 from pursuhint.distill.trainer import train_student
 from pursuhint.errors import ConfigError

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pursuhint.config import check_names, load_config
+from pursuhint.config import load_config
+from pursuhint.preflight import check_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from pursuhint.config import check_names, config_from_text
+from pursuhint.config import config_from_text
+from pursuhint.preflight import check_names
 from pursuhint.errors import ConfigError
 from pursuhint.search.searcher import make_searcher
 from pursuhint.search.space import BASELINE_KEY, baseline_configs, plain_values

@@ -378,7 +378,7 @@ def _log_report(uri: str, parent: str, name: str, rows: list[TrialRow], confirma
     import tempfile
 
     try:
-        from ..report_html import write_report
+        from .report import write_report
         from .importance import NoImportances, param_importances
 
         importances: Any = "parameter importances: none, this sweep searched nothing (its config has no spec leaf)"

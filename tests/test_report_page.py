@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pursuhint.report_html import write_report
+from pursuhint.search.report import write_report
 from pursuhint.search.confirm import ConfirmedResult, SEARCHED, confirmation_table, pick_top
 from pursuhint.search.importance import Importances
 from pursuhint.search.results import TrialRow, rank

@@ -13,12 +13,12 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from . import __version__
-from .baselines import BASELINE_LABELS
-from .fileio import write_text_atomic
+from .. import __version__
+from ..baselines import BASELINE_LABELS
+from ..fileio import write_text_atomic
 
 if TYPE_CHECKING:
-    from .search.results import TrialRow
+    from .results import TrialRow
 
 STYLE = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;margin:0;background:#f5f6f8;
@@ -167,7 +167,7 @@ NUMERIC = {"rank", "val_acc", "best", "hint_w", "ratio", "kd_w", "lr", "vs_defau
 
 
 def _leaderboard_section(rows: list[TrialRow], total: int) -> str:
-    from .search.results import search_stage_label
+    from .results import search_stage_label
 
     out = ['<section id="leaderboard"><h2>Search leaderboard<span class="label search">Search stage: one seed, '
            "selection split</span></h2>", f'<p class="note">{escape(search_stage_label(rows))}. val_acc is the last '
@@ -193,7 +193,7 @@ def _leaderboard_section(rows: list[TrialRow], total: int) -> str:
 
 
 def _plots_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]]) -> str:
-    from .plots import confirmation_plot, sweep_comparison
+    from ..plots import confirmation_plot, sweep_comparison
 
     out = ['<section id="plots"><h2>Plots</h2>']
     if table and (table.get("configurations") or table.get("baselines")):
@@ -208,7 +208,7 @@ def _plots_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]]) -> 
 
 
 def _atlas_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]], uri: Optional[str]) -> str:
-    from .search.results import layer_atlas_png
+    from .results import layer_atlas_png
 
     out = ['<section id="atlas"><h2>Layer atlas</h2><p class="note">The teacher\'s layer-to-layer similarity with '
            "the clusters along depth; red stars are the hint points, orange squares the default hints (last block "
@@ -288,7 +288,7 @@ def _head(*columns: Union[str, tuple[str, str]], compact: bool = False) -> str:
 
 def _drawn(draw: Any) -> Optional[str]:
     """The figure ``draw()`` returns as a PNG data URI, or None when there is nothing to draw yet."""
-    from .errors import PursuhintError
+    from ..errors import PursuhintError
 
     try:
         fig = draw()
