@@ -125,6 +125,17 @@ def configure_training(device: torch.device) -> bool:
 def full_fp32() -> Iterator[None]:
     """No TF32 inside: cuDNN convolutions and CUDA matmuls in full fp32 (the representation pass and the
     similarity measures), so a CPU and a GPU pick the same hints when layers are nearly tied."""
+    backends = precision_backends()
+    if backends:  # torch >= 2.9: the fp32_precision API (the legacy flags raise once it has been used)
+        before = [b.fp32_precision for b in backends]
+        for b in backends:
+            b.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for b, value in zip(backends, before):
+                b.fp32_precision = value
+        return
     conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -133,6 +144,16 @@ def full_fp32() -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32 = conv
         torch.backends.cuda.matmul.allow_tf32 = mm
+
+
+def precision_backends() -> list[Any]:
+    """The backends whose ``fp32_precision`` decides TF32 for convolutions and matmuls (torch >= 2.9); [] on
+    older torch, where only the legacy ``allow_tf32`` flags exist."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    mm = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if conv is None or mm is None:
+        return []
+    return [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
 
 
 def numerics_tag(device: torch.device) -> str:

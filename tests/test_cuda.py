@@ -113,12 +113,13 @@ def test_representations_on_cuda_match_the_cpu_and_pick_the_same_hints(tiny):
     x = ds.train_x[:512].float() / 255
     layers = candidate_layers(teacher.cpu(), input_shape=(ds.channels, ds.image_size, ds.image_size))
     cpu = layer_representations(teacher.cpu(), [x[:256], x[256:]], layers)
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = True  # the pass must turn it off itself
+    conv = torch.backends.cudnn.conv
+    tf32 = conv.fp32_precision
+    conv.fp32_precision = "tf32"  # the pass must turn it off itself
     try:
         gpu = layer_representations(teacher.cuda(), [x[:256].cuda(), x[256:].cuda()], layers)
     finally:
-        torch.backends.cudnn.allow_tf32 = tf32
+        conv.fp32_precision = tf32
     for c, g in zip(cpu, gpu):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g.cpu(), c, rtol=1e-4, atol=1e-5)

@@ -83,18 +83,6 @@ def test_cudnn_benchmark_is_on_for_cuda_training_unless_determinism_is_asked(mon
         torch.backends.cudnn.benchmark = old
 
 
-def test_full_fp32_turns_tf32_off_and_restores_it():
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        with devices.full_fp32():
-            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
 def test_numerics_tag_names_device_kind_and_capability(monkeypatch):
     assert devices.numerics_tag(torch.device("cpu")) == "cpu-fp32"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
@@ -217,3 +205,21 @@ def test_checkpoints_carry_and_restore_cuda_rng_states(monkeypatch, tmp_path):
     loop.fit({"m": model}, ce, recipe.model_copy(update={"epochs": 2}), train_loader=data, val_loader=data,
              eval_model=model, device=torch.device("cpu"), checkpoint_path=path)
     assert len(restored) == 1 and torch.equal(restored[0][0], saved[0])
+
+
+def test_full_fp32_uses_the_precision_api_of_this_torch_and_restores_it(monkeypatch):
+    """torch >= 2.9 has ``fp32_precision`` (the legacy ``allow_tf32`` flags are deprecated and raise once the new
+    API has been used); full fp32 sets it to "ieee" inside and restores it; older torch gets the legacy flags."""
+    backends = devices.precision_backends()
+    assert backends, "this torch has the fp32_precision API"
+    before = [b.fp32_precision for b in backends]
+    with devices.full_fp32():
+        assert [b.fp32_precision for b in backends] == ["ieee", "ieee"]
+    assert [b.fp32_precision for b in backends] == before
+    monkeypatch.setattr(devices, "precision_backends", lambda: [])  # an older torch: the legacy flags
+    flags = types.SimpleNamespace(allow_tf32=True)
+    monkeypatch.setattr(torch.backends, "cudnn", flags)
+    monkeypatch.setattr(torch.backends.cuda, "matmul", types.SimpleNamespace(allow_tf32=True))
+    with devices.full_fp32():
+        assert flags.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    assert flags.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True

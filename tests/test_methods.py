@@ -407,3 +407,43 @@ def test_a_method_without_its_weight_is_refused_at_registration():
     with pytest.raises(TypeError, match="must be a DistillMethod subclass"):
         METHODS.register("not_a_method", torch.nn.Identity)
     assert METHODS.names() == before  # nothing half-registered
+
+
+def test_rkd_never_makes_the_device_wait_for_the_host():
+    """RKD's distance term divides by the mean off-diagonal distance. It used boolean indexing (``d[mask]``),
+    whose data-dependent size forces a host read every step on a GPU; now it is the sum over B(B − 1), the
+    same number, and no op of the loss has a data-dependent output size."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pursuhint.distill.methods.relations import _normalised_distances, pairwise_distances
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    e = torch.randn(6, 5)
+    d = pairwise_distances(e)
+    off = ~torch.eye(6, dtype=torch.bool)
+    assert torch.allclose(_normalised_distances(e), d / d[off].mean(), rtol=1e-6, atol=0)
+    method = create_method("rkd", [(8, 4, 4)], [(8, 4, 4)])
+    f_s, f_t = torch.randn(6, 8, 4, 4, requires_grad=True), torch.randn(6, 8, 4, 4)
+    with Ops() as ops:
+        method.hint_loss([f_s], [f_t]).backward()
+    assert not {"aten.nonzero", "aten.masked_select", "aten.index", "aten._local_scalar_dense"} & ops.names, ops.names
+
+
+def test_connectors_are_placed_in_the_devices_memory_format(monkeypatch):
+    """FitNet's and VID's connectors (conv weights) go channels_last where the inputs are, not only ``.to``."""
+    from pursuhint import devices
+
+    monkeypatch.setattr(devices, "uses_channels_last", lambda device: True)
+    for name in ("fitnet", "vid"):
+        method = devices.place_model(create_method(name, [(8, 4, 4)], [(16, 4, 4)]), torch.device("cpu"))
+        convs = [p for p in method.parameters() if p.dim() == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs), name

@@ -148,7 +148,7 @@ def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Modu
         s_cls, t_cls = _classifier(student), _classifier(teacher)
         params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": module_at(student, s_cls).in_features,
                    "t_dim": module_at(teacher, t_cls).in_features}
-    method = create_method(method_name, s_shapes, t_shapes, **params).to(device)
+    method = place_model(create_method(method_name, s_shapes, t_shapes, **params), device)  # connectors too
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
                "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}

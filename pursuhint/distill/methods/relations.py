@@ -68,9 +68,11 @@ def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def _normalised_distances(e: Tensor) -> Tensor:
+    """Distances over their mean off the diagonal. The diagonal is exactly 0, so that mean is the sum over
+    B(B − 1): no boolean indexing, whose data-dependent size would make the device wait for the host."""
     d = pairwise_distances(e)
-    off_diagonal = ~torch.eye(e.shape[0], dtype=torch.bool, device=e.device)
-    return d / d[off_diagonal].mean()
+    n = e.shape[0]
+    return d / (d.sum() / (n * (n - 1)))
 
 
 def _angles(e: Tensor) -> Tensor:
