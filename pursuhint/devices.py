@@ -54,6 +54,9 @@ def ray_device(gpu_ids: list[Any]) -> torch.device:
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     first = str(gpu_ids[0])
     index = visible.index(first) if first in visible else (0 if visible else int(first))
+    # the current device too: code that asks CUDA without naming a device (memory queries, new streams, a
+    # library's default) must land on this GPU, not on GPU 0, when every GPU of the node is visible
+    torch.cuda.set_device(index)
     return torch.device("cuda", index)
 
 

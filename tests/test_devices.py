@@ -27,7 +27,9 @@ def test_a_trial_without_a_gpu_trains_on_the_cpu_even_when_cuda_is_visible(monke
     assert devices.runtime_device() == torch.device("cpu")
 
 
-def test_a_trial_holding_a_gpu_uses_it(monkeypatch):
+def test_a_trial_holding_a_gpu_uses_it_and_makes_it_the_current_device(monkeypatch):
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
     monkeypatch.setitem(__import__("sys").modules, "ray", _fake_ray(["3"]))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # Ray exposes the assigned GPU as torch's index 0
@@ -36,6 +38,7 @@ def test_a_trial_holding_a_gpu_uses_it(monkeypatch):
     assert devices.runtime_device() == torch.device("cuda", 3)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,3")
     assert devices.ray_device(["3"]) == torch.device("cuda", 1)
+    assert current == [0, 3, 1]  # torch.cuda.set_device each time, so unnamed CUDA calls use this GPU
 
 
 def test_a_trial_holding_a_gpu_torch_cannot_see_fails_naming_the_mismatch(monkeypatch):
