@@ -184,6 +184,27 @@ def restore_cuda_rng_states(states: Optional[list[torch.Tensor]]) -> None:
         torch.cuda.set_rng_state(state, index)
 
 
+def assigned_gpu_fraction() -> Optional[float]:
+    """The share of a GPU Ray gave this worker (0.25 for ``resources_per_trial.gpu: 0.25``; at most 1 per
+    device); None outside a Ray worker or for a worker without a GPU."""
+    ray = _ray_worker()
+    if ray is None:
+        return None
+    try:
+        gpu = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    except (AttributeError, TypeError, ValueError):  # a Ray without this API: no fraction known
+        return None
+    return min(gpu, 1.0) if gpu > 0 else None
+
+
+def total_bytes(device: torch.device) -> Optional[int]:
+    """A CUDA ``device``'s memory (None for the CPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[1])
+
+
 def free_bytes(device: torch.device) -> Optional[int]:
     """Free memory on a CUDA ``device`` (None for the CPU)."""
     device = torch.device(device)

@@ -226,3 +226,24 @@ def test_full_fp32_uses_the_precision_api_of_this_torch_and_restores_it(monkeypa
     with devices.full_fp32():
         assert flags.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     assert flags.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 is True
+
+
+def test_a_fractional_gpu_trials_budget_is_its_share_of_the_card(monkeypatch):
+    """Four 0.25-GPU trials start together and each sees an empty 80 GiB card: each may keep 0.5 × 0.25 × 80 =
+    10 GiB of images (not half the free 80 GiB, which would claim twice the card); a given budget still wins,
+    and outside Ray (or in a trial without a GPU) the budget is half the free memory."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * gib, 80 * gib))
+    ray = _fake_ray([0])
+    ray.get_runtime_context = lambda: types.SimpleNamespace(
+        worker=types.SimpleNamespace(mode="worker"), get_assigned_resources=lambda: {"CPU": 1.0, "GPU": 0.25})
+    monkeypatch.setitem(__import__("sys").modules, "ray", ray)
+    cuda = torch.device("cuda", 0)
+    assert devices.assigned_gpu_fraction() == 0.25
+    assert device_budget(cuda) == 10 * gib
+    assert device_budget(cuda, 3.0) == 3 * gib
+    ray.get_runtime_context = lambda: types.SimpleNamespace(
+        worker=types.SimpleNamespace(mode="worker"), get_assigned_resources=lambda: {"CPU": 1.0, "GPU": 2.0})
+    assert device_budget(cuda) == 40 * gib  # two whole GPUs: one whole card per device
+    monkeypatch.setitem(__import__("sys").modules, "ray", _fake_ray([], mode="script"))  # the driver
+    assert devices.assigned_gpu_fraction() is None and device_budget(cuda) == 40 * gib

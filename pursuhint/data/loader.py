@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..devices import free_bytes, memory_format
+from ..devices import assigned_gpu_fraction, free_bytes, memory_format, total_bytes
 from ..errors import DataError
 from ..registry import unknown_name_message
 from .datasets import AUGMENTATIONS, ImageDataset
@@ -25,16 +25,24 @@ from .mapped import ImageRows, Images, take_rows
 
 PLACEMENTS = ("auto", "device", "host")
 BUDGET_SHARE = 0.5  # of the free device memory, when data.device_budget_gb is not given
+# of a trial's share of the card (its GPU fraction × the card's memory): the rest of its share is for the
+# models, activations and cuDNN's workspace
+GPU_SHARE_SAFETY = 0.5
 
 
 def device_budget(device: str | torch.device, budget_gb: Optional[float] = None) -> Optional[int]:
-    """Bytes of images a loader may keep on ``device``: ``budget_gb`` when given, else half the free memory
-    of a CUDA device; None (no limit) for the CPU, where "on the device" is host memory anyway."""
+    """Bytes of images a loader may keep on ``device``: ``budget_gb`` when given; in a Ray trial holding a
+    fraction f of a GPU, GPU_SHARE_SAFETY · f · the card's memory (four 0.25-GPU trials starting together
+    must not each claim half of the empty card); else half the free memory of a CUDA device. None (no
+    limit) for the CPU, where "on the device" is host memory anyway."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
     if budget_gb is not None:
         return int(budget_gb * 2**30)
+    fraction = assigned_gpu_fraction()
+    if fraction is not None:
+        return int(GPU_SHARE_SAFETY * fraction * (total_bytes(device) or 0))
     return int(BUDGET_SHARE * (free_bytes(device) or 0))
 
 
