@@ -39,8 +39,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py --quick
 
-# On a GPU machine: every CUDA path and the GPU figures (bench/gpu_check.py). Where torch is already
-# installed system-wide, `make gpu-check GPU_PY=python3` skips the virtual environment.
+# On a GPU machine: every CUDA path and the GPU figures (bench/gpu_check.py; written under
+# $(GPU_CHECK_OUT), default runs/gpu-check/, and printed). Where torch is already installed system-wide,
+# `make gpu-check GPU_PY=python3` skips the virtual environment.
 GPU_PY ?= $(PY)
 gpu-check: $(if $(filter $(PY),$(GPU_PY)),$(STAMP))
 	$(GPU_PY) bench/gpu_check.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -388,3 +389,43 @@ def test_selection_quality_natural_data_path_measures_a_cold_and_a_warm_load(tmp
     finally:
         tmp_path.chmod(0o755)
     assert d["cache_mb"] > 0 and d["first_load"]["images"] == 10
+
+
+def test_gpu_check_dry_run_lists_its_steps_without_a_gpu(tmp_path):
+    out = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run"], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "GPU_CHECK_OUT": str(tmp_path / "gc")}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == ["1. dependencies", "2. CUDA tests", "3. gpu benchmark",
+                                                          "4. confirmation sweep"]
+    assert "tests/test_memory_map.py" in lines[1]
+    assert lines[-1] == f"writes under {tmp_path / 'gc'} (GPU_CHECK_OUT); never bench/results.json or docs/benchmarks.md"
+    assert not (tmp_path / "gc").exists()
+
+
+def test_gpu_check_says_not_run_in_its_exit_status_and_writes_only_its_own_folder(tmp_path, monkeypatch):
+    from bench import gpu_check
+
+    monkeypatch.setenv("GPU_CHECK_OUT", str(tmp_path / "gc"))
+    monkeypatch.setattr(gpu_check, "_cuda_or_exit", lambda: "fake GPU")
+    monkeypatch.setattr(gpu_check, "tests", lambda: ("ok", ""))
+    monkeypatch.setattr(gpu_check, "benchmark", lambda out, full: ("ok", ""))
+    monkeypatch.setattr(gpu_check, "confirmation_sweep", lambda out: ("NOT RUN", "no photographs"))
+    before = (ROOT / "bench" / "results.json").read_bytes()
+    assert gpu_check.main([]) == 3
+    monkeypatch.setattr(gpu_check, "benchmark", lambda out, full: ("FAILED", "boom"))
+    assert gpu_check.main([]) == 1
+    summary = json.loads((tmp_path / "gc" / "summary.json").read_text())
+    assert summary["confirmation sweep"] == {"status": "NOT RUN", "why": "no photographs"}
+    assert (ROOT / "bench" / "results.json").read_bytes() == before
+
+
+def test_gpu_check_names_the_install_line_of_what_is_missing(monkeypatch):
+    from bench import gpu_check
+
+    assert gpu_check.missing({"json": "json", "no_such_module_here": "nosuch"}) == ["nosuch"]
+    assert gpu_check.install_line(["ray[tune]", "optuna"], Path("/kit")) == \
+        f"{sys.executable} -m pip install --no-index --find-links /kit ray[tune] optuna"
+    monkeypatch.setattr(gpu_check, "NEEDED", {"torch": "torch", "no_such_module_here": "nosuch"})
+    status, why = gpu_check.dependencies()
+    assert status == "FAILED" and why == f"missing nosuch: {sys.executable} -m pip install nosuch"
