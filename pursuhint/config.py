@@ -326,6 +326,12 @@ class SearchConfig(_Section):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
     max_failures: int = Field(2, ge=0)
+    # CPUs (and torch threads) of the shared work (teacher, probe pass, similarities); null = 1 on a CPU
+    # sweep, a node's CPUs per GPU (at least 2) when trials ask for GPUs (then the shared work takes a GPU too).
+    shared_cpus: Optional[int] = Field(None, ge=1)
+    # Seconds to wait for the shared work's resources (an autoscaling cluster's GPU workers may still be
+    # joining); then the sweep stops, naming what is missing, instead of running it on a CPU.
+    shared_timeout_s: float = Field(600.0, gt=0)
     # Where the Optuna study is kept (an RDB URL, e.g. sqlite:///path/optuna.db or postgresql://...); null = the
     # file optuna.db in the sweep's Tune results folder (in memory when Tune writes to remote storage).
     optuna_storage: Optional[str] = None
