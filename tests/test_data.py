@@ -268,6 +268,36 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     assert len(list((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))) == 1  # the stale cache is gone
 
 
+def test_imagefolder_cache_key_is_the_datas_content_not_its_timestamps(tmp_path):
+    """Copies of one data set on two nodes (made at different times) share a cache key, so they share a cache;
+    changed bytes, another file or another size do not."""
+    import os
+    import shutil
+
+    from pursuhint.data.datasets import _cache_key, _imagefolder_files
+
+    def key(root, size=8):
+        _, train, val = _imagefolder_files(root)
+        return _cache_key(root, train + val, size)
+
+    a, b = tmp_path / "node_a", tmp_path / "node_b"
+    _write_folder(a)
+    shutil.copytree(a, b)
+    for f in b.rglob("*.png"):
+        os.utime(f, (1_000_000, 1_000_000))  # another copy time on another node
+    assert key(a) == key(b)
+    assert key(a, size=16) != key(a)
+    first = sorted((b / "train" / "cat").glob("*.png"))[0]
+    data = bytearray(first.read_bytes())
+    data[40] ^= 0xFF  # same size, other bytes (in the sampled first 4 KiB)
+    first.write_bytes(bytes(data))
+    assert key(b) != key(a)
+    shutil.copy(sorted((a / "train" / "cat").glob("*.png"))[0], first)
+    assert key(b) == key(a)
+    (b / "train" / "cat" / "0.png").rename(b / "train" / "cat" / "zero.png")
+    assert key(b) != key(a)
+
+
 def test_imagefolder_resize_crop_gray_and_test_split(tmp_path):
     _write_folder(tmp_path, split="test")
     img = np.zeros((8, 12), np.uint8)

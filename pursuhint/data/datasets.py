@@ -556,13 +556,22 @@ def _imagefolder_files(base: Path) -> tuple[list[str], list[tuple[str, Path]], l
     return classes, train_items, val_items
 
 
+SAMPLED_FILES = 256  # files whose first bytes enter the cache key, evenly spaced over the sorted listing
+SAMPLED_BYTES = 4096
+
+
 def _cache_key(base: Path, items: list[tuple[str, Path]], size: int) -> str:
-    """Hash of the sorted file list with sizes and mtimes, and the image size."""
-    listing = []
-    for _, f in items:
-        st = f.stat()
-        listing.append([str(f.relative_to(base)), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"version": _CACHE_VERSION, "size": size, "files": sorted(listing)})
+    """The data's content identity and the image size: the sorted relative paths with their sizes, and a hash
+    of the first bytes of up to ``SAMPLED_FILES`` of them. Not modification times: copies of one data set on
+    several nodes (or restored from a backup) share a key, so they share a cache."""
+    listing = sorted((str(f.relative_to(base)), f.stat().st_size, f) for _, f in items)
+    step = max(1, len(listing) // SAMPLED_FILES)
+    sample = hashlib.sha256()
+    for _, _, f in listing[::step][:SAMPLED_FILES]:
+        with open(f, "rb") as fh:
+            sample.update(fh.read(SAMPLED_BYTES))
+    blob = json.dumps({"version": _CACHE_VERSION, "size": size, "files": [[n, b] for n, b, _ in listing],
+                       "sample": sample.hexdigest()})
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -809,9 +818,10 @@ def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> Ima
     """Images in ``root/train/<class>/`` and ``root/val/<class>/`` (or ``root/test/``), as RGB at 32 px.
 
     Decoded once, by parallel worker processes, into a memory-mapped cache (``.npy`` files, layout above)
-    under ``root/.pursuhint_cache/`` (or, when root is read-only, under the runs folder), keyed by the file
-    list with sizes and mtimes and the image size. The splits are :class:`ImageRows` views of the mapped
-    files: rows are read a batch at a time, so the data set may be larger than RAM.
+    under ``root/.pursuhint_cache/`` (or, when root is read-only, under the runs folder), keyed by the data's
+    content identity (relative paths, sizes, a sample's first bytes; see :func:`_cache_key`) and the image size.
+    The splits are :class:`ImageRows` views of the mapped files: rows are read a batch at a time, so the data
+    set may be larger than RAM.
     """
     if root is None:
         raise DataError("data set 'imagefolder' needs root, a folder holding train/<class>/ and val/<class>/")
