@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= search_spaces/digits_quick.yaml
 NAME   ?= digits_quick
 
-.PHONY: demo test install clean bench gpu-check
+.PHONY: demo test test-fast install clean bench gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The unit tests alone (no sweeps, no teacher training): lint, then pytest -m "not slow".
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) bench/run.py --quick

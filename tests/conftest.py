@@ -42,6 +42,16 @@ def tiny_distillation(config_yaml: str, teacher_arch: str):
     return cfg, ds, teacher, sha, teacher_default_hints(teacher, teacher_arch, sha, ds)
 
 
+SLOW_FIXTURES = {"trained_teacher"}  # a ~1-minute digits teacher: what uses it is not in the fast lane
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that train the shared digits teacher are ``slow`` too: `make test-fast` leaves them out."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item):
     """``@pytest.mark.cuda`` tests skip without a CUDA device, except under ``PURSUHINT_REQUIRE_CUDA=1``
     (``make gpu-check``), where a missing device is a failure: a GPU run must never pass by skipping."""

@@ -340,6 +340,7 @@ def test_selection_quality_natural_without_photographs_is_skipped_with_a_message
     assert json.loads(out.read_text())["selection_quality_natural"]["skipped"] is True
 
 
+@pytest.mark.slow
 def test_tiny_selection_quality_natural_runs_sweeps_with_a_confirmation_stage(tmp_path):
     from bench.common import cifar10_subset
 
@@ -368,6 +369,7 @@ def test_tiny_selection_quality_natural_runs_sweeps_with_a_confirmation_stage(tm
     assert "<!-- BEGIN generated:selection_quality_natural -->" in docs.read_text()
 
 
+@pytest.mark.slow
 def test_selection_quality_natural_data_path_measures_a_cold_and_a_warm_load(tmp_path):
     from PIL import Image
 

@@ -27,6 +27,7 @@ def test_the_shared_work_takes_a_gpu_whenever_trials_do():
     assert shared_resources(given, [GPU_NODE]) == {"CPU": 6.0, "GPU": 1.0}
 
 
+@pytest.mark.slow
 def test_a_cluster_without_the_gpu_stops_the_sweep_naming_it(tmp_path):
     """A local Ray with no GPU and a sweep whose trials ask for one (on a cluster, an autoscaler would add it):
     after search.shared_timeout_s the sweep stops with one sentence, and never runs the teacher on a CPU."""
