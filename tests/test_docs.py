@@ -58,3 +58,12 @@ def test_the_readme_fits_on_two_screens_and_its_links_resolve():
     assert {"docs/guide.md", "docs/configuration.md", "docs/images/layer_atlas.png"} <= set(links)
     for link in links:
         assert (ROOT / link).exists(), link
+
+
+def test_the_architecture_page_names_every_module():
+    """docs/architecture.md lists every module of the package (by file name, under its package's row)."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "pursuhint"
+    missing = [str(p.relative_to(package)) for p in sorted(package.rglob("*.py"))
+               if p.name != "__init__.py" and f"`{p.name}`" not in text and f"`{p.parent.name}/{p.name}`" not in text]
+    assert not missing, f"modules docs/architecture.md does not name: {missing}"
