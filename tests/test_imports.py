@@ -37,31 +37,38 @@ def _runtime_imports_of(node: ast.AST):
     yield from _runtime_imports(node)
 
 
-def import_graph(package: Path) -> dict[str, set[str]]:
-    """Module → the package's modules it imports (``from a import b`` counts ``a.b`` when b is a module,
-    else ``a``; importing ``a.b.c`` also runs the packages ``a`` and ``a.b``)."""
-    files = module_files(package)
-
+def imports_of_file(module: str, path: Path, files: dict[str, Path]) -> list[tuple[int, str]]:
+    """(line, imported module of the package) for every runtime import in one file."""
     def known(name: str) -> str | None:
         while name and name not in files:
             name = name.rpartition(".")[0]
         return name or None
 
+    here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, t) for t in filter(None, (known(a.name) for a in node.names))]
+            continue
+        base = here
+        for _ in range(node.level - 1):
+            base = base.rpartition(".")[0]
+        source = ".".join(p for p in (base if node.level else "", node.module or "") if p)
+        for alias in node.names:
+            full = f"{source}.{alias.name}"
+            target = full if full in files else known(source)
+            if target:
+                out.append((node.lineno, target))
+    return out
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports (``from a import b`` counts ``a.b`` when b is a module,
+    else ``a``; importing ``a.b.c`` also runs the packages ``a`` and ``a.b``)."""
+    files = module_files(package)
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
-        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        targets: set[str] = set()
-        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(filter(None, (known(a.name) for a in node.names)))
-                continue
-            base = here
-            for _ in range(node.level - 1):
-                base = base.rpartition(".")[0]
-            source = ".".join(p for p in (base if node.level else "", node.module or "") if p)
-            for alias in node.names:
-                full = f"{source}.{alias.name}"
-                targets.add(full if full in files else known(source))
+        targets = {target for _, target in imports_of_file(module, path, files)}
         parents = {t.rsplit(".", i)[0] for t in targets if t for i in range(1, t.count(".") + 1)}
         graph[module] = {t for t in targets | parents
                          if t and t in files and t != module and not module.startswith(t + ".")}
@@ -185,7 +192,7 @@ def upward_imports(package: Path, layers: dict[str, int]) -> list[str]:
     out = []
     for module, path in sorted(files.items()):
         here = room_of(module)
-        one = import_graph_of_file(package, module, path, files)
+        one = imports_of_file(module, path, files)
         for line, target in one:
             there = room_of(target)
             if there == here or package.name in (here, there):  # the package's __init__ (its version, its errors)
@@ -195,31 +202,6 @@ def upward_imports(package: Path, layers: dict[str, int]) -> list[str]:
             elif layers[there] >= layers[here]:
                 out.append(f"{path.relative_to(package.parent)}:{line} {here} (layer {layers[here]}) → {there} "
                            f"(layer {layers[there]})")
-    return out
-
-
-def import_graph_of_file(package: Path, module: str, path: Path, files: dict[str, Path]) -> list[tuple[int, str]]:
-    """(line, imported module of the package) for every runtime import in one file."""
-    def known(name: str) -> str | None:
-        while name and name not in files:
-            name = name.rpartition(".")[0]
-        return name or None
-
-    here = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out = []
-    for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, t) for t in filter(None, (known(a.name) for a in node.names))]
-            continue
-        base = here
-        for _ in range(node.level - 1):
-            base = base.rpartition(".")[0]
-        source = ".".join(p for p in (base if node.level else "", node.module or "") if p)
-        for alias in node.names:
-            full = f"{source}.{alias.name}"
-            target = full if full in files else known(source)
-            if target:
-                out.append((node.lineno, target))
     return out
 
 
