@@ -34,6 +34,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ROLE_TAG = "pursuhint.role"
 SWEEP_DIR_TAG = "pursuhint.sweep_dir"  # the sweep's Tune results folder (or remote storage URI)
 OPTUNA_TAG = "pursuhint.optuna_storage"  # where the sweep's Optuna study is (an RDB URL, or "in memory")
+CONFIRMATION_TAG = "pursuhint.confirmation"  # where the sweep's confirmation table is (also a parent artifact)
 TRIAL_TAG = "pursuhint.trial_id"
 STATUS_TAG = "pursuhint.status"
 BASELINE_TAG = "pursuhint.baseline"

@@ -192,6 +192,7 @@ def test_report_and_export_find_a_sweeps_parts_from_its_name_and_tracking_uri_al
     parent, _ = children(uri, "t_confirm")
     assert parent.data.tags["pursuhint.sweep_dir"] == str(folder / "ray_results" / "t_confirm")
     assert parent.data.tags["pursuhint.optuna_storage"] == f"sqlite:///{folder / 'ray_results' / 't_confirm' / 'optuna.db'}"
+    assert parent.data.tags["pursuhint.confirmation"] == str(folder / "ray_results" / "t_confirm" / "confirmation.json")
     assert main(["report", "t_confirm", "--tracking-uri", uri, "--sync"]) == 0
     out = capsys.readouterr().out
     assert f"synced {folder / 'ray_results' / 't_confirm'} → MLflow {uri}" in out

@@ -328,8 +328,10 @@ def _log_confirmation(uri: str, parent: str, exp_dir: Optional[Path], table: dic
         metrics = headline(table)
         if metrics:
             tracking.log_metrics(uri, parent, metrics, 0)
+        tags = {tracking.CONFIRMATION_TAG: str(exp_dir / FILE) if exp_dir is not None else f"parent run artifact {FILE}"}
         if table.get("answer"):
-            tracking.set_tags(uri, parent, {ANSWER_TAG: table["answer"]})
+            tags[ANSWER_TAG] = table["answer"]
+        tracking.set_tags(uri, parent, tags)
     except Exception as exc:  # noqa: BLE001 - MLflow away: the table is in the sweep's folder
         print(f"pursuhint: warning: could not log the confirmation table to MLflow ({tracking.scrub(str(exc))[:200]})",
               file=sys.stderr)
