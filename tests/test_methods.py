@@ -369,7 +369,7 @@ def test_bad_params_and_shapes_are_errors():
 
 # β of each method in the CRD benchmark's training scripts (RepDistiller train_student.py, -b).
 BENCHMARK_BETA = {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "nst": 50.0, "vid": 1.0, "pkt": 30000.0,
-                  "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0}
+                  "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0, "dkd": 0.0}
 
 
 def test_every_method_says_its_weight_and_whether_it_uses_hints():

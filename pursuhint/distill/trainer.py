@@ -162,7 +162,7 @@ def _loss_function(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: A
 
     def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
         weights = w.weights
-        if weights["kd"] or w.pairs or w.uses_crd:  # nothing reads the teacher otherwise (the CE-only student)
+        if weights["kd"] or w.pairs or w.uses_crd or w.method.uses_logits:  # else nothing reads the teacher
             with torch.no_grad():
                 logits_t = teacher(images)
         logits_s = student(images)
@@ -171,6 +171,8 @@ def _loss_function(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: A
             terms["ce"] = weights["ce"] * F.cross_entropy(logits_s.float(), labels)
         if weights["kd"]:
             terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
+        if w.method.uses_logits:  # DKD: the method weighs its own terms
+            terms["logit"] = w.method.logit_loss(logits_s, logits_t, labels)
         if w.pairs or w.uses_crd:
             crd = w.uses_crd
             out = w.method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if crd else None,
@@ -209,12 +211,14 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
         p.requires_grad_(False)
     seed_everything(cfg.run_seed)
     student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
-    method_name = cfg.distill.method if hint_set is not None else "kd_only"
+    # no hint set: KD only, unless the method needs none (DKD learns from the logits)
+    method_name = cfg.distill.method if hint_set is not None or not method_class(cfg.distill.method).uses_hints else "kd_only"
     pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
     w = _wire(cfg, method_name, pairs, teacher, student, ds, device)
     train_loader, val_loader = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment,
                                                  device=device, seed=cfg.run_seed, with_index=w.uses_crd,
                                                  budget_gb=cfg.data.device_budget_gb)
+    w.method.set_schedule(len(train_loader), cfg.train.epochs)  # a warm-up's length (DKD)
     with taps(teacher, [p.teacher.name for p in w.pairs], [w.t_cls] if w.t_cls else []) as t_taps, \
             taps(student, [p.student.name for p in w.pairs], [w.s_cls] if w.s_cls else []) as s_taps:
         calibration = HintCalibration(cfg.distill.hint_ratio) if w.weights["hint"] == "auto" else None

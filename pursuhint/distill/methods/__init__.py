@@ -20,6 +20,7 @@ from ...errors import PursuhintError
 from ...registry import Registry, unknown_name_message
 from ..crd import CRDHead
 from .base import DistillMethod, flatten, pool_to_common
+from .dkd import DKD
 from .feature_maps import AT, NST, VID, ConvReg, FitNet
 from .no_hints import CRD, NoHint
 from .relations import CC, PKT, RKD, SP
@@ -43,7 +44,7 @@ def check_method(name: str, cls: Any) -> None:
 
 METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method)
 for _name, _cls in (("fitnet", FitNet), ("at", AT), ("sp", SP), ("nst", NST), ("vid", VID), ("pkt", PKT),
-                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD)):
+                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD), ("dkd", DKD)):
     METHODS.register(_name, _cls)
 
 
@@ -150,7 +151,7 @@ def _split(name: str) -> tuple[str, bool]:
 
 
 __all__ = [
-    "AT", "CC", "CRD", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
+    "AT", "CC", "CRD", "DKD", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
     "NoHint", "adds_crd", "check_method", "check_params", "create_method", "own_params", "flatten", "hint_weight_for",
     "method_class",
     "method_names", "method_params", "pool_to_common",

@@ -34,6 +34,8 @@ class DistillMethod(nn.Module):
     uses_hints: ClassVar[bool] = True
     #: Whether the method is CRD itself: its CRD head is always built (other methods add it with ``+crd``).
     includes_crd: ClassVar[bool] = False
+    #: Whether the method reads the logits (DKD): the trainer adds ``logit_loss`` to every step's loss.
+    uses_logits: ClassVar[bool] = False
 
     def __init__(self, student_shapes: Sequence[Sequence[int]], teacher_shapes: Sequence[Sequence[int]]) -> None:
         super().__init__()
@@ -47,6 +49,13 @@ class DistillMethod(nn.Module):
     @property
     def uses_crd(self) -> bool:
         return self.crd is not None
+
+    def set_schedule(self, steps_per_epoch: int, epochs: int) -> None:
+        """The run's length, told by the trainer before training (a warm-up reads it); ignored by default."""
+
+    def logit_loss(self, logits_s: Tensor, logits_t: Tensor, labels: Tensor) -> Tensor:
+        """The method's loss on the student's and teacher's logits (``uses_logits`` methods only)."""
+        raise NotImplementedError
 
     def adapt(self, k: int, f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
         """Learnable/structural preprocessing of pair k before ``pair_loss``; identity by default."""
