@@ -5,8 +5,10 @@ Kept free of torch, Ray and MLflow so configuration checks and statistics can im
 
 from __future__ import annotations
 
-BASELINE_KINDS = ("default", "kd_only", "uniform", "random", "ce_only")
+BASELINE_KINDS = ("default", "kd_only", "uniform", "random", "ce_only", "dkd")
 NO_TEACHER = "ce_only"  # the student trained alone (cross-entropy, no teacher): did distillation help at all?
+# baselines trained without a hint set: one arm each, shared by every confirmed configuration
+WITHOUT_HINTS = ("kd_only", NO_TEACHER, "dkd")
 
 # The words a verdict uses for each baseline: "better than default hints", "worse than KD only", ...
 BASELINE_LABELS = {
@@ -15,4 +17,5 @@ BASELINE_LABELS = {
     "uniform": "uniform hints",
     "random": "random hints",
     "ce_only": "the CE-only student",
+    "dkd": "DKD",
 }

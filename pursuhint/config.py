@@ -239,7 +239,7 @@ class SeedRange(_Section):
         return cls.model_construct(**values)
 
 
-CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")
+CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")  # the default list; dkd may be added
 
 
 class ConfirmConfig(_Section):
@@ -260,7 +260,7 @@ class ConfirmConfig(_Section):
     seeds: Union[int, SeedRange] = 3
     margin: float = 1.0
     budget_hours: Optional[float] = None
-    baselines: list[Literal["default", "kd_only", "ce_only", "uniform", "random"]] = Field(
+    baselines: list[Literal["default", "kd_only", "ce_only", "uniform", "random", "dkd"]] = Field(
         default_factory=lambda: list(CONFIRM_BASELINES))
 
     @field_validator("margin")

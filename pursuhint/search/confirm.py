@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from ..baselines import BASELINE_LABELS, NO_TEACHER
+from ..baselines import BASELINE_LABELS, NO_TEACHER, WITHOUT_HINTS
 from ..config import Config
 from .results import CONFIRMATION_FILE, TrialRow
 from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
@@ -103,7 +103,9 @@ def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
                            SEED_KEY: seed})
     for cand in candidates:
         for kind in baselines:
-            if kind in ("kd_only", NO_TEACHER):
+            if kind == "dkd":  # decoupled KD replaces KD: no classic KD term beside it
+                values = {**common, "distill.method": "dkd", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0}
+            elif kind in WITHOUT_HINTS:
                 values = {**common, "distill.method": "kd_only"}
             else:
                 values = {**common, **_recipe(cand.sampled), "distill.method": cand.method}
@@ -129,7 +131,7 @@ def arm_of(spec: dict[str, Any]) -> tuple:
 def baseline_arm(kind: str, method: str, n_hints: Any) -> tuple:
     """A baseline's arm: KD only and the CE-only student are one arm each; the default hints one per method;
     uniform and random hints one per method and K."""
-    if kind in ("kd_only", NO_TEACHER):
+    if kind in WITHOUT_HINTS:
         return (kind,)
     if kind == "default":
         return ("default", method)
@@ -174,7 +176,7 @@ def group_results(results: Sequence[ConfirmedResult]) -> dict[tuple, dict[int, f
     return out
 
 
-COMPARED = ("default", "uniform", "random", "kd_only", NO_TEACHER)  # the order gains are listed in
+COMPARED = ("default", "uniform", "random", "kd_only", NO_TEACHER, "dkd")  # the order gains are listed in
 ALPHA = 0.05  # the family-wise error rate of the verdicts, across the table's comparisons and the race's looks
 
 

@@ -16,7 +16,7 @@ import torch
 from ray import tune
 
 from .. import tracking
-from ..baselines import NO_TEACHER
+from ..baselines import NO_TEACHER, WITHOUT_HINTS
 from ..config import Config, config_from_text
 from ..devices import runtime_device
 from ..training import EpochStats, resume_state
@@ -66,7 +66,7 @@ def trial_config(shared: SharedWork, sampled: dict[str, Any]) -> tuple[Config, s
 def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[HintSet]:
     """Default hints for the default baseline, none for KD-only, K evenly spaced or K random candidate layers
     (drawn anew for each run seed) for the uniform and random baselines, else the clustered hint set."""
-    if baseline in ("kd_only", NO_TEACHER):
+    if baseline in WITHOUT_HINTS:
         return None
     if baseline == "default":
         return HintSet.from_dict(shared.default_hints.to_dict())
@@ -83,7 +83,7 @@ def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[Hint
 def run_name(cfg: Config, baseline: str, hs: Optional[HintSet], role: str = "") -> str:
     seed = f"-seed{cfg.run_seed}" if role == "confirm" else ""
     prefix = "confirm-" if role == "confirm" else ""
-    if baseline in ("kd_only", NO_TEACHER):
+    if baseline in WITHOUT_HINTS:
         return f"{prefix}baseline-{baseline}{seed}"
     if baseline in ("default", "uniform", "random"):
         k = f"-k{hs.n_hints}" if baseline != "default" and hs else ""
@@ -99,7 +99,7 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
     params: dict[str, Any] = {
         "similarity": cfg.selection.similarity if searched else "none",
         "n_hints": 0 if hs is None else hs.n_hints,
-        "algorithm": cfg.selection.algorithm if searched else (baseline if baseline not in ("kd_only", NO_TEACHER) else "none"),
+        "algorithm": cfg.selection.algorithm if searched else (baseline if baseline not in WITHOUT_HINTS else "none"),
         "center": cfg.selection.center if searched else "none",
         "method": cfg.distill.method,
         "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight) if hs is not None else 0.0,
