@@ -265,7 +265,20 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "open", lambda *a, **k: calls.append(a) or real_open(*a, **k))
     grown = load_dataset("imagefolder", root=str(tmp_path), image_size=8)
     assert len(calls) == 8 and grown.train_y.tolist() == [0, 0, 0, 1, 1, 1]
-    assert len(list((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))) == 1  # the stale cache is gone
+    # the old cache was opened a moment ago: a sweep of the old data (or another version) may still open it
+    assert len(list((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))) == 2
+    import os
+    import time
+
+    from pursuhint.data.datasets import LAST_USED, STALE_AFTER_S
+
+    old = caches[0]
+    long_ago = time.time() - STALE_AFTER_S - 60
+    os.utime(old / LAST_USED, (long_ago, long_ago))
+    Image.new("RGB", (8, 8), (4, 5, 6)).save(tmp_path / "train" / "dog" / "newer.png")
+    load_dataset("imagefolder", root=str(tmp_path), image_size=8)
+    left = sorted((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))
+    assert old not in left and len(left) == 2  # unused for a day: gone; the grown data's cache was just used
 
 
 def test_imagefolder_cache_key_is_the_datas_content_not_its_timestamps(tmp_path):

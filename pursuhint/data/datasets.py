@@ -18,6 +18,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -609,14 +610,35 @@ def _open_cache(folder: Path, key: str, size: int) -> dict[str, Any]:
         if n and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise ValueError(f"{folder}: {split} labels span {int(y.min())}..{int(y.max())} for {len(classes)} classes")
         out[f"{split}_x"], out[f"{split}_y"] = x, torch.from_numpy(y)
+    _mark_used(folder)
     return out
+
+
+LAST_USED = ".last_used"  # touched whenever a cache is opened: a cache in use is never removed as stale
+STALE_AFTER_S = 24 * 3600  # another key's cache unused this long is removed when a new cache is written
+
+
+def _mark_used(folder: Path) -> None:
+    try:
+        (folder / LAST_USED).touch()
+    except OSError:  # a read-only cache: it is never removed by this process either
+        pass
+
+
+def _unused_for(path: Path) -> float:
+    """Seconds since ``path`` (a cache folder or an old .npz) was last opened, or written when never opened."""
+    marker = path / LAST_USED
+    try:
+        return time.time() - (marker if marker.exists() else path).stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _write_cache(dirs: list[Path], prefix: str, key: str, size: int, classes: list[str],
                  splits: dict[str, list[tuple[str, Path]]]) -> Path | None:
     """Decode ``splits`` into a temporary folder in the first writable cache folder of ``dirs`` and rename it to
-    ``<prefix><key>``; drop that folder's stale caches (other keys, old ``.npz`` files). None if none is
-    writable."""
+    ``<prefix><key>``; drop that folder's stale caches (other keys, old ``.npz`` files) that no process has opened
+    for ``STALE_AFTER_S`` (a running sweep opens its cache by path in every trial). None if none is writable."""
     for d in dirs:
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -632,8 +654,8 @@ def _write_cache(dirs: list[Path], prefix: str, key: str, size: int, classes: li
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        for stale in d.glob(f"{prefix}*"):
-            if stale != final:
+        for stale in d.glob(f"{prefix}*"):  # other keys (the data changed, or an older version's key) ...
+            if stale != final and _unused_for(stale) > STALE_AFTER_S:  # ... unless a sweep may still open them
                 _remove(stale)
         return final
     return None
