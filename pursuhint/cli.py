@@ -335,13 +335,21 @@ def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000"
 def _folder(args: argparse.Namespace) -> Optional[Path]:
     """The sweep's Tune results folder: under ``--storage-path`` when given; else where the sweep's parent run
     says it put it; else the default ``runs/ray_results/NAME`` (None: remote storage)."""
-    from .search.results import experiment_dir, recorded_folder
-    from .tracking import resolve_tracking_uri
+    from .search.results import experiment_dir
 
     if args.storage_path:
         return experiment_dir(args.name, args.storage_path)
-    recorded, _ = recorded_folder(resolve_tracking_uri(args.tracking_uri, None), args.name)
-    return recorded or experiment_dir(args.name, None)
+    return _recorded(args)[0] or experiment_dir(args.name, None)
+
+
+def _recorded(args: argparse.Namespace) -> tuple[Optional[Path], Optional[str]]:
+    """Where the sweep's parent run says its folder and study are, read from MLflow once per command."""
+    from .search.results import recorded_folder
+    from .tracking import resolve_tracking_uri
+
+    if not hasattr(args, "_recorded"):
+        args._recorded = recorded_folder(resolve_tracking_uri(args.tracking_uri, None), args.name)
+    return args._recorded
 
 
 def _study_url(args: argparse.Namespace) -> Optional[str]:
@@ -349,13 +357,10 @@ def _study_url(args: argparse.Namespace) -> Optional[str]:
     config's (read from Tune's folder), else the default file there."""
     from .config import config_from_text
     from .search.importance import STUDY_FILE, study_storage
-    from .search.results import MARKER, recorded_folder
-    from .tracking import resolve_tracking_uri
+    from .search.results import MARKER
 
-    if not args.storage_path:
-        _, study = recorded_folder(resolve_tracking_uri(args.tracking_uri, None), args.name)
-        if study:
-            return study
+    if not args.storage_path and _recorded(args)[1]:
+        return _recorded(args)[1]
     folder = _folder(args)
     if folder is None:
         return None

@@ -226,6 +226,11 @@ class Race:
             self.latest[key] = dec
             if dec.decided:
                 self.decided[key] = dec
+        return self.decisions
+
+    @property
+    def decisions(self) -> dict[tuple[str, str], Decision]:
+        """Every comparison's decision: the one that decided it, else the latest look's."""
         return {**self.latest, **self.decided}
 
     @property
@@ -276,7 +281,7 @@ def confirmation_table(candidates: Sequence[Candidate], results: Sequence[Confir
     if race is None:
         race = Race(comparisons_of(candidates, COMPARED), n_seeds, n_seeds)
         race.look(groups, n_seeds)
-    decisions = {**race.latest, **race.decided}
+    decisions = race.decisions
     layers = {r.confirms: r.hint_layers for r in results if r.kind == SEARCHED and r.hint_layers}
     configs = []
     for cand in candidates:
