@@ -3,8 +3,10 @@ batch, identical batches on every path, and a sweep on the CIFAR-10 subset with 
 
 from __future__ import annotations
 
+import os
 import pickle
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +60,8 @@ def test_the_cache_is_decoded_once_into_memory_mapped_npy_files_and_read_back_wi
     root = _write_random_folder(tmp_path / "data")
     ds = load_dataset("imagefolder", root=str(root), image_size=8)
     (folder,) = _cache_folders(root / ".pursuhint_cache")
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "train_x.npy", "train_y.npy", "val_x.npy",
-                                                        "val_y.npy"]
+    assert sorted(p.name for p in folder.iterdir()) == [".last_used", "meta.json", "train_x.npy", "train_y.npy",
+                                                        "val_x.npy", "val_y.npy"]
     assert not list((root / ".pursuhint_cache").glob(".*"))  # no temporary folder left behind
     mapped = np.load(folder / "train_x.npy", mmap_mode="r")
     assert mapped.dtype == np.uint8 and mapped.shape == (24, 3, 8, 8)
@@ -146,13 +148,19 @@ def test_a_damaged_cache_is_rebuilt_in_place(tmp_path, monkeypatch, damage):
     assert torch.equal(again.train_x.materialise(), want) and again.val_x.shape == (9, 3, 8, 8)
 
 
-def test_an_old_npz_cache_is_replaced(tmp_path):
+@pytest.mark.parametrize("age", ["unused for two days", "written a minute ago"])
+def test_an_old_npz_cache_is_replaced_once_no_sweep_can_still_be_reading_it(tmp_path, age):
+    from pursuhint.data.datasets import STALE_AFTER_S
+
     root = _write_random_folder(tmp_path / "data")
     old = root / ".pursuhint_cache" / "imagefolder-8px-0123456789abcdef01234567.npz"
     old.parent.mkdir()
     old.write_bytes(b"an old cache")
+    when = time.time() - (2 * STALE_AFTER_S if age == "unused for two days" else 60)
+    os.utime(old, (when, when))
     load_dataset("imagefolder", root=str(root), image_size=8)
-    assert not old.exists() and len(_cache_folders(root / ".pursuhint_cache")) == 1
+    assert old.exists() is (age == "written a minute ago")
+    assert len(_cache_folders(root / ".pursuhint_cache")) == 1
 
 
 def test_without_any_writable_cache_folder_the_images_are_decoded_into_memory(tmp_path, monkeypatch):
