@@ -13,9 +13,10 @@ import os
 import warnings
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -58,8 +59,9 @@ class EpochStats:
 @dataclass
 class FitResult:
     history: list[EpochStats]
-    status: str  # "completed" | "diverged"
+    status: str  # "completed" | "diverged" | "error" (a cohort member whose loss or callback raised)
     message: str = ""
+    error: Optional[Exception] = None
 
     @property
     def best_val_acc(self) -> float:
@@ -129,60 +131,222 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> tuple[
 
 FINITE_CHECK_EVERY = 25  # steps between host-side checks that the loss is finite (and at every epoch end)
 
+# A cohort member's loss: (images, labels, indices, the cohort's shared outputs for the batch) -> (logits, terms).
+CohortLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+RngState = tuple[torch.Tensor, list[torch.Tensor], Any]
+
+
+def rng_now() -> RngState:
+    """The random state a training step draws from: torch's CPU and CUDA generators and Python's."""
+    return torch.get_rng_state(), cuda_rng_states(), random.getstate()
+
+
+def _rng_set(state: RngState) -> None:
+    torch.set_rng_state(state[0])
+    restore_cuda_rng_states(state[1])
+    random.setstate(state[2])
+
+
+@dataclass
+class Member:
+    """One student of a cohort (see :func:`fit_cohort`): its trainable modules, its loss, the model scored on
+    validation, its checkpoint, its callbacks, the random state it starts from (taken after it was built,
+    so a cohort draws what the member would have drawn alone), and what it adds to each epoch's ``extra``
+    before the epoch is checkpointed (the calibrated β)."""
+
+    modules: dict[str, nn.Module]
+    compute_loss: CohortLoss
+    eval_model: nn.Module
+    checkpoint_path: Optional[Path] = None
+    callbacks: Sequence[Callback] = ()
+    rng: Optional[RngState] = None
+    epoch_extra: Optional[Callable[[], dict[str, Any]]] = None
+
 
 def fit(modules: dict[str, nn.Module], compute_loss: LossFn, recipe: TrainRecipe, *,
         train_loader: Any, val_loader: Iterable, eval_model: nn.Module, device: torch.device,
         checkpoint_path: Optional[Path] = None, callbacks: Sequence[Callback] = (),
         progress: bool = False, desc: str = "train", seed: int = 0,
         final_loaders: Optional[dict[str, Iterable]] = None) -> FitResult:
-    """Train ``modules`` (all their parameters) with ``compute_loss`` for ``recipe.epochs`` epochs.
+    """Train ``modules`` (all their parameters) with ``compute_loss`` for ``recipe.epochs`` epochs: a cohort of
+    one (see :func:`fit_cohort`); an exception raised by the loss or a callback is raised again here."""
+    member = Member(modules, lambda images, labels, indices, _shared: compute_loss(images, labels, indices),
+                    eval_model, checkpoint_path, callbacks)
+    result = fit_cohort([member], recipe, train_loader=train_loader, val_loader=val_loader, device=device,
+                        progress=progress, desc=desc, final_loaders=final_loaders)[0]
+    if result.error is not None:
+        raise result.error
+    return result
 
-    Resumes from ``checkpoint_path`` when it exists; writes it after every epoch. A NaN or
-    infinite loss ends training with status ``diverged`` instead of raising. Losses and correct counts
-    accumulate on the device; the host reads them once per epoch, and checks that the loss is finite every
-    :data:`FINITE_CHECK_EVERY` steps, so the device never waits for the host within an epoch.
-    ``final_loaders`` (name → loader) are scored once, after the last epoch: ``<name>_acc`` in its ``extra``.
+
+def fit_cohort(members: Sequence[Member], recipe: TrainRecipe, *, train_loader: Any, val_loader: Iterable,
+               device: torch.device, shared: Optional[Callable[[torch.Tensor], Any]] = None,
+               progress: bool = False, desc: str = "train", final_loaders: Optional[dict[str, Iterable]] = None,
+               after_epoch: Optional[Callable[[int], None]] = None) -> list[FitResult]:
+    """Train every member for ``recipe.epochs`` epochs on one pass of ``train_loader`` per epoch; ``shared(images)``
+    runs once per batch (the frozen teacher's forward) and every member's loss reads its result.
+
+    Each member keeps its own optimizer, learning rate, random state, checkpoint (written after every epoch
+    and resumed from when it exists) and history, so it ends with the weights and metrics it would have had
+    trained alone. A NaN or infinite loss ends that member with status ``diverged``, an exception with status
+    ``error`` (in :attr:`FitResult.error`); the others go on. Losses and correct counts accumulate on the
+    device; the host reads them once per epoch and checks that they are finite every
+    :data:`FINITE_CHECK_EVERY` steps. ``final_loaders`` (name → loader) are scored once, after the last epoch:
+    ``<name>_acc`` in its ``extra``. ``after_epoch(epoch)`` runs once every member's callbacks have seen the
+    1-based ``epoch``.
     """
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, recipe)
     configure_training(device)
-    history: list[EpochStats] = []
-    start = 0
-    state = resume_state(Path(checkpoint_path)) if checkpoint_path is not None else None
-    if state is not None:
-        history, start = _restore(state, modules, optimizer, Path(checkpoint_path))
-        if state.get("status") == "diverged":
-            return FitResult(history, "diverged", state.get("message", ""))
+    runs = [_MemberRun(m, recipe, swap=len(members) > 1) for m in members]
+    start = min((r.next_epoch for r in runs if r.status == "running"), default=recipe.epochs)
     bar = _progress(range(start, recipe.epochs), desc, progress, start, recipe.epochs)
     for epoch in bar:
-        lr = set_lr(optimizer, epoch, recipe)
+        active = [r for r in runs if r.status == "running" and r.next_epoch == epoch]
+        if not active:
+            continue
+        for r in active:
+            r.begin_epoch(epoch, recipe, device)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         t0 = time.perf_counter()
-        sums = _train_epoch(modules, compute_loss, optimizer, train_loader, device)
-        if not sums.finite():
-            msg = (f"loss became {sums.first_bad_total()} at epoch {epoch + 1} (terms: {sums.first_bad_terms()}); "
-                   f"lower train.lr ({recipe.lr}) or the loss weights")
-            if checkpoint_path is not None:
-                _save_state(Path(checkpoint_path), modules, optimizer, epoch, history, "diverged", msg)
-            return FitResult(history, "diverged", msg)
-        losses, train_acc, seen = sums.read()
+        _cohort_epoch(active, train_loader, device, shared)
         train_time = time.perf_counter() - t0
-        val1, val5 = evaluate(eval_model, val_loader, device)
-        extra = {}
+        for r in active:
+            r.end_epoch(epoch, recipe, val_loader, device, final_loaders, t0, train_time)
+        if hasattr(bar, "set_postfix") and active[0].history:
+            last = active[0].history[-1]
+            bar.set_postfix(loss=f"{last.losses['total']:.3f}", val_acc=f"{last.val_acc:.2f}",
+                            **({"members": len(active)} if len(runs) > 1 else {}))
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+    return [r.result() for r in runs]
+
+
+def _cohort_epoch(active: list["_MemberRun"], train_loader: Any, device: torch.device,
+                  shared: Optional[Callable[[torch.Tensor], Any]]) -> None:
+    """One pass over ``train_loader``: per batch the shared forward once, then each member's step (a member
+    stops early once a not-finite loss is seen, checked every :data:`FINITE_CHECK_EVERY` steps)."""
+    stepping = list(active)
+    for step, batch in enumerate(train_loader, 1):
+        images, labels, indices = unpack_batch(batch, device)
+        out = None
+        if shared is not None:
+            with torch.no_grad(), autocast(device):
+                out = shared(images)
+        for r in list(stepping):
+            r.step(images, labels, indices, out)
+            if r.status != "running" or (step % FINITE_CHECK_EVERY == 0 and not r.sums.finite()):
+                stepping.remove(r)
+        if not stepping:
+            break
+
+
+class _MemberRun:
+    """A member while it trains: optimizer, history, next epoch, status, and its random state swapped in around
+    each of its steps when it shares the loop with others (``swap``)."""
+
+    def __init__(self, member: Member, recipe: TrainRecipe, swap: bool) -> None:
+        self.member = member
+        self.swap = swap
+        self.rng = member.rng if member.rng is not None else rng_now()
+        if not swap and member.rng is not None:
+            _rng_set(member.rng)
+        params = [p for m in member.modules.values() for p in m.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(params, recipe)
+        self.history: list[EpochStats] = []
+        self.next_epoch = 0
+        self.status, self.message, self.error = "running", "", None
+        self.lr = recipe.lr
+        self.sums: Optional[_EpochSums] = None
+        path = member.checkpoint_path
+        with self.random_state():
+            state = resume_state(Path(path)) if path is not None else None
+            if state is not None:
+                self.history, self.next_epoch = _restore(state, member.modules, self.optimizer, Path(path))
+                if state.get("status") == "diverged":
+                    self.status, self.message = "diverged", state.get("message", "")
+        if self.next_epoch >= recipe.epochs and self.status == "running":
+            self.status = "completed"
+
+    @contextmanager
+    def random_state(self) -> Iterator[None]:
+        """This member's random state for the block, kept for its next one (alone, the global state is its own)."""
+        if not self.swap:
+            yield
+            return
+        _rng_set(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = rng_now()
+
+    def begin_epoch(self, epoch: int, recipe: TrainRecipe, device: torch.device) -> None:
+        self.lr = set_lr(self.optimizer, epoch, recipe)
+        for m in self.member.modules.values():
+            m.train()
+        self.sums = _EpochSums(device)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, shared: Any) -> None:
+        """One optimizer step on the batch; an exception ends this member alone (status ``error``)."""
+        try:
+            with self.random_state():
+                with autocast(images.device):
+                    logits, terms = self.member.compute_loss(images, labels, indices, shared)
+                total = sum(terms.values()) if terms else logits.sum() * 0
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                self.optimizer.step()
+                self.sums.add(total, terms, logits, labels)
+        except Exception as exc:  # noqa: BLE001 - one member's failure is its own; the cohort goes on
+            self._fail(exc)
+
+    def end_epoch(self, epoch: int, recipe: TrainRecipe, val_loader: Iterable, device: torch.device,
+                  final_loaders: Optional[dict[str, Iterable]], t0: float, train_time: float) -> None:
+        """Read the epoch's sums, score, checkpoint and report it; or end the member as diverged."""
+        if self.status != "running":
+            return
+        path = self.member.checkpoint_path
+        try:
+            with self.random_state():
+                if not self.sums.finite():
+                    self.status = "diverged"
+                    self.message = (f"loss became {self.sums.first_bad_total()} at epoch {epoch + 1} (terms: "
+                                    f"{self.sums.first_bad_terms()}); lower train.lr ({recipe.lr}) or the loss "
+                                    f"weights")
+                    if path is not None:
+                        _save_state(Path(path), self.member.modules, self.optimizer, epoch, self.history,
+                                    "diverged", self.message)
+                    return
+                self._record(epoch, recipe, val_loader, device, final_loaders, t0, train_time)
+            for cb in self.member.callbacks:
+                cb(self.history[-1])
+        except Exception as exc:  # noqa: BLE001 - one member's failure is its own; the cohort goes on
+            self._fail(exc)
+
+    def _record(self, epoch: int, recipe: TrainRecipe, val_loader: Iterable, device: torch.device,
+                final_loaders: Optional[dict[str, Iterable]], t0: float, train_time: float) -> None:
+        losses, train_acc, seen = self.sums.read()
+        model = self.member.eval_model
+        val1, val5 = evaluate(model, val_loader, device)
+        extra = self.member.epoch_extra() if self.member.epoch_extra is not None else {}
         if final_loaders and epoch + 1 == recipe.epochs:
-            extra = {f"{name}_acc": evaluate(eval_model, loader, device)[0] for name, loader in final_loaders.items()}
-        stats = EpochStats(epoch=epoch + 1, epochs=recipe.epochs, lr=lr, losses=losses, train_acc=train_acc,
-                           val_acc=val1, val_top5=val5, epoch_time=time.perf_counter() - t0,
-                           images_per_s=seen / train_time if train_time > 0 else float("nan"), extra=extra)
-        history.append(stats)
-        if checkpoint_path is not None:
-            _save_state(Path(checkpoint_path), modules, optimizer, epoch + 1, history, "running", "")
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{stats.losses['total']:.3f}", val_acc=f"{val1:.2f}")
-        for cb in callbacks:
-            cb(stats)
-    return FitResult(history, "completed")
+            extra |= {f"{name}_acc": evaluate(model, loader, device)[0] for name, loader in final_loaders.items()}
+        self.history.append(EpochStats(
+            epoch=epoch + 1, epochs=recipe.epochs, lr=self.lr, losses=losses, train_acc=train_acc, val_acc=val1,
+            val_top5=val5, epoch_time=time.perf_counter() - t0,
+            images_per_s=seen / train_time if train_time > 0 else float("nan"), extra=extra))
+        self.next_epoch = epoch + 1
+        if self.member.checkpoint_path is not None:
+            _save_state(Path(self.member.checkpoint_path), self.member.modules, self.optimizer, epoch + 1,
+                        self.history, "running", "")
+        if self.next_epoch >= recipe.epochs:
+            self.status = "completed"
+
+    def _fail(self, exc: Exception) -> None:
+        self.status, self.message, self.error = "error", f"{type(exc).__name__}: {exc}", exc
+        self.optimizer.zero_grad(set_to_none=True)  # its gradients are not needed any more
+
+    def result(self) -> FitResult:
+        return FitResult(self.history, self.status, self.message, self.error)
 
 
 def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: Any,
@@ -198,27 +362,6 @@ def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: An
     restore_cuda_rng_states(state.get("cuda_rng"))
     random.setstate(_tuple_state(state["py_rng"]))
     return [EpochStats(**h) for h in state["history"]], int(state["epoch"])
-
-
-def _train_epoch(modules: dict[str, nn.Module], compute_loss: LossFn, optimizer: Any, train_loader: Any,
-                 device: torch.device) -> "_EpochSums":
-    """One pass over ``train_loader``, stopping early once a not-finite loss is seen (checked every
-    :data:`FINITE_CHECK_EVERY` steps); the epoch's sums, still on the device."""
-    for m in modules.values():
-        m.train()
-    sums = _EpochSums(device)
-    for step, batch in enumerate(train_loader, 1):
-        images, labels, indices = unpack_batch(batch, device)
-        with autocast(device):
-            logits, terms = compute_loss(images, labels, indices)
-        total = sum(terms.values()) if terms else logits.sum() * 0
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        sums.add(total, terms, logits, labels)
-        if step % FINITE_CHECK_EVERY == 0 and not sums.finite():
-            break
-    return sums
 
 
 class _EpochSums:

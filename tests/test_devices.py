@@ -108,7 +108,7 @@ def test_teacher_and_student_take_channels_last_on_cuda(monkeypatch):
 
 
 def test_every_model_placement_goes_through_place_model(monkeypatch):
-    """The trainer, the teacher loader and the sweep's shared teacher all place models with
+    """The (cohort) trainer, the teacher loader and the sweep's shared teacher all place models with
     ``place_model`` (so a teacher is never left contiguous beside a channels_last student)."""
     import inspect
 
@@ -116,7 +116,7 @@ def test_every_model_placement_goes_through_place_model(monkeypatch):
     from pursuhint.distill import trainer
     from pursuhint.search import shared
 
-    for module, fn in ((trainer, trainer.train_student), (teacher, teacher.train_teacher),
+    for module, fn in ((trainer, trainer.train_cohort), (trainer, trainer._build), (teacher, teacher.train_teacher),
                        (teacher, teacher.load_teacher), (shared, shared.SharedWork.teacher)):
         src = inspect.getsource(fn)
         assert "place_model(" in src, fn.__qualname__

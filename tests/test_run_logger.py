@@ -50,3 +50,31 @@ def test_experiments_open_as_model_training_in_mlflow(tmp_path):
     assert tracking.ensure_experiment(uri, "t_old") == old
     assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
     assert mlflow.__version__.startswith("3.")
+
+
+def test_a_restored_trial_writes_the_checkpoint_epochs_its_run_lacks(tmp_path):
+    """A driver stopped while a trial's logging was queued loses those epochs with the worker; the trial, restored
+    from its checkpoint, writes them from the checkpoint's history (epochs the run has are not written twice)."""
+    from pursuhint.search.trainable import log_restored_epochs
+    from pursuhint.training import EpochStats
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "t_restored")
+    parent = tracking.parent_run(uri, exp, str(tmp_path), "sweep-t_restored")
+    run_id = tracking.child_run(uri, exp, parent, "trial-1", "trial-1", {})
+    tracking.log_metrics(uri, run_id, {"val_acc": 55.0}, 2)  # the one epoch that reached MLflow before the stop
+
+    def stats(epoch: int, val: float) -> EpochStats:
+        return EpochStats(epoch=epoch, epochs=3, lr=0.1, losses={"total": 1.0 / epoch, "ce": 0.5}, train_acc=40.0,
+                          val_acc=val, val_top5=90.0, epoch_time=1.0, images_per_s=100.0)
+
+    logger = tracking.RunLogger(uri, lambda: tracking.child_run(uri, exp, parent, "trial-1", "trial-1", {}))
+    log_restored_epochs(logger, [stats(1, 50.0), stats(2, 60.0), stats(3, 58.0)])
+    logger.flush()
+    c = tracking.client(uri)
+    val = sorted((m.step, m.value) for m in c.get_metric_history(run_id, "val_acc"))
+    assert val == [(1, 50.0), (2, 55.0), (3, 58.0)]  # epoch 2 kept as the run had it
+    best = sorted((m.step, m.value) for m in c.get_metric_history(run_id, "best_val_acc"))
+    assert best == [(1, 50.0), (3, 60.0)]  # the running best, epoch 2's from the checkpoint
+    assert [m.value for m in c.get_metric_history(run_id, "final_val_acc")] == [58.0]
+    assert [m.step for m in c.get_metric_history(run_id, "loss_ce")] == [1, 3]

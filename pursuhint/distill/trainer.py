@@ -11,7 +11,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from contextlib import ExitStack
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ from ..hooks import module_at, taps  # noqa: F401 (taps: re-exported for the ben
 from ..models import create_model, model_classifier
 from .calibration import HintCalibration
 from .kd import kd_loss
-from ..training import Callback, FitResult, fit, seed_everything
+from ..training import Callback, FitResult, Member, fit_cohort, rng_now, seed_everything
 from .mapping import map_hints
 from .methods import adds_crd, create_method, hint_weight_for, method_class, own_params  # noqa: F401 (hint_weight_for: re-exported)
 
@@ -155,16 +156,23 @@ def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Modu
     return _Wiring(pairs, method, weights, s_cls, t_cls)
 
 
-def _loss_function(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: Any, s_taps: Any,
-                   calibration: Optional[HintCalibration]):
-    """The weighted loss terms of one batch for ``fit``. With ``calibration`` (``hint_weight: auto``) the first
-    step's own CE and hint loss set β before its backward (``w.weights["hint"]`` from then on)."""
+@dataclass
+class TeacherOutputs:
+    """The frozen teacher's logits for one batch; its hooked features are in each member's teacher taps."""
 
-    def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor):
+    logits: torch.Tensor
+
+
+def _loss_function(w: _Wiring, student: nn.Module, t_taps: Any, s_taps: Any,
+                   calibration: Optional[HintCalibration]):
+    """The weighted loss terms of one batch for ``fit_cohort``, from the cohort's teacher pass. With
+    ``calibration`` (``hint_weight: auto``) the first step's own CE and hint loss set β before its backward
+    (``w.weights["hint"]`` from then on)."""
+
+    def compute_loss(images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                     teacher_out: Optional[TeacherOutputs]):
         weights = w.weights
-        if weights["kd"] or w.pairs or w.uses_crd or w.method.uses_logits:  # else nothing reads the teacher
-            with torch.no_grad():
-                logits_t = teacher(images)
+        logits_t = teacher_out.logits if teacher_out is not None else None
         logits_s = student(images)
         terms: dict[str, torch.Tensor] = {}
         if weights["ce"]:
@@ -189,12 +197,69 @@ def _loss_function(w: _Wiring, teacher: nn.Module, student: nn.Module, t_taps: A
     return compute_loss
 
 
+@dataclass
+class CohortMember:
+    """One student of a cohort: its config, hint set (None: no hints), checkpoint folder and callbacks."""
+
+    cfg: Config
+    hint_set: Optional[HintSet] = None
+    out_dir: Optional[Path] = None
+    callbacks: Sequence[Callback] = ()
+    checkpoint_name: str = "student_state.pt"
+
+
+# What students must share to train in one cohort: the same batches (data, recipe, seed), the same teacher and
+# the same student architecture (the confirmation stage groups its arms by these).
+COHORT_SECTIONS = ("data", "teacher", "student", "train")
+
+
+def cohort_key(cfg: Config) -> str:
+    """Students whose configs have the same key can train as one cohort: same teacher, data, recipe and seed."""
+    parts = {name: getattr(cfg, name).model_dump(mode="json") for name in COHORT_SECTIONS}
+    return json.dumps(parts | {"seed": cfg.run_seed}, sort_keys=True, default=str)
+
+
+@dataclass
+class _Built:
+    """A member ready to train: its student, wiring, calibration and taps' layer names."""
+
+    member: CohortMember
+    student: nn.Module
+    wiring: _Wiring
+    method: str
+    calibration: Optional[HintCalibration]
+    rng: Any
+
+    @property
+    def needs_teacher(self) -> bool:
+        w = self.wiring
+        return bool(w.weights["kd"] or w.pairs or w.uses_crd or w.method.uses_logits)
+
+
+def _build(m: CohortMember, teacher: nn.Module, ds: ImageDataset, device: torch.device,
+           teacher_sha256: Optional[str]) -> _Built:
+    """Seed, then build the member's student, hint pairs and method, as it would be built training alone."""
+    cfg = m.cfg
+    if m.hint_set is not None and teacher_sha256 is not None:
+        m.hint_set.check_teacher(teacher_sha256)
+    seed_everything(cfg.run_seed)
+    student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
+    # no hint set: KD only, unless the method needs none (DKD learns from the logits)
+    uses_hints = method_class(cfg.distill.method).uses_hints
+    method_name = cfg.distill.method if m.hint_set is not None or not uses_hints else "kd_only"
+    pairs = pair_hints(m.hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
+    w = _wire(cfg, method_name, pairs, teacher, student, ds, device)
+    calibration = HintCalibration(cfg.distill.hint_ratio) if w.weights["hint"] == "auto" else None
+    return _Built(m, student, w, method_name, calibration, rng_now())
+
+
 def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, ds: ImageDataset, *,
                   teacher_sha256: Optional[str] = None, out_dir: Optional[Path] = None,
                   callbacks: Sequence[Callback] = (), progress: bool = False,
                   device: Optional[torch.device] = None, checkpoint_name: str = "student_state.pt",
                   evaluate_test: bool = False) -> StudentResult:
-    """Distil ``teacher`` into a fresh ``cfg.student.arch`` through ``hint_set`` (None: no hints, KD/CE only).
+    """Distil ``teacher`` into a fresh ``cfg.student.arch`` through ``hint_set`` (None: no hints, KD/CE only):
+    a cohort of one (see :func:`train_cohort`).
 
     ``evaluate_test`` scores the final student on the data set's test split (``test_acc`` in the last
     epoch's ``extra``): only the confirmation stage does, the search never sees the test split.
@@ -202,51 +267,95 @@ def train_student(cfg: Config, hint_set: Optional[HintSet], teacher: nn.Module, 
     Checkpoints each epoch in ``out_dir`` and resumes from it; a NaN/inf loss ends with status
     ``diverged``. The teacher must be the one the hint set was made for.
     """
+    member = CohortMember(cfg, hint_set, out_dir, callbacks, checkpoint_name)
+    result = train_cohort([member], teacher, ds, teacher_sha256=teacher_sha256, progress=progress, device=device,
+                          evaluate_test=evaluate_test)[0]
+    if result.fit.error is not None:
+        raise result.fit.error
+    return result
+
+
+def train_cohort(members: Sequence[CohortMember], teacher: nn.Module, ds: ImageDataset, *,
+                 teacher_sha256: Optional[str] = None, progress: bool = False,
+                 device: Optional[torch.device] = None, evaluate_test: bool = False,
+                 after_epoch: Optional[Callable[[int], None]] = None) -> list[StudentResult]:
+    """Distil ``teacher`` into every member's student at once: one loader pass per epoch and one teacher forward
+    per batch, with each member's hooked teacher layers. Each member ends with the weights and metrics it would
+    have had trained alone (bitwise on the CPU); a member that diverges or fails ends alone (its status, and
+    the exception in ``fit.error``). The members must share :func:`cohort_key`.
+    """
     t0 = time.perf_counter()
-    if hint_set is not None and teacher_sha256 is not None:
-        hint_set.check_teacher(teacher_sha256)
+    keys = {cohort_key(m.cfg) for m in members}
+    if len(keys) != 1:
+        raise PursuhintError(f"a cohort's students must share the teacher, data, recipe and seed; these "
+                             f"{len(members)} differ in {_differing(members)}")
     device = device or next(teacher.parameters()).device
     teacher = place_model(teacher, device).eval()  # a no-op when the caller placed it already
     for p in teacher.parameters():
         p.requires_grad_(False)
-    seed_everything(cfg.run_seed)
-    student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
-    # no hint set: KD only, unless the method needs none (DKD learns from the logits)
-    method_name = cfg.distill.method if hint_set is not None or not method_class(cfg.distill.method).uses_hints else "kd_only"
-    pairs = pair_hints(hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
-    w = _wire(cfg, method_name, pairs, teacher, student, ds, device)
+    built = [_build(m, teacher, ds, device, teacher_sha256) for m in members]
+    cfg = members[0].cfg
     train_loader, val_loader = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment,
-                                                 device=device, seed=cfg.run_seed, with_index=w.uses_crd,
+                                                 device=device, seed=cfg.run_seed,
+                                                 with_index=any(b.wiring.uses_crd for b in built),
                                                  budget_gb=cfg.data.device_budget_gb)
-    w.method.set_schedule(len(train_loader), cfg.train.epochs)  # a warm-up's length (DKD)
-    with taps(teacher, [p.teacher.name for p in w.pairs], [w.t_cls] if w.t_cls else []) as t_taps, \
-            taps(student, [p.student.name for p in w.pairs], [w.s_cls] if w.s_cls else []) as s_taps:
-        calibration = HintCalibration(cfg.distill.hint_ratio) if w.weights["hint"] == "auto" else None
-        compute_loss = _loss_function(w, teacher, student, t_taps, s_taps, calibration)
-        modules: dict[str, nn.Module] = {"student": student, "method": w.method}
-        if calibration is not None:  # β = r · CE₀ / H₀ from the first step; kept in the checkpoint for a resume
-            modules["hint_calibration"] = calibration
-            callbacks = [_with_resolved_hint_weight(w), *callbacks]
-        ckpt = Path(out_dir) / checkpoint_name if out_dir is not None else None
-        result = fit(modules, compute_loss, cfg.train,
-                     train_loader=train_loader, val_loader=val_loader, eval_model=student, device=device,
-                     checkpoint_path=ckpt, callbacks=callbacks, progress=progress,
-                     desc=f"{cfg.student.arch} ← {cfg.teacher.arch} [{method_name}]", seed=cfg.run_seed,
-                     final_loaders=_test_loader(ds, cfg, device) if evaluate_test else None)
-    measured = calibration.result() if calibration is not None else None
+    shared = _teacher_pass(teacher) if any(b.needs_teacher for b in built) else None
+    with ExitStack() as stack:
+        fit_members = [_fit_member(b, teacher, stack, len(train_loader)) for b in built]
+        results = fit_cohort(fit_members, cfg.train, train_loader=train_loader, val_loader=val_loader,
+                             device=device, shared=shared, progress=progress, desc=_desc(cfg, built),
+                             final_loaders=_test_loader(ds, cfg, device) if evaluate_test else None,
+                             after_epoch=after_epoch)
+    seconds = time.perf_counter() - t0
+    return [_student_result(b, r, seconds) for b, r in zip(built, results)]
+
+
+def _fit_member(b: _Built, teacher: nn.Module, stack: ExitStack, steps_per_epoch: int) -> Member:
+    """The member as ``fit_cohort`` trains it: its taps on the shared teacher and on its student, its loss."""
+    w, cfg = b.wiring, b.member.cfg
+    w.method.set_schedule(steps_per_epoch, cfg.train.epochs)  # a warm-up's length (DKD)
+    t_taps = stack.enter_context(taps(teacher, [p.teacher.name for p in w.pairs], [w.t_cls] if w.t_cls else []))
+    s_taps = stack.enter_context(taps(b.student, [p.student.name for p in w.pairs], [w.s_cls] if w.s_cls else []))
+    modules: dict[str, nn.Module] = {"student": b.student, "method": w.method}
+    if b.calibration is not None:  # β = r · CE₀ / H₀ from the first step; kept in the checkpoint for a resume
+        modules["hint_calibration"] = b.calibration
+    out_dir = b.member.out_dir
+    return Member(modules, _loss_function(w, b.student, t_taps, s_taps, b.calibration), b.student,
+                  Path(out_dir) / b.member.checkpoint_name if out_dir is not None else None, b.member.callbacks,
+                  b.rng, _resolved_hint_weight(w) if b.calibration is not None else None)
+
+
+def _teacher_pass(teacher: nn.Module) -> Callable[[torch.Tensor], TeacherOutputs]:
+    """The cohort's one teacher forward per batch (its forward hooks fill every member's teacher taps)."""
+    return lambda images: TeacherOutputs(teacher(images))
+
+
+def _student_result(b: _Built, result: FitResult, seconds: float) -> StudentResult:
+    measured = b.calibration.result() if b.calibration is not None else None
     if measured is not None:  # also when a finished run was resumed and took no step
-        w.weights["hint"] = measured.weight
-    return StudentResult(student=student, pairs=w.pairs, method=method_name, weights=w.weights, fit=result,
-                         seconds=time.perf_counter() - t0,
-                         extra={"calibration": asdict(measured)} if measured else {})
+        b.wiring.weights["hint"] = measured.weight
+    return StudentResult(student=b.student, pairs=b.wiring.pairs, method=b.method, weights=b.wiring.weights,
+                         fit=result, seconds=seconds, extra={"calibration": asdict(measured)} if measured else {})
 
 
-def _with_resolved_hint_weight(w: _Wiring) -> Callback:
-    """A callback that adds the calibrated β to every epoch's ``extra`` (so Tune and MLflow see it)."""
-    def add(stats: Any) -> None:
-        if not isinstance(w.weights["hint"], str):
-            stats.extra["hint_weight_resolved"] = w.weights["hint"]
-    return add
+def _desc(cfg: Config, built: list[_Built]) -> str:
+    methods = ", ".join(dict.fromkeys(b.method for b in built))
+    return f"{cfg.student.arch} ← {cfg.teacher.arch} [{methods}]" + (f" ×{len(built)}" if len(built) > 1 else "")
+
+
+def _differing(members: Sequence[CohortMember]) -> str:
+    """The config sections (or the seed) in which the members differ, for the error."""
+    names = [n for n in COHORT_SECTIONS
+             if len({json.dumps(getattr(m.cfg, n).model_dump(mode="json"), sort_keys=True, default=str)
+                     for m in members}) > 1]
+    if len({m.cfg.run_seed for m in members}) > 1:
+        names.append("seed")
+    return ", ".join(names) or "nothing"
+
+
+def _resolved_hint_weight(w: _Wiring) -> Callable[[], dict[str, Any]]:
+    """Every epoch's calibrated β (so Tune, MLflow and the checkpoint's history see it)."""
+    return lambda: {} if isinstance(w.weights["hint"], str) else {"hint_weight_resolved": w.weights["hint"]}
 
 
 def _test_loader(ds: ImageDataset, cfg: Config, device: torch.device) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     if claim["role"] == "reuse":
         _replay(claim, tracker, record)
         return
-    _restore(workdir, trial_id, tracker, record)
+    best = _restore(workdir, trial_id, tracker, record)
     facts = {"role": role, "run_seed": cfg.run_seed,
              "method_name": cfg.distill.method if hs is not None else (baseline or "kd_only"),
              "n_hints_used": hs.n_hints if hs is not None else 0,
@@ -182,7 +182,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
              "confirms": config.get(CONFIRMS_KEY) or ""}
     if given is not None:  # a calibrated β is reported by the trainer with every epoch
         facts["hint_weight_resolved"] = given
-    report = _epoch_reporter(tracker, index, key, trial_id, workdir, facts, record)
+    report = _epoch_reporter(tracker, index, key, trial_id, workdir, facts, record, best)
     try:
         result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
                                out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE,
@@ -223,11 +223,12 @@ def _trial_tags(cfg: Config, baseline: str, hs: Optional[HintSet], role: str, ke
     return tags
 
 
-def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: dict[str, Any]) -> None:
-    """A retried (worker lost) or resumed (driver restarted) trial continues from Tune's newest checkpoint."""
+def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: dict[str, Any]) -> float:
+    """A retried (worker lost) or resumed (driver restarted) trial continues from Tune's newest checkpoint; the
+    best validation accuracy of the epochs it restored (0 when none)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return
+        return 0.0
     with checkpoint.as_directory() as d:
         for file in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
             if (Path(d) / file).exists():
@@ -237,21 +238,42 @@ def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: 
     log.warning("trial %s restored from its checkpoint after epoch %d", trial_id, restored)
     tracker.tags({RESTORED_TAG: restored})
     record["restored_from_epoch"] = restored
+    history = [EpochStats(**h) for h in state["history"]] if state else []
+    log_restored_epochs(tracker, history)
+    return max((h.val_acc for h in history), default=0.0)
+
+
+def epoch_metrics(stats: EpochStats, best_so_far: float) -> dict[str, float]:
+    """One epoch's metrics as a trial logs them: the epoch's own, the best validation accuracy so far and, at
+    the last epoch, the final one."""
+    metrics = stats.as_metrics() | {"epoch": stats.epoch, "best_val_acc": best_so_far}
+    if stats.epoch == stats.epochs:
+        metrics["final_val_acc"] = stats.val_acc
+    return metrics
+
+
+def log_restored_epochs(tracker: tracking.RunLogger, history: list[EpochStats]) -> None:
+    """The checkpoint's epochs that the trial's run lacks: a driver stopped while the run's logging was queued
+    (MLflow busy or away) lost them with the worker, and Tune's results may not reach a run recreated later."""
+    best = 0.0
+    for stats in history:
+        best = max(best, stats.val_acc)
+        metrics = epoch_metrics(stats, best)
+        tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
 
 
 def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id: str, workdir: Path,
-                    facts: dict[str, Any], record: dict[str, Any]) -> Callable[[EpochStats], None]:
+                    facts: dict[str, Any], record: dict[str, Any],
+                    best: float = 0.0) -> Callable[[EpochStats], None]:
     """The training callback: each epoch to MLflow, the duplicate index and Tune (with a checkpoint)."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    best_so_far = [0.0]
+    best_so_far = [best]  # a restored trial's best includes the epochs before its checkpoint
 
     def report(stats: EpochStats) -> None:
         best_so_far[0] = max(best_so_far[0], stats.val_acc)
-        metrics = stats.as_metrics() | {"epoch": stats.epoch, "best_val_acc": best_so_far[0]}
-        if stats.epoch == stats.epochs:
-            metrics["final_val_acc"] = stats.val_acc
+        metrics = epoch_metrics(stats, best_so_far[0])
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
         if "hint_weight_resolved" in metrics and "hint_weight_resolved" not in facts:
             # as a param as soon as it is known: a trial ASHA stops never reaches its end
