@@ -240,6 +240,7 @@ class SeedRange(_Section):
 
 
 CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")  # the default list; dkd may be added
+AUTO_COHORT_MAX = 8  # cohort: auto — students per confirmation trial (the arms of one seed, at most this many)
 
 
 class ConfirmConfig(_Section):
@@ -250,9 +251,13 @@ class ConfirmConfig(_Section):
     comparisons are still undecided. Each comparison ends better, worse, equivalent within ±``margin``
     accuracy points, or undecided. ``budget_hours`` (trial-hours, null: none) ends a race early.
 
+    ``cohort`` trains the arms of one seed together, one Tune trial per cohort, with one loader pass and one
+    teacher forward per batch (exactly what each arm would have seen alone): ``auto`` (cohorts of at most
+    :data:`AUTO_COHORT_MAX`), ``off`` (one trial per arm and seed) or a number of students per cohort.
+
     .. code-block:: yaml
 
-        search: {confirm: {top_k: 3, seeds: {min: 3, max: 10}, margin: 1.0, budget_hours: null,
+        search: {confirm: {top_k: 3, seeds: {min: 3, max: 10}, margin: 1.0, budget_hours: null, cohort: auto,
                            baselines: [default, kd_only, ce_only, uniform, random]}}
     """
 
@@ -262,6 +267,25 @@ class ConfirmConfig(_Section):
     budget_hours: Optional[float] = None
     baselines: list[Literal["default", "kd_only", "ce_only", "uniform", "random", "dkd"]] = Field(
         default_factory=lambda: list(CONFIRM_BASELINES))
+    cohort: Union[Literal["auto", "off"], int] = "auto"
+
+    @field_validator("cohort", mode="before")
+    @classmethod
+    def _cohort(cls, v: Any) -> Any:
+        if v is False:  # YAML reads a bare `off` as false
+            return "off"
+        if isinstance(v, bool) or not (v in ("auto", "off") or isinstance(v, int)):
+            raise ValueError(f"expected auto, off or a number of students per cohort, got {v!r}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"a cohort trains at least 1 student, got {v}; use off for one trial per arm and seed")
+        return v
+
+    @property
+    def cohort_size(self) -> int:
+        """Students per confirmation trial: 1 with ``off``, :data:`AUTO_COHORT_MAX` with ``auto``."""
+        if self.cohort == "off":
+            return 1
+        return AUTO_COHORT_MAX if self.cohort == "auto" else int(self.cohort)
 
     @field_validator("margin")
     @classmethod

@@ -36,6 +36,7 @@ SWEEP_DIR_TAG = "pursuhint.sweep_dir"  # the sweep's Tune results folder (or rem
 OPTUNA_TAG = "pursuhint.optuna_storage"  # where the sweep's Optuna study is (an RDB URL, or "in memory")
 CONFIRMATION_TAG = "pursuhint.confirmation"  # where the sweep's confirmation table is (also a parent artifact)
 TRIAL_TAG = "pursuhint.trial_id"
+COHORT_TAG = "pursuhint.cohort"  # a cohort member's run: the Tune trial that trained it with others
 STATUS_TAG = "pursuhint.status"
 BASELINE_TAG = "pursuhint.baseline"
 DUPLICATE_TAG = "pursuhint.duplicate_of"

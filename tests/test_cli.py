@@ -80,6 +80,8 @@ def test_missing_data_folder_writes_nothing(capsys, tmp_path, isolated_runs):
     ("search: {confirm: {seeds: {min: 3, maximum: 9}}}", ["unknown key 'maximum' under seeds", "min, max"]),
     ("search: {confirm: {margin: 0}}", ["search.confirm.margin = 0 is invalid", "margin must be > 0"]),
     ("search: {confirm: {budget_hours: -1}}", ["search.confirm.budget_hours = -1 is invalid", "> 0 trial-hours"]),
+    ("search: {confirm: {cohort: 0}}", ["search.confirm.cohort = 0 is invalid", "a cohort trains at least 1 student"]),
+    ("search: {confirm: {cohort: some}}", ["search.confirm.cohort = 'some' is invalid", "expected auto, off or a number"]),
 ])
 def test_bad_splits_and_confirmation_settings_are_refused_before_any_work(capsys, tmp_path, isolated_runs, text,
                                                                            fragments):

@@ -251,3 +251,43 @@ def test_the_answer_names_the_configuration_when_it_is_best():
     a = _table_with(best_is_kd=False)["answer"]
     assert a.startswith("Best: at K=3 [layer1.2, layer2.1, layer3.0], 90.") and "(5 seeds)." in a
     assert "against KD only it is better by 3." in a and "strongest" not in a
+
+
+def test_cohorts_group_the_arms_of_a_seed_by_what_they_must_share_and_split_them_evenly():
+    from pursuhint.search.confirm import COHORT_KEY, cohorts, planned_arms
+
+    cands = pick_top([_row("t1", 90.0, 90.0, k=3, layers="a,b,c", lr=0.05),
+                      _row("t2", 89.0, 89.0, k=2, layers="a,c", method="fitnet", hw=50.0, lr=0.1)], 2)
+    trials = plan(CFG, cands, [6, 7], ["default", "kd_only", "uniform"])
+    assert len(trials) == 14  # 2 configurations, 2 default, 2 uniform and KD only, × 2 seeds
+    groups = cohorts(trials, 8)
+    arms = [planned_arms(g) for g in groups]
+    assert sorted(a for g in arms for a in map(repr, g)) == sorted(map(repr, trials))  # each arm once
+    for g in arms:  # one seed and one recipe per cohort: the lr is searched, so t2's arms train apart
+        assert len({(a["train.seed"], a.get("train.lr")) for a in g}) == 1
+    assert sorted(len(g) for g in arms) == [1, 1, 3, 3, 3, 3]  # KD only has no lr of its own: with neither
+    assert all(COHORT_KEY not in g for g in groups if len(planned_arms(g)) == 1)  # a cohort of one is plain
+    halves = [len(planned_arms(g)) for g in cohorts(trials, 2)]
+    assert max(halves) == 2 and sum(halves) == 14
+    five = [{"train.seed": 6, "distill.method": m} for m in ("at", "fitnet", "sp", "vid", "kd_only")]
+    assert [len(planned_arms(g)) for g in cohorts(five, 4)] == [3, 2]  # near-equal parts, not 4 + 1
+    assert all(len(planned_arms(g)) == 1 for g in cohorts(trials, 1))  # cohort: off
+
+
+def test_a_cohort_trials_last_report_gives_each_members_result():
+    import json
+
+    from pursuhint.search.confirm import COHORT_KEY, confirmed_results
+    from pursuhint.search.space import MEMBERS_KEY
+
+    specs = [{BASELINE_KEY: "", CONFIRMS_KEY: "t1", "train.seed": 6, "distill.method": "at"},
+             {BASELINE_KEY: "kd_only", CONFIRMS_KEY: "kd_only", "train.seed": 6, "distill.method": "kd_only"},
+             {BASELINE_KEY: "default", CONFIRMS_KEY: "default", "train.seed": 6, "distill.method": "at"}]
+    members = {"0": [{"test_acc": 91.5, "final_val_acc": 90.0, "method_name": "at", "n_hints_used": 3,
+                      "hint_layer_names": "a,b,c", "status": "completed"}],
+               "1": [{"test_acc": 88.0, "method_name": "kd_only", "status": "completed"}]}  # member 2 never ended
+    got = confirmed_results({COHORT_KEY: specs}, {MEMBERS_KEY: json.dumps(members)})
+    assert [(r.kind, r.confirms, r.seed, r.test_acc) for r in got[:2]] == [(SEARCHED, "t1", 6, 91.5),
+                                                                         ("kd_only", "kd_only", 6, 88.0)]
+    assert got[0].hint_layers == "a,b,c" and got[0].n_hints == 3
+    assert got[2].kind == "default" and np.isnan(got[2].test_acc)  # left out of the comparisons

@@ -65,6 +65,8 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
     assert dkd and all(r.data.params["method"] == "dkd" and r.data.params["hint_layers"] == "" and
                        r.data.params["kd_weight"] == "0.0" and "loss_logit" in r.data.metrics for r in dkd)
     assert {k[0] for k in keys if k[1] == "none"} <= searched_ids
+    cohorts = Counter(r.data.tags.get(tracking.COHORT_TAG) for r in confirm)  # cohort: auto, the default
+    assert cohorts.pop(None, 0) < len(confirm) and cohorts and min(cohorts.values()) >= 2, cohorts
     for run in confirm:
         assert {"test_acc", "final_val_acc"} <= set(run.data.metrics), run.info.run_name
         assert 0 <= run.data.metrics["test_acc"] <= 100
@@ -208,3 +210,32 @@ def test_report_and_export_find_a_sweeps_parts_from_its_name_and_tracking_uri_al
     wrong = tmp_path / "no_such_place"
     assert main(["report", "t_confirm", "--tracking-uri", uri, "--sync", "--storage-path", str(wrong)]) == 2
     assert f"no sweep results in {wrong / 't_confirm'}" in capsys.readouterr().err
+
+
+def test_cohorts_train_the_arms_as_separate_trials_would_with_fewer_tune_trials(tmp_path):
+    """The same confirmation stage with ``cohort: off`` and ``cohort: auto``: every arm's test accuracy is equal
+    bit for bit, and each arm-seed has its MLflow run either way, the cohort's carrying ``pursuhint.cohort``."""
+    found = {}
+    for mode in ("off", "auto"):
+        name = f"t_cohort_{mode}"
+        path = write_config(tmp_path, name, epochs=2, samples=1, scheduler="fifo", confirm_k=1)
+        text = path.read_text().replace("seeds: 2}", f"seeds: 2, cohort: {mode}, baselines: [default, kd_only]}}")
+        assert f"cohort: {mode}" in text
+        path.write_text(text)
+        uri = f"sqlite:///{tmp_path / (mode + '.db')}"
+        run_sweep(load_config(path), tracking_uri=uri, storage_path=str(tmp_path / mode), verbose=0, progress=False)
+        _, runs = children(uri, name)
+        confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
+        found[mode] = {(r.data.tags[tracking.BASELINE_TAG], r.data.tags["pursuhint.seed"]):
+                       (r.data.metrics["test_acc"], r.data.metrics["final_val_acc"], r.info.status,
+                        r.data.tags.get(tracking.COHORT_TAG), sorted(r.data.params), sorted(r.data.metrics))
+                       for r in confirm}
+        folders = list((tmp_path / mode / f"{name}-confirm").glob("run_trial_*"))
+        found[mode + "_trials"] = len(folders)
+    off, auto = found["off"], found["auto"]
+    assert len(off) == len(auto) == 3 * 2 and off.keys() == auto.keys()  # configuration, default, KD only × 2
+    for key in off:
+        assert off[key][:3] == auto[key][:3], key  # test and final accuracy bitwise equal, FINISHED both
+        assert off[key][4:] == auto[key][4:], key  # the same params and metrics
+        assert off[key][3] is None and auto[key][3] is not None
+    assert found["off_trials"] == 6 and found["auto_trials"] == 2  # one Tune trial per seed with cohorts

@@ -91,3 +91,32 @@ def test_an_exported_hint_set_gives_its_recipe_back_in_either_form():
     recipe = hint_set_recipe(HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=given))
     assert recipe["distill.hint_weight"] == 10.0 and "distill.hint_ratio" not in recipe
     assert hint_set_recipe(HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"])) == {}
+
+
+def test_a_cohort_trial_reads_as_one_record_per_member(tmp_path):
+    """Each report of a cohort trial carries its members' new results; the readers see each member alone."""
+    from pursuhint.search.results import read_trials
+    from pursuhint.search.space import MEMBERS_KEY
+
+    folder = tmp_path / "run_trial_c1"
+    folder.mkdir()
+    (folder / "params.json").write_text("{}")
+    record = json.dumps({"run_name": "m", "params": {}, "tags": {}})
+
+    def line(epoch, members):
+        return {"trial_id": "c1", "epoch": epoch, "status": "running", MEMBERS_KEY: json.dumps(members)}
+
+    lines = [line(1, {"0": [{"epoch": 1, "val_acc": 50.0, "train_loss": 2.0, "epochs_total": 2,
+                             "status": "running", "pursuhint_mlflow": record}],
+                      "1": [{"epoch": 0, "val_acc": 0.0, "status": "invalid", "pursuhint_mlflow": record}]}),
+             line(2, {"0": [{"epoch": 2, "val_acc": 60.0, "train_loss": 1.5, "epochs_total": 2, "status": "running"},
+                            {"epoch": 2, "val_acc": 60.0, "train_loss": 1.5, "test_acc": 59.0,
+                             "status": "completed"}],
+                      "1": [{"epoch": 0, "val_acc": 0.0, "status": "invalid"}]})]
+    (folder / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    first, second = read_trials(tmp_path)
+    assert (first.trial_id, second.trial_id) == ("c1-m0", "c1-m1")
+    assert [r["epoch"] for r in first.epochs] == [1, 2] and first.epochs[-1]["test_acc"] == 59.0
+    assert first.status(False) == "completed" and second.status(False) == "invalid"
+    assert first.record == {"run_name": "m", "params": {}, "tags": {}} and first.artifacts == "m0/artifacts"
+    assert all(r["trial_id"] == "c1-m0" for r in first.results) and second.epochs == []

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional, Sequence
 from ..baselines import BASELINE_LABELS, NO_TEACHER, WITHOUT_HINTS
 from ..config import Config
 from .results import CONFIRMATION_FILE, TrialRow
-from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
+from .space import BASELINE_KEY, COHORT_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY
 from .stats import Decision, decide_table, label_of, summarise
 
 SEED_KEY = "train.seed"
@@ -118,6 +118,32 @@ def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
         if arms is None or arm_of(t) in arms:
             unique.setdefault(json.dumps(t, sort_keys=True, default=str), t)
     return list(unique.values())
+
+
+# Planned keys that must be equal for arms to share a cohort (see ``distill.trainer.cohort_key``).
+COHORT_PREFIXES = ("data.", "teacher.", "student.", "train.")
+
+
+def cohorts(trials: Sequence[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The round's Tune trials: the planned arms grouped by what they must share (data, teacher, student
+    architecture, recipe, seed), each group split into near-equal cohorts of at most ``size``; a cohort of one
+    stays a plain spec, a larger one is ``{COHORT_KEY: [specs]}``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in trials:
+        shared = {k: v for k, v in t.items() if k.startswith(COHORT_PREFIXES)}
+        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(t)
+    out: list[dict[str, Any]] = []
+    for group in groups.values():
+        parts = -(-len(group) // max(1, size))
+        for i in range(parts):
+            members = group[i::parts]
+            out.append(members[0] if len(members) == 1 else {COHORT_KEY: members})
+    return out
+
+
+def planned_arms(trial: dict[str, Any]) -> list[dict[str, Any]]:
+    """The planned specs a Tune trial of the confirmation stage trains: its cohort's, or its own."""
+    return list(trial[COHORT_KEY]) if COHORT_KEY in trial else [trial]
 
 
 def arm_of(spec: dict[str, Any]) -> tuple:
@@ -415,6 +441,15 @@ def headline(table: dict[str, Any]) -> dict[str, float]:
         out.update(confirmed_gain_vs_default=float(g["mean"]), confirmed_gain_vs_default_ci_low=float(g["low"]),
                    confirmed_gain_vs_default_ci_high=float(g["high"]))
     return out
+
+
+def confirmed_results(trial: dict[str, Any], last: dict[str, Any]) -> list[ConfirmedResult]:
+    """The outcomes of one Tune trial of the confirmation stage from its planned spec (a cohort's: one per member)
+    and its last report (a cohort's holds each member's final result under ``MEMBERS_KEY``)."""
+    if COHORT_KEY not in trial:
+        return [confirmed_result(trial, last)]
+    members = json.loads(last[MEMBERS_KEY]) if isinstance(last.get(MEMBERS_KEY), str) else {}
+    return [confirmed_result(spec, (members.get(str(i)) or [{}])[-1]) for i, spec in enumerate(trial[COHORT_KEY])]
 
 
 def confirmed_result(spec: dict[str, Any], last: dict[str, Any]) -> ConfirmedResult:

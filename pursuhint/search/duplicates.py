@@ -14,6 +14,7 @@ import ray
 
 from ..config import Config
 from ..distill.methods import hint_weight_for, own_params
+from .space import owned_by
 
 
 def train_key(cfg: Config, hint_indices: Optional[list[int]]) -> str:
@@ -65,15 +66,16 @@ class DuplicateIndex:
 
     def recovering(self, trial_id: str) -> None:
         """The owner's worker died and Tune restarts it: its waiters must not wait on it (they may hold
-        the very resources it needs), so the key goes to whichever trial claims it next."""
+        the very resources it needs), so the key goes to whichever trial claims it next (a cohort's members
+        are the trial's too)."""
         for entry in self.entries.values():
-            if entry["owner"] == trial_id and entry["state"] == "running":
+            if owned_by(entry["owner"], trial_id) and entry["state"] == "running":
                 entry["state"] = "failed"
 
     def finish_trial(self, trial_id: str, state: str) -> None:
         """Called by the driver when Tune ends a trial (e.g. ASHA stopped it, or it errored)."""
         for entry in self.entries.values():
-            if entry["owner"] == trial_id and entry["state"] == "running":
+            if owned_by(entry["owner"], trial_id) and entry["state"] == "running":
                 entry["state"] = state
                 entry["status"] = entry.get("status") or ("stopped" if state == "done" else "error")
 

@@ -19,7 +19,7 @@ from .. import tracking
 from ..errors import PursuhintError
 from ..paths import runs_dir
 from ..hints.hintset import HintSet
-from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
+from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id
 
 CONFIRMATION_FILE = "confirmation.json"  # the confirmation table, in the sweep's folder and on its parent run
 
@@ -192,6 +192,7 @@ class TrialRecord:
     results: list[dict[str, Any]]
     record: Optional[dict[str, Any]]  # MLFLOW_KEY, decoded (None if the trial never reported it)
     errored: bool
+    artifacts: str = "artifacts"  # where its hint set and atlas are in a checkpoint (a member: m<i>/artifacts)
 
     @property
     def epochs(self) -> list[dict[str, Any]]:
@@ -232,7 +233,8 @@ def read_marker(exp_dir: Path) -> dict[str, Any]:
 
 def read_trials(exp_dir: Path, silent: bool = False) -> list[TrialRecord]:
     """Every trial folder of the sweep with its results (a torn last line is ignored); with ``silent``
-    also the trials that never reported (named by their folder)."""
+    also the trials that never reported (named by their folder). A cohort trial of the confirmation stage is
+    read as one record per member (``<trial id>-m<i>``), each with its own results, as if it had run alone."""
     out = []
     for folder in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").exists()):
         results = []
@@ -243,14 +245,37 @@ def read_trials(exp_dir: Path, silent: bool = False) -> list[TrialRecord]:
                     results.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue
-        record = None
-        for r in reversed(results):
-            if isinstance(r.get(MLFLOW_KEY), str):
-                record = json.loads(r[MLFLOW_KEY])
-                break
         trial_id = next((r["trial_id"] for r in results if r.get("trial_id")), folder.name if silent else "")
-        if trial_id:
-            out.append(TrialRecord(trial_id, folder, results, record, (folder / "error.txt").exists()))
+        if not trial_id:
+            continue
+        errored = (folder / "error.txt").exists()
+        if any(MEMBERS_KEY in r for r in results):
+            out += _member_records(trial_id, folder, results, errored)
+        else:
+            out.append(TrialRecord(trial_id, folder, results, _mlflow_record(results), errored))
+    return out
+
+
+def _mlflow_record(results: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The newest MLflow record (``MLFLOW_KEY``) in a trial's results, decoded."""
+    for r in reversed(results):
+        if isinstance(r.get(MLFLOW_KEY), str):
+            return json.loads(r[MLFLOW_KEY])
+    return None
+
+
+def _member_records(trial_id: str, folder: Path, results: list[dict[str, Any]], errored: bool) -> list[TrialRecord]:
+    """A cohort trial's members: each report carries ``MEMBERS_KEY``, JSON ``{index: [its new results]}``."""
+    members: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        if isinstance(r.get(MEMBERS_KEY), str):
+            for index, new in json.loads(r[MEMBERS_KEY]).items():
+                members.setdefault(int(index), []).extend(new)
+    out = []
+    for index in sorted(members):
+        mid = member_id(trial_id, index)
+        own = [{**r, "trial_id": mid} for r in members[index]]
+        out.append(TrialRecord(mid, folder, own, _mlflow_record(own), errored, artifacts=f"m{index}/artifacts"))
     return out
 
 

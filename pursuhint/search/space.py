@@ -24,6 +24,18 @@ SHORT_NAMES: dict[str, str] = {
 BASELINE_KEY = "pursuhint.baseline"
 ROLE_KEY = "pursuhint.role"  # "confirm" in a confirmation trial's config ("" or absent: a search trial)
 CONFIRMS_KEY = "pursuhint.confirms"  # the search trial id a confirmation trial repeats, or the baseline's name
+COHORT_KEY = "pursuhint.cohort"  # a cohort trial's spec: {COHORT_KEY: [one planned spec per member]}
+MEMBERS_KEY = "pursuhint_members"  # a cohort trial's Tune result: JSON {member index: that member's result}
+
+
+def member_id(trial_id: str, index: int) -> str:
+    """A cohort member's id: its MLflow run's trial tag and its record's name in every reader."""
+    return f"{trial_id}-m{index}"
+
+
+def owned_by(owner: str, trial_id: str) -> bool:
+    """Whether ``owner`` (a trial or cohort member id) belongs to Tune trial ``trial_id``."""
+    return owner == trial_id or owner.startswith(f"{trial_id}-m")
 
 
 BRANCH_SEP = "@"  # Optuna's name for a by_method leaf's branch: ``distill.hint_ratio@fitnet``

@@ -169,7 +169,8 @@ def _trial_setup(cfg: Config, uri: str, experiment_id: str, parent: str, exp_dir
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from .duplicates import DuplicateIndexActor
-    from .trainable import SweepInfo, run_trial
+    from .trainable import SweepInfo
+    from .trials import run_trial
 
     shared = run_shared_work(cfg, progress)
     actor_name = f"pursuhint-duplicates-{parent}"
@@ -268,14 +269,16 @@ def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], ar
     ``-round2``, ...); returns its results and trial-hours. A resumed sweep restores a round that has a folder."""
     from ray import tune
 
-    from .confirm import CONFIRM_TRIAL_KEY, confirmed_result, plan
+    from .confirm import CONFIRM_TRIAL_KEY, cohorts, confirmed_results, plan
 
-    trials = plan(cfg, candidates, seeds, cfg.search.confirm.baselines, arms)
+    planned = plan(cfg, candidates, seeds, cfg.search.confirm.baselines, arms)
+    trials = cohorts(planned, cfg.search.confirm.cohort_size)
     name = confirm_round_name(cfg.name, number)
     path = str(storage / name) if storage is not None else f"{storage_str.rstrip('/')}/{name}"
     if number == 1:
-        print(f"pursuhint: confirmation round 1: seeds {', '.join(map(str, seeds))} = {len(trials)} trials",
-              file=sys.stderr)
+        together = f" in {len(trials)} Tune trials (cohorts)" if len(trials) < len(planned) else ""
+        print(f"pursuhint: confirmation round 1: seeds {', '.join(map(str, seeds))} = {len(planned)} arm-seeds"
+              f"{together}", file=sys.stderr)
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -289,7 +292,7 @@ def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], ar
     if unfinished:
         raise SweepInterrupted(f"sweep {cfg.name!r} interrupted in its confirmation stage with {unfinished} "
                                f"trial(s) unfinished; run the same command with --resume to finish it")
-    results = [confirmed_result((r.config or {}).get(CONFIRM_TRIAL_KEY, {}), r.metrics or {}) for r in grid]
+    results = [c for r in grid for c in confirmed_results((r.config or {}).get(CONFIRM_TRIAL_KEY, {}), r.metrics or {})]
     hours = sum(float((r.metrics or {}).get("time_total_s", 0.0) or 0.0) for r in grid) / 3600
     return results, hours
 
@@ -595,8 +598,10 @@ def _end_trials_callback(actor_name: str, uri: str, experiment_id: str, parent: 
             if status is None:
                 return
             try:
-                for run in tracking.find_runs(uri, experiment_id, **{tracking.TRIAL_TAG: trial.trial_id,
-                                                                     tracking.PARENT_TAG: parent}):
+                runs = [r for tag in (tracking.TRIAL_TAG, tracking.COHORT_TAG)  # a cohort's members have their own
+                        for r in tracking.find_runs(uri, experiment_id, **{tag: trial.trial_id,
+                                                                           tracking.PARENT_TAG: parent})]
+                for run in runs:
                     if run.data.tags.get(tracking.STATUS_TAG) == "running":
                         tracking.set_tags(uri, run.info.run_id, {tracking.STATUS_TAG: status})
                         tracking.end_run(uri, run.info.run_id, status,

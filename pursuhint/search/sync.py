@@ -76,9 +76,9 @@ def set_aside_lost_trials(exp_dir: Path) -> list[str]:
     if known is None:
         return []
     lost = [t for t in read_trials(exp_dir, silent=True) if t.folder.name not in known]
-    for trial in lost:
+    for folder in dict.fromkeys(t.folder for t in lost):  # a cohort's members share one folder
         (Path(exp_dir) / LOST_DIR).mkdir(exist_ok=True)
-        trial.folder.rename(Path(exp_dir) / LOST_DIR / trial.folder.name)
+        folder.rename(Path(exp_dir) / LOST_DIR / folder.name)
     return [t.trial_id for t in lost]
 
 
@@ -180,7 +180,7 @@ def _sync_epochs(uri: str, run_id: str, trial: TrialRecord) -> int:
 
 def _sync_artifacts(uri: str, run_id: str, trial: TrialRecord) -> int:
     """The hint set and atlas from the trial's newest checkpoint, when the run lacks them."""
-    checkpoints = sorted(trial.folder.glob("checkpoint_*/artifacts"))
+    checkpoints = sorted(trial.folder.glob(f"checkpoint_*/{trial.artifacts}"))
     if not checkpoints:
         return 0
     have = tracking.artifact_names(uri, run_id)

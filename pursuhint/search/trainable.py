@@ -29,7 +29,7 @@ from ..hints.pipeline import choose_hints, resolve_n_hints
 from ..models import create_model
 from .duplicates import train_key
 from .shared import SharedWork
-from .confirm import CONFIRM_TRIAL_KEY, CONFIRMS_KEY, ROLE_KEY
+from .confirm import CONFIRMS_KEY, ROLE_KEY
 from .space import BASELINE_KEY, plain_values, short_name
 from .sync import MLFLOW_KEY
 
@@ -137,26 +137,78 @@ def _tune_metrics(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
 
 
-def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
-    """The Tune function trainable: resolve the trial's config and hints, open its MLflow run, reuse a duplicate's
+def run_one(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
+    """One trial (see ``trials.run_trial``): resolve its config and hints, open its MLflow run, reuse a duplicate's
     result or train (resuming from Tune's checkpoint), and end the run with the trial's status."""
-    config = config.get(CONFIRM_TRIAL_KEY, config)  # a confirmation trial's spec comes wrapped (one grid entry)
     _quiet_worker(sweep)
     trial_id = tune.get_context().get_trial_id()
-    cfg, baseline = trial_config(shared, config)
     teacher = shared.teacher(runtime_device())  # what Ray assigned: CUDA only when this trial holds a GPU
+    workdir = Path(tempfile.mkdtemp(prefix="pursuhint-trial-"))
+    arm = prepare_arm(config, shared, sweep, teacher, trial_id, workdir)
+    if isinstance(arm, dict):  # this point of the space cannot be trained: said so, not retried
+        tune.report(arm)
+        return
+    index, claim = _claim(sweep, arm.key, trial_id)
+    if claim["role"] == "reuse":
+        _replay(claim, arm.tracker, arm.record)
+        return
+    restored = _restore(workdir, trial_id, arm.tracker, arm.record)
+    best = max((h.val_acc for h in restored), default=0.0)  # the running best includes the restored epochs
+    report = _epoch_reporter(arm.tracker, index, arm.key, trial_id, workdir, arm.facts, arm.record, best)
+    try:
+        result = train_student(arm.cfg, arm.hint_set, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
+                               out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE,
+                               evaluate_test=arm.role == "confirm")
+    except PursuhintError as exc:
+        arm.failed(index, str(exc))
+        raise
+    line = end_arm(result, arm, index)
+    if line is not None:
+        tune.report(line)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Arm:
+    """A trial's student (or a cohort member's) ready to train: its config, hints, open MLflow run, the record
+    sent with its first Tune result and the facts sent with every one."""
+
+    trial_id: str  # a cohort member's is its member id
+    cfg: Config
+    baseline: str
+    hint_set: Optional[HintSet]
+    role: str
+    key: str  # the duplicate index's train key
+    tracker: tracking.RunLogger
+    record: dict[str, Any]
+    facts: dict[str, Any]
+
+    def failed(self, index: Any, message: str) -> None:
+        """End the run ``error`` (an exception the trial raises, or a cohort member's own failure)."""
+        self.tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(message)[:4000]})
+        self.tracker.end("error", message)
+        if index is not None:
+            _finish(index, self.key, self.trial_id, "failed", "error")
+        self.tracker.flush()
+
+
+def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, teacher: torch.nn.Module,
+                trial_id: str, workdir: Path, extra_tags: Optional[dict[str, Any]] = None) -> Any:
+    """The :class:`Arm` of a planned spec, with its MLflow run opened, params and artifacts logged; or, when the
+    spec cannot be trained (its hints cannot pair with the student), its run ended ``invalid`` and the one Tune
+    result that says so (a dict)."""
+    cfg, baseline = trial_config(shared, config)
     try:
         hs = trial_hints(cfg, baseline, shared)
         student_probe = create_model(cfg.student.arch, shared.dataset.num_classes,
                                      in_channels=shared.dataset.channels)
         pairs = pair_hints(hs, teacher, student_probe, shared.dataset, cfg.selection.granularity,
                            cfg.distill.mapping)
-    except PursuhintError as exc:  # this point of the space cannot be trained: say so, don't retry
-        _invalid(sweep, trial_id, cfg, baseline, config, str(exc))
-        return
+    except PursuhintError as exc:
+        return invalid_run(sweep, trial_id, cfg, baseline, config, str(exc), extra_tags)
     role = config.get(ROLE_KEY) or "search"
     key = train_key(cfg, None if hs is None else hs.indices) + ("-confirm" if role == "confirm" else "")
-    tags = _trial_tags(cfg, baseline, hs, role, key, config)
+    tags = _trial_tags(cfg, baseline, hs, role, key, config) | (extra_tags or {})
     name = run_name(cfg, baseline, hs, role)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config, shared.dataset.splits)
@@ -167,14 +219,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
     tracker.params(params)
     tracker.tags(tags)
     record = {MLFLOW_KEY: mlflow_record(name, params, tags)}  # sent with the first report
-    workdir = Path(tempfile.mkdtemp(prefix="pursuhint-trial-"))
     _write_artifacts(workdir, hs, shared, cfg, tracker)
-
-    index, claim = _claim(sweep, key, trial_id)
-    if claim["role"] == "reuse":
-        _replay(claim, tracker, record)
-        return
-    best = _restore(workdir, trial_id, tracker, record)
     facts = {"role": role, "run_seed": cfg.run_seed,
              "method_name": cfg.distill.method if hs is not None else (baseline or "kd_only"),
              "n_hints_used": hs.n_hints if hs is not None else 0,
@@ -182,20 +227,7 @@ def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> N
              "confirms": config.get(CONFIRMS_KEY) or ""}
     if given is not None:  # a calibrated β is reported by the trainer with every epoch
         facts["hint_weight_resolved"] = given
-    report = _epoch_reporter(tracker, index, key, trial_id, workdir, facts, record, best)
-    try:
-        result = train_student(cfg, hs, teacher, shared.dataset, teacher_sha256=shared.teacher_sha256,
-                               out_dir=workdir, callbacks=[report], checkpoint_name=STATE_FILE,
-                               evaluate_test=role == "confirm")
-    except PursuhintError as exc:
-        tracker.tags({tracking.STATUS_TAG: "error", "pursuhint.error": tracking.scrub(str(exc))[:4000]})
-        tracker.end("error", str(exc))
-        if index is not None:
-            _finish(index, key, trial_id, "failed", "error")
-        tracker.flush()
-        raise
-    _end_trial(result, tracker, index, key, trial_id, record, logged="hint_weight_resolved" in facts)
-    shutil.rmtree(workdir, ignore_errors=True)
+    return Arm(trial_id, cfg, baseline, hs, role, key, tracker, record, facts)
 
 
 def teacher_device(teacher: torch.nn.Module) -> str:
@@ -223,16 +255,17 @@ def _trial_tags(cfg: Config, baseline: str, hs: Optional[HintSet], role: str, ke
     return tags
 
 
-def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: dict[str, Any]) -> float:
-    """A retried (worker lost) or resumed (driver restarted) trial continues from Tune's newest checkpoint; the
-    best validation accuracy of the epochs it restored (0 when none)."""
+def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: dict[str, Any],
+             subfolder: str = "") -> list[EpochStats]:
+    """A retried (worker lost) or resumed (driver restarted) trial continues from Tune's newest checkpoint (a
+    cohort member from its ``subfolder`` of it); the epochs it restored, which its run gets if it lacks them."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return 0.0
+        return []
     with checkpoint.as_directory() as d:
         for file in (STATE_FILE, STATE_FILE + ".prev"):  # the fit loop falls back to .prev
-            if (Path(d) / file).exists():
-                shutil.copyfile(Path(d) / file, workdir / file)
+            if (Path(d) / subfolder / file).exists():
+                shutil.copyfile(Path(d) / subfolder / file, workdir / file)
     state = resume_state(workdir / STATE_FILE)
     restored = int(state["epoch"]) if state else 0
     log.warning("trial %s restored from its checkpoint after epoch %d", trial_id, restored)
@@ -240,7 +273,7 @@ def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: 
     record["restored_from_epoch"] = restored
     history = [EpochStats(**h) for h in state["history"]] if state else []
     log_restored_epochs(tracker, history)
-    return max((h.val_acc for h in history), default=0.0)
+    return history
 
 
 def epoch_metrics(stats: EpochStats, best_so_far: float) -> dict[str, float]:
@@ -263,9 +296,10 @@ def log_restored_epochs(tracker: tracking.RunLogger, history: list[EpochStats]) 
 
 
 def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id: str, workdir: Path,
-                    facts: dict[str, Any], record: dict[str, Any],
-                    best: float = 0.0) -> Callable[[EpochStats], None]:
-    """The training callback: each epoch to MLflow, the duplicate index and Tune (with a checkpoint)."""
+                    facts: dict[str, Any], record: dict[str, Any], best: float = 0.0,
+                    send: Optional[Callable[[dict[str, Any]], None]] = None) -> Callable[[EpochStats], None]:
+    """The training callback: each epoch to MLflow, the duplicate index and Tune (with a checkpoint of
+    ``workdir``); a cohort member's goes to ``send`` instead, which the cohort reports for all its members."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -283,15 +317,18 @@ def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id:
             index.update.remote(key, trial_id, metrics, tracker.run_id)
         extra = {"status": "running", "node_id": node_id, "epochs_total": stats.epochs, **facts, **record}
         record.clear()
-        tune.report(_tune_metrics(metrics | extra), checkpoint=tune.Checkpoint.from_directory(str(workdir)))
+        if send is not None:
+            send(_tune_metrics(metrics | extra))
+        else:
+            tune.report(_tune_metrics(metrics | extra), checkpoint=tune.Checkpoint.from_directory(str(workdir)))
 
     return report
 
 
-def _end_trial(result: Any, tracker: tracking.RunLogger, index: Any, key: str, trial_id: str,
-               record: dict[str, Any], logged: bool = False) -> None:
-    """The trained student's final metrics, status and resolved β (unless ``logged`` already) to MLflow; a trial
-    that did not complete reports its status to Tune too."""
+def end_arm(result: Any, arm: Arm, index: Any) -> Optional[dict[str, Any]]:
+    """The trained student's final metrics, status and resolved β (unless an epoch logged it) to MLflow; for a
+    student that did not complete, the Tune result that reports its status."""
+    tracker, logged = arm.tracker, "hint_weight_resolved" in arm.facts
     status = result.status
     best = result.best_val_acc if result.fit.history else 0.0
     final = {"best_val_acc": best}
@@ -305,17 +342,19 @@ def _end_trial(result: Any, tracker: tracking.RunLogger, index: Any, key: str, t
         tracker.params({"hint_weight_resolved": result.weights["hint"]})
     tracker.end(status, result.fit.message)
     if index is not None:
-        _finish(index, key, trial_id, "done", status)
-    if status != "completed":
-        last = result.fit.history[-1].val_acc if result.fit.history else 0.0
-        tune.report({"val_acc": last, "best_val_acc": best, "status": status,
-                     "epoch": len(result.fit.history), **record})
+        _finish(index, arm.key, arm.trial_id, "done", status)
     tracker.flush()  # one last try for anything queued; `report --sync` writes what still fails
+    if status == "completed":
+        return None
+    last = result.fit.history[-1].val_acc if result.fit.history else 0.0
+    return {"val_acc": last, "best_val_acc": best, "status": status, "epoch": len(result.fit.history),
+            **arm.record}
 
 
-def _claim(sweep: SweepInfo, key: str, trial_id: str) -> tuple[Any, dict[str, Any]]:
-    """(duplicate index, claim): wait while another trial trains the same student. Without the index
-    (none, or lost with its node) the trial trains on its own: duplicates are an optimisation only."""
+def _claim(sweep: SweepInfo, key: str, trial_id: str, wait: bool = True) -> tuple[Any, dict[str, Any]]:
+    """(duplicate index, claim): wait while another trial trains the same student (with ``wait`` false, the
+    claim says ``wait`` instead). Without the index (none, or lost with its node) the trial trains on its own:
+    duplicates are an optimisation only."""
     import ray
 
     if not sweep.duplicates_actor:
@@ -324,7 +363,7 @@ def _claim(sweep: SweepInfo, key: str, trial_id: str) -> tuple[Any, dict[str, An
         index = ray.get_actor(sweep.duplicates_actor)
         while True:
             claim = ray.get(index.claim.remote(key, trial_id))
-            if claim["role"] != "wait":
+            if claim["role"] != "wait" or not wait:
                 return index, claim
             time.sleep(WAIT_POLL_S)
     except (ValueError, ray.exceptions.RayError) as exc:
@@ -350,20 +389,32 @@ def _opener(sweep: SweepInfo, trial_id: str, name: str, tags: dict[str, Any]) ->
 def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sampled: dict[str, Any],
              message: str) -> None:
     """Record a trial whose sampled config cannot be trained (status ``invalid``) and end it."""
+    tune.report(invalid_run(sweep, trial_id, cfg, baseline, sampled, message))
+
+
+def invalid_run(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sampled: dict[str, Any],
+                message: str, tags: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The MLflow run of an arm that cannot be trained, ended ``invalid``; its one Tune result."""
     tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid",
-            "pursuhint.error": tracking.scrub(message)[:4000]}
+            "pursuhint.error": tracking.scrub(message)[:4000], **(tags or {})}
     name = run_name(cfg, baseline, None)
     params = trial_params(cfg, baseline, None, [], sampled)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     tracker.params(params)
     tracker.end("invalid", message)
     tracker.flush()
-    tune.report({"val_acc": 0.0, "best_val_acc": 0.0, "status": "invalid", "error": message[:500], "epoch": 0,
-                 MLFLOW_KEY: mlflow_record(name, params, tags)})
+    return {"val_acc": 0.0, "best_val_acc": 0.0, "status": "invalid", "error": message[:500], "epoch": 0,
+            MLFLOW_KEY: mlflow_record(name, params, tags)}
 
 
 def _replay(claim: dict[str, Any], tracker: tracking.RunLogger, record: dict[str, Any]) -> None:
     """Report the owner's per-epoch history as this trial's own, tagged as a duplicate."""
+    for line in replayed(claim, tracker, record):
+        tune.report(line)
+
+
+def replayed(claim: dict[str, Any], tracker: tracking.RunLogger, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Log the owner's per-epoch history into this trial's run, tagged as a duplicate; the Tune results to report."""
     history = claim.get("history") or []
     dup_tags = {tracking.DUPLICATE_TAG: claim["owner"], tracking.STATUS_TAG: claim.get("status") or "completed"}
     tracker.tags(dup_tags)
@@ -371,12 +422,13 @@ def _replay(claim: dict[str, Any], tracker: tracking.RunLogger, record: dict[str
     blob["tags"].update({k: tracking.scalar(v) for k, v in dup_tags.items()})
     record = {MLFLOW_KEY: json.dumps(blob, sort_keys=True)}
     best = 0.0
+    lines = []
     for metrics in history:
         best = max(best, float(metrics.get("val_acc", 0.0)))
         tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"} | {"best_val_acc": best},
                       int(metrics["epoch"]))
-        tune.report(_tune_metrics(metrics | {"best_val_acc": best, "status": "duplicate",
-                                             "duplicate_of": claim["owner"], **record}))
+        lines.append(_tune_metrics(metrics | {"best_val_acc": best, "status": "duplicate",
+                                              "duplicate_of": claim["owner"], **record}))
         record = {}
     tracker.metric({"best_val_acc": best}, len(history))
     resolved = [m["hint_weight_resolved"] for m in history if "hint_weight_resolved" in m]
@@ -385,7 +437,8 @@ def _replay(claim: dict[str, Any], tracker: tracking.RunLogger, record: dict[str
     tracker.end(claim.get("status") or "completed")
     tracker.flush()
     if not history:
-        tune.report({"val_acc": 0.0, "status": "duplicate", "duplicate_of": claim["owner"], "epoch": 0, **record})
+        lines.append({"val_acc": 0.0, "status": "duplicate", "duplicate_of": claim["owner"], "epoch": 0, **record})
+    return lines
 
 
 def _write_artifacts(workdir: Path, hs: Optional[HintSet], shared: SharedWork, cfg: Config,
