@@ -28,7 +28,7 @@ from bench.common import fmt  # noqa: E402
 
 BENCHMARKS = ("selection_speed", "input_pipeline", "distill_step", "step_syncs", "hint_calibration", "sweep_overhead",
               "asha_savings", "search_waste",
-              "selection_quality", "selection_quality_natural", "gpu", "hint_ratio_transfer", "decisive_answers")
+              "selection_quality", "selection_quality_natural", "gpu", "hint_ratio_transfer", "decisive_answers", "cohorts")
 TITLES = {  # headings for benchmarks whose module (and so its TITLE) does not exist yet
     "sweep_overhead": "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly",
     "asha_savings": "ASHA savings: the same sweep with ASHA and with FIFO",

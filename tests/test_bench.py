@@ -431,3 +431,18 @@ def test_gpu_check_names_the_install_line_of_what_is_missing(monkeypatch):
     monkeypatch.setattr(gpu_check, "NEEDED", {"torch": "torch", "no_such_module_here": "nosuch"})
     status, why = gpu_check.dependencies()
     assert status == "FAILED" and why == f"missing nosuch: {sys.executable} -m pip install nosuch"
+
+
+@pytest.mark.slow
+def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
+    from bench import cohorts
+
+    entry = cohorts.run(quick=True, tiny=True)
+    assert set(entry["figures"]) == {"digits resnet56 → resnet8, 16 px", "CIFAR-shaped resnet56 → resnet20, 32 px"}
+    for f in entry["figures"].values():
+        assert f["exact"] is True  # every arm's final weights equal bit for bit, trained apart or together
+        assert f["separate_s"] > 0 and f["cohort_s"] > 0 and 0 < f["teacher_share"] < 1
+        assert f["bound"] == pytest.approx(f["arms"] * (f["teacher_s"] + f["student_s"]) /
+                                           (f["teacher_s"] + f["arms"] * f["student_s"]))
+    assert [f["arms"] for f in entry["figures"].values()] == [4, 5]
+    assert entry["command"] == "python bench/run.py --quick --tiny --only cohorts"

@@ -674,7 +674,7 @@ def _finished_from_mlflow(uri: str, experiment_id: str, parent: str) -> dict[str
         if not key or status not in ("completed", "diverged") or tags.get(tracking.DUPLICATE_TAG):
             continue
         history: dict[int, dict[str, Any]] = {}
-        for name in ("val_acc", "train_loss", "epoch_time"):
+        for name in ("val_acc", "train_loss", "epoch_time", "test_acc", "final_val_acc"):  # a replay ends as it did
             for m in c.get_metric_history(run.info.run_id, name):
                 history.setdefault(m.step, {"epoch": m.step})[name] = m.value
         out[key] = {"owner": tags.get(tracking.TRIAL_TAG, ""), "state": "done", "status": status,
