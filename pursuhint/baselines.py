@@ -5,10 +5,11 @@ Kept free of torch, Ray and MLflow so configuration checks and statistics can im
 
 from __future__ import annotations
 
-BASELINE_KINDS = ("default", "kd_only", "uniform", "random", "ce_only", "dkd")
+BASELINE_KINDS = ("default", "kd_only", "uniform", "random", "ce_only", "dkd", "reviewkd", "semckd")
 NO_TEACHER = "ce_only"  # the student trained alone (cross-entropy, no teacher): did distillation help at all?
-# baselines trained without a hint set: one arm each, shared by every confirmed configuration
-WITHOUT_HINTS = ("kd_only", NO_TEACHER, "dkd")
+# baselines trained without a hint set: one arm each, shared by every confirmed configuration (ReviewKD and
+# SemCKD choose their layers themselves: the stage ends)
+WITHOUT_HINTS = ("kd_only", NO_TEACHER, "dkd", "reviewkd", "semckd")
 
 # The words a verdict uses for each baseline: "better than default hints", "worse than KD only", ...
 BASELINE_LABELS = {
@@ -18,4 +19,6 @@ BASELINE_LABELS = {
     "random": "random hints",
     "ce_only": "the CE-only student",
     "dkd": "DKD",
+    "reviewkd": "ReviewKD",
+    "semckd": "SemCKD",
 }

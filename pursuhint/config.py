@@ -239,7 +239,8 @@ class SeedRange(_Section):
         return cls.model_construct(**values)
 
 
-CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")  # the default list; dkd may be added
+CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")  # the default list; dkd, reviewkd and
+# semckd (published methods that need no chosen layers) may be added
 AUTO_COHORT_MAX = 8  # cohort: auto — students per confirmation trial (the arms of one seed, at most this many)
 
 
@@ -265,7 +266,7 @@ class ConfirmConfig(_Section):
     seeds: Union[int, SeedRange] = 3
     margin: float = 1.0
     budget_hours: Optional[float] = None
-    baselines: list[Literal["default", "kd_only", "ce_only", "uniform", "random", "dkd"]] = Field(
+    baselines: list[Literal["default", "kd_only", "ce_only", "uniform", "random", "dkd", "reviewkd", "semckd"]] = Field(
         default_factory=lambda: list(CONFIRM_BASELINES))
     cohort: Union[Literal["auto", "off"], int] = "auto"
 

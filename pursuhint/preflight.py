@@ -81,8 +81,36 @@ def preflight(cfg: Config, student: bool = True, sweep: bool = False) -> list[st
     another student later. ``sweep`` checks the search space; other commands train the defaults.
     """
     check_names(cfg)
+    check_published(cfg, student)
     check_splits(cfg)
     return check_space(cfg, student, searched=sweep)
+
+
+def check_published(cfg: Config, student: bool = True) -> None:
+    """ReviewKD pairs the student's stages with the teacher's one to one: refuse a pair whose stage counts differ,
+    naming the stage ends. SemCKD over the hint set's layers (``candidates: hints``) needs a hint set: refuse it
+    as a confirmation baseline, which has none."""
+    from .distill.methods import own_params
+    from .models import create_model, model_block_stages
+
+    if "semckd" in cfg.search.confirm.baselines and \
+            own_params("semckd", cfg.distill.params).get("candidates") == "hints":
+        raise ConfigError("search.confirm.baselines: semckd with distill.params candidates: hints needs a hint set, "
+                          "and a baseline has none; give semckd its own params ({semckd: {candidates: "
+                          "stage_ends}}) or leave it out of the baselines")
+    wanted = "reviewkd" in leaf_values(cfg, "distill.method") or "reviewkd" in cfg.search.confirm.baselines
+    if not (wanted and student):
+        return
+    for t_arch in leaf_values(cfg, "teacher.arch"):
+        for s_arch in leaf_values(cfg, "student.arch"):
+            t_stages = model_block_stages(create_model(t_arch, 10, in_channels=3))
+            s_stages = model_block_stages(create_model(s_arch, 10, in_channels=3))
+            if t_stages and s_stages and len(t_stages) != len(s_stages):
+                raise ConfigError(
+                    f"distill.method reviewkd pairs the student's stages with the teacher's one to one, but the "
+                    f"teacher {t_arch} has {len(t_stages)} ({', '.join(s[-1] for s in t_stages)}) and the student "
+                    f"{s_arch} {len(s_stages)} ({', '.join(s[-1] for s in s_stages)}); choose a pair with as many "
+                    f"stages, or another method")
 
 
 def check_space(cfg: Config, student: bool = True, searched: bool = True) -> list[str]:

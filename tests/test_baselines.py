@@ -26,7 +26,7 @@ def inputs(L: int) -> SelectionInputs:
 
 
 def test_baseline_kinds():
-    assert BASELINE_KINDS == ("default", "kd_only", "uniform", "random", "ce_only", "dkd")
+    assert BASELINE_KINDS == ("default", "kd_only", "uniform", "random", "ce_only", "dkd", "reviewkd", "semckd")
 
 
 # ---------------------------------------------------------------- uniform

@@ -29,7 +29,7 @@ def confirmed(tmp_path_factory):
     # ... and a race: every arm 2 seeds, then a third for the arms of comparisons undecided after 2
     path.write_text(text.replace("hint_weight: 10,", "hint_weight: auto, hint_ratio: 0.5,")
                     .replace("seeds: 2}", "seeds: {min: 2, max: 3}, "
-                             "baselines: [default, kd_only, ce_only, uniform, random, dkd]}"))
+                             "baselines: [default, kd_only, ce_only, uniform, random, dkd, reviewkd, semckd]}"))
     cfg = load_config(path)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
@@ -42,11 +42,11 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
     confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
     search = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "search"]
     assert len(search) == 2 + 2  # 2 searched + default + KD only
-    # 1 configuration + default, kd_only, ce_only, uniform, random and DKD baselines, each with seeds 1 and 2, and
-    # seed 3 for the arms the race kept going
+    # 1 configuration + default, kd_only, ce_only, uniform, random, DKD, ReviewKD and SemCKD baselines, each with
+    # seeds 1 and 2, and seed 3 for the arms the race kept going
     table = result.confirmation
     arms = [c["seeds"] for c in table["configurations"]] + [b["seeds"] for b in table["baselines"]]
-    assert len(arms) == 7 and all({"1", "2"} <= set(seeds) <= {"1", "2", "3"} for seeds in arms)
+    assert len(arms) == 9 and all({"1", "2"} <= set(seeds) <= {"1", "2", "3"} for seeds in arms)
     assert len(confirm) == sum(len(seeds) for seeds in arms)
     third = [seeds for seeds in arms if "3" in seeds]
     kept_going = [g for g in table["configurations"][0]["gains"].values() if g["n"] == 3]  # open after 2 seeds
@@ -58,12 +58,18 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
                     r.data.tags["pursuhint.seed"]) for r in confirm)
     assert set(keys.values()) == {1}  # exactly one run per (configuration, seed)
     assert {"1", "2"} <= {k[2] for k in keys}
-    assert {k[1] for k in keys} == {"none", "default", "kd_only", "ce_only", "uniform", "random", "dkd"}
+    assert {k[1] for k in keys} == {"none", "default", "kd_only", "ce_only", "uniform", "random", "dkd", "reviewkd",
+                                    "semckd"}
     ce = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == "ce_only"]
     assert all(r.data.params["kd_weight"] == "0.0" and r.data.params["hint_layers"] == "" for r in ce)
     dkd = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == "dkd"]
     assert dkd and all(r.data.params["method"] == "dkd" and r.data.params["hint_layers"] == "" and
                        r.data.params["kd_weight"] == "0.0" and "loss_logit" in r.data.metrics for r in dkd)
+    for kind, weight, kd in (("reviewkd", "1.0", "0.0"), ("semckd", "400.0", "1.0")):  # their published recipes
+        published = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == kind]
+        assert published and all(r.data.params["method"] == kind and r.data.params["hint_weight"] == weight and
+                                 r.data.params["kd_weight"] == kd and r.data.params["student_layers"] ==
+                                 "layer1.0,layer2.0,layer3.0" and "loss_hint" in r.data.metrics for r in published)
     assert {k[0] for k in keys if k[1] == "none"} <= searched_ids
     cohorts = Counter(r.data.tags.get(tracking.COHORT_TAG) for r in confirm)  # cohort: auto, the default
     assert cohorts.pop(None, 0) < len(confirm) and cohorts and min(cohorts.values()) >= 2, cohorts
@@ -90,7 +96,7 @@ def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
         table["stopped"].startswith("the most seeds (3) reached with")
     c = table["configurations"][0]
     assert c["test_acc"]["n"] in (2, 3) and set(c["seeds"]) <= {"1", "2", "3"}
-    assert set(c["gains"]) == {"default", "uniform", "random", "kd_only", "ce_only", "dkd"}
+    assert set(c["gains"]) == {"default", "uniform", "random", "kd_only", "ce_only", "dkd", "reviewkd", "semckd"}
     for g in c["gains"].values():
         assert g["low"] <= g["mean"] <= g["high"] and g["n"] in (2, 3)
         assert g["verdict"].startswith(("better by", "worse by", "equivalent within", "undecided after"))

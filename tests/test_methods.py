@@ -369,14 +369,17 @@ def test_bad_params_and_shapes_are_errors():
 
 # β of each method in the CRD benchmark's training scripts (RepDistiller train_student.py, -b).
 BENCHMARK_BETA = {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "nst": 50.0, "vid": 1.0, "pkt": 30000.0,
-                  "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0, "dkd": 0.0}
+                  "rkd": 1.0, "cc": 0.02, "crd": 0.0, "kd_only": 0.0, "none": 0.0, "dkd": 0.0,
+                  "reviewkd": 1.0, "semckd": 400.0}  # ReviewKD's (mdistiller) and SemCKD's (its repository) published
 
 
 def test_every_method_says_its_weight_and_whether_it_uses_hints():
     from pursuhint.distill.methods import hint_weight_for, method_class
 
     assert {name: METHODS.get(name).default_weight for name in METHODS} == BENCHMARK_BETA
-    assert {name for name in METHODS if METHODS.get(name).uses_hints} == set(HINT_METHODS)
+    assert {name for name in METHODS if METHODS.get(name).uses_hints} == set(HINT_METHODS) | {"reviewkd", "semckd"}
+    assert not METHODS.get("reviewkd").reads_hint_set({}) and not METHODS.get("semckd").reads_hint_set({})
+    assert METHODS.get("semckd").reads_hint_set({"candidates": "hints"}) and METHODS.get("at").reads_hint_set({})
     assert hint_weight_for("pkt+crd", None) == 30000.0 and hint_weight_for("pkt", 2.5) == 2.5
     assert method_class("vid+crd") is METHODS.get("vid")
 

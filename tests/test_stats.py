@@ -204,6 +204,7 @@ def test_every_baseline_has_its_words(name, words):
 
 
 def test_labels_cover_the_baseline_kinds_and_words_pass_through():
-    assert set(BASELINE_LABELS) == set(BASELINE_KINDS) == {"default", "kd_only", "uniform", "random", "ce_only", "dkd"}
+    assert set(BASELINE_LABELS) == set(BASELINE_KINDS) == {"default", "kd_only", "uniform", "random", "ce_only", "dkd",
+                                                           "reviewkd", "semckd"}
     assert verdict(point(1.0), "default hints") == "better than default hints"
     assert verdict(point(-1.0), "the paper's set") == "worse than the paper's set"

@@ -31,7 +31,7 @@ from .calibration import HintCalibration
 from .kd import kd_loss
 from ..training import Callback, FitResult, Member, fit_cohort, rng_now, seed_everything
 from .mapping import map_hints
-from .methods import adds_crd, create_method, hint_weight_for, method_class, own_params  # noqa: F401 (hint_weight_for: re-exported)
+from .methods import adds_crd, create_method, hint_weight_for, method_class, method_params, own_params  # noqa: F401 (hint_weight_for: re-exported)
 
 CRD_WEIGHT = 0.8  # the benchmark's β for CRD
 
@@ -118,32 +118,58 @@ def pair_hints(hint_set: Optional[HintSet], teacher: nn.Module, student: nn.Modu
     return [HintPair(t, s) for t, s in map_hints(chosen, s_layers, rule)]
 
 
+def method_layers(method_name: str, params: dict[str, Any], hint_set: Optional[HintSet], teacher: nn.Module,
+                  student: nn.Module, ds: ImageDataset, granularity: str,
+                  rule: str) -> tuple[list[CandidateLayer], list[CandidateLayer]]:
+    """The (teacher, student) layers method ``method_name`` learns from: the hint set's, paired by ``rule`` (see
+    :func:`pair_hints`), or the method's own choice (ReviewKD's stage ends, SemCKD's candidates); none for a
+    method without hints."""
+    cls = method_class(method_name)
+    if not cls.uses_hints:
+        return [], []
+    shape = (ds.channels, ds.image_size, ds.image_size)
+    t_all = candidate_layers(teacher, granularity, input_shape=shape)
+    s_all = candidate_layers(student, "block", input_shape=shape)
+    hints = [t_all[i] for i in hint_set.indices] if hint_set is not None and hint_set.indices else None
+    own = cls.select_layers(t_all, s_all, hints, own_params(method_name, params))
+    if own is not None:
+        return own
+    pairs = pair_hints(hint_set, teacher, student, ds, granularity, rule)
+    return [p.teacher for p in pairs], [p.student for p in pairs]
+
+
 @dataclass
 class _Wiring:
     """What a student's training needs besides the data: the hint pairs, the method module, the loss
     weights, and (for CRD) the classifier paths whose inputs are the embeddings."""
 
-    pairs: list[HintPair]
+    pairs: list[HintPair]  # the layers paired one to one (empty for a method that relates all to all: SemCKD)
     method: Any
     weights: dict[str, Any]
     s_cls: Optional[str] = None
     t_cls: Optional[str] = None
+    t_layers: list[CandidateLayer] = field(default_factory=list)  # the teacher layers the method reads
+    s_layers: list[CandidateLayer] = field(default_factory=list)  # the student layers the method reads
+
+    @property
+    def hinted(self) -> bool:
+        return bool(self.t_layers)
 
     @property
     def uses_crd(self) -> bool:
         return self.s_cls is not None
 
 
-def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Module, student: nn.Module,
-          ds: ImageDataset, device: torch.device) -> _Wiring:
-    """Build the distillation method for ``pairs`` (none if the method does not use hints) and its weights;
-    ``weights["hint"]`` is still ``"auto"`` when the hint weight is to be calibrated."""
+def _wire(cfg: Config, method_name: str, layers: tuple[list[CandidateLayer], list[CandidateLayer]],
+          teacher: nn.Module, student: nn.Module, ds: ImageDataset, device: torch.device) -> _Wiring:
+    """Build the distillation method for its (teacher, student) layers and its weights; ``weights["hint"]`` is
+    still ``"auto"`` when the hint weight is to be calibrated."""
     uses_crd = adds_crd(method_name)
-    if not method_class(method_name).uses_hints:
-        pairs = []
-    s_shapes = [(p.student.channels, *p.student.spatial) for p in pairs]
-    t_shapes = [(p.teacher.channels, *p.teacher.spatial) for p in pairs]
+    t_layers, s_layers = layers
+    s_shapes = [(layer.channels, *layer.spatial) for layer in s_layers]
+    t_shapes = [(layer.channels, *layer.spatial) for layer in t_layers]
     params: dict[str, Any] = own_params(method_name, cfg.distill.params)
+    params |= {k: v for k, v in wired_params(method_name, cfg).items() if k in method_params(method_name)}
     s_cls = t_cls = None
     if uses_crd:
         s_cls, t_cls = _classifier(student), _classifier(teacher)
@@ -151,9 +177,10 @@ def _wire(cfg: Config, method_name: str, pairs: list[HintPair], teacher: nn.Modu
                    "t_dim": module_at(teacher, t_cls).in_features}
     method = place_model(create_method(method_name, s_shapes, t_shapes, **params), device)  # connectors too
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
-               "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if pairs else 0.0,
+               "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if t_layers else 0.0,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
-    return _Wiring(pairs, method, weights, s_cls, t_cls)
+    pairs = [HintPair(t, s_) for t, s_ in zip(t_layers, s_layers)] if len(t_layers) == len(s_layers) else []
+    return _Wiring(pairs, method, weights, s_cls, t_cls, list(t_layers), list(s_layers))
 
 
 @dataclass
@@ -181,11 +208,11 @@ def _loss_function(w: _Wiring, student: nn.Module, t_taps: Any, s_taps: Any,
             terms["kd"] = weights["kd"] * kd_loss(logits_s.float(), logits_t.float(), weights["temperature"])
         if w.method.uses_logits:  # DKD: the method weighs its own terms
             terms["logit"] = w.method.logit_loss(logits_s, logits_t, labels)
-        if w.pairs or w.uses_crd:
+        if w.hinted or w.uses_crd:
             crd = w.uses_crd
             out = w.method(s_taps.outputs, t_taps.outputs, emb_s=s_taps.inputs[0] if crd else None,
                            emb_t=t_taps.inputs[0] if crd else None, index=index if crd else None)
-            if w.pairs:
+            if w.hinted:
                 if calibration is not None and weights["hint"] == "auto":
                     weights["hint"] = calibration.weight_for(lambda: F.cross_entropy(logits_s.float(), labels),
                                                              out["hint"])
@@ -213,6 +240,19 @@ class CohortMember:
 COHORT_SECTIONS = ("data", "teacher", "student", "train")
 
 
+def student_method(cfg: Config, hint_set: Optional[HintSet]) -> str:
+    """The method a student trains with: the configured one, or KD only when it needs a hint set and has none
+    (DKD needs none; ReviewKD picks its layers itself; SemCKD too, unless its candidates are the hints)."""
+    name = cfg.distill.method
+    reads = method_class(name).reads_hint_set(own_params(name, cfg.distill.params))
+    return name if hint_set is not None or not reads else "kd_only"
+
+
+def wired_params(method_name: str, cfg: Config) -> dict[str, Any]:
+    """Method parameters the trainer sets from the config, not the user (SemCKD's embeddings take the batch)."""
+    return {"batch_size": cfg.train.batch_size}
+
+
 def cohort_key(cfg: Config) -> str:
     """Students whose configs have the same key can train as one cohort: same teacher, data, recipe and seed."""
     parts = {name: getattr(cfg, name).model_dump(mode="json") for name in COHORT_SECTIONS}
@@ -233,7 +273,7 @@ class _Built:
     @property
     def needs_teacher(self) -> bool:
         w = self.wiring
-        return bool(w.weights["kd"] or w.pairs or w.uses_crd or w.method.uses_logits)
+        return bool(w.weights["kd"] or w.hinted or w.uses_crd or w.method.uses_logits)
 
 
 def _build(m: CohortMember, teacher: nn.Module, ds: ImageDataset, device: torch.device,
@@ -244,11 +284,10 @@ def _build(m: CohortMember, teacher: nn.Module, ds: ImageDataset, device: torch.
         m.hint_set.check_teacher(teacher_sha256)
     seed_everything(cfg.run_seed)
     student = place_model(create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels), device)
-    # no hint set: KD only, unless the method needs none (DKD learns from the logits)
-    uses_hints = method_class(cfg.distill.method).uses_hints
-    method_name = cfg.distill.method if m.hint_set is not None or not uses_hints else "kd_only"
-    pairs = pair_hints(m.hint_set, teacher, student, ds, cfg.selection.granularity, cfg.distill.mapping)
-    w = _wire(cfg, method_name, pairs, teacher, student, ds, device)
+    method_name = student_method(cfg, m.hint_set)
+    layers = method_layers(method_name, cfg.distill.params, m.hint_set, teacher, student, ds,
+                           cfg.selection.granularity, cfg.distill.mapping)
+    w = _wire(cfg, method_name, layers, teacher, student, ds, device)
     calibration = HintCalibration(cfg.distill.hint_ratio) if w.weights["hint"] == "auto" else None
     return _Built(m, student, w, method_name, calibration, rng_now())
 
@@ -314,8 +353,9 @@ def _fit_member(b: _Built, teacher: nn.Module, stack: ExitStack, steps_per_epoch
     """The member as ``fit_cohort`` trains it: its taps on the shared teacher and on its student, its loss."""
     w, cfg = b.wiring, b.member.cfg
     w.method.set_schedule(steps_per_epoch, cfg.train.epochs)  # a warm-up's length (DKD)
-    t_taps = stack.enter_context(taps(teacher, [p.teacher.name for p in w.pairs], [w.t_cls] if w.t_cls else []))
-    s_taps = stack.enter_context(taps(b.student, [p.student.name for p in w.pairs], [w.s_cls] if w.s_cls else []))
+    t_taps = stack.enter_context(taps(teacher, [layer.name for layer in w.t_layers], [w.t_cls] if w.t_cls else []))
+    s_taps = stack.enter_context(taps(b.student, [layer.name for layer in w.s_layers],
+                                      [w.s_cls] if w.s_cls else []))
     modules: dict[str, nn.Module] = {"student": b.student, "method": w.method}
     if b.calibration is not None:  # β = r · CE₀ / H₀ from the first step; kept in the checkpoint for a resume
         modules["hint_calibration"] = b.calibration

@@ -103,8 +103,8 @@ def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
                            SEED_KEY: seed})
     for cand in candidates:
         for kind in baselines:
-            if kind == "dkd":  # decoupled KD replaces KD: no classic KD term beside it
-                values = {**common, "distill.method": "dkd", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0}
+            if kind in PUBLISHED_RECIPES:  # a published method with its published recipe
+                values = {**common, **PUBLISHED_RECIPES[kind]}
             elif kind in WITHOUT_HINTS:
                 values = {**common, "distill.method": "kd_only"}
             else:
@@ -144,6 +144,18 @@ def cohorts(trials: Sequence[dict[str, Any]], size: int) -> list[dict[str, Any]]
 def planned_arms(trial: dict[str, Any]) -> list[dict[str, Any]]:
     """The planned specs a Tune trial of the confirmation stage trains: its cohort's, or its own."""
     return list(trial[COHORT_KEY]) if COHORT_KEY in trial else [trial]
+
+
+# The published methods' recipes as confirmation baselines: DKD replaces KD (no classic KD term beside it);
+# ReviewKD trains beside CE alone (mdistiller's); SemCKD beside KD (its repository's -r 1 -a 1 -b 400); each with its
+# published weight (hint_weight null: the method's default_weight).
+PUBLISHED_RECIPES: dict[str, dict[str, Any]] = {
+    "dkd": {"distill.method": "dkd", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0},
+    "reviewkd": {"distill.method": "reviewkd", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0,
+                 "distill.hint_weight": None},
+    "semckd": {"distill.method": "semckd", "distill.kd_weight": 1.0, "distill.ce_weight": 1.0,
+               "distill.hint_weight": None},
+}
 
 
 def arm_of(spec: dict[str, Any]) -> tuple:
@@ -202,7 +214,7 @@ def group_results(results: Sequence[ConfirmedResult]) -> dict[tuple, dict[int, f
     return out
 
 
-COMPARED = ("default", "uniform", "random", "kd_only", NO_TEACHER, "dkd")  # the order gains are listed in
+COMPARED = ("default", "uniform", "random", "kd_only", NO_TEACHER, "dkd", "reviewkd", "semckd")  # gains' order
 ALPHA = 0.05  # the family-wise error rate of the verdicts, across the table's comparisons and the race's looks
 
 

@@ -21,7 +21,9 @@ from ..config import Config, config_from_text
 from ..devices import runtime_device
 from ..training import EpochStats, resume_state
 from ..distill.methods import own_params
-from ..distill.trainer import ce_only_config, hint_weight_for, kd_only_config, pair_hints, train_student
+from ..distill.methods import method_class
+from ..distill.trainer import (ce_only_config, hint_weight_for, kd_only_config, method_layers, student_method,
+                               train_student)
 from ..errors import PursuhintError
 from ..logs import quiet_terminal
 from ..hints.hintset import HintSet
@@ -64,11 +66,15 @@ def trial_config(shared: SharedWork, sampled: dict[str, Any]) -> tuple[Config, s
 
 
 def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[HintSet]:
-    """Default hints for the default baseline, none for KD-only, K evenly spaced or K random candidate layers
-    (drawn anew for each run seed) for the uniform and random baselines, else the clustered hint set."""
+    """Default hints for the default baseline and for a method that picks its layers itself (ReviewKD: the
+    selection keys are ignored for it, so its trials are duplicates of each other), none for KD-only, K evenly
+    spaced or K random candidate layers (drawn anew for each run seed) for the uniform and random baselines,
+    else the clustered hint set."""
     if baseline in WITHOUT_HINTS:
         return None
-    if baseline == "default":
+    method = method_class(cfg.distill.method)
+    if baseline == "default" or (method.uses_hints and
+                                 not method.reads_hint_set(own_params(cfg.distill.method, cfg.distill.params))):
         return HintSet.from_dict(shared.default_hints.to_dict())
     sel = cfg.selection
     k = resolve_n_hints(sel.n_hints, cfg.student.arch, shared.dataset)
@@ -102,7 +108,8 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "algorithm": cfg.selection.algorithm if searched else (baseline if baseline not in WITHOUT_HINTS else "none"),
         "center": cfg.selection.center if searched else "none",
         "method": cfg.distill.method,
-        "hint_weight": hint_weight_for(cfg.distill.method, cfg.distill.hint_weight) if hs is not None else 0.0,
+        "hint_weight": (hint_weight_for(cfg.distill.method, cfg.distill.hint_weight)
+                        if hs is not None or method_class(cfg.distill.method).uses_hints else 0.0),
         "hint_ratio": cfg.distill.hint_ratio,
         "kd_weight": cfg.distill.kd_weight,
         "ce_weight": cfg.distill.ce_weight,
@@ -202,8 +209,8 @@ def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, te
         hs = trial_hints(cfg, baseline, shared)
         student_probe = create_model(cfg.student.arch, shared.dataset.num_classes,
                                      in_channels=shared.dataset.channels)
-        pairs = pair_hints(hs, teacher, student_probe, shared.dataset, cfg.selection.granularity,
-                           cfg.distill.mapping)
+        _, student_layers = method_layers(student_method(cfg, hs), cfg.distill.params, hs, teacher, student_probe,
+                                          shared.dataset, cfg.selection.granularity, cfg.distill.mapping)
     except PursuhintError as exc:
         return invalid_run(sweep, trial_id, cfg, baseline, config, str(exc), extra_tags)
     role = config.get(ROLE_KEY) or "search"
@@ -211,7 +218,8 @@ def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, te
     tags = _trial_tags(cfg, baseline, hs, role, key, config) | (extra_tags or {})
     name = run_name(cfg, baseline, hs, role)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
-    params = trial_params(cfg, baseline, hs, [p.student.name for p in pairs], config, shared.dataset.splits)
+    params = trial_params(cfg, baseline, hs, [layer.name for layer in student_layers], config,
+                          shared.dataset.splits)
     params.update(threads=torch.get_num_threads(), device_type=teacher_device(teacher))  # for an exact rerun
     given = None if params["hint_weight"] == "auto" else float(params["hint_weight"])  # None: calibrated
     if given:  # a given β is the one that trains: known now, so stopped trials and duplicates have it too

@@ -24,10 +24,13 @@ from .dkd import DKD
 from .feature_maps import AT, NST, VID, ConvReg, FitNet
 from .no_hints import CRD, NoHint
 from .relations import CC, PKT, RKD, SP
+from .reviewkd import ReviewKD
+from .semckd import SemCKD
 
 CRD_SUFFIX = "+crd"
 CRD_REQUIRED = ("n_data", "s_dim", "t_dim")
 CRD_OPTIONAL = ("feat_dim", "nce_k", "nce_t", "nce_m")
+WIRED = ("batch_size",)  # set by the trainer from the config (SemCKD's embeddings take the batch size), not by users
 
 
 def check_method(name: str, cls: Any) -> None:
@@ -44,7 +47,8 @@ def check_method(name: str, cls: Any) -> None:
 
 METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method)
 for _name, _cls in (("fitnet", FitNet), ("at", AT), ("sp", SP), ("nst", NST), ("vid", VID), ("pkt", PKT),
-                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD), ("dkd", DKD)):
+                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD), ("dkd", DKD),
+                    ("reviewkd", ReviewKD), ("semckd", SemCKD)):
     METHODS.register(_name, _cls)
 
 
@@ -100,7 +104,7 @@ def check_params(methods: Sequence[str], params: dict[str, Any]) -> None:
             if key not in method_names():
                 raise PursuhintError(unknown_name_message("distillation method", key, method_names()))
     for name in methods:
-        valid = [p for p in method_params(name) if p not in CRD_REQUIRED]
+        valid = [p for p in method_params(name) if p not in CRD_REQUIRED + WIRED]
         unknown = [p for p in own_params(name, params) if p not in valid]
         if unknown:
             several = f" (with several methods, give each its own: {{{name}: {{...}}}})" if len(methods) > 1 else ""
@@ -152,7 +156,8 @@ def _split(name: str) -> tuple[str, bool]:
 
 __all__ = [
     "AT", "CC", "CRD", "DKD", "METHODS", "NST", "PKT", "RKD", "SP", "VID", "ConvReg", "DistillMethod", "FitNet",
-    "NoHint", "adds_crd", "check_method", "check_params", "create_method", "own_params", "flatten", "hint_weight_for",
+    "NoHint", "ReviewKD", "SemCKD",
+    "adds_crd", "check_method", "check_params", "create_method", "own_params", "flatten", "hint_weight_for",
     "method_class",
     "method_names", "method_params", "pool_to_common",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,21 @@ class DistillMethod(nn.Module):
     @property
     def uses_crd(self) -> bool:
         return self.crd is not None
+
+    @classmethod
+    def select_layers(cls, teacher: list[Any], student: list[Any], hints: Optional[list[Any]],
+                      params: dict[str, Any]) -> Optional[tuple[list[Any], list[Any]]]:
+        """The (teacher, student) candidate layers the method learns from, when it chooses them itself (ReviewKD:
+        the stage ends; SemCKD: the student's stage ends against teacher candidates); None: the hint set's
+        layers, each paired with a student layer by ``distill.mapping``. ``hints`` are the hint set's teacher
+        layers (None without a hint set), ``params`` the method's own ``distill.params``."""
+        return None
+
+    @classmethod
+    def reads_hint_set(cls, params: dict[str, Any]) -> bool:
+        """Whether the method learns from the hint set's layers (with ``params``, its own ``distill.params``);
+        selection keys are ignored for one that does not."""
+        return cls.uses_hints
 
     def set_schedule(self, steps_per_epoch: int, epochs: int) -> None:
         """The run's length, told by the trainer before training (a warm-up reads it); ignored by default."""

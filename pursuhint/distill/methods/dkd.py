@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .base import check_shapes
 from .no_hints import NoHint
+from .warmup import LinearWarmup
 
 MASKED = 1000.0  # subtracted from the target logit to leave it out of the non-target softmax
 
@@ -59,37 +60,33 @@ class DKD(NoHint):
         for name, value in (("alpha", alpha), ("beta", beta), ("temperature", temperature)):
             if not float(value) >= 0 or (name == "temperature" and not float(value) > 0):
                 raise ValueError(f"dkd's {name} must be {'> 0' if name == 'temperature' else '>= 0'}, got {value!r}")
-        if int(warmup) < 0 or int(warmup_of) < 1:
-            raise ValueError(f"dkd's warmup must be >= 0 epochs of warmup_of >= 1, got {warmup!r} of {warmup_of!r}")
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
-        self.warmup, self.warmup_of = int(warmup), int(warmup_of)
-        self.steps_per_epoch, self.epochs = 1, self.warmup_of
-        self.step = 0  # training steps taken; a Python int (no device read), checkpointed as extra state
+        self.ramp = LinearWarmup("dkd", warmup, warmup_of)
 
     def get_extra_state(self) -> dict[str, int]:
-        return {"step": self.step}
+        return self.ramp.state()
 
     def set_extra_state(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
+        self.ramp.load(state)
 
     def set_schedule(self, steps_per_epoch: int, epochs: int) -> None:
-        self.steps_per_epoch, self.epochs = max(1, int(steps_per_epoch)), max(1, int(epochs))
+        self.ramp.set_schedule(steps_per_epoch, epochs)
+
+    @property
+    def step(self) -> int:
+        """Training steps taken."""
+        return self.ramp.step
 
     @property
     def warmup_epochs(self) -> float:
         """The published warm-up scaled to this run: ``warmup`` epochs of ``warmup_of``, times epochs / warmup_of."""
-        return self.warmup * self.epochs / self.warmup_of
+        return self.ramp.epochs_long
 
     def warmup_factor(self) -> float:
         """min(epoch / warm-up epochs, 1) for the current (1-based) epoch; 1 without a warm-up."""
-        if self.warmup_epochs <= 0:
-            return 1.0
-        epoch = self.step // self.steps_per_epoch + 1
-        return min(epoch / self.warmup_epochs, 1.0)
+        return self.ramp.current()
 
     def logit_loss(self, logits_s: Tensor, logits_t: Tensor, labels: Tensor) -> Tensor:
-        factor = self.warmup_factor()
-        if self.training:
-            self.step += 1
+        factor = self.ramp.factor(self.training)
         tckd, nckd = dkd_terms(logits_s.float(), logits_t.float().detach(), labels, self.temperature)
         return factor * (self.alpha * tckd + self.beta * nckd)
