@@ -1,4 +1,4 @@
-"""`make gpu-check`: exercise every CUDA path on a GPU machine and print what it measured, in at most 8 minutes.
+"""`make gpu-check`: exercise every CUDA path on a GPU machine and print what it measured (each step has its own timeout).
 
     python bench/gpu_check.py [--full] [--skip-tests] [--dry-run]
 
@@ -11,7 +11,9 @@ Steps (``--dry-run`` lists them without a GPU):
    memory-mapped placements' CUDA test, and the device-decision tests.
 3. The ``gpu`` benchmark, quick settings unless ``--full`` (epoch time with the images on the device and on the
    host, the step-sync saving, ResNet-110 selection time, 1/2/4 concurrent fractional-GPU trials).
-4. A short confirmation sweep on the CIFAR-10 photographs (``selection_quality_natural --tiny``), when Ray,
+4. The ``cohorts`` benchmark, quick settings: the arms of one seed one after another vs one cohort, on the GPU
+   with ResNet-110 → ResNet-20 too (the CUDA tests include a cohort's equality with separate training).
+5. A short confirmation sweep on the CIFAR-10 photographs (``selection_quality_natural --tiny``), when Ray,
    MLflow and Optuna are importable and the photographs are there.
 
 Everything is written under ``$GPU_CHECK_OUT`` (default ``runs/gpu-check/``), never into the committed
@@ -41,12 +43,14 @@ DEVICE_TESTS = ["tests/test_devices.py"]
 NEEDED = {"torch": "torch", "torchvision": "torchvision", "sklearn": "scikit-learn", "scipy": "scipy",
           "yaml": "pyyaml", "matplotlib": "matplotlib", "pydantic": "pydantic", "pytest": "pytest"}
 SWEEP_STACK = {"ray": "ray[tune]", "optuna": "optuna", "mlflow": "mlflow"}
-TIMEOUTS = {"tests": 180, "gpu benchmark": 210, "confirmation sweep": 150}  # s; with start-up, under 8 minutes
+TIMEOUTS = {"tests": 180, "gpu benchmark": 210, "cohort benchmark": 120, "confirmation sweep": 150}  # s
 STEPS = [
     ("dependencies", "import what the check needs; name the install line of anything missing"),
     ("CUDA tests", f"pytest -m cuda {' '.join(CUDA_TESTS)} (PURSUHINT_REQUIRE_CUDA=1), then {DEVICE_TESTS[0]}; "
                    f"{TIMEOUTS['tests']} s each"),
     ("gpu benchmark", f"bench/run.py --only gpu --quick into $GPU_CHECK_OUT; {TIMEOUTS['gpu benchmark']} s"),
+    ("cohort benchmark", f"bench/run.py --only cohorts --quick into $GPU_CHECK_OUT (ResNet-110 → ResNet-20 too); "
+                         f"{TIMEOUTS['cohort benchmark']} s"),
     ("confirmation sweep", f"bench/run.py --only selection_quality_natural --tiny into $GPU_CHECK_OUT (Ray, "
                            f"Optuna, MLflow and the photographs); {TIMEOUTS['confirmation sweep']} s"),
 ]
@@ -141,6 +145,10 @@ def benchmark(out: Path, full: bool) -> tuple[str, str]:
     return _bench("gpu", out, [] if full else ["--quick"], TIMEOUTS["gpu benchmark"])
 
 
+def cohort_benchmark(out: Path) -> tuple[str, str]:
+    return _bench("cohorts", out, ["--quick"], TIMEOUTS["cohort benchmark"])
+
+
 def confirmation_sweep(out: Path) -> tuple[str, str]:
     stack = missing(SWEEP_STACK)
     if stack:
@@ -170,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results["CUDA tests"] = ("NOT RUN", "--skip-tests") if args.skip_tests else tests()
     results["gpu benchmark"] = benchmark(out, args.full)
+    results["cohort benchmark"] = cohort_benchmark(out)
     results["confirmation sweep"] = confirmation_sweep(out)
     for what, (status, why) in results.items():
         _say(f"{what}: {status}" + (f" ({why})" if why else ""))

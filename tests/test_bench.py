@@ -398,8 +398,8 @@ def test_gpu_check_dry_run_lists_its_steps_without_a_gpu(tmp_path):
                          env={**os.environ, "GPU_CHECK_OUT": str(tmp_path / "gc")}, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines[:4]] == ["1. dependencies", "2. CUDA tests", "3. gpu benchmark",
-                                                          "4. confirmation sweep"]
+    assert [line.split(":")[0] for line in lines[:5]] == ["1. dependencies", "2. CUDA tests", "3. gpu benchmark",
+                                                          "4. cohort benchmark", "5. confirmation sweep"]
     assert "tests/test_memory_map.py" in lines[1]
     assert lines[-1] == f"writes under {tmp_path / 'gc'} (GPU_CHECK_OUT); never bench/results.json or docs/benchmarks.md"
     assert not (tmp_path / "gc").exists()
@@ -412,6 +412,7 @@ def test_gpu_check_says_not_run_in_its_exit_status_and_writes_only_its_own_folde
     monkeypatch.setattr(gpu_check, "_cuda_or_exit", lambda: "fake GPU")
     monkeypatch.setattr(gpu_check, "tests", lambda: ("ok", ""))
     monkeypatch.setattr(gpu_check, "benchmark", lambda out, full: ("ok", ""))
+    monkeypatch.setattr(gpu_check, "cohort_benchmark", lambda out: ("ok", ""))
     monkeypatch.setattr(gpu_check, "confirmation_sweep", lambda out: ("NOT RUN", "no photographs"))
     before = (ROOT / "bench" / "results.json").read_bytes()
     assert gpu_check.main([]) == 3
