@@ -447,3 +447,41 @@ def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
                                            (f["teacher_s"] + f["arms"] * f["student_s"]))
     assert [f["arms"] for f in entry["figures"].values()] == [4, 5]
     assert entry["command"] == "python bench/run.py --quick --tiny --only cohorts"
+
+
+def test_the_gpu_kit_strips_a_wheel_into_one_pip_installs(tmp_path):
+    """The kit's Ray is re-zipped without the parts a sweep never imports; its RECORD matches what stays, so pip
+    installs it; wheels of projects the GPU image has are left out."""
+    import base64
+    import hashlib
+    import zipfile
+
+    from bench import gpu_kit
+
+    wheel = tmp_path / "toy-1.0-py3-none-any.whl"
+    files = {"toy/__init__.py": b"VALUE = 42\n", "toy/jars/big.jar": b"x" * 5000, "toy/keep.txt": b"kept\n",
+             "toy-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: toy\nVersion: 1.0\n",
+             "toy-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("toy-1.0.dist-info/RECORD", "".join(f"{n},,\n" for n in files) + "toy-1.0.dist-info/RECORD,,\n")
+    before, after = gpu_kit.strip_wheel(wheel, ("toy/jars/",))
+    assert after < before
+    with zipfile.ZipFile(wheel) as z:
+        assert "toy/jars/big.jar" not in z.namelist() and "toy/keep.txt" in z.namelist()
+        record = z.read("toy-1.0.dist-info/RECORD").decode().splitlines()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(b"VALUE = 42\n").digest()).rstrip(b"=").decode()
+    assert f"toy/__init__.py,sha256={digest},11" in record and not any("jars" in line for line in record)
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
+                           "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (target / "toy" / "keep.txt").exists() and not (target / "toy" / "jars").exists()
+    for name in ("numpy-2.4.6-cp312-cp312-manylinux_2_28_x86_64.whl", "PyYAML-6.0-cp312-none-any.whl",
+                 "optuna-5.1.0-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    assert sorted(gpu_kit.keep_only_missing(tmp_path)) == ["numpy", "pyyaml"]
+    assert sorted(p.name for p in tmp_path.glob("*.whl")) == ["optuna-5.1.0-py3-none-any.whl",
+                                                             "toy-1.0-py3-none-any.whl"]
+    assert gpu_kit.project("typing_extensions-4.16.0-py3-none-any.whl") == "typing-extensions"
