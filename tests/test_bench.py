@@ -443,9 +443,14 @@ def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
     for f in entry["figures"].values():
         assert f["exact"] is True  # every arm's final weights equal bit for bit, trained apart or together
         assert f["separate_s"] > 0 and f["cohort_s"] > 0 and 0 < f["teacher_share"] < 1
-        assert f["bound"] == pytest.approx(f["arms"] * (f["teacher_s"] + f["student_s"]) /
-                                           (f["teacher_s"] + f["arms"] * f["student_s"]))
-    assert [f["arms"] for f in entry["figures"].values()] == [4, 5]
+        # at best the arms one after another less the teacher passes a cohort saves (all but one of those arms
+        # that run it: the CE-only student does not)
+        best = f["separate_s"] - (f["teacher_arms"] - 1) * f["teacher_s"]
+        assert f["bound"] == pytest.approx(f["separate_s"] / best) and f["speedup"] == pytest.approx(
+            f["separate_s"] / f["cohort_s"])
+    assert [(f["arms"], f["teacher_arms"]) for f in entry["figures"].values()] == [(4, 3), (5, 4)]
+    equal = cohorts.bound_figures(10.0, 5.0, 1.0, 4, 4)  # every arm runs the teacher: k(t + s) / (t + k·s)
+    assert equal["bound"] == pytest.approx(4 * (1.0 + 1.5) / (1.0 + 4 * 1.5)) and equal["student_s"] == 1.5
     assert entry["command"] == "python bench/run.py --quick --tiny --only cohorts"
 
 

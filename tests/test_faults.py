@@ -137,7 +137,7 @@ def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rer
     MLflow run per trial and per (arm, seed), every epoch logged once, and the finished trials not rerun."""
     epochs = 6
     proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, confirm_k=1, epochs=epochs,
-                                      seeds="seeds: {min: 2, max: 3}, margin: 0.001")
+                                      seeds="seeds: {min: 2, max: 3}, margin: 0.001, cohort: 2")
     env = sweep_env(isolated_runs)
     out = stop_once_a_trial_finished(proc, exp_dir, 400, crash=False)
     assert proc.returncode == 130 and "--resume" in out, out[-3000:]  # interrupted, and told how to go on
@@ -175,6 +175,7 @@ def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rer
     keys = Counter((r.data.tags["pursuhint.confirms"], r.data.tags[tracking.BASELINE_TAG],
                     r.data.tags["pursuhint.seed"]) for r in confirm)
     assert len(keys) == n_confirm and set(keys.values()) == {1}, keys  # one run per (arm, seed)
+    assert any(tracking.COHORT_TAG in r.data.tags for r in confirm)  # arms trained in cohorts of 2, resumed
     assert all("test_acc" in r.data.metrics for r in confirm)
     assert (exp_dir / "confirmation.json").is_file()
 

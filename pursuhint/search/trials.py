@@ -24,6 +24,7 @@ from typing import Any
 from ray import tune
 
 from .. import tracking
+from ..config import config_from_text
 from ..devices import runtime_device
 from ..distill.trainer import CohortMember, train_cohort
 from ..training import EpochStats
@@ -37,6 +38,7 @@ from .trainable import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _qu
 def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
     """The Tune function trainable: a cohort of the confirmation stage's arms, or one trial."""
     config = config.get(CONFIRM_TRIAL_KEY, config)  # a confirmation trial's spec comes wrapped (one grid entry)
+    config_from_text(shared.config_yaml)  # imports the config's plugins: the teacher may be a user's model
     if COHORT_KEY in config:
         run_cohort(list(config[COHORT_KEY]), shared, sweep)
     else:
