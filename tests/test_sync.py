@@ -203,3 +203,21 @@ def test_a_lost_trial_that_never_reported_has_no_folder_but_its_run_is_found_and
     assert retire_lost_runs(uri, exp_id, parent, ["never"]) == 1
     assert tracking.client(uri).get_run(runs["never"]).info.lifecycle_stage == "deleted"
     assert unreported_lost_trials(uri, exp_id, parent, [search, confirm]) == []
+
+
+def test_the_newest_saved_state_is_found_by_its_name_when_every_file_has_the_same_time(tmp_path):
+    """A restored experiment rewrites its state files at once (equal modification times): the newest is the one
+    whose name says so, or a trial Tune saved later would be judged lost and set aside."""
+    import os
+
+    from pursuhint.search.sync import saved_trial_folders
+
+    older = {"trial_data": [[json.dumps({"relative_logdir": "a"}), "{}"]]}
+    newer = {"trial_data": [[json.dumps({"relative_logdir": "a"}), "{}"], [json.dumps({"relative_logdir": "b"}), "{}"]]}
+    files = [(tmp_path / "experiment_state-2026-12-03_08-30-29.json", older),
+             (tmp_path / "experiment_state-2026-12-03_08-32-02.json", newer)]
+    for path, state in files:
+        path.write_text(json.dumps(state))
+    os.utime(files[1][0], (1_000_000, 1_000_000))
+    os.utime(files[0][0], (1_000_001, 1_000_001))  # the older state looks newer on disk
+    assert saved_trial_folders(tmp_path) == {"a", "b"}

@@ -59,8 +59,9 @@ LOST_REASON = "the sweep's driver died before Tune saved this trial; on --resume
 
 
 def saved_trial_folders(exp_dir: Path) -> Optional[set[str]]:
-    """Folder names of the trials in Tune's newest saved experiment state, or None when there is none."""
-    files = sorted(Path(exp_dir).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    """Folder names of the trials in Tune's newest saved experiment state, or None when there is none. Newest by
+    the time in the file's name: a restored experiment's state files may all carry the same modification time."""
+    files = sorted(Path(exp_dir).glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return None
     try:

@@ -160,6 +160,7 @@ def run_one(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> Non
         _replay(claim, arm.tracker, arm.record)
         return
     restored = _restore(workdir, trial_id, arm.tracker, arm.record)
+    index_restored(index, arm.key, trial_id, restored)
     best = max((h.val_acc for h in restored), default=0.0)  # the running best includes the restored epochs
     report = _epoch_reporter(arm.tracker, index, arm.key, trial_id, workdir, arm.facts, arm.record, best)
     try:
@@ -282,6 +283,17 @@ def _restore(workdir: Path, trial_id: str, tracker: tracking.RunLogger, record: 
     history = [EpochStats(**h) for h in state["history"]] if state else []
     log_restored_epochs(tracker, history)
     return history
+
+
+def index_restored(index: Any, key: str, trial_id: str, history: list[EpochStats]) -> None:
+    """Give the duplicate index the epochs a restored owner trained before its checkpoint: its claim started the
+    key's history afresh, and a duplicate replays that history (without them it would lack the first epochs)."""
+    if index is None:
+        return
+    best = 0.0
+    for stats in history:
+        best = max(best, stats.val_acc)
+        index.update.remote(key, trial_id, epoch_metrics(stats, best), None)
 
 
 def epoch_metrics(stats: EpochStats, best_so_far: float) -> dict[str, float]:

@@ -32,7 +32,7 @@ from .shared import SharedWork
 from .space import COHORT_KEY, MEMBERS_KEY, member_id
 from .confirm import CONFIRM_TRIAL_KEY
 from .trainable import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _quiet_worker, _restore, end_arm,
-                        epoch_metrics, prepare_arm, replayed, run_one)
+                        epoch_metrics, index_restored, prepare_arm, replayed, run_one)
 
 
 def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
@@ -134,8 +134,9 @@ def _restore_members(workdir: Path, trial_id: str, training: list[tuple[int, Arm
                      reports: _Reports) -> None:
     """A retried or resumed cohort continues each member from its folder in Tune's newest checkpoint; a member
     restored after its last epoch reports its final result again (the cohort's last report must hold it)."""
-    for i, arm, _, folder in training:
+    for i, arm, index, folder in training:
         history = _restore(folder, arm.trial_id, arm.tracker, arm.record, subfolder=f"m{i}")
+        index_restored(index, arm.key, arm.trial_id, history)
         if history:
             best = max(h.val_acc for h in history)
             reports.last[i] = {**_tune_line(history[-1], best), **arm.facts}
