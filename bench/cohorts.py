@@ -50,11 +50,14 @@ train: {epochs: 1, batch_size: 64, lr: 0.05, lr_schedule: cosine}
 """
 
 
-def _pair(teacher_arch: str, student: str, images: int | None, epochs: int, device: torch.device):
+def _pair(teacher_arch: str, student: str, images: int | None, epochs: int, device: torch.device,
+          tiny: bool = False):
     text = DIGITS.replace("resnet56", teacher_arch).replace("resnet8}", f"{student}}}")
     if images is not None:
         text = text.replace("data: {dataset: digits, image_size: 16}\n", "")
     cfg = config_from_text(text).with_values({"train.epochs": epochs})
+    if tiny and images is None:  # the smoke test's size: 320 digits
+        cfg = cfg.with_values({"data.train_samples": 320})
     ds = dataset_for(cfg) if images is None else cifar_dataset(images)
     with seeded(0):
         teacher = create_model(teacher_arch, ds.num_classes, in_channels=ds.channels).to(device).eval()
@@ -88,10 +91,10 @@ def teacher_epoch_s(cfg, ds, teacher, device: torch.device) -> float:
 
 
 def measure(teacher_arch: str, student: str, images: int | None, k: int, epochs: int, repeats: int,
-            device: torch.device) -> dict[str, Any]:
+            device: torch.device, tiny: bool = False) -> dict[str, Any]:
     """Median seconds of the k arms trained one after another and as one cohort (alternating), the teacher's
     epoch, the bound, and whether every arm's final weights are equal."""
-    cfg, ds, teacher = _pair(teacher_arch, student, images, epochs, device)
+    cfg, ds, teacher = _pair(teacher_arch, student, images, epochs, device, tiny)
     plan = arms(cfg, ds, teacher, teacher_arch, k)
     separate_s, cohort_s, teacher_s = [], [], []
     exact = True
@@ -144,7 +147,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     device = pick_device()
     repeats = 1 if tiny else (2 if quick else 3)
     pairs = {"digits resnet56 → resnet8, 16 px": ("resnet56", "resnet8", None, 4, 1 if tiny else 2),
-             "CIFAR-shaped resnet56 → resnet20, 32 px": ("resnet56", "resnet20", 256 if tiny else
+             "CIFAR-shaped resnet56 → resnet20, 32 px": ("resnet56", "resnet20", 128 if tiny else
                                                          (2_000 if quick else 5_000), 5, 1)}
     if device.type == "cuda":
         pairs["CIFAR-shaped resnet110 → resnet20, 32 px (GPU)"] = ("resnet110", "resnet20", 256 if tiny else
@@ -152,7 +155,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     figures = {}
     with threads(1):
         for name, (t_arch, s_arch, images, k, epochs) in pairs.items():
-            figures[name] = measure(t_arch, s_arch, images, k, epochs, repeats, device)
+            figures[name] = measure(t_arch, s_arch, images, k, epochs, repeats, device, tiny)
     worst = min(f["of_bound"] for f in figures.values())
     return {
         "title": TITLE, "aim": AIM, "ratio": float(f"{min(f['speedup'] for f in figures.values()):.4g}"),

@@ -224,7 +224,7 @@ def test_cohorts_train_the_arms_as_separate_trials_would_with_fewer_tune_trials(
     found = {}
     for mode in ("off", "auto"):
         name = f"t_cohort_{mode}"
-        path = write_config(tmp_path, name, epochs=2, samples=1, scheduler="fifo", confirm_k=1)
+        path = write_config(tmp_path, name, epochs=1, samples=1, scheduler="fifo", confirm_k=1)
         text = path.read_text().replace("seeds: 2}", f"seeds: 2, cohort: {mode}, baselines: [default, kd_only]}}")
         assert f"cohort: {mode}" in text
         path.write_text(text)
