@@ -242,6 +242,9 @@ class SeedRange(_Section):
 CONFIRM_BASELINES = ("default", "kd_only", "ce_only", "uniform", "random")  # the default list; dkd, reviewkd and
 # semckd (published methods that need no chosen layers) may be added
 AUTO_COHORT_MAX = 8  # cohort: auto — students per confirmation trial (the arms of one seed, at most this many)
+# What students must share to train in one cohort: the same batches (data, recipe, seed), the same teacher and
+# the same student architecture (the trainer checks it; the confirmation stage groups its arms by it).
+COHORT_SECTIONS = ("data", "teacher", "student", "train")
 
 
 class ConfirmConfig(_Section):

@@ -64,12 +64,17 @@ def check_names(cfg: Config) -> None:
 
 def candidate_count(arch: str, granularity: str = "block", in_channels: int = 3) -> Optional[int]:
     """How many candidate hint points ``arch`` has (None when only a forward pass can tell)."""
-    from .models import create_model, model_block_stages
-
     if granularity != "block":
         return None
-    stages = model_block_stages(create_model(arch, 10, in_channels=in_channels))
-    return sum(len(s) for s in stages) or None
+    return sum(len(s) for s in block_stages(arch, in_channels)) or None
+
+
+def block_stages(arch: str, in_channels: int = 3) -> list[list[str]]:
+    """``arch``'s candidate hint points by stage, from a freshly built model ([] when only a forward pass can
+    tell)."""
+    from .models import create_model, model_block_stages
+
+    return model_block_stages(create_model(arch, 10, in_channels=in_channels))
 
 
 def preflight(cfg: Config, student: bool = True, sweep: bool = False) -> list[str]:
@@ -91,7 +96,6 @@ def check_published(cfg: Config, student: bool = True) -> None:
     naming the stage ends. SemCKD over the hint set's layers (``candidates: hints``) needs a hint set: refuse it
     as a confirmation baseline, which has none."""
     from .distill.methods import own_params
-    from .models import create_model, model_block_stages
 
     if "semckd" in cfg.search.confirm.baselines and \
             own_params("semckd", cfg.distill.params).get("candidates") == "hints":
@@ -103,8 +107,7 @@ def check_published(cfg: Config, student: bool = True) -> None:
         return
     for t_arch in leaf_values(cfg, "teacher.arch"):
         for s_arch in leaf_values(cfg, "student.arch"):
-            t_stages = model_block_stages(create_model(t_arch, 10, in_channels=3))
-            s_stages = model_block_stages(create_model(s_arch, 10, in_channels=3))
+            t_stages, s_stages = block_stages(t_arch), block_stages(s_arch)
             if t_stages and s_stages and len(t_stages) != len(s_stages):
                 raise ConfigError(
                     f"distill.method reviewkd pairs the student's stages with the teacher's one to one, but the "
@@ -172,9 +175,7 @@ def _hint_counts(space: dict, current: Optional[int]) -> list[Optional[int]]:
 
 def _student_shape(arch: str) -> tuple[Optional[int], Optional[int]]:
     """(candidate layers, stages) of a student (None, None when only a forward pass can tell)."""
-    from .models import create_model, model_block_stages
-
-    stages = model_block_stages(create_model(arch, 10, in_channels=3))
+    stages = block_stages(arch)
     return (sum(len(s) for s in stages) or None, len(stages) or None)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
+from ..config import COHORT_SECTIONS, Config
 from ..data import ImageDataset, train_val_loaders
 from ..devices import place_model
 from ..errors import HintSetError, PursuhintError
@@ -107,15 +107,22 @@ def pair_hints(hint_set: Optional[HintSet], teacher: nn.Module, student: nn.Modu
     if hint_set is None or not hint_set.indices:
         return []
     shape = (ds.channels, ds.image_size, ds.image_size)
-    t_layers = candidate_layers(teacher, granularity, input_shape=shape)
+    chosen = _hint_layers(hint_set, candidate_layers(teacher, granularity, input_shape=shape))
+    s_layers = candidate_layers(student, "block", input_shape=shape)
+    return [HintPair(t, s) for t, s in map_hints(chosen, s_layers, rule)]
+
+
+def _hint_layers(hint_set: Optional[HintSet], t_layers: list[CandidateLayer]) -> Optional[list[CandidateLayer]]:
+    """The hint set's layers among the teacher's candidates (None without hints); a HintSetError names a hint
+    layer that is not one of them."""
+    if hint_set is None or not hint_set.indices:
+        return None
     names = [l.name for l in t_layers]
     for name, idx in zip(hint_set.layers, hint_set.indices):
         if idx >= len(t_layers) or names[idx] != name:
             raise HintSetError(f"hint layer {name!r} (position {idx + 1}) is not a candidate of this teacher; "
                                f"its candidates are {', '.join(names[:4])}, ... ({len(names)} in all)")
-    s_layers = candidate_layers(student, "block", input_shape=shape)
-    chosen = [t_layers[i] for i in hint_set.indices]
-    return [HintPair(t, s) for t, s in map_hints(chosen, s_layers, rule)]
+    return [t_layers[i] for i in hint_set.indices]
 
 
 def method_layers(method_name: str, params: dict[str, Any], hint_set: Optional[HintSet], teacher: nn.Module,
@@ -123,19 +130,19 @@ def method_layers(method_name: str, params: dict[str, Any], hint_set: Optional[H
                   rule: str) -> tuple[list[CandidateLayer], list[CandidateLayer]]:
     """The (teacher, student) layers method ``method_name`` learns from: the hint set's, paired by ``rule`` (see
     :func:`pair_hints`), or the method's own choice (ReviewKD's stage ends, SemCKD's candidates); none for a
-    method without hints."""
+    method without hints. Each model's candidate layers are probed once."""
     cls = method_class(method_name)
     if not cls.uses_hints:
         return [], []
     shape = (ds.channels, ds.image_size, ds.image_size)
     t_all = candidate_layers(teacher, granularity, input_shape=shape)
     s_all = candidate_layers(student, "block", input_shape=shape)
-    hints = [t_all[i] for i in hint_set.indices] if hint_set is not None and hint_set.indices else None
+    hints = _hint_layers(hint_set, t_all)
     own = cls.select_layers(t_all, s_all, hints, own_params(method_name, params))
     if own is not None:
         return own
-    pairs = pair_hints(hint_set, teacher, student, ds, granularity, rule)
-    return [p.teacher for p in pairs], [p.student for p in pairs]
+    pairs = map_hints(hints, s_all, rule) if hints else []
+    return [t for t, _ in pairs], [s for _, s in pairs]
 
 
 @dataclass
@@ -143,13 +150,19 @@ class _Wiring:
     """What a student's training needs besides the data: the hint pairs, the method module, the loss
     weights, and (for CRD) the classifier paths whose inputs are the embeddings."""
 
-    pairs: list[HintPair]  # the layers paired one to one (empty for a method that relates all to all: SemCKD)
     method: Any
     weights: dict[str, Any]
     s_cls: Optional[str] = None
     t_cls: Optional[str] = None
     t_layers: list[CandidateLayer] = field(default_factory=list)  # the teacher layers the method reads
     s_layers: list[CandidateLayer] = field(default_factory=list)  # the student layers the method reads
+
+    @property
+    def pairs(self) -> list[HintPair]:
+        """The layers paired one to one (none for a method that relates all to all: SemCKD)."""
+        if len(self.t_layers) != len(self.s_layers):
+            return []
+        return [HintPair(t, s) for t, s in zip(self.t_layers, self.s_layers)]
 
     @property
     def hinted(self) -> bool:
@@ -169,7 +182,7 @@ def _wire(cfg: Config, method_name: str, layers: tuple[list[CandidateLayer], lis
     s_shapes = [(layer.channels, *layer.spatial) for layer in s_layers]
     t_shapes = [(layer.channels, *layer.spatial) for layer in t_layers]
     params: dict[str, Any] = own_params(method_name, cfg.distill.params)
-    params |= {k: v for k, v in wired_params(method_name, cfg).items() if k in method_params(method_name)}
+    params |= {k: v for k, v in wired_params(cfg).items() if k in method_params(method_name)}
     s_cls = t_cls = None
     if uses_crd:
         s_cls, t_cls = _classifier(student), _classifier(teacher)
@@ -179,8 +192,7 @@ def _wire(cfg: Config, method_name: str, layers: tuple[list[CandidateLayer], lis
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
                "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if t_layers else 0.0,
                "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
-    pairs = [HintPair(t, s_) for t, s_ in zip(t_layers, s_layers)] if len(t_layers) == len(s_layers) else []
-    return _Wiring(pairs, method, weights, s_cls, t_cls, list(t_layers), list(s_layers))
+    return _Wiring(method, weights, s_cls, t_cls, list(t_layers), list(s_layers))
 
 
 @dataclass
@@ -235,27 +247,30 @@ class CohortMember:
     checkpoint_name: str = "student_state.pt"
 
 
-# What students must share to train in one cohort: the same batches (data, recipe, seed), the same teacher and
-# the same student architecture (the confirmation stage groups its arms by these).
-COHORT_SECTIONS = ("data", "teacher", "student", "train")
+def reads_hint_set(cfg: Config) -> bool:
+    """Whether the configured method learns from the hint set's layers (ReviewKD picks its own; SemCKD too,
+    unless its candidates are the hints; DKD uses none)."""
+    name = cfg.distill.method
+    return method_class(name).reads_hint_set(own_params(name, cfg.distill.params))
 
 
 def student_method(cfg: Config, hint_set: Optional[HintSet]) -> str:
-    """The method a student trains with: the configured one, or KD only when it needs a hint set and has none
-    (DKD needs none; ReviewKD picks its layers itself; SemCKD too, unless its candidates are the hints)."""
-    name = cfg.distill.method
-    reads = method_class(name).reads_hint_set(own_params(name, cfg.distill.params))
-    return name if hint_set is not None or not reads else "kd_only"
+    """The method a student trains with: the configured one, or KD only when it reads a hint set and has none."""
+    return cfg.distill.method if hint_set is not None or not reads_hint_set(cfg) else "kd_only"
 
 
-def wired_params(method_name: str, cfg: Config) -> dict[str, Any]:
+def wired_params(cfg: Config) -> dict[str, Any]:
     """Method parameters the trainer sets from the config, not the user (SemCKD's embeddings take the batch)."""
     return {"batch_size": cfg.train.batch_size}
 
 
+def _section(cfg: Config, name: str) -> Any:
+    return getattr(cfg, name).model_dump(mode="json")
+
+
 def cohort_key(cfg: Config) -> str:
     """Students whose configs have the same key can train as one cohort: same teacher, data, recipe and seed."""
-    parts = {name: getattr(cfg, name).model_dump(mode="json") for name in COHORT_SECTIONS}
+    parts = {name: _section(cfg, name) for name in COHORT_SECTIONS}
     return json.dumps(parts | {"seed": cfg.run_seed}, sort_keys=True, default=str)
 
 
@@ -386,8 +401,7 @@ def _desc(cfg: Config, built: list[_Built]) -> str:
 def _differing(members: Sequence[CohortMember]) -> str:
     """The config sections (or the seed) in which the members differ, for the error."""
     names = [n for n in COHORT_SECTIONS
-             if len({json.dumps(getattr(m.cfg, n).model_dump(mode="json"), sort_keys=True, default=str)
-                     for m in members}) > 1]
+             if len({json.dumps(_section(m.cfg, n), sort_keys=True, default=str) for m in members}) > 1]
     if len({m.cfg.run_seed for m in members}) > 1:
         names.append("seed")
     return ", ".join(names) or "nothing"

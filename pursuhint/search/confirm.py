@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from ..baselines import BASELINE_LABELS, NO_TEACHER, WITHOUT_HINTS
-from ..config import Config
+from ..config import COHORT_SECTIONS, Config
 from .results import CONFIRMATION_FILE, TrialRow
 from .space import BASELINE_KEY, COHORT_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY
 from .stats import Decision, decide_table, label_of, summarise
@@ -120,8 +120,8 @@ def plan(cfg: Config, candidates: Sequence[Candidate], seeds: Sequence[int],
     return list(unique.values())
 
 
-# Planned keys that must be equal for arms to share a cohort (see ``distill.trainer.cohort_key``).
-COHORT_PREFIXES = ("data.", "teacher.", "student.", "train.")
+# Planned keys that must be equal for arms to share a cohort.
+COHORT_PREFIXES = tuple(f"{section}." for section in COHORT_SECTIONS)
 
 
 def cohorts(trials: Sequence[dict[str, Any]], size: int) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ from ..devices import runtime_device
 from ..training import EpochStats, resume_state
 from ..distill.methods import own_params
 from ..distill.methods import method_class
-from ..distill.trainer import (ce_only_config, hint_weight_for, kd_only_config, method_layers, student_method,
-                               train_student)
+from ..distill.trainer import (ce_only_config, hint_weight_for, kd_only_config, method_layers, reads_hint_set,
+                               student_method, train_student)
 from ..errors import PursuhintError
 from ..logs import quiet_terminal
 from ..hints.hintset import HintSet
@@ -72,9 +72,7 @@ def trial_hints(cfg: Config, baseline: str, shared: SharedWork) -> Optional[Hint
     else the clustered hint set."""
     if baseline in WITHOUT_HINTS:
         return None
-    method = method_class(cfg.distill.method)
-    if baseline == "default" or (method.uses_hints and
-                                 not method.reads_hint_set(own_params(cfg.distill.method, cfg.distill.params))):
+    if baseline == "default" or (method_class(cfg.distill.method).uses_hints and not reads_hint_set(cfg)):
         return HintSet.from_dict(shared.default_hints.to_dict())
     sel = cfg.selection
     k = resolve_n_hints(sel.n_hints, cfg.student.arch, shared.dataset)
@@ -290,10 +288,8 @@ def index_restored(index: Any, key: str, trial_id: str, history: list[EpochStats
     key's history afresh, and a duplicate replays that history (without them it would lack the first epochs)."""
     if index is None:
         return
-    best = 0.0
-    for stats in history:
-        best = max(best, stats.val_acc)
-        index.update.remote(key, trial_id, epoch_metrics(stats, best), None)
+    for metrics in _running_metrics(history):
+        index.update.remote(key, trial_id, metrics, None)
 
 
 def epoch_metrics(stats: EpochStats, best_so_far: float) -> dict[str, float]:
@@ -305,14 +301,20 @@ def epoch_metrics(stats: EpochStats, best_so_far: float) -> dict[str, float]:
     return metrics
 
 
+def _running_metrics(history: list[EpochStats]) -> list[dict[str, float]]:
+    """Each epoch's :func:`epoch_metrics`, with the best validation accuracy up to that epoch."""
+    out, best = [], 0.0
+    for stats in history:
+        best = max(best, stats.val_acc)
+        out.append(epoch_metrics(stats, best))
+    return out
+
+
 def log_restored_epochs(tracker: tracking.RunLogger, history: list[EpochStats]) -> None:
     """The checkpoint's epochs that the trial's run lacks: a driver stopped while the run's logging was queued
     (MLflow busy or away) lost them with the worker, and Tune's results may not reach a run recreated later."""
-    best = 0.0
-    for stats in history:
-        best = max(best, stats.val_acc)
-        metrics = epoch_metrics(stats, best)
-        tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, stats.epoch)
+    for metrics in _running_metrics(history):
+        tracker.epoch({k: v for k, v in metrics.items() if k != "epoch"}, int(metrics["epoch"]))
 
 
 def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id: str, workdir: Path,

@@ -15,7 +15,6 @@ results carry every member's as JSON under ``MEMBERS_KEY`` (``{index: [its new r
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,12 +26,11 @@ from .. import tracking
 from ..config import config_from_text
 from ..devices import runtime_device
 from ..distill.trainer import CohortMember, train_cohort
-from ..training import EpochStats
 from .shared import SharedWork
 from .space import COHORT_KEY, MEMBERS_KEY, member_id
 from .confirm import CONFIRM_TRIAL_KEY
-from .trainable import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _quiet_worker, _restore, end_arm,
-                        epoch_metrics, index_restored, prepare_arm, replayed, run_one)
+from .trainable import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _quiet_worker, _restore, _tune_metrics,
+                        end_arm, epoch_metrics, index_restored, prepare_arm, replayed, run_one)
 
 
 def run_trial(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
@@ -65,9 +63,10 @@ class _Reports:
     def send(self, epoch: int, final: bool = False) -> None:
         if not self.new and not final:
             return
-        for i, last in self.last.items() if final else ():  # the last report holds every member's final result
-            if not self.new.get(i) or self.new[i][-1] != last:
-                self.new.setdefault(i, []).append(last)
+        if final:  # the last report holds every member's final result
+            for i, last in self.last.items():
+                if self.new.get(i, [None])[-1] != last:
+                    self.new.setdefault(i, []).append(last)
         accs = [float(v["val_acc"]) for v in self.last.values() if isinstance(v.get("val_acc"), (int, float))]
         line = {"epoch": epoch, "status": "ended" if final else "running",
                 "val_acc": sum(accs) / len(accs) if accs else 0.0,
@@ -94,7 +93,9 @@ def run_cohort(specs: list[dict[str, Any]], shared: SharedWork, sweep: SweepInfo
         if isinstance(arm, dict):  # cannot be built: ended invalid on its own run
             reports.finish(i, arm)
             continue
-        index, claim = _claim_now(sweep, arm.key, mid)
+        index, claim = _claim(sweep, arm.key, mid, wait=False)  # a cohort never waits: none can wait on another
+        if claim["role"] == "wait":  # another trial trains the same student: this member trains it too
+            index, claim = None, {"role": "owner"}
         if claim["role"] == "reuse":
             for line in replayed(claim, arm.tracker, arm.record):
                 reports.add(i, line)
@@ -120,16 +121,6 @@ def run_cohort(specs: list[dict[str, Any]], shared: SharedWork, sweep: SweepInfo
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _claim_now(sweep: SweepInfo, key: str, mid: str) -> tuple[Any, dict[str, Any]]:
-    """A member's claim on its train key without waiting: while another trial trains the same student the
-    member trains too, on its own (a cohort never waits on another trial, so two cohorts cannot wait on each
-    other); duplicates are an optimisation only."""
-    if not sweep.duplicates_actor:
-        return None, {"role": "owner"}
-    index, claim = _claim(sweep, key, mid, wait=False)
-    return (None, {"role": "owner"}) if claim["role"] == "wait" else (index, claim)
-
-
 def _restore_members(workdir: Path, trial_id: str, training: list[tuple[int, Arm, Any, Path]],
                      reports: _Reports) -> None:
     """A retried or resumed cohort continues each member from its folder in Tune's newest checkpoint; a member
@@ -139,11 +130,5 @@ def _restore_members(workdir: Path, trial_id: str, training: list[tuple[int, Arm
         index_restored(index, arm.key, arm.trial_id, history)
         if history:
             best = max(h.val_acc for h in history)
-            reports.last[i] = {**_tune_line(history[-1], best), **arm.facts}
-
-
-def _tune_line(stats: EpochStats, best: float) -> dict[str, Any]:
-    """A restored epoch as its Tune result had it (numbers only)."""
-    return {k: v for k, v in epoch_metrics(stats, best).items()
-            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+            reports.last[i] = {**_tune_metrics(epoch_metrics(history[-1], best)), **arm.facts}
 
