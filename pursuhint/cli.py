@@ -268,7 +268,7 @@ def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .export import format_leaderboard
+    from .search.columns import format_leaderboard
     from .search.results import search_stage_label
     from .search.sweep import run_sweep
 
@@ -408,7 +408,7 @@ def _confirmation(args: argparse.Namespace) -> Optional[dict]:
 
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
-    from .export import format_leaderboard
+    from .search.columns import format_leaderboard
     from .search.results import search_stage_label
 
     if args.sync:

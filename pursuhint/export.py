@@ -1,5 +1,5 @@
-"""Writing a sweep's results out: the leaderboard as text, and its best hint sets for other training code
-(JSON, YAML, a torchdistill fragment). Reading them is ``search.results``'s job.
+"""Writing a sweep's best hint sets out for other training code (JSON, YAML, a torchdistill fragment).
+Reading them is ``search.results``'s job; the leaderboard's text is ``search.columns``'s.
 
 The torchdistill fragment is the ``train:`` part of a torchdistill 1.1 config (teacher and student hooks,
 the student's auxiliary wrapper where the method needs learnable connectors, and a ``WeightedSumLoss``
@@ -21,38 +21,11 @@ from .errors import PursuhintError
 from .fileio import write_text_atomic
 from .hints.hintset import HintSet
 from .hooks import output_shapes
-from .search.results import TrialRow
 
 if TYPE_CHECKING:
     from .config import Config
 
 FORMATS = ("json", "yaml", "torchdistill")
-
-
-def format_leaderboard(rows: list[TrialRow], limit: Optional[int] = None) -> str:
-    """A plain-text table of the leaderboard (rows from ``search.results``, ranked): ``val_acc`` is the last
-    epoch's selection-split accuracy, ``best`` the best epoch's; ``rank`` and the gains follow ``search.metric``;
-    ``kind`` names baselines, reused duplicates and trials ASHA stopped early."""
-    head = ("rank", "val_acc", "best", "hints", "similarity", "algorithm", "center", "method", "hint_w", "ratio",
-            "kd_w", "lr", "vs_default", "vs_kd", "kind")
-    lines = [head]
-    for r in rows[:limit]:
-        lines.append((str(r.rank), _cell(r.final_val_acc), _cell(r.best_val_acc), r.hint_indices or "-", r.similarity,
-                      r.algorithm,
-                      r.center, r.method, _cell(r.hint_weight, 4), _cell(r.hint_ratio, 3), _cell(r.kd_weight, 3), _cell(r.lr, 4),
-                      _signed_cell(r.gain_default), _signed_cell(r.gain_kd), _kind(r)))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
-
-
-def _kind(r: TrialRow) -> str:
-    """The ``kind`` cell: the baseline's name, ``dup`` for a reused duplicate, and ``stopped`` for a trial ASHA
-    stopped early, whose accuracy is an early epoch's, not a trained student's."""
-    if r.baseline not in ("", "none"):
-        return r.baseline
-    if r.duplicate_of:
-        return "dup"
-    return "stopped" if r.status == "stopped" else ""
 
 
 def write_hint_sets(sets: list[HintSet], out_dir: Path, fmt: str, probe: Optional["ShapeProbe"] = None) -> list[Path]:
@@ -441,16 +414,3 @@ def _shape(shape: Shape) -> str:
 def _save(hs: HintSet, path: Path) -> Path:
     hs.save(path)
     return path
-
-
-def _cell(v: Any, digits: int = 2) -> str:
-    """A table cell: ``-`` for a missing or non-finite value; with more than 2 digits, trailing zeros dropped."""
-    if not isinstance(v, (int, float)) or not math.isfinite(v):
-        return "-"
-    text = f"{v:.{digits}f}"
-    return text.rstrip("0").rstrip(".") if digits > 2 else text
-
-
-def _signed_cell(v: float) -> str:
-    """A gain cell: ``+1.23``, or ``-`` when there is no baseline to compare with."""
-    return "-" if not math.isfinite(v) else f"{v:+.2f}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from pursuhint.export import format_leaderboard
+from pursuhint.search.columns import format_leaderboard
 from pursuhint.search.results import MARKER, TrialRow, rank, rows_from_tune
 
 
@@ -71,7 +71,7 @@ def test_the_kind_column_marks_trials_asha_stopped_early():
     base = TrialRow("d", baseline="default", status="stopped", method="at", final_val_acc=90.0, best_val_acc=90.0)
     lines = format_leaderboard(rank([stopped, done, base], "final")).splitlines()[1:]
     kinds = {line.split()[0]: line.split()[-1] for line in lines}
-    assert kinds == {"1": "-", "2": "default", "3": "stopped"}  # a completed searched trial has no kind (ends at vs_kd)
+    assert kinds == {"1": "searched", "2": "default", "3": "stopped"}
 
 
 def test_an_exported_hint_set_gives_its_recipe_back_in_either_form():

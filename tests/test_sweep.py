@@ -12,7 +12,8 @@ import yaml
 
 from pursuhint import tracking
 from pursuhint.config import load_config
-from pursuhint.export import format_leaderboard, write_hint_sets
+from pursuhint.export import write_hint_sets
+from pursuhint.search.columns import format_leaderboard
 from pursuhint.hints import HintSet
 from pursuhint.search.results import rows_from_mlflow, rows_from_tune, top_hint_sets
 from pursuhint.search.sweep import run_sweep

@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 from ..config import Config
 from ..errors import NoImportances, PursuhintError  # noqa: F401 (NoImportances: re-exported)
-from .space import BRANCH_SEP, SHORT_NAMES
+from .columns import SHORT_NAMES
+from .space import BRANCH_SEP
 
 STUDY_FILE = "optuna.db"  # the default storage: a SQLite file in the sweep's Tune results folder
 MIN_TRIALS = 8  # fewer completed trials than this and fANOVA's forest says little

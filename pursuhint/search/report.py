@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 from .. import __version__
 from ..baselines import BASELINE_LABELS
 from ..fileio import write_text_atomic
+from . import columns
 
 if TYPE_CHECKING:
     from .results import TrialRow
@@ -161,11 +162,6 @@ def _confirmation_section(table: Optional[Mapping[str, Any]]) -> str:
     return "".join(out) + "</section>"
 
 
-LEADERBOARD = ("rank", "trial", "val_acc", "best", "hints", "similarity", "algorithm", "center", "method", "hint_w",
-               "ratio", "kd_w", "lr", "vs_default", "vs_kd", "kind", "status")
-NUMERIC = {"rank", "val_acc", "best", "hint_w", "ratio", "kd_w", "lr", "vs_default", "vs_kd"}
-
-
 def _leaderboard_section(rows: list[TrialRow], total: int) -> str:
     from .results import search_stage_label
 
@@ -175,17 +171,13 @@ def _leaderboard_section(rows: list[TrialRow], total: int) -> str:
            "of the same method and over KD only. Grey rows are baselines.</p>"]
     if not rows:
         return "".join(out) + '<p class="caveat">No trial has reported yet.</p></section>'
-    out.append(_head(*((c, "num" if c in NUMERIC else "") for c in LEADERBOARD)))
+    shown = columns.shown()
+    out.append(_head(*((c.head, "num" if c.type is not str else "") for c in shown)))
     for r in rows:
-        kind = r.baseline if r.baseline not in ("", "none") else ("duplicate" if r.duplicate_of else "searched")
-        cells = {"rank": r.rank, "trial": r.trial_id, "val_acc": _num(r.final_val_acc), "best": _num(r.best_val_acc),
-                 "hints": r.hint_indices or "-", "similarity": r.similarity, "algorithm": r.algorithm,
-                 "center": r.center, "method": r.method, "hint_w": _num(r.hint_weight, 4),
-                 "ratio": _num(r.hint_ratio, 3), "kd_w": _num(r.kd_weight, 3), "lr": _num(r.lr, 4),
-                 "vs_default": _signed(r.gain_default), "vs_kd": _signed(r.gain_kd), "kind": kind, "status": r.status}
-        tr = ' class="baseline"' if kind not in ("searched", "duplicate") else ""
-        out.append(f"<tr{tr}>" + "".join(_td(cells[c], "num" if c in NUMERIC else "mono" if c in ("trial", "hints")
-                                             else "") for c in LEADERBOARD) + "</tr>")
+        tr = ' class="baseline"' if r.kind not in ("searched", "duplicate", "stopped") else ""
+        out.append(f"<tr{tr}>" + "".join(_td(columns.cell(r, c), "num" if c.type is not str else
+                                             "mono" if c.field in ("trial_id", "hint_indices") else "")
+                                         for c in shown) + "</tr>")
     out.append("</tbody></table></div>")
     if len(rows) < total:
         out.append(f'<p class="note">The top {len(rows)} of {total} trials.</p>')
@@ -323,12 +315,6 @@ def _tone(verdict: str) -> str:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _num(v: Any, digits: int = 2) -> str:
-    if not _finite(v):
-        return "-"
-    return f"{v:.{digits}f}".rstrip("0").rstrip(".") if digits > 2 else f"{v:.{digits}f}"
 
 
 def _signed(v: Any) -> str:

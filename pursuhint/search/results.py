@@ -3,7 +3,7 @@ or from Tune's results folder (the sweep's record, readable when MLflow is away)
 
 The leaderboard (``pursuhint report``), ``pursuhint export``, ``search.sync`` and ``run_sweep`` all read
 rows from here; ``pursuhint.export`` only writes them out. Both readers turn a trial's MLflow params and
-tags into a row with the same function, so a new field is added in ``trial_params`` and ``TrialRow``.
+tags into a row with the same function, and a row's columns are declared once, in ``search/columns.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -19,6 +19,7 @@ from .. import tracking
 from ..errors import PursuhintError
 from ..paths import runs_dir
 from ..hints.hintset import HintSet
+from . import columns
 from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id
 
 CONFIRMATION_FILE = "confirmation.json"  # the confirmation table, in the sweep's folder and on its parent run
@@ -27,63 +28,45 @@ NAN = float("nan")
 MARKER = "pursuhint_sweep.json"  # in Tune's folder: the sweep's name, MLflow store, parent run, config
 MLFLOW_KEY = "pursuhint_mlflow"  # in a trial's Tune results: its MLflow run's name, params and tags
 FINAL = ("completed", "diverged", "invalid", "stopped", "error")
-# The columns of the parent run's ``leaderboard.json`` (the fields MLflow and Tune rows both fill).
-TABLE_FIELDS = ("run_id", "trial_id", "baseline", "status", "final_val_acc", "best_val_acc", "hint_layers", "hint_indices",
-                "similarity", "algorithm", "center", "n_hints", "method", "hint_weight", "kd_weight", "lr",
-                "duplicate_of", "student_layers", "n_candidates", "rank", "gain_default", "gain_kd")
+def _score(self: Any) -> float:
+    """The accuracy the row is ranked by (``search.metric``)."""
+    return self.best_val_acc if self.metric == "best" else self.final_val_acc
 
 
-@dataclass
-class TrialRow:
-    """One trial of a sweep as the leaderboard, the report plot, export and sync see it.
+def _positions(self: Any) -> list[int]:
+    """The hint points' 1-based positions among the teacher's candidate layers."""
+    return [int(p) for p in self.hint_indices.split(",") if p.strip().isdigit()]
 
-    ``baseline`` is ``none`` for searched trials, else ``default`` or ``kd_only``; ``hint_indices`` are
-    1-based positions joined by commas (empty without hints). ``rank`` and the gains are set by ``rank``.
-    ``final_val_acc`` is the last epoch's selection-split accuracy (the newest one while the trial runs);
-    ``score`` is the value ``rank`` sorted by: it, or ``best_val_acc`` under ``search.metric: best``.
-    ``epochs`` and ``hint_set_path`` are known only when read from Tune's folder, ``sampled`` also from a
-    Tune result.
-    """
 
-    trial_id: str
-    run_id: str = ""
-    baseline: str = "none"
-    status: str = ""
-    final_val_acc: float = NAN
-    best_val_acc: float = NAN
-    hint_layers: str = ""
-    hint_indices: str = ""
-    similarity: str = "none"
-    algorithm: str = "none"
-    center: str = "none"
-    n_hints: int = 0
-    method: str = ""
-    hint_weight: float = NAN  # the β it trained with (calibrated when the config said auto)
-    hint_ratio: float = NAN  # r of a calibrated β (NaN when β was given)
-    kd_weight: float = NAN
-    ce_weight: float = NAN
-    lr: float = NAN
-    duplicate_of: str = ""
-    student_layers: str = ""
-    n_candidates: int = 0
-    rank: int = 0
-    metric: str = "final"  # which of final_val_acc / best_val_acc ``rank`` sorted by
-    gain_default: float = NAN  # vs the default-hints baseline of the same method
-    gain_kd: float = NAN  # vs the KD-only baseline
-    epochs: int = 0  # the last epoch the trial reported
-    sampled: dict[str, Any] = field(default_factory=dict)  # what the searcher sampled (dotted keys)
-    recipe: dict[str, Any] = field(default_factory=dict)  # how the student was trained (see ``RECIPE``)
-    hint_set_path: str = ""  # the hint set in the trial's newest checkpoint
+def _kind(self: Any) -> str:
+    """Searched, stopped, duplicate or the baseline's name (``columns.kind``)."""
+    return columns.kind(self.baseline, self.duplicate_of, self.status)
 
-    @property
-    def score(self) -> float:
-        """The accuracy the row is ranked by (``search.metric``)."""
-        return self.best_val_acc if self.metric == "best" else self.final_val_acc
 
-    @property
-    def positions(self) -> list[int]:
-        """The hint points' 1-based positions among the teacher's candidate layers."""
-        return [int(p) for p in self.hint_indices.split(",") if p.strip().isdigit()]
+# Besides its columns (``search/columns.py``), a row knows how it was ranked and what the trial's folder holds.
+_BOOKKEEPING = [
+    ("metric", str, field(default="final")),  # which of final_val_acc / best_val_acc ``rank`` sorted by
+    ("epochs", int, field(default=0)),  # the last epoch the trial reported
+    ("sampled", dict, field(default_factory=dict)),  # what the searcher sampled (dotted keys)
+    ("recipe", dict, field(default_factory=dict)),  # how the student was trained (see ``RECIPE``)
+    ("hint_set_path", str, field(default="")),  # the hint set in the trial's newest checkpoint
+]
+
+TrialRow = make_dataclass(
+    "TrialRow",
+    [("trial_id", str)]
+    + [(c.field, c.type, field(default=c.default)) for c in columns.COLUMNS
+       if c.field != "trial_id" and c.field not in columns.DERIVED]
+    + _BOOKKEEPING,
+    namespace={"score": property(_score), "positions": property(_positions), "kind": property(_kind),
+               "__module__": __name__,
+               "__doc__": """One trial of a sweep as the leaderboard, the report plot, export and sync see it: one
+    field per recorded column of ``search/columns.py`` (``baseline`` is ``none`` for searched trials;
+    ``hint_indices`` are 1-based positions joined by commas; ``final_val_acc`` is the last epoch's
+    selection-split accuracy, the newest while the trial runs; ``rank`` and the gains are set by ``rank``), and
+    the bookkeeping fields ``metric``, ``epochs``, ``sampled``, ``recipe`` and ``hint_set_path`` (the last three
+    known only when read from Tune's folder). ``score`` is the value ``rank`` sorts by."""},
+)
 
 
 # The trial's training recipe, as its MLflow params record it: param name → the config key it came from.
@@ -109,7 +92,7 @@ def recipe_from_params(params: Mapping[str, str]) -> dict[str, Any]:
         elif name in ("epochs", "seed"):
             out[name] = int(float(value))
         else:
-            out[name] = _number(value)
+            out[name] = columns.number(value)
     if params.get("threads"):  # what a bit-for-bit rerun needs besides the recipe (``distill`` reads them)
         out["threads"] = int(float(params["threads"]))
     if params.get("device_type"):
@@ -117,24 +100,11 @@ def recipe_from_params(params: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _row_from_run(trial_id: str, params: Mapping[str, str], tags: Mapping[str, str], **known: Any) -> TrialRow:
+def row_from_record(trial_id: str, params: Mapping[str, str], tags: Mapping[str, str], **known: Any) -> TrialRow:
     """A row from a trial's MLflow params and tags (as MLflow holds them, or as the trial recorded them
     in Tune's results); ``known`` sets the fields these do not hold (status, best_val_acc, ...)."""
-    fields = {
-        "baseline": tags.get(tracking.BASELINE_TAG, "none"), "status": tags.get(tracking.STATUS_TAG, ""),
-        "duplicate_of": tags.get(tracking.DUPLICATE_TAG, ""),
-        "hint_layers": params.get("hint_layers", ""), "hint_indices": params.get("hint_indices", ""),
-        "similarity": params.get("similarity", ""), "algorithm": params.get("algorithm", ""),
-        "center": params.get("center", ""), "n_hints": _count(params.get("n_hints")),
-        "method": params.get("method", ""),
-        "hint_weight": _number(params.get("hint_weight_resolved", params.get("hint_weight"))),
-        "hint_ratio": _number(params.get("hint_ratio")) if params.get("hint_weight") == "auto" else NAN,
-        "kd_weight": _number(params.get("kd_weight")), "ce_weight": _number(params.get("ce_weight")),
-        "lr": _number(params.get("lr")),
-        "student_layers": params.get("student_layers", ""), "n_candidates": _count(params.get("n_candidates")),
-        "recipe": recipe_from_params(params),
-    }
-    return TrialRow(trial_id=trial_id, **{**fields, **known})
+    return TrialRow(**{**columns.from_record(params, tags), "trial_id": trial_id,
+                       "recipe": recipe_from_params(params), **known})
 
 
 def recorded_folder(uri: str, name: str) -> tuple[Optional[Path], Optional[str]]:
@@ -177,7 +147,7 @@ def rows_from_mlflow(uri: str, parent: str, metric: Optional[str] = None) -> lis
         m, tags = run.data.metrics, run.data.tags
         if tags.get(tracking.ROLE_TAG) == "confirm":  # the confirmation stage has its own table
             continue
-        rows.append(_row_from_run(tags.get(tracking.TRIAL_TAG, ""), run.data.params, tags, run_id=run.info.run_id,
+        rows.append(row_from_record(tags.get(tracking.TRIAL_TAG, ""), run.data.params, tags, run_id=run.info.run_id,
                                  final_val_acc=float(m.get("final_val_acc", m.get("val_acc", NAN))),
                                  best_val_acc=float(m.get("best_val_acc", m.get("val_acc", NAN)))))
     return rank(rows, metric)
@@ -301,7 +271,7 @@ def rows_from_tune(exp_dir: Path, metric: Optional[str] = None) -> list[TrialRow
         resolved = [r["hint_weight_resolved"] for r in trial.results if "hint_weight_resolved" in r]
         if trial.record is not None:
             params = {**trial.record["params"], **({"hint_weight_resolved": resolved[-1]} if resolved else {})}
-            rows.append(_row_from_run(trial.trial_id, params, trial.record["tags"], **known))
+            rows.append(row_from_record(trial.trial_id, params, trial.record["tags"], **known))
         else:  # never reported: only what was sampled is known
             rows.append(_unreported(trial.trial_id, sampled, info.get("config_yaml", ""), known))
     return rank(rows, metric)
@@ -309,17 +279,18 @@ def rows_from_tune(exp_dir: Path, metric: Optional[str] = None) -> list[TrialRow
 
 def row_from_result(config: Mapping[str, Any], last: Mapping[str, Any], status: str, trial_id: str) -> TrialRow:
     """A search trial's row from its Tune config and last report (what a finished Tune grid holds, also when
-    Tune wrote to remote storage); the confirmation stage picks its configurations from these."""
+    Tune wrote to remote storage); the confirmation stage picks its configurations from these. The recipe's
+    numbers come from the config keys their columns name; β is the one the trial trained with."""
+    numbers = {c.field: columns.number(config.get(c.key)) for c in columns.COLUMNS
+               if c.key and c.type is float and c.field not in ("hint_weight", "hint_ratio")}
     return TrialRow(
         trial_id=trial_id, baseline=config.get(BASELINE_KEY, "") or "none", status=status,
-        final_val_acc=_number(last.get("final_val_acc", last.get("val_acc"))),
-        best_val_acc=_number(last.get("best_val_acc")),
+        final_val_acc=columns.number(last.get("final_val_acc", last.get("val_acc"))),
+        best_val_acc=columns.number(last.get("best_val_acc")),
         method=str(last.get("method_name", config.get("distill.method", ""))),
-        n_hints=_count(last.get("n_hints_used")), hint_layers=str(last.get("hint_layer_names", "")),
-        hint_weight=_number(last.get("hint_weight_resolved", config.get("distill.hint_weight"))),
-        kd_weight=_number(config.get("distill.kd_weight")), ce_weight=_number(config.get("distill.ce_weight")),
-        lr=_number(config.get("train.lr")),
-        sampled={k: v for k, v in config.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)})
+        n_hints=columns.count(last.get("n_hints_used")), hint_layers=str(last.get("hint_layer_names", "")),
+        hint_weight=columns.number(last.get("hint_weight_resolved", config.get("distill.hint_weight"))),
+        sampled={k: v for k, v in config.items() if k not in (BASELINE_KEY, ROLE_KEY, CONFIRMS_KEY)}, **numbers)
 
 
 def _sweep_metric(config_yaml: str) -> str:
@@ -361,8 +332,8 @@ def rank(rows: list[TrialRow], metric: str = "final") -> list[TrialRow]:
 
 
 def table(rows: list[TrialRow]) -> dict[str, list[Any]]:
-    """The rows as columns (``TABLE_FIELDS``), for the parent run's ``leaderboard.json``."""
-    return {name: [getattr(r, name) for r in rows] for name in TABLE_FIELDS}
+    """The rows as columns (``columns.TABLE_FIELDS``), for the parent run's ``leaderboard.json``."""
+    return {name: [getattr(r, name) for r in rows] for name in columns.TABLE_FIELDS}
 
 
 def top_hint_sets(rows: list[TrialRow], top: int = 1, *, sweep: str = "", parent: str = "",
@@ -474,18 +445,6 @@ def stage_dirs(exp_dir: Path) -> list[Path]:
         out.append(folder)
         number += 1
     return out
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return NAN
-
-
-def _count(value: Any) -> int:
-    number = _number(value)
-    return int(number) if math.isfinite(number) else 0
 
 
 def _finite_or(value: float, fallback: float) -> float:

@@ -7,19 +7,7 @@ from typing import Any, Callable
 
 from ..config import BY_METHOD, Config, branch_for, leaf_values, method_defaults
 from ..distill.methods import adds_crd, method_class
-
-# Short names for the searched keys: Tune's table columns and MLflow params use them.
-SHORT_NAMES: dict[str, str] = {
-    "selection.similarity": "similarity",
-    "selection.n_hints": "n_hints",
-    "selection.algorithm": "algorithm",
-    "selection.center": "center",
-    "distill.method": "method",
-    "distill.hint_weight": "hint_weight",
-    "distill.kd_weight": "kd_weight",
-    "distill.ce_weight": "ce_weight",
-    "train.lr": "lr",
-}
+from .columns import SHORT_NAMES
 
 BASELINE_KEY = "pursuhint.baseline"
 ROLE_KEY = "pursuhint.role"  # "confirm" in a confirmation trial's config ("" or absent: a search trial)

@@ -32,6 +32,7 @@ from ..models import create_model
 from .duplicates import train_key
 from .shared import SharedWork
 from .confirm import CONFIRMS_KEY, ROLE_KEY
+from .columns import COLUMNS
 from .space import BASELINE_KEY, plain_values, short_name
 from .sync import MLFLOW_KEY
 
@@ -98,9 +99,10 @@ def run_name(cfg: Config, baseline: str, hs: Optional[HintSet], role: str = "") 
 
 def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_layers: list[str],
                  sampled: dict[str, Any], split_info: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
-    """The child run's params: scalars only, so MLflow's compare and parallel-coordinates views work."""
+    """The child run's params: scalars only, so MLflow's compare and parallel-coordinates views work. Every
+    recorded column of ``search/columns.py`` is logged under its param name, then the rest of the recipe."""
     searched = not baseline
-    params: dict[str, Any] = {
+    values: dict[str, Any] = {
         "similarity": cfg.selection.similarity if searched else "none",
         "n_hints": 0 if hs is None else hs.n_hints,
         "algorithm": cfg.selection.algorithm if searched else (baseline if baseline not in WITHOUT_HINTS else "none"),
@@ -111,17 +113,20 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "hint_ratio": cfg.distill.hint_ratio,
         "kd_weight": cfg.distill.kd_weight,
         "ce_weight": cfg.distill.ce_weight,
-        "temperature": cfg.distill.temperature,
-        "method_params": json.dumps(own_params(cfg.distill.method, cfg.distill.params), sort_keys=True),
         "lr": cfg.train.lr,
-        "epochs": cfg.train.epochs,
         "hint_layers": ",".join(hs.layers) if hs else "",
         "hint_indices": ",".join(str(i + 1) for i in hs.indices) if hs else "",
         "student_layers": ",".join(student_layers),
-        "paper_mode": bool(hs.paper_mode) if hs else False,
         "n_candidates": len(hs.candidates) if hs else 0,
-        "seed": cfg.run_seed,
     }
+    params: dict[str, Any] = {c.param: values[c.field] for c in COLUMNS if c.param}
+    params.update({
+        "temperature": cfg.distill.temperature,
+        "method_params": json.dumps(own_params(cfg.distill.method, cfg.distill.params), sort_keys=True),
+        "epochs": cfg.train.epochs,
+        "paper_mode": bool(hs.paper_mode) if hs else False,
+        "seed": cfg.run_seed,
+    })
     for split, info in (split_info or {}).items():
         params[f"split_{split}_size"] = info["size"]
         params[f"split_{split}_hash"] = info["hash"]
