@@ -1,107 +1,20 @@
-"""Writing a sweep's best hint sets out for other training code (JSON, YAML, a torchdistill fragment).
-Reading them is ``search.results``'s job; the leaderboard's text is ``search.columns``'s.
-
-The torchdistill fragment is the ``train:`` part of a torchdistill 1.1 config (teacher and student hooks,
-the student's auxiliary wrapper where the method needs learnable connectors, and a ``WeightedSumLoss``
-criterion with the sweep's weights) so that torchdistill trains the hint set with its own losses; what
-torchdistill cannot express is left out of the criterion and said in the file's leading comments.
+"""The torchdistill fragment: the ``train:`` part of a torchdistill 1.1 config (teacher and student hooks, the
+student's auxiliary wrapper where the method needs learnable connectors, and a ``WeightedSumLoss`` criterion
+with the sweep's weights) so that torchdistill trains a hint set with its own losses; what torchdistill cannot
+express is left out of the criterion and said in the file's leading comments.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
-from torch import nn
 
-from .errors import PursuhintError
-from .fileio import write_text_atomic
-from .hints.hintset import HintSet
-from .hooks import output_shapes
-
-if TYPE_CHECKING:
-    from .config import Config
-
-FORMATS = ("json", "yaml", "torchdistill")
-
-
-def write_hint_sets(sets: list[HintSet], out_dir: Path, fmt: str, probe: Optional["ShapeProbe"] = None) -> list[Path]:
-    """Write each hint set as ``hint_set_<rank>.<json|yaml>``, or as a torchdistill fragment
-    ``torchdistill_<rank>.yaml`` (see ``torchdistill_fragment``). With ``probe`` (the sweep's teacher and
-    student), the fragment knows each hint pair's feature shapes: FitNet and VID get their connectors, and
-    pairs torchdistill cannot compare are named instead of failing at the first step."""
-    if fmt not in FORMATS:
-        raise PursuhintError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, hs in enumerate(sets, 1):
-        if fmt == "json":
-            paths.append(_save(hs, out_dir / f"hint_set_{i}.json"))
-        elif fmt == "yaml":
-            paths.append(_save(hs, out_dir / f"hint_set_{i}.yaml"))
-        else:
-            students = student_layers_of(hs)
-            shapes = probe.pair_shapes(hs.layers, students) if probe is not None and students else None
-            paths.append(write_text_atomic(out_dir / f"torchdistill_{i}.yaml", torchdistill_fragment(hs, students, shapes)))
-    return paths
-
-
-def student_layers_of(hs: HintSet) -> list[str]:
-    """The student layers the hint set's trial paired with its hint points (``provenance["student_layers"]``)."""
-    return [x for x in str(hs.provenance.get("student_layers") or "").split(",") if x]
-
-
-# ----------------------------------------------------------------------------------------------
-# feature shapes
-
-Shape = tuple[int, ...]
-PairShape = tuple[Shape, Shape]  # (student, teacher) per-sample feature shapes of one hint pair
-
-
-@dataclass
-class ShapeProbe:
-    """A teacher and a student of the sweep's architectures (any weights) and the input shape (C, H, W),
-    to learn each hint pair's feature shapes: what decides whether torchdistill can compare a pair and
-    how large FitNet's and VID's connectors are."""
-
-    teacher: nn.Module
-    student: nn.Module
-    input_shape: tuple[int, int, int]
-
-    def pair_shapes(self, teacher_layers: Sequence[str], student_layers: Sequence[str]) -> list[PairShape]:
-        """(student shape, teacher shape) without the batch dim, pair by pair."""
-        t = _output_shapes(self.teacher, teacher_layers, self.input_shape)
-        s = _output_shapes(self.student, student_layers, self.input_shape)
-        return list(zip(s, t))
-
-    @classmethod
-    def from_config(cls, cfg: "Config") -> "ShapeProbe":
-        """Freshly initialised teacher and student of ``cfg``, at its data set's channels and image size
-        (loads the data set, as training does)."""
-        from .models import create_model
-        from .teacher import dataset_for
-
-        ds = dataset_for(cfg)
-        return cls(create_model(cfg.teacher.arch, ds.num_classes, in_channels=ds.channels),
-                   create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels),
-                   (ds.channels, ds.image_size, ds.image_size))
-
-
-def _output_shapes(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> list[Shape]:
-    """The per-sample output shape of each named module for one forward pass of zeros (eval mode)."""
-    found = output_shapes(model, list(names), input_shape)
-    missing = [name for name in names if name not in found]
-    if missing:
-        raise PursuhintError(f"layer {missing[0]!r} of {type(model).__name__} did not run in a forward pass")
-    return [found[name] for name in names]
-
-
-# ----------------------------------------------------------------------------------------------
-# the torchdistill fragment
+from ..distill.methods import METHODS
+from ..errors import PursuhintError
+from ..hints.hintset import HintSet
+from .shapes import PairShape, Shape
 
 SELF = "."  # torchdistill's path of a model's own output (its logits)
 TORCHDISTILL_LOSSES = {  # pursuhint method → the torchdistill 1.1 loss that computes it
@@ -391,8 +304,6 @@ def _hint_weight(prov: dict[str, Any], base: str, notes: list[str]) -> float:
     value = prov.get("hint_weight")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    from .distill.methods import METHODS
-
     default = float(METHODS.get(base).default_weight) if base in METHODS.names() else 1.0
     notes.append(f"hint_weight {_num(default)} is the method's default: the provenance does not record the trial's beta")
     return default
@@ -409,8 +320,3 @@ def _hw(shape: Shape) -> str:
 
 def _shape(shape: Shape) -> str:
     return f"{shape[0]} channels {shape[1]}x{shape[2]}" if len(shape) == 3 else f"vector {shape[0]}"
-
-
-def _save(hs: HintSet, path: Path) -> Path:
-    hs.save(path)
-    return path
