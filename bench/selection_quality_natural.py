@@ -199,7 +199,7 @@ def ce_only(cfg: Config, seeds: list[int]) -> dict[str, Any]:
 def decode_worker(root: str, cache: str) -> None:
     """Body of one measurement process: load the ImageFolder at 32 px with the image cache in ``cache`` only
     (never beside the data), print seconds, image count and this process's peak RSS as JSON."""
-    from pursuhint.data import datasets
+    from pursuhint.data import imagefolder as datasets
 
     os.environ[datasets.IMAGE_CACHE_ENV] = cache  # the measurement's own cache, empty at first, the only one read
     t0 = time.perf_counter()

@@ -270,7 +270,7 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     import os
     import time
 
-    from pursuhint.data.datasets import LAST_USED, STALE_AFTER_S
+    from pursuhint.data.imagefolder import LAST_USED, STALE_AFTER_S
 
     old = caches[0]
     long_ago = time.time() - STALE_AFTER_S - 60
@@ -287,7 +287,7 @@ def test_imagefolder_cache_key_is_the_datas_content_not_its_timestamps(tmp_path)
     import os
     import shutil
 
-    from pursuhint.data.datasets import _cache_key, _imagefolder_files
+    from pursuhint.data.imagefolder import _cache_key, _imagefolder_files
 
     def key(root, size=8):
         _, train, val = _imagefolder_files(root)

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from pursuhint.data import DeviceLoader, ImageRows, load_dataset, probe_images, probe_loader, train_val_loaders
-from pursuhint.data import datasets as D
-from pursuhint.data.datasets import channel_stats
+from pursuhint.data import imagefolder as D
+from pursuhint.data.imagefolder import channel_stats
 from pursuhint.data.loader import choose_placement
 from pursuhint.errors import DataError
 
@@ -150,7 +150,7 @@ def test_a_damaged_cache_is_rebuilt_in_place(tmp_path, monkeypatch, damage):
 
 @pytest.mark.parametrize("age", ["unused for two days", "written a minute ago"])
 def test_an_old_npz_cache_is_replaced_once_no_sweep_can_still_be_reading_it(tmp_path, age):
-    from pursuhint.data.datasets import STALE_AFTER_S
+    from pursuhint.data.imagefolder import STALE_AFTER_S
 
     root = _write_random_folder(tmp_path / "data")
     old = root / ".pursuhint_cache" / "imagefolder-8px-0123456789abcdef01234567.npz"

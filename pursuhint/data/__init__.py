@@ -1,6 +1,6 @@
 """Data sets as uint8 images (in memory, or memory-mapped) and the on-device batching/augmentation pipeline."""
 
-from .datasets import (
+from .imagefolder import (
     AUGMENTATIONS,
     DATASETS,
     ImageDataset,
