@@ -199,11 +199,12 @@ def ce_only(cfg: Config, seeds: list[int]) -> dict[str, Any]:
 def decode_worker(root: str, cache: str) -> None:
     """Body of one measurement process: load the ImageFolder at 32 px with the image cache in ``cache`` only
     (never beside the data), print seconds, image count and this process's peak RSS as JSON."""
-    from pursuhint.data import datasets
+    from pursuhint.data import load_dataset
+    from pursuhint.data.image_cache import IMAGE_CACHE_ENV
 
-    os.environ[datasets.IMAGE_CACHE_ENV] = cache  # the measurement's own cache, empty at first, the only one read
+    os.environ[IMAGE_CACHE_ENV] = cache  # the measurement's own cache, empty at first, the only one read
     t0 = time.perf_counter()
-    ds = datasets.load_dataset("imagefolder", root=root, image_size=32)
+    ds = load_dataset("imagefolder", root=root, image_size=32)
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "images": int(ds.train_x.shape[0] + ds.val_x.shape[0]),
                       "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from pursuhint.data import (
     resize_images,
     stratified_indices,
 )
+from pursuhint.data.image_cache import LAST_USED, STALE_AFTER_S, cache_key
+from pursuhint.data.imagefolder import _imagefolder_files
 from pursuhint.errors import DataError, PursuhintError
 
 # ----------------------------------------------------------------------------------- digits
@@ -49,7 +53,7 @@ def test_digits_shapes_dtypes_classes(digits):
 
 
 def test_digits_split_is_stratified_and_complete(digits):
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # sklearn: deferred, slow to import
 
     full = np.bincount(load_digits().target, minlength=10)
     val = np.bincount(digits.val_y.numpy(), minlength=10)
@@ -59,7 +63,7 @@ def test_digits_split_is_stratified_and_complete(digits):
 
 
 def test_digits_pixels_are_scaled_originals():
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # sklearn: deferred, slow to import
 
     ds = load_dataset("digits", image_size=8)
     scaled = np.rint(load_digits().images * 255 / 16).astype(np.uint8)
@@ -267,11 +271,6 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     assert len(calls) == 8 and grown.train_y.tolist() == [0, 0, 0, 1, 1, 1]
     # the old cache was opened a moment ago: a sweep of the old data (or another version) may still open it
     assert len(list((tmp_path / ".pursuhint_cache").glob("imagefolder-*"))) == 2
-    import os
-    import time
-
-    from pursuhint.data.datasets import LAST_USED, STALE_AFTER_S
-
     old = caches[0]
     long_ago = time.time() - STALE_AFTER_S - 60
     os.utime(old / LAST_USED, (long_ago, long_ago))
@@ -284,14 +283,9 @@ def test_imagefolder_loads_and_caches(tmp_path, monkeypatch):
 def test_imagefolder_cache_key_is_the_datas_content_not_its_timestamps(tmp_path):
     """Copies of one data set on two nodes (made at different times) share a cache key, so they share a cache;
     changed bytes, another file or another size do not."""
-    import os
-    import shutil
-
-    from pursuhint.data.datasets import _cache_key, _imagefolder_files
-
     def key(root, size=8):
         _, train, val = _imagefolder_files(root)
-        return _cache_key(root, train + val, size)
+        return cache_key(root, train + val, size)
 
     a, b = tmp_path / "node_a", tmp_path / "node_b"
     _write_folder(a)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pursuhint.data import DeviceLoader, ImageRows, load_dataset, probe_images, probe_loader, train_val_loaders
-from pursuhint.data import datasets as D
-from pursuhint.data.datasets import channel_stats
+from pursuhint.config import config_from_text
+from pursuhint.data import (DeviceLoader, ImageRows, channel_stats, dataset, imagefolder, load_dataset, probe_images,
+                            probe_loader, train_val_loaders)
+from pursuhint.data.image_cache import STALE_AFTER_S
 from pursuhint.data.loader import choose_placement
 from pursuhint.errors import DataError
+from pursuhint.teacher import dataset_for
 
 CLASSES = ("ant", "bee", "cow")
 
@@ -38,7 +41,7 @@ def _write_random_folder(root: Path, train: int = 8, val: int = 3, seed: int = 0
 def _by_hand(root: Path, split: str, size: int) -> np.ndarray:
     """The split decoded one file at a time, as N×3×size×size uint8 (the cache must hold exactly this)."""
     files = [f for cls in CLASSES for f in sorted((root / split / cls).iterdir())]
-    return np.stack([D._decode(f, size).transpose(2, 0, 1) for f in files])
+    return np.stack([imagefolder._decode(f, size).transpose(2, 0, 1) for f in files])
 
 
 def _cache_folders(base: Path) -> list[Path]:
@@ -49,7 +52,7 @@ def _no_decoding(monkeypatch) -> None:
     def refuse(*_a, **_k):
         raise AssertionError("decoded although the cache holds these images")
 
-    monkeypatch.setattr(D, "_decode", refuse)
+    monkeypatch.setattr(imagefolder, "_decode", refuse)
 
 
 # ------------------------------------------------------------------------------ the cache
@@ -84,10 +87,10 @@ def test_decoding_in_worker_processes_writes_the_same_cache(tmp_path, monkeypatc
     decoded in this process: the same bytes, labels and statistics."""
     root = _write_random_folder(tmp_path / "data", train=9, val=4)
     calls = []
-    real = D._run_decode_jobs
-    monkeypatch.setattr(D, "_run_decode_jobs", lambda jobs: calls.append(len(jobs)) or real(jobs))
-    monkeypatch.setattr(D, "_DECODE_CHUNK", 5)
-    monkeypatch.setattr(D, "_usable_cores", lambda: 2)
+    real = imagefolder._run_decode_jobs
+    monkeypatch.setattr(imagefolder, "_run_decode_jobs", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    monkeypatch.setattr(imagefolder, "_DECODE_CHUNK", 5)
+    monkeypatch.setattr(imagefolder, "_usable_cores", lambda: 2)
     pooled = load_dataset("imagefolder", root=str(root), image_size=8)
     assert calls == [6 + 3]  # 27 training files in 6 jobs, 12 held-out ones in 3
     np.testing.assert_array_equal(pooled.train_x.materialise().numpy(), _by_hand(root, "train", 8))
@@ -98,8 +101,8 @@ def test_decoding_in_worker_processes_writes_the_same_cache(tmp_path, monkeypatc
 def test_an_undecodable_image_in_a_worker_fails_with_its_name_and_leaves_no_cache(tmp_path, monkeypatch):
     root = _write_random_folder(tmp_path / "data", train=6, val=2)
     (root / "train" / "bee" / "004.png").write_bytes(b"not a png")
-    monkeypatch.setattr(D, "_DECODE_CHUNK", 4)
-    monkeypatch.setattr(D, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(imagefolder, "_DECODE_CHUNK", 4)
+    monkeypatch.setattr(imagefolder, "_usable_cores", lambda: 2)
     with pytest.raises(DataError, match=r"004.png' cannot be decoded"):
         load_dataset("imagefolder", root=str(root), image_size=8)
     assert not list((root / ".pursuhint_cache").iterdir())  # the temporary folder is gone
@@ -140,8 +143,8 @@ def test_a_damaged_cache_is_rebuilt_in_place(tmp_path, monkeypatch, damage):
     else:
         np.save(folder / "val_x.npy", np.zeros((2, 3, 8, 8), np.uint8))
     decoded = []
-    real = D._decode
-    monkeypatch.setattr(D, "_decode", lambda path, size: decoded.append(path) or real(path, size))
+    real = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda path, size: decoded.append(path) or real(path, size))
     again = load_dataset("imagefolder", root=str(root), image_size=8)
     assert len(decoded) == 33  # every file again
     assert _cache_folders(root / ".pursuhint_cache") == [folder]
@@ -150,8 +153,6 @@ def test_a_damaged_cache_is_rebuilt_in_place(tmp_path, monkeypatch, damage):
 
 @pytest.mark.parametrize("age", ["unused for two days", "written a minute ago"])
 def test_an_old_npz_cache_is_replaced_once_no_sweep_can_still_be_reading_it(tmp_path, age):
-    from pursuhint.data.datasets import STALE_AFTER_S
-
     root = _write_random_folder(tmp_path / "data")
     old = root / ".pursuhint_cache" / "imagefolder-8px-0123456789abcdef01234567.npz"
     old.parent.mkdir()
@@ -175,9 +176,6 @@ def test_without_any_writable_cache_folder_the_images_are_decoded_into_memory(tm
 
 
 def test_the_memory_map_setting_reaches_the_data_set_and_not_the_teacher_cache_key(tmp_path):
-    from pursuhint.config import config_from_text
-    from pursuhint.teacher import dataset_for
-
     root = _write_random_folder(tmp_path / "data")
     text = f"data: {{dataset: imagefolder, root: {root}, image_size: 8, probe_size: 4, val_fraction: 0.2}}"
     mapped, ram = config_from_text(text), config_from_text(text.replace("}", ", memory_map: false}"))
@@ -197,7 +195,7 @@ def test_subsets_and_the_selection_split_are_views_that_read_no_pixels(tmp_path,
     real = ImageRows.index_select
     monkeypatch.setattr(ImageRows, "index_select", lambda self, dim, idx: reads.append(len(idx)) or
                         real(self, dim, idx))
-    monkeypatch.setattr(D, "channel_stats", lambda x: pytest.fail("the statistics are read from the cache"))
+    monkeypatch.setattr(dataset, "channel_stats", lambda x: pytest.fail("the statistics are read from the cache"))
     ds = load_dataset("imagefolder", root=str(root), image_size=8, train_samples=45, val_samples=12,
                       val_fraction=0.2, seed=3)
     assert reads == []
@@ -338,11 +336,9 @@ search: {{num_samples: 1, max_concurrent_trials: 1, baselines: [], confirm: {{to
 
 
 def _cifar10_subset() -> Path | None:
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     try:
-        from bench.common import cifar10_subset
+        from bench.common import cifar10_subset  # importable only once the checkout is on sys.path
     finally:
         sys.path.pop(0)
     return cifar10_subset()
@@ -354,9 +350,7 @@ def test_a_sweep_on_the_cifar10_subset_trains_from_the_memory_mapped_cache(tmp_p
     if root is None:
         pytest.skip("the CIFAR-10 subset is not here: set PURSUHINT_CIFAR10_SUBSET to a folder with train/<class>/ "
                     "and test/<class>/ JPEGs (or put it at ../shared/data/cifar10-subset beside the checkout)")
-    from pursuhint.config import config_from_text
-    from pursuhint.search.sweep import run_sweep
-    from pursuhint.teacher import dataset_for
+    from pursuhint.search.sweep import run_sweep  # ray: deferred, the fast tests need not import it
 
     cfg = config_from_text(CIFAR_SWEEP.format(root=root))
     ds = dataset_for(cfg)  # what the sweep's driver loads and ships to its trials

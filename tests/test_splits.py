@@ -7,7 +7,7 @@ import torch
 
 from pursuhint.config import config_from_text
 from pursuhint.data import ImageDataset, load_dataset, train_val_loaders
-from pursuhint.data.datasets import carve_selection_split, split_hash
+from pursuhint.data.splits import carve_selection_split, split_hash
 from pursuhint.errors import ConfigError, DataError
 
 

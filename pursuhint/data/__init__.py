@@ -1,16 +1,13 @@
 """Data sets as uint8 images (in memory, or memory-mapped) and the on-device batching/augmentation pipeline."""
 
-from .datasets import (
-    AUGMENTATIONS,
-    DATASETS,
-    ImageDataset,
-    channel_stats,
-    load_dataset,
-    resize_images,
-    stratified_indices,
-)
-from .mapped import ImageRows
+from .dataset import AUGMENTATIONS, DATASETS, ImageDataset, load_dataset
+
+# Importing the built-in data sets registers them, in this (listing) order.
+from . import digits, cifar, imagefolder  # noqa: F401,I001
 from .loader import DeviceLoader, probe_images, probe_loader, resolve_augment, train_val_loaders
+from .mapped import ImageRows
+from .pixels import channel_stats, resize_images
+from .splits import stratified_indices
 
 __all__ = [
     "AUGMENTATIONS",

@@ -20,7 +20,7 @@ import torch
 from ..devices import assigned_gpu_fraction, free_bytes, memory_format, total_bytes
 from ..errors import DataError
 from ..registry import unknown_name_message
-from .datasets import AUGMENTATIONS, ImageDataset
+from .dataset import AUGMENTATIONS, ImageDataset
 from .mapped import ImageRows, Images, take_rows
 
 PLACEMENTS = ("auto", "device", "host")
