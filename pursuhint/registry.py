@@ -19,10 +19,11 @@ class Registry(Generic[T]):
     """
 
     def __init__(self, kind: str, error: type[PursuhintError] = PursuhintError,
-                 check: Callable[[str, T], None] | None = None) -> None:
+                 check: Callable[[str, T], None] | None = None, order: Sequence[str] = ()) -> None:
         self.kind = kind
         self.error = error
         self.check = check  # raises if an entry lacks what its users rely on (called on register)
+        self.order = tuple(order)  # listing order of built-ins registered in several modules (see names)
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
@@ -46,13 +47,15 @@ class Registry(Generic[T]):
             raise self.error(unknown_name_message(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
-        return list(self._items)
+        """The registered names: those in ``order`` first, as listed there, then the others as registered."""
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(self._items, key=lambda name: rank.get(name, len(rank)))  # stable: the rest keep their order
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self.names())
 
     def __len__(self) -> int:
         return len(self._items)

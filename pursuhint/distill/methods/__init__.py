@@ -13,16 +13,17 @@ file's module under ``plugins`` so that the CLI and every Ray worker import it.
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Sequence, Union
 
 from ...errors import PursuhintError
-from ...registry import Registry, unknown_name_message
+from ...registry import unknown_name_message
 from ..crd import CRDHead
 from .base import DistillMethod, flatten, pool_to_common
+# Importing the method modules registers their methods (listed in registry.LISTING's order).
 from .dkd import DKD
 from .feature_maps import AT, NST, VID, ConvReg, FitNet
 from .no_hints import CRD, NoHint
+from .registry import METHODS, check_method
 from .relations import CC, PKT, RKD, SP
 from .reviewkd import ReviewKD
 from .semckd import SemCKD
@@ -31,25 +32,6 @@ CRD_SUFFIX = "+crd"
 CRD_REQUIRED = ("n_data", "s_dim", "t_dim")
 CRD_OPTIONAL = ("feat_dim", "nce_k", "nce_t", "nce_m")
 WIRED = ("batch_size",)  # set by the trainer from the config (SemCKD's embeddings take the batch size), not by users
-
-
-def check_method(name: str, cls: Any) -> None:
-    """Refuse to register what the trainer and the sweep could not use: a non-``DistillMethod``, or a
-    method that does not say its ``default_weight`` (a new method must not silently get some β)."""
-    if not (isinstance(cls, type) and issubclass(cls, DistillMethod)):
-        raise TypeError(f"distillation method {name!r} must be a DistillMethod subclass, not {cls!r}")
-    weight = cls.default_weight
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise TypeError(f"distillation method {name!r} ({cls.__name__}) must set the class attribute "
-                        f"default_weight: its hint-loss weight β when distill.hint_weight is null, a number "
-                        f">= 0 (0 for a method without hints); it is {weight!r}")
-
-
-METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method)
-for _name, _cls in (("fitnet", FitNet), ("at", AT), ("sp", SP), ("nst", NST), ("vid", VID), ("pkt", PKT),
-                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD), ("dkd", DKD),
-                    ("reviewkd", ReviewKD), ("semckd", SemCKD)):
-    METHODS.register(_name, _cls)
 
 
 def method_names() -> list[str]:
