@@ -37,3 +37,13 @@ def test_the_built_in_methods_are_listed_in_the_benchmarks_order():
     # Registered at their definitions, module by module; listed as they always were.
     assert METHODS.names()[:len(LISTING)] == list(LISTING)
     assert set(LISTING) <= set(METHODS.names())
+
+
+def test_convert_turns_what_is_registered_into_the_entry_kept():
+    reg: Registry = Registry("thing", convert=lambda f: ("wrapped", f), check=lambda name, entry: None)
+
+    @reg.register("f")
+    def f():
+        return 1
+
+    assert f() == 1 and reg.get("f") == ("wrapped", f)  # the decorator gives back the function itself
