@@ -33,9 +33,6 @@ from ..training import Callback, FitResult, Member, fit_cohort, rng_now, seed_ev
 from .mapping import map_hints
 from .methods import adds_crd, create_method, hint_weight_for, method_class, method_params, own_params  # noqa: F401 (hint_weight_for: re-exported)
 
-CRD_WEIGHT = 0.8  # the benchmark's β for CRD
-
-
 KD_ONLY_WEIGHTS = {"distill.ce_weight": 0.1, "distill.kd_weight": 0.9}  # the benchmark's KD recipe
 
 
@@ -191,7 +188,7 @@ def _wire(cfg: Config, method_name: str, layers: tuple[list[CandidateLayer], lis
     method = place_model(create_method(method_name, s_shapes, t_shapes, **params), device)  # connectors too
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
                "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if t_layers else 0.0,
-               "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
+               "crd": method.crd_weight if uses_crd else 0.0, "temperature": cfg.distill.temperature}
     return _Wiring(method, weights, s_cls, t_cls, list(t_layers), list(s_layers))
 
 
@@ -230,7 +227,7 @@ def _loss_function(w: _Wiring, student: nn.Module, t_taps: Any, s_taps: Any,
                                                              out["hint"])
                 terms["hint"] = weights["hint"] * out["hint"]
             if w.uses_crd:
-                terms["crd"] = CRD_WEIGHT * out["crd"]
+                terms["crd"] = weights["crd"] * out["crd"]
         return logits_s, terms
 
     return compute_loss
