@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from .errors import PursuhintError
 
@@ -19,21 +19,26 @@ class Registry(Generic[T]):
     """
 
     def __init__(self, kind: str, error: type[PursuhintError] = PursuhintError,
-                 check: Callable[[str, T], None] | None = None) -> None:
+                 check: Callable[[str, T], None] | None = None, order: Sequence[str] = (),
+                 convert: Callable[[Any], T] | None = None) -> None:
         self.kind = kind
         self.error = error
         self.check = check  # raises if an entry lacks what its users rely on (called on register)
+        self.order = tuple(order)  # listing order of built-ins registered in several modules (see names)
+        self.convert = convert  # what is registered → the entry kept (a similarity's pair function → a Measure)
         self._items: dict[str, T] = {}
 
-    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
-        """Register ``obj`` under ``name``; used bare as a decorator when ``obj`` is omitted."""
+    def register(self, name: str, obj: Any = None) -> Any:
+        """Register ``obj`` under ``name`` (as ``convert`` makes it, if given); used bare as a decorator when ``obj``
+        is omitted. What is decorated (or ``obj``) comes back unchanged."""
 
-        def add(item: T) -> T:
+        def add(item: Any) -> Any:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
+            entry = self.convert(item) if self.convert is not None else item
             if self.check is not None:
-                self.check(name, item)
-            self._items[name] = item
+                self.check(name, entry)
+            self._items[name] = entry
             return item
 
         return add if obj is None else add(obj)
@@ -46,13 +51,15 @@ class Registry(Generic[T]):
             raise self.error(unknown_name_message(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
-        return list(self._items)
+        """The registered names: those in ``order`` first, as listed there, then the others as registered."""
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(self._items, key=lambda name: rank.get(name, len(rank)))  # stable: the rest keep their order
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self.names())
 
     def __len__(self) -> int:
         return len(self._items)

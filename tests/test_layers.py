@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pursuhint.errors import PursuhintError
+from pursuhint.errors import ModelError, PursuhintError
 from pursuhint.hints.layers import CandidateLayer, candidate_layers, eval_mode, module_device, tapped_module
 
 
@@ -116,8 +116,13 @@ def test_pattern_uses_fullmatch_and_accepts_2d_outputs() -> None:
 
 
 def test_errors_name_the_bad_value() -> None:
-    with pytest.raises(PursuhintError, match="pattern:<regex>"):
-        candidate_layers(NoBlocks())  # no residual blocks known
+    with pytest.raises(ModelError, match=r"NoBlocks has no block_stages\(\) method, so granularity 'block' finds no "
+                                         r"candidate layers; .*HintModel.*pattern:<regex>"):
+        candidate_layers(NoBlocks())
+    empty = ToyNet()
+    empty.block_stages = lambda: [[], []]
+    with pytest.raises(ModelError, match=r"ToyNet.block_stages\(\) names no block, so granularity 'block'"):
+        candidate_layers(empty)
     with pytest.raises(PursuhintError, match="'blocks'"):
         candidate_layers(ToyNet(), granularity="blocks")
     with pytest.raises(PursuhintError, match="'pattern:nothing_here'"):

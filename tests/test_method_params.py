@@ -6,9 +6,9 @@ import pytest
 
 from pursuhint.config import config_from_text
 from pursuhint.preflight import check_names
-from pursuhint.distill.methods import own_params
+from pursuhint.distill.methods import create_method, own_params
 from pursuhint.distill.trainer import train_student
-from pursuhint.errors import ConfigError
+from pursuhint.errors import ConfigError, PursuhintError
 from pursuhint.search.duplicates import train_key
 
 from conftest import tiny_distillation
@@ -66,3 +66,20 @@ def test_unknown_parameters_are_refused_naming_the_valid_ones(text, fragment):
     assert str(info.value).startswith("distill.params: ") and fragment in str(info.value)
     with pytest.raises(ConfigError, match="not both"):
         config_from_text("distill: {method: at, params: {at: {p: 4}, q: 1}}")
+
+
+def test_the_crd_weight_is_a_parameter_of_every_crd_method_only():
+    for method in ("at+crd", "crd"):
+        check_names(config_from_text(f"distill: {{method: {method}, params: {{crd_weight: 1.5}}}}"))
+    with pytest.raises(ConfigError, match="'crd_weight' is not a parameter of distillation method 'at'; valid: p$"):
+        check_names(config_from_text("distill: {method: at, params: {crd_weight: 1.5}}"))
+    shapes = [(4, 2, 2)]
+    crd = {"n_data": 10, "s_dim": 3, "t_dim": 3}
+    assert create_method("at+crd", shapes, shapes, **crd).crd_weight == 0.8
+    assert create_method("crd", [], [], **crd, crd_weight=2).crd_weight == 2.0
+    assert create_method("at", shapes, shapes).crd_weight == 0.0
+    for bad in (-1, float("nan"), "1", True):
+        with pytest.raises(PursuhintError, match=r"CRD parameter crd_weight=.* is invalid; use a number >= 0 \(default 0.8"):
+            create_method("at+crd", shapes, shapes, **crd, crd_weight=bad)
+    with pytest.raises(PursuhintError, match="parameter 'crd_weight' is not valid for distillation method 'at'; valid: p"):
+        create_method("at", shapes, shapes, crd_weight=1.0)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pursuhint.errors import ModelError
-from pursuhint.models import MODELS, available_models, create_model, model_block_stages, model_classifier
+from pursuhint.models import (MODELS, HintModel, available_models, create_model, model_block_stages, model_classifier,
+                              require_block_stages, require_classifier)
 from pursuhint.models.shufflenet import channel_shuffle
 from pursuhint.models.wrn import WideBasic
 
@@ -279,6 +280,18 @@ def test_other_torchvision_models_have_no_stages_but_a_classifier() -> None:
     assert model_classifier(model) == "classifier.3"
     assert model.features[0][0].weight.shape[1] == 4
     assert model_block_stages(nn.Linear(2, 2)) == [] and model_classifier(nn.ReLU()) is None
+    assert not isinstance(model, HintModel) and require_classifier(model, "CRD") == "classifier.3"
+    with pytest.raises(ModelError, match=r"cannot find the classifier of ReLU for CRD; give the model a "
+                                         r"`classifier_path` attribute"):
+        require_classifier(nn.ReLU(), "CRD")
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_16_1", "vgg8", "mobilenetv2", "shufflev1", "shufflev2", "resnet50",
+                                  "torchvision:resnet18"])
+def test_the_zoo_and_torchvision_resnets_offer_what_a_teacher_or_student_needs(name: str) -> None:
+    model = create_model(name, 10)
+    assert isinstance(model, HintModel)
+    assert require_block_stages(model) == model.block_stages() and require_classifier(model, "CRD") == model.classifier_path
 
 
 def test_unknown_torchvision_name_lists_valid_ones() -> None:

@@ -9,7 +9,7 @@ from scipy.linalg import orthogonal_procrustes
 
 from pursuhint.errors import PursuhintError
 from pursuhint.hints import similarity as sim
-from pursuhint.hints.similarity import SIMILARITIES, SimilarityMatrix, similarity_matrix
+from pursuhint.hints.similarity import SIMILARITIES, Measure, SimilarityMatrix, similarity_matrix
 
 ALL = ["r2_cca", "cka_linear", "cka_rbf", "cka_linear_debiased", "procrustes"]
 
@@ -246,6 +246,53 @@ def test_user_registered_pair_function_is_used_for_the_upper_triangle():
         SIMILARITIES._items.pop("test_first_column_corr")
     assert len(calls) == 3
     assert m.values[0, 1] == pytest.approx(-1.0) and m.values[1, 0] == pytest.approx(-1.0)
+
+
+def test_a_decorated_pair_function_becomes_a_measure_and_stays_a_function():
+    @SIMILARITIES.register("test_abs_first_column")
+    def abs_first(x, y):
+        return abs(float(np.corrcoef(x[:, 0], y[:, 0])[0, 1]))
+
+    try:
+        entry = SIMILARITIES.get("test_abs_first_column")
+    finally:
+        SIMILARITIES._items.pop("test_abs_first_column")
+    assert isinstance(entry, Measure) and entry.pair is abs_first and entry.matrix is None
+    x = rand(30, 2, 72)
+    assert abs_first(x.numpy(), -x.numpy()) == pytest.approx(1.0) and entry(x.numpy(), -x.numpy()) == abs_first(
+        x.numpy(), -x.numpy())
+
+
+def test_a_measure_with_a_whole_matrix_form_uses_it_on_the_centered_layers():
+    seen = []
+
+    def pair(x, y):
+        raise AssertionError("the whole-matrix form is preferred")
+
+    def matrix(centered, dead, names, **opts):
+        seen.append(([c.mean(0).abs().max().item() for c in centered], list(dead), names, opts))
+        return torch.full((len(centered), len(centered)), 0.25, dtype=torch.float64), {"mine": 1}, ["note"]
+
+    SIMILARITIES.register("test_quarter", Measure(pair, matrix))
+    try:
+        m = similarity_matrix([rand(10, 2, 73) + 5.0, torch.ones(10, 3)], "test_quarter", names=["a", "b"])
+    finally:
+        SIMILARITIES._items.pop("test_quarter")
+    (means, dead, names, opts), = seen
+    assert max(means) < 1e-12 and dead == [False, True] and names == ["a", "b"] and opts == {"rbf_max_samples": 4000}
+    assert m.values.tolist() == [[1.0, 0.0], [0.0, 1.0]]  # the constant layer's similarity is 0
+    assert m.meta["mine"] == 1 and m.meta["warnings"][-1] == "note" and "constant" in m.meta["warnings"][0]
+
+
+def test_the_built_in_measures_carry_their_whole_matrix_form():
+    x, y = rand(40, 3, 74), rand(40, 5, 75)
+    for name in ALL:
+        entry = SIMILARITIES.get(name)
+        assert isinstance(entry, Measure) and entry.matrix is not None and getattr(sim, name) is entry
+        assert entry(x, y) == entry.pair(x, y) == similarity_matrix([x, y], name).values[0, 1]
+    with pytest.raises(TypeError, match="needs a pair function"):
+        SIMILARITIES.register("test_not_callable", 0.5)
+    assert "test_not_callable" not in SIMILARITIES
 
 
 def test_save_load_round_trip_without_pickle(tmp_path):

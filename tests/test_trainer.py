@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 
 import pytest
 import torch
 
 from pursuhint.config import config_from_text
-from pursuhint.distill.trainer import hint_weight_for, kd_only_config, train_student
+from pursuhint.distill.trainer import (CohortMember, _build, _fit_member, _teacher_pass, hint_weight_for, kd_only_config,
+                                       train_student)
 from pursuhint.errors import CheckpointError, HintSetError
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.teacher import dataset_for, load_teacher
@@ -57,6 +59,33 @@ def test_every_method_trains_one_epoch(tiny, method):
     # The teacher is frozen: not one of its numbers moved (BN statistics included).
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def crd_term(tiny, params: dict) -> tuple[float, torch.Tensor]:
+    """(the wired CRD weight, the weighted CRD term of one batch) for an ``at+crd`` student with ``distill.params``
+    = params: the student, method, memory bank and negatives are seeded alike on every call."""
+    cfg, ds, teacher, sha, hs = tiny
+    cfg = cfg.with_values({"distill.method": "at+crd", "distill.params": params})
+    built = _build(CohortMember(cfg, hs), teacher, ds, torch.device("cpu"), sha)
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(16, ds.channels, ds.image_size, ds.image_size, generator=g)
+    labels, index = torch.randint(ds.num_classes, (16,), generator=g), torch.arange(16)
+    with ExitStack() as stack:
+        member = _fit_member(built, teacher, stack, 1)
+        teacher_out = _teacher_pass(teacher)(images)
+        torch.manual_seed(4)  # the CRD negatives
+        _, terms = member.compute_loss(images, labels, index, teacher_out)
+    return built.wiring.weights["crd"], terms["crd"].detach()
+
+
+def test_the_crd_weight_is_a_method_parameter_whose_default_is_the_benchmarks(tiny):
+    one, raw = crd_term(tiny, {"crd_weight": 1.0})  # the bare CRD loss
+    assert one == 1.0 and raw > 0
+    weight, default = crd_term(tiny, {})
+    assert weight == 0.8 and torch.equal(default, 0.8 * raw)  # exactly the loss of the fixed 0.8 it replaces
+    weight, scaled = crd_term(tiny, {"crd_weight": 2.5})
+    assert weight == 2.5 and torch.equal(scaled, 2.5 * raw)
+    assert float(crd_term(tiny, {"at+crd": {"crd_weight": 0}})[1]) == 0.0  # a per-method mapping reaches it too
 
 
 def test_learnable_parts_are_trained(tiny):

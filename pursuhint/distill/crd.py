@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..errors import PursuhintError
 
 NCE_EPS = 1e-7
+CRD_WEIGHT = 0.8  # the benchmark's weight of the CRD term in the loss: ``crd_weight``'s default
 
 
 class Embed(nn.Module):

@@ -19,22 +19,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import COHORT_SECTIONS, Config
-from ..data import ImageDataset, train_val_loaders
+from ..data import DeviceLoader, ImageDataset, train_val_loaders
 from ..devices import place_model
 from ..errors import HintSetError, PursuhintError
 from ..fileio import write_text_atomic
 from ..hints.hintset import HintSet
 from ..hints.layers import CandidateLayer, candidate_layers
 from ..hooks import module_at, taps  # noqa: F401 (taps: re-exported for the benchmarks and tests)
-from ..models import create_model, model_classifier
+from ..models import create_model, require_classifier, save_checkpoint
 from .calibration import HintCalibration
 from .kd import kd_loss
 from ..training import Callback, FitResult, Member, fit_cohort, rng_now, seed_everything
 from .mapping import map_hints
 from .methods import adds_crd, create_method, hint_weight_for, method_class, method_params, own_params  # noqa: F401 (hint_weight_for: re-exported)
-
-CRD_WEIGHT = 0.8  # the benchmark's β for CRD
-
 
 KD_ONLY_WEIGHTS = {"distill.ce_weight": 0.1, "distill.kd_weight": 0.9}  # the benchmark's KD recipe
 
@@ -185,13 +182,13 @@ def _wire(cfg: Config, method_name: str, layers: tuple[list[CandidateLayer], lis
     params |= {k: v for k, v in wired_params(cfg).items() if k in method_params(method_name)}
     s_cls = t_cls = None
     if uses_crd:
-        s_cls, t_cls = _classifier(student), _classifier(teacher)
+        s_cls, t_cls = require_classifier(student, "CRD"), require_classifier(teacher, "CRD")
         params |= {"n_data": int(ds.train_x.shape[0]), "s_dim": module_at(student, s_cls).in_features,
                    "t_dim": module_at(teacher, t_cls).in_features}
     method = place_model(create_method(method_name, s_shapes, t_shapes, **params), device)  # connectors too
     weights = {"ce": cfg.distill.ce_weight, "kd": cfg.distill.kd_weight,
                "hint": hint_weight_for(method_name, cfg.distill.hint_weight) if t_layers else 0.0,
-               "crd": CRD_WEIGHT if uses_crd else 0.0, "temperature": cfg.distill.temperature}
+               "crd": method.crd_weight if uses_crd else 0.0, "temperature": cfg.distill.temperature}
     return _Wiring(method, weights, s_cls, t_cls, list(t_layers), list(s_layers))
 
 
@@ -230,7 +227,7 @@ def _loss_function(w: _Wiring, student: nn.Module, t_taps: Any, s_taps: Any,
                                                              out["hint"])
                 terms["hint"] = weights["hint"] * out["hint"]
             if w.uses_crd:
-                terms["crd"] = CRD_WEIGHT * out["crd"]
+                terms["crd"] = weights["crd"] * out["crd"]
         return logits_s, terms
 
     return compute_loss
@@ -414,8 +411,6 @@ def _resolved_hint_weight(w: _Wiring) -> Callable[[], dict[str, Any]]:
 
 def _test_loader(ds: ImageDataset, cfg: Config, device: torch.device) -> dict[str, Any]:
     """``{"test": loader}`` over the test split, in order, without augmentation."""
-    from ..data import DeviceLoader
-
     if ds.test_x is None:
         raise PursuhintError(f"data set {ds.name!r} has no test split; set data.val_fraction to carve a selection "
                              f"split so the held-out part can be the test split")
@@ -425,8 +420,6 @@ def _test_loader(ds: ImageDataset, cfg: Config, device: torch.device) -> dict[st
 
 def save_student(result: StudentResult, out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``student.pt`` (weights + metadata) and ``result.json`` (accuracy, pairs, method, time)."""
-    from ..models import save_checkpoint
-
     out_dir = Path(out_dir)
     summary = result.summary() | meta
     ckpt = out_dir / "student.pt"
@@ -434,11 +427,3 @@ def save_student(result: StudentResult, out_dir: Path, meta: dict[str, Any]) -> 
                                                                if k not in ("history", "hint_pairs", "weights")})
     res = write_text_atomic(out_dir / "result.json", json.dumps(summary, indent=2))
     return ckpt, res
-
-
-def _classifier(model: nn.Module) -> str:
-    name = model_classifier(model)
-    if name is None:
-        raise PursuhintError(f"cannot find the classifier of {type(model).__name__} for CRD; give the model a "
-                             f"`classifier_path` attribute naming its final nn.Linear")
-    return name

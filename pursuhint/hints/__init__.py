@@ -8,10 +8,10 @@ from .hintset import (SCHEMA_VERSION, HintSet, default_hints, is_paper_mode, ran
                       uniform_hints)
 from .layers import CandidateLayer, candidate_layers, tapped_module
 from .representations import layer_representations
-from .similarity import PAPER_SIMILARITIES, SIMILARITIES, SimilarityMatrix, similarity_matrix
+from .similarity import PAPER_SIMILARITIES, SIMILARITIES, Measure, SimilarityMatrix, similarity_matrix
 
 __all__ = [
-    "CENTERS", "CLUSTERINGS", "CandidateLayer", "ClusterResult", "HintSet", "PAPER_SIMILARITIES",
+    "CENTERS", "CLUSTERINGS", "CandidateLayer", "ClusterResult", "HintSet", "Measure", "PAPER_SIMILARITIES",
     "SCHEMA_VERSION", "SIMILARITIES", "SimilarityMatrix", "candidate_layers", "cluster", "default_hints",
     "is_paper_mode", "layer_representations", "random_hints", "select_hints", "similarity_matrix", "tapped_module",
     "uniform_hints",

@@ -241,7 +241,7 @@ def agglomerative(S: np.ndarray, n_clusters: int, seed: int = 0, center: str = "
 @CLUSTERINGS.register("spectral")
 def spectral(S: np.ndarray, n_clusters: int, seed: int = 0, center: str = "mean_index") -> ClusterResult:
     """Extension: sklearn SpectralClustering with S clipped at 0 as the affinity (clusters need not be contiguous)."""
-    from sklearn.cluster import SpectralClustering
+    from sklearn.cluster import SpectralClustering  # sklearn: deferred, heavy and only for this clustering
 
     S = check_similarity(S, n_clusters)
     trivial = _trivial(S, n_clusters, center)

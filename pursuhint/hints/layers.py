@@ -38,10 +38,11 @@ DEFAULT_SPATIAL = (32, 32)
 
 
 def _block_stages(model: nn.Module) -> list[list[str]]:
-    """Module paths of the model's residual blocks grouped by stage (``pursuhint.models`` knows how)."""
-    from ..models import model_block_stages  # lazy: models imports torchvision, hints need not at import
+    """Module paths of the model's blocks grouped by stage, as its ``block_stages()`` (the ``HintModel`` contract)
+    names them; a ModelError naming that member when the model does not offer it."""
+    from ..models import require_block_stages  # lazy: models imports torchvision, hints need not at import
 
-    return model_block_stages(model)
+    return require_block_stages(model)
 
 
 def candidate_layers(
@@ -51,7 +52,8 @@ def candidate_layers(
 ) -> list[CandidateLayer]:
     """The candidate hint points of ``model`` in depth order, sized by one dummy forward.
 
-    ``granularity`` is ``"block"`` (every residual block; stage = the model's stage) or
+    ``granularity`` is ``"block"`` (every block its ``block_stages()`` names, see ``pursuhint.models.HintModel``;
+    stage = the model's stage) or
     ``"pattern:<regex>"`` (every module whose path fully matches, in execution order; stage =
     runs of equal spatial size). ``input_shape`` is (C, H, W) of the dummy input; by default
     (in_channels of the first Conv2d, 32, 32).
@@ -83,13 +85,8 @@ _Candidates = tuple[list[str], dict[str, int], dict[str, tuple[int, tuple[int, .
 
 
 def _block_candidates(model: nn.Module, input_shape: tuple[int, int, int] | None) -> _Candidates:
-    """Every residual block in depth order, its stage the model's stage; all must run in forward()."""
-    stages = [list(stage) for stage in _block_stages(model) if stage]
-    if not stages:
-        raise PursuhintError(
-            f"{type(model).__name__} has no known residual blocks for granularity 'block'; "
-            "use granularity 'pattern:<regex>' to name the candidate modules"
-        )
+    """Every block in depth order, its stage the model's stage; all must run in forward()."""
+    stages = _block_stages(model)
     ordered = [name for stage in stages for name in stage]
     stage_of = {name: s for s, stage in enumerate(stages) for name in stage}
     shapes = _output_shapes(model, ordered, input_shape)

@@ -1,4 +1,4 @@
-"""Similarity between candidate layers (docs/method.md §3): per-pair measures and the L × L matrix.
+"""Similarity between candidate layers (docs/method.md §3): the ``Measure``s and the L × L matrix.
 
 Every measure works on (N × C) features and centers the columns itself. ``similarity_matrix``
 prepares each layer once (centring, Q factors, Grams, norms) and then fills only the upper
@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,12 +21,62 @@ from ..errors import PursuhintError
 from ..fileio import atomic_write, existing_file
 from ..registry import Registry
 
-SIMILARITIES: Registry[Callable[..., float]] = Registry("similarity", error=PursuhintError)
+PairFunction = Callable[..., float]
+# (column-centered layers, dead flags, names, **opts) -> (L × L upper triangle, meta, warnings)
+MatrixFunction = Callable[..., tuple[Tensor, dict[str, Any], list[str]]]
 PAPER_SIMILARITIES = ("r2_cca", "cka_linear", "cka_rbf")
 RBF_MAX_SAMPLES = 4000
 _FORMAT_VERSION = 1
 _GROUP_COLUMNS = 4096  # layers are concatenated into groups of at most this many columns for cross products
 _RBF_CHUNK_BYTES = 256 * 2**20  # memory for one row-chunk of all layers' centered RBF Grams
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A similarity measure: ``pair(x, y, **opts)`` of two layers' (N × C) features, and optionally ``matrix``, the
+    same measure over all L layers at once, which ``similarity_matrix`` then prefers.
+
+    ``matrix(centered, dead, names, **opts)`` gets the column-centered float64 layers, which of them are
+    constant, and their names, and returns the L × L upper triangle, meta entries and warnings. A pair function
+    registered with ``@SIMILARITIES.register("name")`` becomes a Measure without one.
+    """
+
+    pair: PairFunction
+    matrix: Optional[MatrixFunction] = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.pair) or not (self.matrix is None or callable(self.matrix)):
+            raise TypeError(f"a similarity measure needs a pair function (x, y) -> float and optionally a callable "
+                            f"whole-matrix form, not {self.pair!r} and {self.matrix!r}")
+
+    @classmethod
+    def of(cls, entry: Any) -> "Measure":
+        """``entry`` as a Measure: a Measure as it is, a pair function as a Measure without a whole-matrix form."""
+        return entry if isinstance(entry, Measure) else cls(entry)
+
+    @staticmethod
+    def with_matrix(matrix: MatrixFunction) -> Callable[[PairFunction], "Measure"]:
+        """Decorator: the pair function it decorates, with ``matrix`` as its whole-matrix form."""
+        return lambda pair: Measure(pair, matrix)
+
+    def __call__(self, x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
+        return self.pair(x, y, **opts)
+
+    def upper_triangle(self, xs: Sequence[Tensor], dead: Sequence[bool], names: list[str],
+                       rbf_max_samples: int) -> tuple[Tensor, dict[str, Any], list[str]]:
+        """The measure between every two of the float64 layers ``xs`` above the diagonal (0 beside a dead layer),
+        with meta entries and warnings: by ``matrix`` on the centered layers, else by ``pair`` on each pair."""
+        if self.matrix is not None:
+            return self.matrix([_center(x) for x in xs], dead, names, rbf_max_samples=rbf_max_samples)
+        values = torch.zeros(len(xs), len(xs), dtype=torch.float64)
+        for i in range(len(xs)):
+            for j in range(i + 1, len(xs)):
+                if not (dead[i] or dead[j]):
+                    values[i, j] = float(self.pair(xs[i], xs[j]))
+        return values, {}, []
+
+
+SIMILARITIES: Registry[Measure] = Registry("similarity", error=PursuhintError, convert=Measure.of)
 
 
 @dataclass
@@ -104,7 +154,7 @@ def similarity_matrix(
     Computed in float64 on ``device`` (default: the device of the first torch tensor, else CPU).
     A constant layer gets similarity 0 with every other layer, 1 with itself, and a warning in meta.
     """
-    fn = SIMILARITIES.get(metric)
+    measure = SIMILARITIES.get(metric)
     xs, n = _as_float64(reps, device)
     names = layer_names(names, len(xs))
     constant = [bool((x.amax(0) == x.amin(0)).all()) for x in xs]
@@ -114,19 +164,9 @@ def similarity_matrix(
         if c
     ]
     meta: dict[str, Any] = {"n_samples": n}
-    batched = getattr(fn, "matrix", None)
-    if batched is not None:
-        centered = [_center(x) for x in xs]
-        values, extra, more = batched(centered, constant, names, rbf_max_samples=rbf_max_samples)
-        meta.update(extra)
-        warnings += more
-    else:  # a user-registered pair function: call it on every pair of the upper triangle
-        values = torch.zeros(len(xs), len(xs), dtype=torch.float64)
-        for i in range(len(xs)):
-            for j in range(i + 1, len(xs)):
-                if not (constant[i] or constant[j]):
-                    values[i, j] = float(fn(xs[i], xs[j]))
-    meta["warnings"] = warnings
+    values, extra, more = measure.upper_triangle(xs, constant, names, rbf_max_samples)
+    meta.update(extra)
+    meta["warnings"] = warnings + more
     return SimilarityMatrix(_finish(values, constant), metric, names, meta)
 
 
@@ -418,13 +458,15 @@ def _middle(flat: Tensor, ks: tuple[int, int]) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# the registered per-pair measures: each is the batched implementation on two layers
+# the registered measures: each pair function is its batched implementation on two layers
 
 
 def _pair(metric: str, x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     return float(similarity_matrix([x, y], metric, **opts).values[0, 1])
 
 
+@SIMILARITIES.register("r2_cca")
+@Measure.with_matrix(_r2_cca_matrix)
 def r2_cca(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """Mean squared canonical correlation (paper): ‖Q_Xᵀ Q_Y‖²_F / min(C_X, C_Y), Q from a thin QR of centered X, Y.
 
@@ -435,11 +477,15 @@ def r2_cca(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float
     return _pair("r2_cca", x, y, **opts)
 
 
+@SIMILARITIES.register("cka_linear")
+@Measure.with_matrix(_cka_linear_matrix)
 def cka_linear(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """Linear CKA (paper): ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on centered features; never forms an N × N Gram."""
     return _pair("cka_linear", x, y, **opts)
 
 
+@SIMILARITIES.register("cka_rbf")
+@Measure.with_matrix(_cka_rbf_matrix)
 def cka_rbf(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """RBF CKA (paper): K_ij = exp(−d²_ij / 2σ²), σ² = median of all N² squared distances (θ = 1), centered Grams.
 
@@ -449,6 +495,8 @@ def cka_rbf(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> floa
     return _pair("cka_rbf", x, y, **opts)
 
 
+@SIMILARITIES.register("cka_linear_debiased")
+@Measure.with_matrix(_cka_linear_debiased_matrix)
 def cka_linear_debiased(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """Extension: linear CKA from the unbiased HSIC estimator (Song et al. 2012), in feature space.
 
@@ -459,6 +507,8 @@ def cka_linear_debiased(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: 
     return _pair("cka_linear_debiased", x, y, **opts)
 
 
+@SIMILARITIES.register("procrustes")
+@Measure.with_matrix(_procrustes_matrix)
 def procrustes(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> float:
     """Extension: 1 − half the squared orthogonal Procrustes distance, which equals ‖XᵀY‖_* (nuclear norm).
 
@@ -466,15 +516,3 @@ def procrustes(x: Tensor | np.ndarray, y: Tensor | np.ndarray, **opts: Any) -> f
     d² = 2 − 2‖XᵀY‖_* (the narrower side padded with zero columns), and the similarity 1 − d²/2 ∈ [0, 1].
     """
     return _pair("procrustes", x, y, **opts)
-
-
-for _fn, _matrix in (
-    (r2_cca, _r2_cca_matrix),
-    (cka_linear, _cka_linear_matrix),
-    (cka_rbf, _cka_rbf_matrix),
-    (cka_linear_debiased, _cka_linear_debiased_matrix),
-    (procrustes, _procrustes_matrix),
-):
-    _fn.matrix = _matrix  # type: ignore[attr-defined]  # the batched form similarity_matrix uses
-    SIMILARITIES.register(_fn.__name__, _fn)
-del _fn, _matrix

@@ -91,27 +91,57 @@ class CifarResNet(nn.Module):
 
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
-_CONFIGS = {
-    "resnet8": (8, _NARROW),
-    "resnet14": (14, _NARROW),
-    "resnet20": (20, _NARROW),
-    "resnet32": (32, _NARROW),
-    "resnet44": (44, _NARROW),
-    "resnet56": (56, _NARROW),
-    "resnet110": (110, _NARROW),
-    "resnet8x4": (8, _WIDE),
-    "resnet32x4": (32, _WIDE),
-}
 
 
-def _register(name: str, depth: int, widths: tuple[int, int, int, int]) -> None:
-    def factory(num_classes: int, in_channels: int = 3) -> CifarResNet:
-        return CifarResNet(depth, widths, num_classes, in_channels)
-
-    factory.__name__ = name
-    factory.__doc__ = f"CRD-benchmark {name}: depth {depth}, widths {widths}."
-    MODELS.register(name, factory)
+@MODELS.register("resnet8")
+def resnet8(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet8: depth 8, widths (16, 16, 32, 64)."""
+    return CifarResNet(8, _NARROW, num_classes, in_channels)
 
 
-for _name, (_depth, _widths) in _CONFIGS.items():
-    _register(_name, _depth, _widths)
+@MODELS.register("resnet14")
+def resnet14(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet14: depth 14, widths (16, 16, 32, 64)."""
+    return CifarResNet(14, _NARROW, num_classes, in_channels)
+
+
+@MODELS.register("resnet20")
+def resnet20(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet20: depth 20, widths (16, 16, 32, 64)."""
+    return CifarResNet(20, _NARROW, num_classes, in_channels)
+
+
+@MODELS.register("resnet32")
+def resnet32(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet32: depth 32, widths (16, 16, 32, 64)."""
+    return CifarResNet(32, _NARROW, num_classes, in_channels)
+
+
+@MODELS.register("resnet44")
+def resnet44(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet44: depth 44, widths (16, 16, 32, 64)."""
+    return CifarResNet(44, _NARROW, num_classes, in_channels)
+
+
+@MODELS.register("resnet56")
+def resnet56(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet56: depth 56, widths (16, 16, 32, 64)."""
+    return CifarResNet(56, _NARROW, num_classes, in_channels)
+
+
+@MODELS.register("resnet110")
+def resnet110(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet110: depth 110, widths (16, 16, 32, 64)."""
+    return CifarResNet(110, _NARROW, num_classes, in_channels)
+
+
+@MODELS.register("resnet8x4")
+def resnet8x4(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet8x4: depth 8, widths (32, 64, 128, 256)."""
+    return CifarResNet(8, _WIDE, num_classes, in_channels)
+
+
+@MODELS.register("resnet32x4")
+def resnet32x4(num_classes: int, in_channels: int = 3) -> CifarResNet:
+    """CRD-benchmark resnet32x4: depth 32, widths (32, 64, 128, 256)."""
+    return CifarResNet(32, _WIDE, num_classes, in_channels)

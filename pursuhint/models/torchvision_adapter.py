@@ -1,7 +1,8 @@
-"""torchvision architectures as ``torchvision:<name>``, built untrained, plus model-agnostic helpers.
+"""torchvision architectures as ``torchvision:<name>``, built untrained.
 
 Weights are never downloaded (``weights=None``). torchvision ResNets get ``block_stages`` and
-``classifier_path`` like the zoo models; any other model has no stages (``model_block_stages`` → []).
+``classifier_path`` like the zoo models (``contract.HintModel``); any other model has no stages
+(``model_block_stages`` → []).
 """
 
 from __future__ import annotations
@@ -74,19 +75,3 @@ def _replace_first_conv(model: nn.Module, name: str, in_channels: int) -> None:
     raise ModelError(
         f"torchvision:{name} has no 3-channel first convolution, so in_channels={in_channels} is unsupported; use 3"
     )
-
-
-def model_block_stages(model: nn.Module) -> list[list[str]]:
-    """The model's candidate hint points by stage (its ``block_stages()``), or [] when it has none."""
-    method = getattr(model, "block_stages", None)
-    return [list(stage) for stage in method()] if callable(method) else []
-
-
-def model_classifier(model: nn.Module) -> str | None:
-    """Path of the final linear layer (its input is the penultimate embedding): the model's
-    ``classifier_path``, else its last ``nn.Linear`` in registration order, else None."""
-    declared = getattr(model, "classifier_path", None)
-    if isinstance(declared, str):
-        return declared
-    linears = [path for path, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None

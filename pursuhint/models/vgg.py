@@ -80,14 +80,31 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
-def _register(name: str) -> None:
-    def factory(num_classes: int, in_channels: int = 3) -> VGG:
-        return VGG(_CFG[name], num_classes, in_channels)
-
-    factory.__name__ = name
-    factory.__doc__ = f"CRD-benchmark {name} with batch norm."
-    MODELS.register(name, factory)
+@MODELS.register("vgg8")
+def vgg8(num_classes: int, in_channels: int = 3) -> VGG:
+    """CRD-benchmark vgg8 with batch norm."""
+    return VGG(_CFG["vgg8"], num_classes, in_channels)
 
 
-for _name in _CFG:
-    _register(_name)
+@MODELS.register("vgg11")
+def vgg11(num_classes: int, in_channels: int = 3) -> VGG:
+    """CRD-benchmark vgg11 with batch norm."""
+    return VGG(_CFG["vgg11"], num_classes, in_channels)
+
+
+@MODELS.register("vgg13")
+def vgg13(num_classes: int, in_channels: int = 3) -> VGG:
+    """CRD-benchmark vgg13 with batch norm."""
+    return VGG(_CFG["vgg13"], num_classes, in_channels)
+
+
+@MODELS.register("vgg16")
+def vgg16(num_classes: int, in_channels: int = 3) -> VGG:
+    """CRD-benchmark vgg16 with batch norm."""
+    return VGG(_CFG["vgg16"], num_classes, in_channels)
+
+
+@MODELS.register("vgg19")
+def vgg19(num_classes: int, in_channels: int = 3) -> VGG:
+    """CRD-benchmark vgg19 with batch norm."""
+    return VGG(_CFG["vgg19"], num_classes, in_channels)

@@ -98,14 +98,25 @@ class WideResNet(nn.Module):
         return self.fc(out)
 
 
-def _register(name: str, depth: int, widen: int) -> None:
-    def factory(num_classes: int, in_channels: int = 3) -> WideResNet:
-        return WideResNet(depth, widen, num_classes, in_channels)
-
-    factory.__name__ = name
-    factory.__doc__ = f"CRD-benchmark WRN-{depth}-{widen}."
-    MODELS.register(name, factory)
+@MODELS.register("wrn_16_1")
+def wrn_16_1(num_classes: int, in_channels: int = 3) -> WideResNet:
+    """CRD-benchmark WRN-16-1."""
+    return WideResNet(16, 1, num_classes, in_channels)
 
 
-for _name, _depth, _widen in (("wrn_16_1", 16, 1), ("wrn_16_2", 16, 2), ("wrn_40_1", 40, 1), ("wrn_40_2", 40, 2)):
-    _register(_name, _depth, _widen)
+@MODELS.register("wrn_16_2")
+def wrn_16_2(num_classes: int, in_channels: int = 3) -> WideResNet:
+    """CRD-benchmark WRN-16-2."""
+    return WideResNet(16, 2, num_classes, in_channels)
+
+
+@MODELS.register("wrn_40_1")
+def wrn_40_1(num_classes: int, in_channels: int = 3) -> WideResNet:
+    """CRD-benchmark WRN-40-1."""
+    return WideResNet(40, 1, num_classes, in_channels)
+
+
+@MODELS.register("wrn_40_2")
+def wrn_40_2(num_classes: int, in_channels: int = 3) -> WideResNet:
+    """CRD-benchmark WRN-40-2."""
+    return WideResNet(40, 2, num_classes, in_channels)

@@ -1,7 +1,8 @@
 """Registry of hint-based distillation methods and the factory the trainer calls.
 
 ``create_method("at", student_shapes, teacher_shapes)``; ``"at+crd"`` adds a CRD term (needs
-``n_data``, ``s_dim``, ``t_dim``); ``"crd"`` is CRD alone; ``"kd_only"``/``"none"`` have no hint loss.
+``n_data``, ``s_dim``, ``t_dim``; weighed by ``crd_weight``, 0.8 by default); ``"crd"`` is CRD alone;
+``"kd_only"``/``"none"`` have no hint loss.
 
 A method describes itself, so adding one is one file: a ``DistillMethod`` subclass whose
 ``__init__(student_shapes, teacher_shapes, **own_params)`` builds its learnable parts, which sets
@@ -17,12 +18,14 @@ import math
 from typing import Any, Sequence, Union
 
 from ...errors import PursuhintError
-from ...registry import Registry, unknown_name_message
-from ..crd import CRDHead
+from ...registry import unknown_name_message
+from ..crd import CRD_WEIGHT, CRDHead
 from .base import DistillMethod, flatten, pool_to_common
+# Importing the method modules registers their methods (listed in registry.LISTING's order).
 from .dkd import DKD
 from .feature_maps import AT, NST, VID, ConvReg, FitNet
 from .no_hints import CRD, NoHint
+from .registry import METHODS, check_method
 from .relations import CC, PKT, RKD, SP
 from .reviewkd import ReviewKD
 from .semckd import SemCKD
@@ -30,26 +33,8 @@ from .semckd import SemCKD
 CRD_SUFFIX = "+crd"
 CRD_REQUIRED = ("n_data", "s_dim", "t_dim")
 CRD_OPTIONAL = ("feat_dim", "nce_k", "nce_t", "nce_m")
+CRD_WEIGHT_PARAM = "crd_weight"  # the CRD term's weight in the trainer's loss, a parameter of every X+crd and crd
 WIRED = ("batch_size",)  # set by the trainer from the config (SemCKD's embeddings take the batch size), not by users
-
-
-def check_method(name: str, cls: Any) -> None:
-    """Refuse to register what the trainer and the sweep could not use: a non-``DistillMethod``, or a
-    method that does not say its ``default_weight`` (a new method must not silently get some β)."""
-    if not (isinstance(cls, type) and issubclass(cls, DistillMethod)):
-        raise TypeError(f"distillation method {name!r} must be a DistillMethod subclass, not {cls!r}")
-    weight = cls.default_weight
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise TypeError(f"distillation method {name!r} ({cls.__name__}) must set the class attribute "
-                        f"default_weight: its hint-loss weight β when distill.hint_weight is null, a number "
-                        f">= 0 (0 for a method without hints); it is {weight!r}")
-
-
-METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method)
-for _name, _cls in (("fitnet", FitNet), ("at", AT), ("sp", SP), ("nst", NST), ("vid", VID), ("pkt", PKT),
-                    ("rkd", RKD), ("cc", CC), ("kd_only", NoHint), ("none", NoHint), ("crd", CRD), ("dkd", DKD),
-                    ("reviewkd", ReviewKD), ("semckd", SemCKD)):
-    METHODS.register(_name, _cls)
 
 
 def method_names() -> list[str]:
@@ -83,7 +68,7 @@ def method_params(name: str) -> list[str]:
     base, uses_crd = _split(name)
     own = [p for p in inspect.signature(METHODS.get(base).__init__).parameters
            if p not in ("self", "student_shapes", "teacher_shapes")]
-    return own + (list(CRD_REQUIRED + CRD_OPTIONAL) if uses_crd else [])
+    return own + ([*CRD_REQUIRED, CRD_WEIGHT_PARAM, *CRD_OPTIONAL] if uses_crd else [])
 
 
 NO_PARAMS = ("kd_only", "none")  # the KD-only baseline ignores a flat ``distill.params``
@@ -130,6 +115,7 @@ def create_method(
             f"parameter {unknown[0]!r} is not valid for distillation method {name!r}; "
             f"valid: {', '.join(valid) or 'none'}."
         )
+    crd_weight = params.pop(CRD_WEIGHT_PARAM, CRD_WEIGHT)
     crd_params = {k: params.pop(k) for k in CRD_REQUIRED + CRD_OPTIONAL if k in params}
     if uses_crd:
         missing = [k for k in CRD_REQUIRED if k not in crd_params]
@@ -138,11 +124,20 @@ def create_method(
                 f"distillation method {name!r} needs parameter {missing[0]!r}; CRD needs n_data (training-set "
                 f"size), s_dim and t_dim (student and teacher embedding widths)."
             )
+        _check_crd_weight(crd_weight)
     method = METHODS.get(base)(student_shapes, teacher_shapes, **params)
     if uses_crd:
         method.crd = CRDHead(**crd_params)
+        method.crd_weight = float(crd_weight)
     method.name = name
     return method
+
+
+def _check_crd_weight(weight: Any) -> None:
+    """Refuse a CRD weight that is not a finite number >= 0."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise PursuhintError(f"CRD parameter {CRD_WEIGHT_PARAM}={weight!r} is invalid; use a number >= 0 (default "
+                             f"{CRD_WEIGHT}, the CRD benchmark's).")
 
 
 def _split(name: str) -> tuple[str, bool]:

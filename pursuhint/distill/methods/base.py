@@ -41,6 +41,7 @@ class DistillMethod(nn.Module):
         super().__init__()
         self.student_shapes, self.teacher_shapes = check_shapes(student_shapes, teacher_shapes)
         self.crd: CRDHead | None = None
+        self.crd_weight = 0.0  # the CRD term's weight in the trainer's loss, set with ``crd`` by ``create_method``
 
     @property
     def num_pairs(self) -> int:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .base import check_shapes
 from .no_hints import NoHint
+from .registry import METHODS
 from .warmup import LinearWarmup
 
 MASKED = 1000.0  # subtracted from the target logit to leave it out of the non-target softmax
@@ -45,6 +46,7 @@ def dkd_terms(logits_s: Tensor, logits_t: Tensor, labels: Tensor, temperature: f
     return tckd, nckd
 
 
+@METHODS.register("dkd")
 class DKD(NoHint):
     """``dkd``: α · TCKD + β · NCKD on the logits, after a linear warm-up; no hint pairs (its weights are its own
     ``alpha`` and ``beta``, not the hint weight β)."""

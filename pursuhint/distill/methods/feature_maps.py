@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ...errors import PursuhintError
 from .base import DistillMethod, Shape, require_maps, pool_to_common
+from .registry import METHODS
 
 
 class ConvReg(nn.Module):
@@ -52,6 +53,7 @@ class ConvReg(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
+@METHODS.register("fitnet")
 class FitNet(DistillMethod):
     """FitNets (Romero et al., ICLR 2015): MSE between regressor(student) and the teacher map.
 
@@ -78,6 +80,7 @@ class FitNet(DistillMethod):
         return F.mse_loss(f_s, f_t)
 
 
+@METHODS.register("at")
 class AT(DistillMethod):
     """Attention transfer (Zagoruyko & Komodakis, ICLR 2017), the benchmark's ``Attention``.
 
@@ -108,6 +111,7 @@ def poly_kernel(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(b, a.transpose(1, 2)).pow(2)
 
 
+@METHODS.register("nst")
 class NST(DistillMethod):
     """Neuron selectivity transfer (Huang & Wang, 2017), the benchmark's ``NSTLoss`` (full form).
 
@@ -129,6 +133,7 @@ class NST(DistillMethod):
         return poly_kernel(t, t).mean().detach() + poly_kernel(s, s).mean() - 2 * poly_kernel(s, t).mean()
 
 
+@METHODS.register("vid")
 class VID(DistillMethod):
     """Variational information distillation (Ahn et al., CVPR 2019), the benchmark's ``VIDLoss``.
 

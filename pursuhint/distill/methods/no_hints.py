@@ -7,8 +7,11 @@ from typing import Sequence
 from torch import Tensor
 
 from .base import DistillMethod, check_shapes, zero_like
+from .registry import METHODS
 
 
+@METHODS.register("none")
+@METHODS.register("kd_only")
 class NoHint(DistillMethod):
     """No hint loss (``kd_only``/``none``): zero pairs whatever shapes are given; ``hint_loss`` is 0."""
 
@@ -26,6 +29,7 @@ class NoHint(DistillMethod):
         return zero_like(f_s)
 
 
+@METHODS.register("crd")
 class CRD(NoHint):
     """CRD alone (``crd``, Tian et al., ICLR 2020): no hint pairs; the CRD head that ``create_method``
     always adds to this method is the whole distillation loss (weighted by the trainer's CRD β)."""

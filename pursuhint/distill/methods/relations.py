@@ -14,10 +14,12 @@ from torch import Tensor, nn
 
 from ...errors import PursuhintError
 from .base import DistillMethod, flatten
+from .registry import METHODS
 
 PKT_EPS = 1e-7
 
 
+@METHODS.register("sp")
 class SP(DistillMethod):
     """Similarity-preserving KD (Tung & Mori, ICCV 2019), the benchmark's ``Similarity``.
 
@@ -43,6 +45,7 @@ def _cosine_probabilities(f: Tensor) -> Tensor:
     return sim / sim.sum(dim=1, keepdim=True)
 
 
+@METHODS.register("pkt")
 class PKT(DistillMethod):
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018), the benchmark's ``PKT``.
 
@@ -81,6 +84,7 @@ def _angles(e: Tensor) -> Tensor:
     return torch.bmm(diff, diff.transpose(1, 2)).reshape(-1)
 
 
+@METHODS.register("rkd")
 class RKD(DistillMethod):
     """Relational KD (Park et al., CVPR 2019), the benchmark's ``RKDLoss``.
 
@@ -116,6 +120,7 @@ class RKD(DistillMethod):
         return self.distance_weight * loss_d + self.angle_weight * loss_a
 
 
+@METHODS.register("cc")
 class CC(DistillMethod):
     """Correlation congruence (Peng et al., ICCV 2019) in the benchmark's ``Correlation`` form.
 

@@ -32,6 +32,7 @@ from ...errors import PursuhintError
 from ...hints.layers import CandidateLayer
 from ..mapping import stage_ends
 from .base import DistillMethod, require_maps, upcast, zero_like
+from .registry import METHODS
 from .warmup import LinearWarmup
 
 
@@ -73,6 +74,7 @@ class ABF(nn.Module):
         return self.emit(x), fused
 
 
+@METHODS.register("reviewkd")
 class ReviewKD(DistillMethod):
     """``reviewkd``: HCL between the ABF-fused student stage ends and the teacher's stage ends (see the module)."""
 

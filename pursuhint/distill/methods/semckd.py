@@ -33,6 +33,7 @@ from ...errors import PursuhintError
 from ...hints.layers import CandidateLayer
 from ..mapping import stage_ends
 from .base import DistillMethod, Shape, check_shapes, require_maps, upcast
+from .registry import METHODS
 
 CANDIDATES = ("stage_ends", "hints")
 
@@ -64,6 +65,7 @@ def gram_rows(f: Tensor, width: int) -> Tensor:
     return F.pad(gram, (0, width - gram.shape[1])) if gram.shape[1] < width else gram
 
 
+@METHODS.register("semckd")
 class SemCKD(DistillMethod):
     """``semckd``: attention-weighted MSE between every student stage end and every teacher candidate."""
 
