@@ -19,12 +19,11 @@ class Registry(Generic[T]):
     """
 
     def __init__(self, kind: str, error: type[PursuhintError] = PursuhintError,
-                 check: Callable[[str, T], None] | None = None, order: Sequence[str] = (),
+                 check: Callable[[str, T], None] | None = None,
                  convert: Callable[[Any], T] | None = None) -> None:
         self.kind = kind
         self.error = error
         self.check = check  # raises if an entry lacks what its users rely on (called on register)
-        self.order = tuple(order)  # listing order of built-ins registered in several modules (see names)
         self.convert = convert  # what is registered → the entry kept (a similarity's pair function → a Measure)
         self._items: dict[str, T] = {}
 
@@ -51,9 +50,8 @@ class Registry(Generic[T]):
             raise self.error(unknown_name_message(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
-        """The registered names: those in ``order`` first, as listed there, then the others as registered."""
-        rank = {name: i for i, name in enumerate(self.order)}
-        return sorted(self._items, key=lambda name: rank.get(name, len(rank)))  # stable: the rest keep their order
+        """The registered names, in the order they were registered (a package's built-ins, then plugins)."""
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

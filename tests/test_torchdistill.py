@@ -274,6 +274,10 @@ def test_crd_term_is_named_not_built(models, tmp_path):
     assert "at" in hint_terms(frag)
     assert "# the CRD term (weight 0.8 in pursuhint) is not in this criterion" in text
     assert_steps(frag, models)
+    tuned = make_hint_set(models[0], ALIGNED, "at+crd")
+    tuned.provenance["method_params"] = '{"crd_weight": 1.5}'
+    text, _ = export(tuned, models, tmp_path / "tuned")
+    assert "# the CRD term (weight 1.5 in pursuhint) is not in this criterion" in text
 
 
 # ----------------------------------------------------------------------------------------------- shapes

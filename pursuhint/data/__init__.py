@@ -3,7 +3,7 @@
 from .dataset import AUGMENTATIONS, DATASETS, ImageDataset, load_dataset
 
 # Importing the built-in data sets registers them, in this (listing) order.
-from . import digits, cifar, imagefolder  # noqa: F401,I001
+from . import digits, cifar, imagefolder  # noqa: F401
 from .loader import DeviceLoader, probe_images, probe_loader, resolve_augment, train_val_loaders
 from .mapped import ImageRows
 from .pixels import channel_stats, resize_images

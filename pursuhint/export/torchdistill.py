@@ -6,12 +6,14 @@ express is left out of the criterion and said in the file's leading comments.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ..distill.methods import METHODS
+from ..distill.crd import CRD_WEIGHT
+from ..distill.methods import CRD_WEIGHT_PARAM, METHODS
 from ..errors import PursuhintError
 from ..hints.hintset import HintSet
 from .shapes import PairShape, Shape
@@ -28,7 +30,7 @@ _MISSING = {  # methods torchdistill 1.1 has no loss for: what to supply instead
     "cc": "torchdistill's CCKDLoss is the paper's kernel form on one Linear4CCKD embedding, not pursuhint's CC (the "
           "CRD benchmark's form, two linear embeddings to 128 per pair): supply pursuhint.distill.methods.CC's loss",
 }
-_CRD_NOTE = ("the CRD term (weight 0.8 in pursuhint) is not in this criterion: torchdistill's CRDLoss needs Linear4CRD "
+_CRD_NOTE = ("the CRD term (weight {weight:g} in pursuhint) is not in this criterion: torchdistill's CRDLoss needs Linear4CRD "
              "wrappers on teacher and student and a contrastive data set wrapper giving sample and contrast indices; "
              "add them as in torchdistill's CRD sample config")
 
@@ -68,7 +70,7 @@ def torchdistill_fragment(hs: HintSet, student_layers: list[str], shapes: Option
         if wrapper is not None:
             student_hooks = [f"student_model.{s}" for s in student_layers] + extra_hooks
     if method.endswith("+crd") or base == "crd":
-        notes.append(_CRD_NOTE)
+        notes.append(_CRD_NOTE.format(weight=_crd_weight(prov)))
     student: dict[str, Any] = {"forward_proc": "forward_batch_only"}
     if wrapper is not None:
         student["auxiliary_model_wrapper"] = wrapper
@@ -297,6 +299,16 @@ def _provenance_number(prov: dict[str, Any], key: str, default: float, notes: li
         return float(value)
     notes.append(f"{key} {_num(default)} is pursuhint's default: the hint set's provenance does not record it")
     return default
+
+
+def _crd_weight(prov: dict[str, Any]) -> float:
+    """The CRD term's weight the trial trained with: its ``crd_weight`` method parameter, else the default."""
+    try:
+        params = json.loads(prov.get("method_params") or "{}")
+    except (TypeError, ValueError):
+        params = {}
+    value = params.get(CRD_WEIGHT_PARAM) if isinstance(params, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else CRD_WEIGHT
 
 
 def _hint_weight(prov: dict[str, Any], base: str, notes: list[str]) -> float:

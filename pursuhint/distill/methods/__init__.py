@@ -21,14 +21,15 @@ from ...errors import PursuhintError
 from ...registry import unknown_name_message
 from ..crd import CRD_WEIGHT, CRDHead
 from .base import DistillMethod, flatten, pool_to_common
-# Importing the method modules registers their methods (listed in registry.LISTING's order).
-from .dkd import DKD
+# Importing the method modules registers their methods; this order is the listing (messages, method_names):
+# the benchmark's feature-map and relation methods, the KD-only and CE-only baselines and CRD, then the later ones.
 from .feature_maps import AT, NST, VID, ConvReg, FitNet
-from .no_hints import CRD, NoHint
-from .registry import METHODS, check_method
 from .relations import CC, PKT, RKD, SP
+from .no_hints import CRD, NoHint
+from .dkd import DKD
 from .reviewkd import ReviewKD
 from .semckd import SemCKD
+from .registry import METHODS, check_method
 
 CRD_SUFFIX = "+crd"
 CRD_REQUIRED = ("n_data", "s_dim", "t_dim")

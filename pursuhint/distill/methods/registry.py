@@ -10,13 +10,6 @@ from ...errors import PursuhintError
 from ...registry import Registry
 from .base import DistillMethod
 
-# How the built-in methods are listed (in messages and ``method_names``): the benchmark's methods, the
-# KD-only and CE-only baselines, CRD, then the later methods. Their definitions are spread over several
-# modules, so the listing cannot follow the import order; a plugin's method is listed after them.
-LISTING = ("fitnet", "at", "sp", "nst", "vid", "pkt", "rkd", "cc", "kd_only", "none", "crd", "dkd", "reviewkd",
-           "semckd")
-
-
 def check_method(name: str, cls: Any) -> None:
     """Refuse to register what the trainer and the sweep could not use: a non-``DistillMethod``, or a
     method that does not say its ``default_weight`` (a new method must not silently get some β)."""
@@ -29,5 +22,4 @@ def check_method(name: str, cls: Any) -> None:
                         f">= 0 (0 for a method without hints); it is {weight!r}")
 
 
-METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method,
-                                                  order=LISTING)
+METHODS: Registry[type[DistillMethod]] = Registry("distillation method", error=PursuhintError, check=check_method)
