@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from . import __version__
-from .config import Config, describe_defaults, import_plugin, load_config
+from .config import Config, import_plugin, load_config
+from .searchspace import describe_defaults
 from .preflight import preflight
 from .errors import ConfigError, PursuhintError, SweepInterrupted
 

@@ -24,6 +24,7 @@ import copy
 import hashlib
 import importlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -32,9 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .registry import did_you_mean
-from .searchspace import (BY_METHOD, OTHER_METHODS, PAPER_DEFAULTS, SPEC_KINDS, branch_for,  # noqa: F401 (re-exported)
-                          check_by_method, collect_specs, default_for, describe_defaults, get_path, is_spec,
-                          leaf_values, method_defaults, method_of, set_path, spec_probe_values, with_path)
+from .searchspace import (BY_METHOD, branch_for, check_by_method, collect_specs, default_for, get_path, is_spec,
+                          method_of, set_path, spec_probe_values, with_path)
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -457,7 +457,6 @@ class Config(_Section):
 def import_plugin(module: str) -> None:
     """Import ``module`` by its dotted name (from the working directory too, as ``python -m`` would); a
     ValueError (one config sentence with the import error's own message) if it cannot be imported."""
-    import sys
 
     try:
         try:

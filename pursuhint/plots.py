@@ -11,7 +11,7 @@ import numpy as np
 from .errors import HintSetError, PursuhintError
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib: loaded only when a picture is drawn
 
     from .search.results import TrialRow
 
@@ -42,10 +42,10 @@ def layer_atlas(S: Any, hint_set: Any, path: str | Path | None = None, default: 
     ``default`` (optional) has ``.indices`` of the default hints, drawn with another marker.
     Returns a matplotlib Figure (Agg, no pyplot state) and writes a PNG to ``path`` when given.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-    from mpl_toolkits.axes_grid1 import make_axes_locatable
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: loaded only when a picture is drawn
+    from matplotlib.figure import Figure  # matplotlib: loaded only when a picture is drawn
+    from matplotlib.patches import Rectangle  # matplotlib: loaded only when a picture is drawn
+    from mpl_toolkits.axes_grid1 import make_axes_locatable  # matplotlib: loaded only when a picture is drawn
 
     values, names = _matrix(S)
     size = len(names)
@@ -168,8 +168,8 @@ def sweep_comparison(rows: list[TrialRow], path: str | Path | None = None, n_can
     """Each trial's accuracy by the sweep's ranking metric (``search.metric``: the last or the best epoch's)
     against the baselines (left) and its hint positions over the teacher's depth (right), one row per trial,
     in leaderboard order. ``rows`` are leaderboard rows (``pursuhint report``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: loaded only when a picture is drawn
+    from matplotlib.figure import Figure  # matplotlib: loaded only when a picture is drawn
 
     rows = [r for r in rows if math.isfinite(r.score)]
     if not rows:
@@ -223,9 +223,9 @@ def _is_baseline(row: TrialRow) -> bool:
 def confirmation_plot(table: dict[str, Any], path: str | Path | None = None) -> Figure:
     """Every confirmed configuration and baseline: its per-seed test accuracies (dots), mean and 95 % CI of
     the mean (bar), best first; ``table`` is the confirmation table (``confirmation.json``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from scipy import stats
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: loaded only when a picture is drawn
+    from matplotlib.figure import Figure  # matplotlib: loaded only when a picture is drawn
+    from scipy import stats  # scipy: only the confirmation plot needs it
 
     entries = [(f"{c['method']} K={c['n_hints']} [{c['hint_layers']}]", c["seeds"], "#1f77b4")
                for c in table.get("configurations", [])]

@@ -19,8 +19,8 @@ def check_names(cfg: Config) -> None:
     It lives here, above the registries, so that config stays at the bottom of the layers. The registries
     are imported when a check runs (they bring torch; `pursuhint --help` should not wait for it).
     """
-    from .data import DATASETS
-    from .models import MODELS
+    from .data import DATASETS  # torch and the registries: deferred so the CLI starts fast
+    from .models import MODELS  # torch and the registries: deferred so the CLI starts fast
 
     def check(key: str, ok: bool, valid: list[str], value: Any) -> None:
         if not ok:
@@ -34,7 +34,7 @@ def check_names(cfg: Config) -> None:
         for v in leaf_values(cfg, key):
             ok = v in MODELS or (isinstance(v, str) and v.startswith("torchvision:"))
             check(key, ok, MODELS.names() + ["torchvision:<name>"], v)
-    from .hints import CENTERS, CLUSTERINGS, SIMILARITIES
+    from .hints import CENTERS, CLUSTERINGS, SIMILARITIES  # torch and the registries: deferred so the CLI starts fast
 
     for key, reg in (("selection.similarity", SIMILARITIES), ("selection.algorithm", CLUSTERINGS),
                      ("selection.center", CENTERS)):
@@ -43,14 +43,14 @@ def check_names(cfg: Config) -> None:
     gran = cfg.selection.granularity
     if gran != "block" and not gran.startswith("pattern:"):
         raise ConfigError(f"selection.granularity: unknown value {gran!r}; valid: block, pattern:<regex>")
-    from .distill import METHODS
+    from .distill import METHODS  # torch and the registries: deferred so the CLI starts fast
 
     def method_ok(v: Any) -> bool:
         return all(part in METHODS for part in str(v).split("+"))
 
     for v in leaf_values(cfg, "distill.method"):
         check("distill.method", method_ok(v), METHODS.names() + ["<method>+crd"], v)
-    from .distill.methods import check_params
+    from .distill.methods import check_params  # torch and the registries: deferred so the CLI starts fast
 
     try:
         check_params(leaf_values(cfg, "distill.method"), cfg.distill.params)
@@ -72,7 +72,7 @@ def candidate_count(arch: str, granularity: str = "block", in_channels: int = 3)
 def block_stages(arch: str, in_channels: int = 3) -> list[list[str]]:
     """``arch``'s candidate hint points by stage, from a freshly built model ([] when only a forward pass can
     tell)."""
-    from .models import create_model, model_block_stages
+    from .models import create_model, model_block_stages  # torch and the registries: deferred so the CLI starts fast
 
     return model_block_stages(create_model(arch, 10, in_channels=in_channels))
 
@@ -95,7 +95,7 @@ def check_published(cfg: Config, student: bool = True) -> None:
     """ReviewKD pairs the student's stages with the teacher's one to one: refuse a pair whose stage counts differ,
     naming the stage ends. SemCKD over the hint set's layers (``candidates: hints``) needs a hint set: refuse it
     as a confirmation baseline, which has none."""
-    from .distill.methods import own_params
+    from .distill.methods import own_params  # torch and the registries: deferred so the CLI starts fast
 
     if "semckd" in cfg.search.confirm.baselines and \
             own_params("semckd", cfg.distill.params).get("candidates") == "hints":
@@ -182,6 +182,6 @@ def _student_shape(arch: str) -> tuple[Optional[int], Optional[int]]:
 def check_splits(cfg: Config) -> None:
     """Each of the three splits (training, selection, test) must hold every class: loading the data set
     with the config's sizes says so, before a teacher, Ray or MLflow is touched."""
-    from .teacher import dataset_for
+    from .teacher import dataset_for  # torch and the registries: deferred so the CLI starts fast
 
     dataset_for(cfg)

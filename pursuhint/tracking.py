@@ -98,7 +98,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def client(uri: str) -> MlflowClient:
     """An MLflow client for the store at ``uri``."""
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # mlflow: loaded only when a run is written or read
 
     return MlflowClient(tracking_uri=uri)
 
@@ -230,7 +230,7 @@ def logged_steps(uri: str, run_id: str, metric: str = "val_acc") -> set[int]:
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
     """Scalar params (lists are joined with commas) so MLflow's compare views work on them."""
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # mlflow: loaded only when a run is written or read
 
     c = client(uri)
     existing = c.get_run(run_id).data.params
@@ -240,7 +240,7 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # mlflow: loaded only when a run is written or read
 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
@@ -249,7 +249,7 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
 
 
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
-    from mlflow.entities import RunTag
+    from mlflow.entities import RunTag  # mlflow: loaded only when a run is written or read
 
     client(uri).log_batch(run_id, tags=[RunTag(k, scalar(v)) for k, v in tags.items()])
 

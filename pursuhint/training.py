@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .config import TrainRecipe
 from .devices import autocast, configure_training, cuda_rng_states, restore_cuda_rng_states
@@ -484,6 +485,5 @@ def unpack_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.
 def _progress(it: range, desc: str, enabled: bool, start: int, total: int):
     if not enabled:
         return it
-    from tqdm.auto import tqdm
 
     return tqdm(it, desc=desc, unit="epoch", initial=start, total=total, dynamic_ncols=True)

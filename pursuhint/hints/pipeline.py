@@ -19,8 +19,9 @@ from torch import nn
 
 from ..data import ImageDataset, probe_images, probe_loader
 from ..devices import numerics_tag
-from ..fileio import save_torch_atomic, write_text_atomic
 from ..errors import HintSetError, PursuhintError
+from ..fileio import save_torch_atomic, write_text_atomic
+from ..models import create_model, model_block_stages
 from ..paths import runs_dir
 from .hintset import HintSet, default_hints, random_hints, select_hints, uniform_hints
 from .layers import CandidateLayer, candidate_layers
@@ -162,7 +163,6 @@ def choose_hints(inputs: SelectionInputs, similarity: str, n_hints: int, algorit
 
 def student_stage_count(student_arch: str, ds: ImageDataset) -> int:
     """How many stages the student has: the paper pairs one hint with each stage end."""
-    from ..models import create_model, model_block_stages
 
     stages = model_block_stages(create_model(student_arch, ds.num_classes, in_channels=ds.channels))
     if not stages:

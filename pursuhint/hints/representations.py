@@ -6,6 +6,7 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..devices import full_fp32
 from ..errors import DataError, PursuhintError
@@ -158,7 +159,6 @@ def _progress(batches: Iterable, show: bool) -> Iterable:
     """``batches`` wrapped in a tqdm bar when ``show`` is true."""
     if not show:
         return batches
-    from tqdm.auto import tqdm
 
     return tqdm(batches, desc="representations", unit="batch", total=_length(batches))
 

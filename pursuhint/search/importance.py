@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from ..config import Config
 from ..errors import NoImportances, PursuhintError  # noqa: F401 (NoImportances: re-exported)
+from ..tracking import scrub
 from .columns import SHORT_NAMES
 from .space import BRANCH_SEP
 
@@ -47,7 +48,7 @@ def sqlite_file(url: str) -> Optional[Path]:
 
 def study_exists(url: str, name: str) -> bool:
     """Whether ``url`` holds a study named ``name`` (a SQLite file that does not exist is not created)."""
-    import optuna
+    import optuna  # optuna: loaded only when read
 
     path = sqlite_file(url)
     if path is not None and not path.is_file():
@@ -57,7 +58,7 @@ def study_exists(url: str, name: str) -> bool:
 
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage for ``url``; a SQLite file's folder is created first."""
-    import optuna
+    import optuna  # optuna: loaded only when read
 
     path = sqlite_file(url)
     if path is not None:
@@ -93,9 +94,9 @@ def param_importances(storage: Optional[str], study_name: str, *, min_trials: in
     at ``storage``, for its objective; keys sampled in only some trials (by_method branches of other methods) are
     left out, as Optuna does. Raises ``NoImportances`` with a one-line caveat when there is no study or fewer than
     ``min_trials`` completed trials."""
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-    from optuna.trial import TrialState
+    import optuna  # optuna: loaded only when read
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances  # optuna: loaded only when read
+    from optuna.trial import TrialState  # optuna: loaded only when read
 
     if storage is None:
         raise NoImportances("parameter importances: none, the Optuna study was kept in memory (Tune wrote to "
@@ -129,6 +130,5 @@ def format_importances(values: Importances, metric: str = "final") -> str:
 
 
 def _plain(url: str) -> str:
-    from ..tracking import scrub
 
     return scrub(url)

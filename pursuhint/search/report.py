@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from .. import __version__
 from ..baselines import BASELINE_LABELS
+from ..errors import PursuhintError
 from ..fileio import write_text_atomic
+from ..plots import confirmation_plot, sweep_comparison
 from . import columns
+from .results import layer_atlas_png, search_stage_label
 
 if TYPE_CHECKING:
     from .results import TrialRow
@@ -163,7 +166,6 @@ def _confirmation_section(table: Optional[Mapping[str, Any]]) -> str:
 
 
 def _leaderboard_section(rows: list[TrialRow], total: int) -> str:
-    from .results import search_stage_label
 
     out = ['<section id="leaderboard"><h2>Search leaderboard<span class="label search">Search stage: one seed, '
            "selection split</span></h2>", f'<p class="note">{escape(search_stage_label(rows))}. val_acc is the last '
@@ -185,7 +187,6 @@ def _leaderboard_section(rows: list[TrialRow], total: int) -> str:
 
 
 def _plots_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]]) -> str:
-    from ..plots import confirmation_plot, sweep_comparison
 
     out = ['<section id="plots"><h2>Plots</h2>']
     if table and (table.get("configurations") or table.get("baselines")):
@@ -200,7 +201,6 @@ def _plots_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]]) -> 
 
 
 def _atlas_section(rows: list[TrialRow], table: Optional[Mapping[str, Any]], uri: Optional[str]) -> str:
-    from .results import layer_atlas_png
 
     out = ['<section id="atlas"><h2>Layer atlas</h2><p class="note">The teacher\'s layer-to-layer similarity with '
            "the clusters along depth; red stars are the hint points, orange squares the default hints (last block "
@@ -280,7 +280,6 @@ def _head(*columns: Union[str, tuple[str, str]], compact: bool = False) -> str:
 
 def _drawn(draw: Any) -> Optional[str]:
     """The figure ``draw()`` returns as a PNG data URI, or None when there is nothing to draw yet."""
-    from ..errors import PursuhintError
 
     try:
         fig = draw()

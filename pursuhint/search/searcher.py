@@ -4,12 +4,14 @@ and an ASHA that never stops a baseline (it must run the full budget to be a fai
 from __future__ import annotations
 
 import pickle
+import sys
 from typing import Any, Optional
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from ..config import Config
+from .importance import open_storage
 from .space import BASELINE_KEY, baseline_configs, define_by_run
 
 METRIC, MODE = "val_acc", "max"
@@ -71,7 +73,7 @@ def _fail_orphans(inner: Optional[Searcher]) -> None:
     study = getattr(inner, "_ot_study", None)
     if study is None:
         return
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optuna: loaded by the driver only when a sweep searches
 
     known = {getattr(t, "_trial_id", None) for t in getattr(inner, "_ot_trials", {}).values()}
     try:
@@ -79,7 +81,6 @@ def _fail_orphans(inner: Optional[Searcher]) -> None:
             if t._trial_id not in known:
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
     except Exception as exc:  # noqa: BLE001 - the study's bookkeeping must never stop a resumed sweep
-        import sys
 
         print(f"pursuhint: warning: could not tidy the Optuna study's unfinished trials ({exc})", file=sys.stderr)
 
@@ -99,10 +100,9 @@ def make_searcher(cfg: Config, storage: Optional[str] = None) -> BaselinesFirst:
     the sweep, is kept in the RDB ``storage`` (a URL; None: in memory), loaded if it exists."""
     inner = None
     if cfg.space:
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+        import optuna  # optuna: loaded by the driver only when a sweep searches
+        from ray.tune.search.optuna import OptunaSearch  # ray: loaded only when a sweep runs
 
-        from .importance import open_storage
 
         sampler = (optuna.samplers.TPESampler(seed=cfg.seed) if cfg.search.searcher == "optuna"
                    else optuna.samplers.RandomSampler(seed=cfg.seed))

@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 
-from ..config import Config, config_from_text, leaf_values
+from ..config import Config, config_from_text
+from ..searchspace import leaf_values
 from ..data import ImageDataset
 from ..devices import place_model
 from ..hints.hintset import HintSet
 from ..hints.pipeline import SelectionInputs, prepare_selection
 from ..models import create_model
+from ..teacher import dataset_for, load_teacher
 
 
 @dataclass
@@ -46,7 +48,6 @@ def metrics_in_space(cfg: Config) -> list[str]:
 
 def prepare_shared(config_yaml: str, progress: bool = True) -> SharedWork:
     """Load data and teacher, compute representations and matrices (cached on disk), once."""
-    from ..teacher import dataset_for, load_teacher
 
     cfg = config_from_text(config_yaml)
     ds = dataset_for(cfg)

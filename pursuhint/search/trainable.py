@@ -19,20 +19,27 @@ from .. import tracking
 from ..baselines import NO_TEACHER, WITHOUT_HINTS
 from ..config import Config, config_from_text
 from ..devices import runtime_device
-from ..training import EpochStats, resume_state
-from ..distill.methods import own_params
-from ..distill.methods import method_class
-from ..distill.trainer import (ce_only_config, hint_weight_for, kd_only_config, method_layers, reads_hint_set,
-                               student_method, train_student)
+from ..distill.methods import method_class, own_params
+from ..distill.trainer import (
+    ce_only_config,
+    hint_weight_for,
+    kd_only_config,
+    method_layers,
+    reads_hint_set,
+    student_method,
+    train_student,
+)
 from ..errors import PursuhintError
-from ..logs import quiet_terminal
 from ..hints.hintset import HintSet
 from ..hints.pipeline import choose_hints, resolve_n_hints
+from ..logs import quiet_terminal
 from ..models import create_model
+from ..plots import layer_atlas
+from ..training import EpochStats, resume_state
+from .columns import COLUMNS
+from .confirm import CONFIRMS_KEY, ROLE_KEY
 from .duplicates import train_key
 from .shared import SharedWork
-from .confirm import CONFIRMS_KEY, ROLE_KEY
-from .columns import COLUMNS
 from .space import BASELINE_KEY, plain_values, short_name
 from .sync import MLFLOW_KEY
 
@@ -327,7 +334,7 @@ def _epoch_reporter(tracker: tracking.RunLogger, index: Any, key: str, trial_id:
                     send: Optional[Callable[[dict[str, Any]], None]] = None) -> Callable[[EpochStats], None]:
     """The training callback: each epoch to MLflow, the duplicate index and Tune (with a checkpoint of
     ``workdir``); a cohort member's goes to ``send`` instead, which the cohort reports for all its members."""
-    import ray
+    import ray  # ray: a trial outside Tune (tests, distill) runs without it
 
     node_id = ray.get_runtime_context().get_node_id()
     best_so_far = [best]  # a restored trial's best includes the epochs before its checkpoint
@@ -382,7 +389,7 @@ def _claim(sweep: SweepInfo, key: str, trial_id: str, wait: bool = True) -> tupl
     """(duplicate index, claim): wait while another trial trains the same student (with ``wait`` false, the
     claim says ``wait`` instead). Without the index (none, or lost with its node) the trial trains on its own:
     duplicates are an optimisation only."""
-    import ray
+    import ray  # ray: a trial outside Tune (tests, distill) runs without it
 
     if not sweep.duplicates_actor:
         return None, {"role": "owner"}
@@ -399,7 +406,7 @@ def _claim(sweep: SweepInfo, key: str, trial_id: str, wait: bool = True) -> tupl
 
 
 def _finish(index: Any, key: str, trial_id: str, state: str, status: str) -> None:
-    import ray
+    import ray  # ray: a trial outside Tune (tests, distill) runs without it
 
     try:
         ray.get(index.finish.remote(key, trial_id, state, status))
@@ -480,7 +487,6 @@ def _write_artifacts(workdir: Path, hs: Optional[HintSet], shared: SharedWork, c
     sim = cfg.selection.similarity if hs.similarity else next(iter(shared.selection.matrices))
     S = shared.selection.matrices.get(sim)
     if S is not None:
-        from ..plots import layer_atlas
 
         layer_atlas(S, hs, art / "layer_atlas.png", default=shared.default_hints)
         tracker.artifact(art / "layer_atlas.png")
