@@ -122,32 +122,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
-def hint_set_recipe(hs: Any) -> dict[str, Any]:
-    """The training recipe an exported hint set records (its trial's method, weights, lr, epochs, seed), as
-    dotted config keys; empty for a hint set made by ``select``."""
-    import json
-
-    from .search.results import RECIPE
-
-    prov = hs.provenance
-    # hint sets exported by earlier versions carried the recipe twice, the copy read here prefixed recipe_
-    prefix = "recipe_" if any(str(k).startswith("recipe_") for k in prov) else ""
-    out: dict[str, Any] = {}
-    for name, key in RECIPE.items():
-        value = prov.get(prefix + name)
-        if value is None or (isinstance(value, float) and value != value):
-            continue
-        if name == "method_params":
-            value = json.loads(value)
-        if name == "hint_ratio" and prov.get(prefix + "hint_weight_setting") != "auto":
-            continue  # a β given as a number: the ratio played no part
-        out[key] = value
-    return out
-
-
 def _recipe_lines(cfg: Config, recipe: dict[str, Any], cli: dict[str, Any]) -> list[str]:
     """One line per recipe key: the value trained with and where it came from."""
-    from .search.results import RECIPE
+    from .hints.hintset import RECIPE  # torch: deferred, cheap --help
 
     lines = []
     for key in RECIPE.values():
@@ -166,7 +143,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.hints not in ("default", "none"):
         hint_file = HintSet.load(args.hints)  # refuse a malformed file before any work
     cli = {"distill.method": args.method, "train.epochs": args.epochs}
-    recipe = hint_set_recipe(hint_file) if hint_file is not None and args.recipe == "hint-set" else {}
+    recipe = hint_file.recipe if hint_file is not None and args.recipe == "hint-set" else {}
     cfg = _load(args, {**recipe, **{k: v for k, v in cli.items() if v is not None}})
     _say_defaults(cfg)
     if recipe:
