@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from . import __version__
-from .config import Config, describe_defaults, import_plugin, load_config
+from .config import Config, config_from_text, describe_defaults, import_plugin, load_config
+from .plots import confirmation_plot, layer_atlas, sweep_comparison
 from .preflight import preflight
 from .errors import ConfigError, PursuhintError, SweepInterrupted
+from .tracking import scrub
 
 if TYPE_CHECKING:
     from .export import ShapeProbe
@@ -49,7 +52,7 @@ def _say_defaults(cfg: Config, skip: Sequence[str] = ()) -> None:
 
 @command("train-teacher")
 def cmd_train_teacher(args: argparse.Namespace) -> int:
-    from .teacher import export_teacher, teacher_cache_dir, train_teacher
+    from .teacher import export_teacher, teacher_cache_dir, train_teacher  # torch: deferred, cheap --help
 
     cfg = _load(args)
     _say_defaults(cfg)
@@ -57,8 +60,6 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     if cached.exists():
         print(f"teacher already trained for this config: {cached}")
     path = train_teacher(cfg, progress=not args.quiet)
-    import json
-
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"teacher {meta['arch']} on {meta['dataset']}: val_acc {meta['val_acc']:.2f}% "
           f"(best {meta['best_val_acc']:.2f}%), sha256 {meta['sha256'][:12]}")
@@ -84,7 +85,7 @@ def _hint_table(inputs, hint_set, default) -> str:
 
 @command("select")
 def cmd_select(args: argparse.Namespace) -> int:
-    from .hints.pipeline import choose_hints, prepare_selection, resolve_n_hints
+    from .hints.pipeline import choose_hints, prepare_selection, resolve_n_hints  # torch: deferred, cheap --help
     from .teacher import dataset_for, load_teacher, runs_dir
 
     overrides = {"selection.similarity": args.similarity, "selection.n_hints": args.n_hints,
@@ -115,8 +116,6 @@ def cmd_select(args: argparse.Namespace) -> int:
     hs.save(out)
     print(f"hint set: {out}")
     if args.plot:
-        from .plots import layer_atlas
-
         layer_atlas(inputs.matrices[sel.similarity], hs, Path(args.plot), default=default)
         print(f"layer atlas: {args.plot}")
     return 0
@@ -137,7 +136,7 @@ def _recipe_lines(cfg: Config, recipe: dict[str, Any], cli: dict[str, Any]) -> l
 
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .hints import HintSet
+    from .hints import HintSet  # torch: deferred, cheap --help
 
     hint_file = None
     if args.hints not in ("default", "none"):
@@ -173,7 +172,7 @@ def _rerun_threads(args: argparse.Namespace, hint_file: Any) -> Optional[int]:
 
 
 def _cuda() -> bool:
-    import torch
+    import torch  # torch: deferred, cheap --help
 
     return torch.cuda.is_available()
 
@@ -181,7 +180,7 @@ def _cuda() -> bool:
 @contextmanager
 def _torch_threads(n: Optional[int]) -> Iterator[None]:
     """torch's intra-op thread count set to ``n`` (unchanged when None) for the block, then restored."""
-    import torch
+    import torch  # torch: deferred, cheap --help
 
     before = torch.get_num_threads()
     if n:
@@ -194,9 +193,7 @@ def _torch_threads(n: Optional[int]) -> Iterator[None]:
 
 def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict[str, Any]) -> int:
     """``distill``'s training and report, once the config and hint file are read."""
-    import json
-
-    from .distill.trainer import kd_only_config, save_student, train_student
+    from .distill.trainer import kd_only_config, save_student, train_student  # torch: deferred, cheap --help
     from .hints.pipeline import teacher_default_hints
     from .teacher import dataset_for, load_teacher, runs_dir
 
@@ -245,7 +242,8 @@ def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .export import format_leaderboard
+    from .export import format_leaderboard  # torch: deferred, cheap --help (as Ray, in search.sweep)
+    from .search.confirm import format_table
     from .search.parent_run import runs_table_address
     from .search.results import search_stage_label
     from .search.sweep import run_sweep
@@ -258,8 +256,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        verbose=0 if args.quiet else 1, progress=not args.quiet)
     rows = result.leaderboard  # read from Tune's results, which hold everything even if MLflow went away
     if result.confirmation:
-        from .search.confirm import format_table
-
         print("\n" + format_table(result.confirmation))
     print(f"\nsweep {cfg.name}: {len(rows)} trials (Tune results: {result.experiment_dir})")
     if rows:
@@ -276,7 +272,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _importances(record: "SweepRecord", rows: list) -> Any:
     """The sweep's parameter importances, printed; or the one-line caveat, printed and returned instead."""
-    from .search.importance import NoImportances, format_importances, param_importances
+    from .search.importance import NoImportances, format_importances, param_importances  # torch: deferred
 
     try:
         values = param_importances(record.study_url(), record.name)
@@ -289,8 +285,10 @@ def _importances(record: "SweepRecord", rows: list) -> Any:
 
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
-    from .export import format_leaderboard
+    from .export import format_leaderboard  # torch: deferred, cheap --help
+    from .search.confirm import format_table
     from .search.record import SweepRecord
+    from .search.report import write_report
     from .search.results import search_stage_label
 
     record = SweepRecord(args.name, args.tracking_uri, args.storage_path)
@@ -299,8 +297,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"synced {exp_dir} → MLflow {uri}: {summary}")
     table = record.confirmation()
     if table:
-        from .search.confirm import format_table
-
         print(format_table(table) + "\n")
     rows, where = record.rows()
     print(f"sweep {args.name}: {len(rows)} trials ({where})")
@@ -308,20 +304,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(format_leaderboard(rows, args.top))
     importances = _importances(record, rows)
     if args.html:
-        from .search.report import write_report
-        from .tracking import scrub
-
         path = write_report(Path(args.html), args.name, rows, confirmation=table, importances=importances,
                             tracking_uri=record.uri, source=scrub(where), limit=args.top)
         print(f"report page: {path}")
     if args.plot:
         if table:
-            from .plots import confirmation_plot
-
             confirmation_plot(table, Path(args.plot))
         else:
-            from .plots import sweep_comparison
-
             sweep_comparison(rows, Path(args.plot))
         print(f"comparison plot: {args.plot}")
     return 0
@@ -329,7 +318,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import write_hint_sets
+    from .export import write_hint_sets  # torch: deferred, cheap --help
     from .search.record import SweepRecord
 
     record = SweepRecord(args.name, args.tracking_uri, args.storage_path)
@@ -358,8 +347,7 @@ def _shape_probe(record: "SweepRecord") -> Optional["ShapeProbe"]:
     """The sweep's teacher and student (fresh weights) at its data's input shape, so that a torchdistill
     fragment knows its pairs' feature shapes (connectors, pairs torchdistill cannot compare); None, with a
     warning, when the sweep's config or data set cannot be read here."""
-    from .config import config_from_text
-    from .export import ShapeProbe
+    from .export import ShapeProbe  # torch: deferred, cheap --help
 
     try:
         return ShapeProbe.from_config(config_from_text(record.config_yaml()))
