@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from . import __version__
-from .config import Config, import_plugin, load_config
+from .config import Config, config_from_text, import_plugin, load_config
+from .plots import confirmation_plot, layer_atlas, sweep_comparison
 from .searchspace import describe_defaults
 from .preflight import preflight
 from .errors import ConfigError, PursuhintError, SweepInterrupted
+from .tracking import scrub
 
 if TYPE_CHECKING:
     from .export import ShapeProbe
+    from .search.record import SweepRecord
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -50,7 +53,7 @@ def _say_defaults(cfg: Config, skip: Sequence[str] = ()) -> None:
 
 @command("train-teacher")
 def cmd_train_teacher(args: argparse.Namespace) -> int:
-    from .teacher import export_teacher, teacher_cache_dir, train_teacher
+    from .teacher import export_teacher, teacher_cache_dir, train_teacher  # torch: deferred, cheap --help
 
     cfg = _load(args)
     _say_defaults(cfg)
@@ -58,8 +61,6 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     if cached.exists():
         print(f"teacher already trained for this config: {cached}")
     path = train_teacher(cfg, progress=not args.quiet)
-    import json
-
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"teacher {meta['arch']} on {meta['dataset']}: val_acc {meta['val_acc']:.2f}% "
           f"(best {meta['best_val_acc']:.2f}%), sha256 {meta['sha256'][:12]}")
@@ -85,7 +86,7 @@ def _hint_table(inputs, hint_set, default) -> str:
 
 @command("select")
 def cmd_select(args: argparse.Namespace) -> int:
-    from .hints.pipeline import choose_hints, prepare_selection, resolve_n_hints
+    from .hints.pipeline import choose_hints, prepare_selection, resolve_n_hints  # torch: deferred, cheap --help
     from .teacher import dataset_for, load_teacher, runs_dir
 
     overrides = {"selection.similarity": args.similarity, "selection.n_hints": args.n_hints,
@@ -116,39 +117,14 @@ def cmd_select(args: argparse.Namespace) -> int:
     hs.save(out)
     print(f"hint set: {out}")
     if args.plot:
-        from .plots import layer_atlas
-
         layer_atlas(inputs.matrices[sel.similarity], hs, Path(args.plot), default=default)
         print(f"layer atlas: {args.plot}")
     return 0
 
 
-def hint_set_recipe(hs: Any) -> dict[str, Any]:
-    """The training recipe an exported hint set records (its trial's method, weights, lr, epochs, seed), as
-    dotted config keys; empty for a hint set made by ``select``."""
-    import json
-
-    from .search.results import RECIPE
-
-    prov = hs.provenance
-    # hint sets exported by earlier versions carried the recipe twice, the copy read here prefixed recipe_
-    prefix = "recipe_" if any(str(k).startswith("recipe_") for k in prov) else ""
-    out: dict[str, Any] = {}
-    for name, key in RECIPE.items():
-        value = prov.get(prefix + name)
-        if value is None or (isinstance(value, float) and value != value):
-            continue
-        if name == "method_params":
-            value = json.loads(value)
-        if name == "hint_ratio" and prov.get(prefix + "hint_weight_setting") != "auto":
-            continue  # a β given as a number: the ratio played no part
-        out[key] = value
-    return out
-
-
 def _recipe_lines(cfg: Config, recipe: dict[str, Any], cli: dict[str, Any]) -> list[str]:
     """One line per recipe key: the value trained with and where it came from."""
-    from .search.results import RECIPE
+    from .hints.hintset import RECIPE  # torch: deferred, cheap --help
 
     lines = []
     for key in RECIPE.values():
@@ -161,13 +137,13 @@ def _recipe_lines(cfg: Config, recipe: dict[str, Any], cli: dict[str, Any]) -> l
 
 @command("distill")
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .hints import HintSet
+    from .hints import HintSet  # torch: deferred, cheap --help
 
     hint_file = None
     if args.hints not in ("default", "none"):
         hint_file = HintSet.load(args.hints)  # refuse a malformed file before any work
     cli = {"distill.method": args.method, "train.epochs": args.epochs}
-    recipe = hint_set_recipe(hint_file) if hint_file is not None and args.recipe == "hint-set" else {}
+    recipe = hint_file.recipe if hint_file is not None and args.recipe == "hint-set" else {}
     cfg = _load(args, {**recipe, **{k: v for k, v in cli.items() if v is not None}})
     _say_defaults(cfg)
     if recipe:
@@ -197,7 +173,7 @@ def _rerun_threads(args: argparse.Namespace, hint_file: Any) -> Optional[int]:
 
 
 def _cuda() -> bool:
-    import torch
+    import torch  # torch: deferred, cheap --help
 
     return torch.cuda.is_available()
 
@@ -205,7 +181,7 @@ def _cuda() -> bool:
 @contextmanager
 def _torch_threads(n: Optional[int]) -> Iterator[None]:
     """torch's intra-op thread count set to ``n`` (unchanged when None) for the block, then restored."""
-    import torch
+    import torch  # torch: deferred, cheap --help
 
     before = torch.get_num_threads()
     if n:
@@ -218,9 +194,7 @@ def _torch_threads(n: Optional[int]) -> Iterator[None]:
 
 def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict[str, Any]) -> int:
     """``distill``'s training and report, once the config and hint file are read."""
-    import json
-
-    from .distill.trainer import kd_only_config, save_student, train_student
+    from .distill.trainer import kd_only_config, save_student, train_student  # torch: deferred, cheap --help
     from .hints.pipeline import teacher_default_hints
     from .teacher import dataset_for, load_teacher, runs_dir
 
@@ -269,7 +243,9 @@ def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict
 
 @command("sweep")
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .search.columns import format_leaderboard
+    from .search.columns import format_leaderboard  # torch: deferred, cheap --help (as Ray, in search.sweep)
+    from .search.confirm import format_table
+    from .search.parent_run import runs_table_address
     from .search.results import search_stage_label
     from .search.sweep import run_sweep
 
@@ -281,15 +257,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        verbose=0 if args.quiet else 1, progress=not args.quiet)
     rows = result.leaderboard  # read from Tune's results, which hold everything even if MLflow went away
     if result.confirmation:
-        from .search.confirm import format_table
-
         print("\n" + format_table(result.confirmation))
     print(f"\nsweep {cfg.name}: {len(rows)} trials (Tune results: {result.experiment_dir})")
     if rows:
         print(search_stage_label(rows))
         print(format_leaderboard(rows))
     print(f"\nbrowse it: mlflow ui --backend-store-uri {result.tracking_uri}")
-    runs_table = _runs_table_address(result.tracking_uri, result.parent_run_id)
+    runs_table = runs_table_address(result.tracking_uri, result.parent_run_id)
     if runs_table:
         print(f"then open the runs table: {runs_table}  (the sweep's run holds report.html)")
     if result.optuna_storage:
@@ -297,91 +271,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_rows(args: argparse.Namespace, top_sets: Optional[int] = None, table: Optional[dict] = None):
-    """(rows, hint sets, where) from MLflow, or from Tune's results folder when MLflow is unreachable; the hint
-    sets are the confirmation ``table``'s when given (see ``hint_sets_for``)."""
-    from .search.results import experiment_dir, find_parent, hint_sets_for, rows_from_mlflow, rows_from_tune
-    from .tracking import TrackingError, check_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri, None)
-    try:
-        check_reachable(uri)
-    except TrackingError as exc:
-        exp_dir = experiment_dir(args.name, args.storage_path)
-        if exp_dir is None or not exp_dir.exists():
-            raise
-        print(f"pursuhint: warning: {exc}; reading Tune's results in {exp_dir} instead", file=sys.stderr)
-        rows = rows_from_tune(exp_dir)
-        sets = hint_sets_for(rows, top_sets, table, sweep=exp_dir.name) if top_sets else []
-        return rows, sets, str(exp_dir)
-    _, parent = find_parent(uri, args.name)
-    rows = rows_from_mlflow(uri, parent)
-    sets = hint_sets_for(rows, top_sets, table, sweep=args.name, parent=parent, uri=uri) if top_sets else []
-    return rows, sets, f"MLflow {uri}, run {parent}"
-
-
-def _runs_table_address(uri: str, parent: str, ui: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI's address of the sweep's runs table (the UI opens experiments on another tab)."""
-    from . import tracking
-
-    try:
-        experiment_id = tracking.client(uri).get_run(parent).info.experiment_id
-    except Exception as exc:  # noqa: BLE001 - MLflow away at the end: the command above still works later
-        logging.getLogger("pursuhint").info("cannot find the sweep's experiment in MLflow (%s)", exc)
-        return ""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else ui
-    return f"{base}/#/experiments/{experiment_id}/runs"
-
-
-def _folder(args: argparse.Namespace) -> Optional[Path]:
-    """The sweep's Tune results folder: under ``--storage-path`` when given; else where the sweep's parent run
-    says it put it; else the default ``runs/ray_results/NAME`` (None: remote storage)."""
-    from .search.results import experiment_dir
-
-    if args.storage_path:
-        return experiment_dir(args.name, args.storage_path)
-    return _recorded(args)[0] or experiment_dir(args.name, None)
-
-
-def _recorded(args: argparse.Namespace) -> tuple[Optional[Path], Optional[str]]:
-    """Where the sweep's parent run says its folder and study are, read from MLflow once per command."""
-    from .search.results import recorded_folder
-    from .tracking import resolve_tracking_uri
-
-    if not hasattr(args, "_recorded"):
-        args._recorded = recorded_folder(resolve_tracking_uri(args.tracking_uri, None), args.name)
-    return args._recorded
-
-
-def _study_url(args: argparse.Namespace) -> Optional[str]:
-    """The sweep's Optuna storage: where its parent run says it is (unless ``--storage-path`` is given), else its
-    config's (read from Tune's folder), else the default file there."""
-    from .config import config_from_text
-    from .search.importance import STUDY_FILE, study_storage
-    from .search.results import MARKER
-
-    if not args.storage_path and _recorded(args)[1]:
-        return _recorded(args)[1]
-    folder = _folder(args)
-    if folder is None:
-        return None
-    marker = folder / MARKER
-    if marker.is_file():
-        import json
-
-        try:
-            return study_storage(config_from_text(json.loads(marker.read_text())["config_yaml"]), folder)
-        except (PursuhintError, KeyError, ValueError) as exc:  # an older marker: the default study file
-            logging.getLogger("pursuhint").info("cannot read the sweep's config from %s (%s)", marker, exc)
-    return f"sqlite:///{folder / STUDY_FILE}"
-
-
-def _importances(args: argparse.Namespace, rows: list):
+def _importances(record: "SweepRecord", rows: list) -> Any:
     """The sweep's parameter importances, printed; or the one-line caveat, printed and returned instead."""
-    from .search.importance import NoImportances, format_importances, param_importances
+    from .search.importance import NoImportances, format_importances, param_importances  # torch: deferred
 
     try:
-        values = param_importances(_study_url(args), args.name)
+        values = param_importances(record.study_url(), record.name)
     except NoImportances as exc:
         print(f"\n{exc}")
         return str(exc)
@@ -389,88 +284,51 @@ def _importances(args: argparse.Namespace, rows: list):
     return values
 
 
-def _confirmation(args: argparse.Namespace) -> Optional[dict]:
-    """The sweep's confirmation table (``confirmation.json``): from its Tune folder, else from its MLflow parent
-    run (Tune's results on remote storage); None when the sweep has none."""
-    from . import tracking
-    from .search.results import confirmation_table, find_parent
-
-    folder = _folder(args)
-    if folder is not None and folder.is_dir():  # the sweep's folder has the table whenever the sweep has one
-        return confirmation_table(folder)
-    uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
-    try:
-        _, parent = find_parent(uri, args.name)
-        return confirmation_table(None, uri=uri, parent=parent)
-    except Exception as exc:  # noqa: BLE001 - no record here or MLflow away: the rows' reader says which
-        logging.getLogger("pursuhint").info("cannot read the confirmation table from MLflow (%s)", exc)
-        return None
-
-
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
-    from .search.columns import format_leaderboard
+    from .search.columns import format_leaderboard  # torch: deferred, cheap --help
+    from .search.confirm import format_table
+    from .search.record import SweepRecord
+    from .search.report import write_report
     from .search.results import search_stage_label
 
+    record = SweepRecord(args.name, args.tracking_uri, args.storage_path)
     if args.sync:
-        _sync(args)
-    table = _confirmation(args)
+        exp_dir, uri, summary = record.sync()
+        print(f"synced {exp_dir} → MLflow {uri}: {summary}")
+    table = record.confirmation()
     if table:
-        from .search.confirm import format_table
-
         print(format_table(table) + "\n")
-    rows, _, where = _sweep_rows(args)
+    rows, where = record.rows()
     print(f"sweep {args.name}: {len(rows)} trials ({where})")
     print(search_stage_label(rows))
     print(format_leaderboard(rows, args.top))
-    importances = _importances(args, rows)
+    importances = _importances(record, rows)
     if args.html:
-        from .search.report import write_report
-        from .tracking import resolve_tracking_uri, scrub
-
         path = write_report(Path(args.html), args.name, rows, confirmation=table, importances=importances,
-                            tracking_uri=resolve_tracking_uri(args.tracking_uri, None), source=scrub(where),
-                            limit=args.top)
+                            tracking_uri=record.uri, source=scrub(where), limit=args.top)
         print(f"report page: {path}")
     if args.plot:
         if table:
-            from .plots import confirmation_plot
-
             confirmation_plot(table, Path(args.plot))
         else:
-            from .plots import sweep_comparison
-
             sweep_comparison(rows, Path(args.plot))
         print(f"comparison plot: {args.plot}")
     return 0
 
 
-def _sync(args: argparse.Namespace) -> None:
-    """``report --sync``: write into MLflow what the sweep's trials could not (see search.sync)."""
-    from .search.results import read_marker
-    from .search.sync import sync_sweep
-
-    exp_dir = _folder(args)
-    if exp_dir is None:
-        raise PursuhintError(f"report --sync reads Tune's results from a local or shared folder, not from "
-                             f"{args.storage_path}; pass the folder the sweep's results are in")
-    info = read_marker(exp_dir)
-    uri = args.tracking_uri or info["tracking_uri"]
-    args.tracking_uri = uri  # the leaderboard below reads the store the sweep wrote to
-    summary = sync_sweep(exp_dir, uri)
-    print(f"synced {exp_dir} → MLflow {uri}: {summary}")
-
-
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import write_hint_sets
+    from .export import write_hint_sets  # torch: deferred, cheap --help
+    from .search.record import SweepRecord
 
-    table = _confirmation(args) if args.stage == "confirm" else None
+    record = SweepRecord(args.name, args.tracking_uri, args.storage_path)
+    table = record.confirmation() if args.stage == "confirm" else None
     if table and table.get("configurations"):
-        _, sets, where = _sweep_rows(args, top_sets=args.top, table=table)
+        sets, where = record.hint_sets(args.top, table)
         print(f"pursuhint: ranked by the confirmation stage ({table['n_seeds']} seeds, test split)", file=sys.stderr)
     else:
-        _, sets, where = _sweep_rows(args, top_sets=args.top)
+        sets, where = record.hint_sets(args.top)
         print("pursuhint: warning: ranked by the search stage: one seed, scored on the selection split; "
               + ("" if args.stage == "search" else "this sweep has no confirmation stage; ")
               + "a confirmed ranking needs search.confirm.top_k > 0", file=sys.stderr)
@@ -480,42 +338,25 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"pursuhint: writing {len(sets)} hint set(s), not {args.top}: the confirmation stage confirmed "
               f"{len(table['configurations'])} configuration(s) (search.confirm.top_k); `--stage search --top "
               f"{args.top}` ranks the search's trials instead (one seed each, selection split)", file=sys.stderr)
-    probe = _shape_probe(args) if args.format == "torchdistill" else None
+    probe = _shape_probe(record) if args.format == "torchdistill" else None
     for path in write_hint_sets(sets, Path(args.output), args.format, probe=probe):
         print(path)
     return 0
 
 
-def _shape_probe(args: argparse.Namespace) -> Optional["ShapeProbe"]:
+def _shape_probe(record: "SweepRecord") -> Optional["ShapeProbe"]:
     """The sweep's teacher and student (fresh weights) at its data's input shape, so that a torchdistill
     fragment knows its pairs' feature shapes (connectors, pairs torchdistill cannot compare); None, with a
     warning, when the sweep's config or data set cannot be read here."""
-    from .config import config_from_text
-    from .export import ShapeProbe
+    from .export import ShapeProbe  # torch: deferred, cheap --help
 
     try:
-        return ShapeProbe.from_config(config_from_text(_sweep_config_yaml(args)))
+        return ShapeProbe.from_config(config_from_text(record.config_yaml()))
     except Exception as exc:  # noqa: BLE001 - the fragment is still written, with its pairs unchecked
         print(f"pursuhint: warning: cannot build the sweep's models to learn the hint pairs' shapes ({exc}); "
               f"the torchdistill fragment leaves FitNet/VID connectors out and does not check pair sizes",
               file=sys.stderr)
         return None
-
-
-def _sweep_config_yaml(args: argparse.Namespace) -> str:
-    """The sweep's config: from Tune's results folder when it is here, else the parent run's config.yaml."""
-    import tempfile
-
-    from . import tracking
-    from .search.results import MARKER, find_parent, read_marker
-
-    exp_dir = _folder(args)
-    if exp_dir is not None and (exp_dir / MARKER).exists():
-        return read_marker(exp_dir)["config_yaml"]
-    uri = tracking.resolve_tracking_uri(args.tracking_uri, None)
-    _, parent = find_parent(uri, args.name)
-    with tempfile.TemporaryDirectory() as d:
-        return Path(tracking.client(uri).download_artifacts(parent, "config.yaml", d)).read_text()
 
 
 def build_parser() -> argparse.ArgumentParser:

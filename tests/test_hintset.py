@@ -1,4 +1,4 @@
-"""HintSet: selection from a similarity matrix, collisions, JSON/YAML round trips, refusals, default hints."""
+"""HintSet: selection from a similarity matrix, collisions, JSON/YAML round trips, refusals, default hints, the recipe."""
 
 from __future__ import annotations
 
@@ -218,3 +218,19 @@ def test_default_hints_are_the_last_block_of_each_stage():
     assert HintSet.from_dict(hs.to_dict()) == hs
     with pytest.raises(HintSetError, match="non-empty list of CandidateLayer"):
         default_hints([])
+
+
+def test_an_exported_hint_set_gives_its_recipe_back_in_either_form():
+    """``distill --hints`` reads the recipe an exported hint set carries: once under its own names, or (hint sets
+    exported by earlier versions) as recipe_* beside older plain copies, which then are not read."""
+    plain = {"method": "at", "hint_weight_setting": "auto", "hint_ratio": 0.5, "hint_weight": 31.3, "kd_weight": 0.0,
+             "ce_weight": 1.0, "lr": 0.05, "epochs": 6, "seed": 0, "sweep": "s"}
+    want = {"distill.method": "at", "distill.hint_weight": "auto", "distill.hint_ratio": 0.5,
+            "distill.kd_weight": 0.0, "distill.ce_weight": 1.0, "train.lr": 0.05, "train.epochs": 6, "train.seed": 0}
+    assert HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=plain).recipe == want
+    old = {"method": "fitnet", "lr": 0.1, **{f"recipe_{k}": v for k, v in plain.items() if k not in ("sweep",)}}
+    assert HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=old).recipe == want
+    given = dict(plain, hint_weight_setting=10.0)  # a β given as a number: the ratio played no part
+    recipe = HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=given).recipe
+    assert recipe["distill.hint_weight"] == 10.0 and "distill.hint_ratio" not in recipe
+    assert HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"]).recipe == {}

@@ -135,7 +135,7 @@ def test_the_sweep_command_prints_the_dashboard_command(tmp_path, monkeypatch, c
     done = sweep.SweepResult(experiment_dir=tmp_path / "rr" / "s_cli", tracking_uri="sqlite:///m.db",
                              parent_run_id="p1", leaderboard=[], optuna_storage=url)
     monkeypatch.setattr(sweep, "run_sweep", lambda cfg, **kw: done)
-    monkeypatch.setattr(cli, "_runs_table_address", lambda uri, parent: "")
+    monkeypatch.setattr("pursuhint.search.parent_run.runs_table_address", lambda uri, parent: "")
     assert cli.main(["sweep", str(write_config(tmp_path, "s_cli")), "-q"]) == 0
     lines = capsys.readouterr().out.splitlines()
     mlflow_line = next(i for i, line in enumerate(lines) if "mlflow ui --backend-store-uri sqlite:///m.db" in line)

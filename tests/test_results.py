@@ -74,25 +74,6 @@ def test_the_kind_column_marks_trials_asha_stopped_early():
     assert kinds == {"1": "searched", "2": "default", "3": "stopped"}
 
 
-def test_an_exported_hint_set_gives_its_recipe_back_in_either_form():
-    """``distill --hints`` reads the recipe an exported hint set carries: once under its own names, or (hint sets
-    exported by earlier versions) as recipe_* beside older plain copies, which then are not read."""
-    from pursuhint.cli import hint_set_recipe
-    from pursuhint.hints.hintset import HintSet
-
-    plain = {"method": "at", "hint_weight_setting": "auto", "hint_ratio": 0.5, "hint_weight": 31.3, "kd_weight": 0.0,
-             "ce_weight": 1.0, "lr": 0.05, "epochs": 6, "seed": 0, "sweep": "s"}
-    want = {"distill.method": "at", "distill.hint_weight": "auto", "distill.hint_ratio": 0.5,
-            "distill.kd_weight": 0.0, "distill.ce_weight": 1.0, "train.lr": 0.05, "train.epochs": 6, "train.seed": 0}
-    assert hint_set_recipe(HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=plain)) == want
-    old = {"method": "fitnet", "lr": 0.1, **{f"recipe_{k}": v for k, v in plain.items() if k not in ("sweep",)}}
-    assert hint_set_recipe(HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=old)) == want
-    given = dict(plain, hint_weight_setting=10.0)  # a β given as a number: the ratio played no part
-    recipe = hint_set_recipe(HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"], provenance=given))
-    assert recipe["distill.hint_weight"] == 10.0 and "distill.hint_ratio" not in recipe
-    assert hint_set_recipe(HintSet(layers=["a"], indices=[0], n_hints=1, candidates=["a"])) == {}
-
-
 def test_a_cohort_trial_reads_as_one_record_per_member(tmp_path):
     """Each report of a cohort trial carries its members' new results; the readers see each member alone."""
     from pursuhint.search.results import read_trials

@@ -246,11 +246,11 @@ def test_scrub_removes_credentials():
 
 
 def test_trials_ended_by_tune_are_completed_only_when_every_epoch_ran():
-    from pursuhint.search.sweep import _ended_status
+    from pursuhint.search.callbacks import ended_status
 
-    assert _ended_status({"status": "running", "epoch": 3, "epochs_total": 3}) == "completed"  # ASHA at max_t
-    assert _ended_status({"status": "running", "epoch": 1, "epochs_total": 3}) == "stopped"
-    assert _ended_status({"status": "diverged", "epoch": 1, "epochs_total": 3}) is None  # the trial said so itself
+    assert ended_status({"status": "running", "epoch": 3, "epochs_total": 3}) == "completed"  # ASHA at max_t
+    assert ended_status({"status": "running", "epoch": 1, "epochs_total": 3}) == "stopped"
+    assert ended_status({"status": "diverged", "epoch": 1, "epochs_total": 3}) is None  # the trial said so itself
 
 
 def test_duplicate_book_hands_a_restarting_owners_key_to_its_waiter():

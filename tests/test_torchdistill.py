@@ -307,21 +307,20 @@ def test_fragment_refuses_student_layers_that_do_not_match(models, tmp_path):
 def test_export_command_builds_the_sweeps_models_for_the_shapes(tmp_path, capsys):
     """``pursuhint export --format torchdistill`` reads the sweep's config (here from Tune's folder) and builds
     its teacher and student for the pairs' shapes; without a config it warns and exports unchecked."""
-    import argparse
     import json
 
     from conftest import TEACHER_YAML
 
     from pursuhint.cli import _shape_probe
+    from pursuhint.search.record import SweepRecord
     from pursuhint.search.results import MARKER
 
     (tmp_path / "ray" / "t_sweep").mkdir(parents=True)
     (tmp_path / "ray" / "t_sweep" / MARKER).write_text(json.dumps({"name": "t_sweep", "config_yaml": TEACHER_YAML}))
-    args = argparse.Namespace(name="t_sweep", storage_path=str(tmp_path / "ray"), tracking_uri=None)
-    probe = _shape_probe(args)
+    probe = _shape_probe(SweepRecord("t_sweep", storage_path=str(tmp_path / "ray")))
     assert probe is not None and probe.input_shape[1:] == (16, 16)
     assert (len(probe.teacher.layer1), len(probe.student.layer1)) == (9, 1)  # resnet56 and resnet8
-    args = argparse.Namespace(name="t_sweep", storage_path=str(tmp_path / "elsewhere"),
-                              tracking_uri=(tmp_path / "mlruns").as_uri())
-    assert _shape_probe(args) is None
+    elsewhere = SweepRecord("t_sweep", tracking_uri=(tmp_path / "mlruns").as_uri(),
+                            storage_path=str(tmp_path / "elsewhere"))
+    assert _shape_probe(elsewhere) is None
     assert "does not check pair sizes" in capsys.readouterr().err

@@ -31,6 +31,12 @@ ON_COLLISION = ("error", "warn")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REQUIRED = ("schema_version", "layers", "indices", "n_hints", "candidates", "algorithm")
 
+# The trial's training recipe, as its MLflow params record it: param name → the config key it came from.
+# ``pursuhint distill --hints FILE`` trains with it again (an exported hint set carries it, under these names).
+RECIPE = {"method": "distill.method", "hint_weight_setting": "distill.hint_weight", "hint_ratio": "distill.hint_ratio",
+          "kd_weight": "distill.kd_weight", "ce_weight": "distill.ce_weight", "temperature": "distill.temperature",
+          "method_params": "distill.params", "lr": "train.lr", "epochs": "train.epochs", "seed": "train.seed"}
+
 
 def is_paper_mode(algorithm: str, center: str | None, similarity: str | None) -> bool:
     """True iff the choice is exactly the paper's: pursuhint clustering, mean_index centers, a §3 measure."""
@@ -146,12 +152,31 @@ class HintSet:
         """The hint points as the paper numbers them (candidate blocks counted from 1)."""
         return [i + 1 for i in self.indices]
 
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe an exported hint set records (its trial's method, weights, lr, epochs, seed), as
+        dotted config keys (see ``RECIPE``); empty for a hint set made by ``select``."""
+        prov = self.provenance
+        # hint sets exported by earlier versions carried the recipe twice, the copy read here prefixed recipe_
+        prefix = "recipe_" if any(str(k).startswith("recipe_") for k in prov) else ""
+        out: dict[str, Any] = {}
+        for name, key in RECIPE.items():
+            value = prov.get(prefix + name)
+            if value is None or (isinstance(value, float) and value != value):
+                continue
+            if name == "method_params":
+                value = json.loads(value)
+            if name == "hint_ratio" and prov.get(prefix + "hint_weight_setting") != "auto":
+                continue  # a β given as a number: the ratio played no part
+            out[key] = value
+        return out
+
     def check_teacher(self, model_or_sha: nn.Module | str) -> None:
         """Refuse (HintSetError) a teacher whose weights hash differs from ``teacher_sha256``; None passes any."""
         if self.teacher_sha256 is None:
             return
         if isinstance(model_or_sha, nn.Module):
-            from ..models.checkpoint import weights_sha256
+            from ..models.checkpoint import weights_sha256  # the model zoo and torchvision: deferred
 
             sha = weights_sha256(model_or_sha.state_dict())
         elif isinstance(model_or_sha, str):

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 from .. import tracking
 from ..errors import PursuhintError
 from ..paths import runs_dir
-from ..hints.hintset import HintSet
+from ..hints.hintset import RECIPE, HintSet
 from . import columns
 from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id
 
@@ -67,13 +67,6 @@ TrialRow = make_dataclass(
     the bookkeeping fields ``metric``, ``epochs``, ``sampled``, ``recipe`` and ``hint_set_path`` (the last three
     known only when read from Tune's folder). ``score`` is the value ``rank`` sorts by."""},
 )
-
-
-# The trial's training recipe, as its MLflow params record it: param name → the config key it came from.
-# ``pursuhint distill --hints FILE`` trains with it again (an exported hint set carries it, under these names).
-RECIPE = {"method": "distill.method", "hint_weight_setting": "distill.hint_weight", "hint_ratio": "distill.hint_ratio",
-          "kd_weight": "distill.kd_weight", "ce_weight": "distill.ce_weight", "temperature": "distill.temperature",
-          "method_params": "distill.params", "lr": "train.lr", "epochs": "train.epochs", "seed": "train.seed"}
 
 
 def recipe_from_params(params: Mapping[str, str]) -> dict[str, Any]:
