@@ -216,3 +216,50 @@ def test_an_upward_import_is_named_with_its_file_and_line(tmp_path):
     pkg = write_package(tmp_path, {"__init__.py": "", "config.py": "import os\n\ndef f():\n    from .search import x\n",
                                    "search/__init__.py": "x = 1\n"})
     assert upward_imports(pkg, {"config": 2, "search": 7}) == ["pkg/config.py:4 config (layer 2) → search (layer 7)"]
+
+
+# ---------------------------------------------------------------- imports inside functions
+
+def deferred_imports(package: Path) -> list[tuple[str, int, str]]:
+    """(file, line, source line) of every import inside a function body (``if TYPE_CHECKING:`` blocks aside)."""
+    out = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        for func in ast.walk(ast.parse(text, str(path))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in _runtime_imports(func):
+                out.append((str(path.relative_to(package.parent)), node.lineno, _group_of(lines, node.lineno - 1)))
+    return sorted(set(out))
+
+
+def _group_of(lines: list[str], i: int) -> str:
+    """The import at line ``i`` with the imports right above it (blank lines between them allowed): a reason on
+    the first line of a function's deferred imports covers them all."""
+    start = i
+    while start > 0:
+        above = [line.strip() for line in lines[:start]]
+        j = start - 1
+        while j > 0 and not above[j]:  # a blank line between the groups of one prelude
+            j -= 1
+        if not above[j].startswith(("import ", "from ")):
+            break
+        start = j
+    return "\n".join(lines[start:i + 1])
+
+
+def test_an_import_inside_a_function_says_why_it_waits():
+    """An import inside a function hides the real import graph, so it stays only where it defers a heavy library
+    (torch, Ray, MLflow, matplotlib, ...) or a module that loads one, and its line says so in a comment."""
+    silent = [f"{file}:{line}: {source.splitlines()[-1].strip()}" for file, line, source in deferred_imports(PACKAGE)
+              if "#" not in source]
+    assert not silent, "imports inside functions without a reason:\n" + "\n".join(silent)
+
+
+def test_a_silent_import_inside_a_function_is_found(tmp_path):
+    pkg = write_package(tmp_path, {"__init__.py": "", "b.py": "",
+                                   "a.py": "def f():\n    import json  # why\n    from . import b\n\n"
+                                           "def g():\n    x = 1\n    from . import b\n"})
+    found = deferred_imports(pkg)
+    assert [(line, "#" in source) for _, line, source in found] == [(2, True), (3, True), (7, False)]

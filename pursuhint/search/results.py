@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from .. import tracking
+from ..config import config_from_text
 from ..errors import PursuhintError
 from ..paths import runs_dir
 from ..hints.hintset import RECIPE, HintSet
@@ -288,7 +289,6 @@ def row_from_result(config: Mapping[str, Any], last: Mapping[str, Any], status: 
 
 def _sweep_metric(config_yaml: str) -> str:
     """``search.metric`` of a sweep's recorded config (``final`` when it cannot be read)."""
-    from ..config import config_from_text
 
     try:
         return config_from_text(config_yaml).search.metric if config_yaml else "final"
@@ -298,8 +298,7 @@ def _sweep_metric(config_yaml: str) -> str:
 
 def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known: dict[str, Any]) -> TrialRow:
     """The row of a trial that never reported (so recorded no params): method and recipe from its config."""
-    from ..config import config_from_text
-    from ..distill.trainer import kd_only_config
+    from ..distill.trainer import kd_only_config  # torch: deferred, a sweep's results are read without it
 
     baseline = sampled.get(BASELINE_KEY, "") or "none"
     cfg = config_from_text(config_yaml).with_values(known["sampled"])
@@ -372,7 +371,7 @@ def layer_atlas_png(row: TrialRow, uri: Optional[str] = None) -> Optional[bytes]
             return path.read_bytes()
     if uri is None or not row.run_id:
         return None
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # mlflow: loaded only when MLflow is read
 
     with tempfile.TemporaryDirectory() as d:
         try:
@@ -395,7 +394,7 @@ def _loader(uri: Optional[str]) -> Callable[[TrialRow], Optional[HintSet]]:
             return HintSet.load(row.hint_set_path)
         if uri is None or not row.run_id:
             return None
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow: loaded only when MLflow is read
 
         with tempfile.TemporaryDirectory() as d:
             try:  # a run whose hint set is missing or unreadable is passed over
