@@ -26,12 +26,12 @@ import torch
 
 from pursuhint.config import config_from_text
 from pursuhint.data import train_val_loaders
-from pursuhint.distill.trainer import CohortMember, train_cohort, train_student
+from pursuhint.train.student import CohortMember, train_cohort, train_student
 from pursuhint.hints.hintset import uniform_hints
 from pursuhint.hints.layers import candidate_layers
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.models import create_model
-from pursuhint.teacher import dataset_for
+from pursuhint.train.teacher import dataset_for
 
 from .common import command, machine, now, pick_device, seeded, table, threads
 from .gpu import cifar_dataset

@@ -58,7 +58,7 @@ def family_config(method: str, kd: float, s: dict[str, Any], seeds: Any, baselin
                "distill.hint_weight": "auto", "train.epochs": s["epochs"]}
     if s["data"] == "digits":  # the demo's file with every searched leaf fixed (with_values keeps a space)
         from pursuhint.config import config_from_dict
-        from pursuhint.searchspace import set_path
+        from pursuhint.config.grammar import set_path
 
         from .search_waste import demo_raw
 

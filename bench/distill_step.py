@@ -17,8 +17,8 @@ from torch import nn
 
 from pursuhint.data import DeviceLoader
 from pursuhint.distill import create_method, kd_loss, map_hints
-from pursuhint.training import autocast
-from pursuhint.distill.trainer import hint_weight_for, taps
+from pursuhint.train.loop import autocast
+from pursuhint.train.student import hint_weight_for, taps
 from pursuhint.hints import candidate_layers, default_hints
 from pursuhint.models import create_model
 
@@ -163,7 +163,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
             "Randomly initialised models with CIFAR-100 heads on random CIFAR-shaped batches (augmented once, "
             "before timing): step cost does not depend on the weights.",
             "Distillation step = teacher forward under no_grad + student forward + CE + KD (T = 4) + the method's "
-            "hint loss over the default hint pairs through forward hooks (pursuhint.distill.trainer.taps), "
+            "hint loss over the default hint pairs through forward hooks (pursuhint.train.student.taps), "
             "then backward and an SGD step over the student and the method's learnable parts; the student "
             "step is forward + CE + backward + SGD step; both include the trainer's finiteness check.",
             "The hint weight is the CRD benchmark's for the method (at 1000, fitnet 100); weights do not change cost.",

@@ -21,8 +21,8 @@ import torch
 
 from pursuhint.config import config_from_text
 from pursuhint.data import ImageDataset, load_dataset
-from pursuhint.devices import precision_name
-from pursuhint.distill.trainer import train_student
+from pursuhint.infra.devices import precision_name
+from pursuhint.train.student import train_student
 from pursuhint.hints import candidate_layers, layer_representations, select_hints, similarity_matrix
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.models import create_model
@@ -160,7 +160,7 @@ def _process_trials(args: tuple[int, int, int, str]) -> int:
     torch.set_num_threads(1)
     device = torch.device(device_name)
     cfg = config_from_text(SWEEP_YAML.format(n=1, checkpoint="''", epochs=epochs, samples=1, cpu=1, gpu=0))
-    from pursuhint.teacher import dataset_for
+    from pursuhint.train.teacher import dataset_for
 
     ds = dataset_for(cfg)
     with seeded(0):

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from pursuhint.config import config_from_text
-from pursuhint.distill.trainer import train_student
+from pursuhint.train.student import train_student
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.models import create_model
-from pursuhint.teacher import dataset_for
+from pursuhint.train.teacher import dataset_for
 
 from .common import command, machine, now, pick_device, seeded, table
 from .gpu import cifar_dataset

@@ -22,9 +22,9 @@ from typing import Any, Optional
 
 from pursuhint.config import config_from_dict
 from pursuhint.distill.methods import METHODS, method_class
-from pursuhint.distill.trainer import train_student
+from pursuhint.train.student import train_student
 from pursuhint.hints.pipeline import teacher_default_hints
-from pursuhint.teacher import dataset_for
+from pursuhint.train.teacher import dataset_for
 
 from .common import cifar10_subset, command, machine, now, pick_device, table, threads
 from .search_waste import _settings, cifar_raw, cifar_teacher, demo_raw

@@ -230,7 +230,7 @@ def _student_epoch(load_dataset: Callable, image_rows: type, root: Path, quick: 
 
     from pursuhint.config import TrainRecipe
     from pursuhint.data import train_val_loaders
-    from pursuhint.training import fit, seed_everything
+    from pursuhint.train.loop import fit, seed_everything
     from pursuhint.models import create_model
 
     t0 = time.perf_counter()

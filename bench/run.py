@@ -84,7 +84,7 @@ def read_results(path: Path) -> dict[str, Any]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so a crash leaves the old file."""
-    from pursuhint.fileio import write_text_atomic
+    from pursuhint.infra.fileio import write_text_atomic
 
     write_text_atomic(path, text)
 

@@ -101,8 +101,8 @@ def sweep_config(raw: dict[str, Any], name: str, space: str, checkpoint: str, s:
 
 def ce_only(cfg: Config, teacher: Any) -> float:
     """Final selection-split accuracy of a CE-only student (no hints, no KD) with the sweep's recipe and seed."""
-    from pursuhint.distill.trainer import train_student
-    from pursuhint.teacher import dataset_for
+    from pursuhint.train.student import train_student
+    from pursuhint.train.teacher import dataset_for
 
     plain = cfg.with_values({"distill.method": "kd_only", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0})
     return float(train_student(plain, None, teacher.model, dataset_for(plain)).final_val_acc)
@@ -178,7 +178,7 @@ def _kept_spaces(entry: Optional[dict[str, Any]], pair: str) -> dict[str, Any]:
 
 def cifar_teacher(raw: dict[str, Any]) -> tuple[Any, str]:
     """The CIFAR-shaped resnet20 teacher, trained once on the training part and cached with the benchmarks."""
-    from pursuhint.teacher import load_teacher, teacher_cache_dir, train_teacher
+    from pursuhint.train.teacher import load_teacher, teacher_cache_dir, train_teacher
 
     cfg = config_from_dict({**copy.deepcopy(raw), "name": "bench_waste_cifar_teacher"})
     with threads(2):

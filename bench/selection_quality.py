@@ -20,7 +20,7 @@ from typing import Any
 from pursuhint.config import Config, config_from_text
 from pursuhint.data import ImageDataset
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
-from pursuhint.teacher import Teacher, dataset_for
+from pursuhint.train.teacher import Teacher, dataset_for
 
 from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
 from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace

@@ -137,7 +137,7 @@ def teacher_raw(root: Path, s: dict[str, Any]) -> dict[str, Any]:
 def natural_teacher(root: Path, s: dict[str, Any]) -> tuple[Any, Config, dict[str, Any]]:
     """The teacher (trained now if the benchmark cache lacks it), its config, and how it was obtained."""
     from pursuhint.config import config_from_dict
-    from pursuhint.teacher import load_teacher, teacher_cache_dir, train_teacher
+    from pursuhint.train.teacher import load_teacher, teacher_cache_dir, train_teacher
 
     cfg = config_from_dict({**teacher_raw(root, s), "name": "bench_natural_teacher"}, source="bench_natural_teacher")
     cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
@@ -153,7 +153,7 @@ def natural_teacher(root: Path, s: dict[str, Any]) -> tuple[Any, Config, dict[st
 def teacher_test_accuracy(model: torch.nn.Module, ds: Any) -> float:
     """Top-1 accuracy (%) of ``model`` on the data set's test split (in order, no augmentation)."""
     from pursuhint.data import DeviceLoader
-    from pursuhint.training import evaluate
+    from pursuhint.train.loop import evaluate
 
     device = next(model.parameters()).device
     loader = DeviceLoader(ds.test_x, ds.test_y, 256, train=False, augment="none", mean=ds.mean, std=ds.std,
@@ -169,8 +169,8 @@ def teacher_test_accuracy(model: torch.nn.Module, ds: Any) -> float:
 def ce_only_worker(config_yaml: str, seed: int) -> dict[str, Any]:
     """One CE-only student (no teacher term, no hints) with the sweep's recipe and splits and run seed ``seed``,
     scored on the test split; runs in its own process with one torch thread, as a 1-CPU trial does."""
-    from pursuhint.distill.trainer import train_student
-    from pursuhint.teacher import dataset_for, load_teacher
+    from pursuhint.train.student import train_student
+    from pursuhint.train.teacher import dataset_for, load_teacher
 
     torch.set_num_threads(1)
     cfg = config_from_text(config_yaml).with_values({"distill.method": "kd_only", "distill.kd_weight": 0.0,
@@ -292,7 +292,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     """The data path, the teacher, the student alone, then one sweep per (method ± KD, measure) with its
     confirmation stage; the results.json entry (or the skipped one without the photographs)."""
     from pursuhint.search.confirm import confirm_seeds
-    from pursuhint.teacher import dataset_for
+    from pursuhint.train.teacher import dataset_for
 
     from .selection_quality import probe_sensitivity
 

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pursuhint.devices import autocast, configure_training, place_model, precision_name
-from pursuhint.training import FINITE_CHECK_EVERY, _EpochSums
+from pursuhint.infra.devices import autocast, configure_training, place_model, precision_name
+from pursuhint.train.loop import FINITE_CHECK_EVERY, _EpochSums
 from pursuhint.distill.methods import create_method
 from pursuhint.hints import candidate_layers
-from pursuhint.distill.trainer import taps
+from pursuhint.train.student import taps
 from pursuhint.models import create_model
 
 from .common import CIFAR100_MEAN, CIFAR100_STD, cifar_like, command, interleaved, machine, now, pick_device, ratio, seeded, table

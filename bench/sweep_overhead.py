@@ -24,9 +24,9 @@ from typing import Any, Iterator
 import torch
 
 from pursuhint.config import Config, config_from_text
-from pursuhint.distill.trainer import train_student
+from pursuhint.train.student import train_student
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
-from pursuhint.teacher import Teacher, dataset_for, load_teacher, teacher_cache_dir, train_teacher
+from pursuhint.train.teacher import Teacher, dataset_for, load_teacher, teacher_cache_dir, train_teacher
 
 from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 from . import __version__
 from .config import Config, config_from_text, import_plugin, load_config
 from .plots import confirmation_plot, layer_atlas, sweep_comparison
-from .searchspace import describe_defaults
+from .config.grammar import describe_defaults
 from .preflight import preflight
 from .errors import ConfigError, PursuhintError, SweepInterrupted
 from .tracking import scrub
@@ -53,7 +53,7 @@ def _say_defaults(cfg: Config, skip: Sequence[str] = ()) -> None:
 
 @command("train-teacher")
 def cmd_train_teacher(args: argparse.Namespace) -> int:
-    from .teacher import export_teacher, teacher_cache_dir, train_teacher  # torch: deferred, cheap --help
+    from .train.teacher import export_teacher, teacher_cache_dir, train_teacher  # torch: deferred, cheap --help
 
     cfg = _load(args)
     _say_defaults(cfg)
@@ -87,7 +87,7 @@ def _hint_table(inputs, hint_set, default) -> str:
 @command("select")
 def cmd_select(args: argparse.Namespace) -> int:
     from .hints.pipeline import choose_hints, prepare_selection, resolve_n_hints  # torch: deferred, cheap --help
-    from .teacher import dataset_for, load_teacher, runs_dir
+    from .train.teacher import dataset_for, load_teacher, runs_dir
 
     overrides = {"selection.similarity": args.similarity, "selection.n_hints": args.n_hints,
                  "selection.algorithm": args.algorithm, "selection.center": args.center}
@@ -194,9 +194,9 @@ def _torch_threads(n: Optional[int]) -> Iterator[None]:
 
 def _distill(args: argparse.Namespace, cfg: Config, hint_file: Any, recipe: dict[str, Any]) -> int:
     """``distill``'s training and report, once the config and hint file are read."""
-    from .distill.trainer import kd_only_config, save_student, train_student  # torch: deferred, cheap --help
+    from .train.student import kd_only_config, save_student, train_student  # torch: deferred, cheap --help
     from .hints.pipeline import teacher_default_hints
-    from .teacher import dataset_for, load_teacher, runs_dir
+    from .train.teacher import dataset_for, load_teacher, runs_dir
 
     ds = dataset_for(cfg)
     teacher = load_teacher(cfg, ds=ds, progress=not args.quiet)

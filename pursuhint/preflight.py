@@ -8,9 +8,9 @@ import math
 from typing import Any, Optional
 
 from .config import Config
-from .searchspace import BY_METHOD, OTHER_METHODS, leaf_values
+from .config.grammar import BY_METHOD, OTHER_METHODS, leaf_values
 from .errors import ConfigError, PursuhintError
-from .registry import did_you_mean
+from .infra.registry import did_you_mean
 
 
 def check_names(cfg: Config) -> None:
@@ -182,6 +182,6 @@ def _student_shape(arch: str) -> tuple[Optional[int], Optional[int]]:
 def check_splits(cfg: Config) -> None:
     """Each of the three splits (training, selection, test) must hold every class: loading the data set
     with the config's sizes says so, before a teacher, Ray or MLflow is touched."""
-    from .teacher import dataset_for  # torch and the registries: deferred so the CLI starts fast
+    from .train.teacher import dataset_for  # torch and the registries: deferred so the CLI starts fast
 
     dataset_for(cfg)

@@ -32,7 +32,7 @@ def tiny_distillation(config_yaml: str, teacher_arch: str):
     from pursuhint.config import config_from_text
     from pursuhint.hints.pipeline import teacher_default_hints
     from pursuhint.models import create_model, weights_sha256
-    from pursuhint.teacher import dataset_for
+    from pursuhint.train.teacher import dataset_for
 
     cfg = config_from_text(config_yaml)
     ds = dataset_for(cfg)
@@ -90,7 +90,7 @@ def digits_config_path(tmp_path_factory) -> Path:
 def trained_teacher(digits_config_path, isolated_runs):
     """(config, checkpoint path) of the shared digits resnet56 teacher."""
     from pursuhint.config import load_config
-    from pursuhint.teacher import train_teacher
+    from pursuhint.train.teacher import train_teacher
 
     cfg = load_config(digits_config_path)
     path = train_teacher(cfg, progress=False)

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 from pursuhint.config import config_from_text
 from pursuhint.errors import ConfigError
-from pursuhint.distill.trainer import pair_hints, taps, train_student
+from pursuhint.train.student import pair_hints, taps, train_student
 from pursuhint.distill.methods import create_method
 from pursuhint.data import train_val_loaders
-from pursuhint.devices import place_model
+from pursuhint.infra.devices import place_model
 from pursuhint.models import create_model
 
 from conftest import tiny_distillation

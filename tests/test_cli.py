@@ -234,7 +234,7 @@ def test_distill_refuses_bad_hint_files(capsys, trained_teacher, digits_config_p
 
 def test_select_on_the_embedded_config(capsys, trained_teacher, tmp_path):
     from pursuhint.hints import HintSet
-    from pursuhint.teacher import teacher_cache_dir
+    from pursuhint.train.teacher import teacher_cache_dir
     from pursuhint.config import load_config
 
     embedded = ROOT / "search_spaces" / "digits_quick.yaml"

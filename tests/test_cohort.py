@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pursuhint.distill.trainer import CohortMember, cohort_key, train_cohort, train_student
+from pursuhint.train.student import CohortMember, cohort_key, train_cohort, train_student
 from pursuhint.errors import PursuhintError
 
 from conftest import tiny_distillation

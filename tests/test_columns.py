@@ -15,7 +15,7 @@ from pursuhint.search.columns import COLUMNS, format_leaderboard
 from pursuhint.search.report import _leaderboard_section
 from pursuhint.search.results import TrialRow, rank, row_from_record, table
 from pursuhint.search.space import short_name
-from pursuhint.search.trainable import trial_params
+from pursuhint.search.trial import trial_params
 from pursuhint import tracking
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pursuhint.config import Config, config_from_text, load_config
-from pursuhint.searchspace import default_for, describe_defaults
+from pursuhint.config.grammar import default_for, describe_defaults
 from pursuhint.preflight import check_names
 from pursuhint.errors import ConfigError
 

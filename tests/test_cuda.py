@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pursuhint import devices
+from pursuhint.infra import devices
 from pursuhint.data import DeviceLoader
 from pursuhint.data.loader import train_val_loaders
-from pursuhint.distill.trainer import train_student
+from pursuhint.train.student import train_student
 from pursuhint.hints import candidate_layers, layer_representations, select_hints, similarity_matrix
 from pursuhint.hints.pipeline import prepare_selection
 
@@ -152,7 +152,7 @@ def test_the_calibrated_hint_weight_on_cuda_matches_the_cpus(tiny):
 def test_a_cohort_on_cuda_trains_each_member_as_alone(tiny):
     """Three arms (AT through the hints, CRD drawing its negatives on the GPU, KD only) trained together and
     alone: equal within float tolerance (cuDNN may pick other kernels for another batch of work)."""
-    from pursuhint.distill.trainer import CohortMember, train_cohort
+    from pursuhint.train.student import CohortMember, train_cohort
 
     cfg, ds, teacher, sha, hs = tiny
     teacher = teacher.cuda()

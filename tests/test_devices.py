@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from pursuhint import devices
+from pursuhint.infra import devices
 from pursuhint.data.loader import DeviceLoader, choose_placement, device_budget
 from pursuhint.errors import DeviceError
 
@@ -112,8 +112,8 @@ def test_every_model_placement_goes_through_place_model(monkeypatch):
     ``place_model`` (so a teacher is never left contiguous beside a channels_last student)."""
     import inspect
 
-    from pursuhint import teacher
-    from pursuhint.distill import trainer
+    from pursuhint.train import teacher
+    from pursuhint.train import student as trainer
     from pursuhint.search import shared
 
     for module, fn in ((trainer, trainer.train_cohort), (trainer, trainer._build), (teacher, teacher.train_teacher),
@@ -186,7 +186,7 @@ def test_cuda_rng_states_are_empty_without_cuda_and_restore_is_a_no_op(monkeypat
 def test_checkpoints_carry_and_restore_cuda_rng_states(monkeypatch, tmp_path):
     """The training checkpoint saves each CUDA device's RNG state and resume restores it."""
     from pursuhint.config import TrainRecipe
-    from pursuhint import training as loop
+    from pursuhint.train import loop
 
     saved = [torch.arange(16, dtype=torch.uint8)]
     restored = []

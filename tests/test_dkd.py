@@ -110,7 +110,7 @@ def test_a_dkd_student_trains_from_the_logits_alone():
     from conftest import tiny_distillation
     from test_trainer import TINY
 
-    from pursuhint.distill.trainer import train_student
+    from pursuhint.train.student import train_student
 
     cfg, ds, teacher, sha, _ = tiny_distillation(TINY, "resnet14")
     cfg = cfg.with_values({"distill.method": "dkd", "train.epochs": 2, "distill.params": {"warmup": 0}})

@@ -4,8 +4,8 @@ owner's new claim starts the key's history afresh, so the restored epochs are gi
 from __future__ import annotations
 
 from pursuhint.search.duplicates import DuplicateIndex
-from pursuhint.search.trainable import index_restored
-from pursuhint.training import EpochStats
+from pursuhint.search.trial import index_restored
+from pursuhint.train.loop import EpochStats
 
 
 class _Remote:

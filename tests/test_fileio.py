@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pursuhint.fileio import atomic_write, save_torch_atomic, write_text_atomic
+from pursuhint.infra.fileio import atomic_write, save_torch_atomic, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from pursuhint.logs import LOG_FILE, log_to_file, quiet_terminal, stop_logging_to_file
+from pursuhint.infra.logs import LOG_FILE, log_to_file, quiet_terminal, stop_logging_to_file
 
 
 def test_info_lines_leave_the_terminal_for_the_log_file(tmp_path):

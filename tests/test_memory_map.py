@@ -21,7 +21,7 @@ from pursuhint.data import (DeviceLoader, ImageRows, channel_stats, dataset, ima
 from pursuhint.data.image_cache import STALE_AFTER_S
 from pursuhint.data.loader import choose_placement
 from pursuhint.errors import DataError
-from pursuhint.teacher import dataset_for
+from pursuhint.train.teacher import dataset_for
 
 CLASSES = ("ant", "bee", "cow")
 

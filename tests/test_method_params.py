@@ -7,7 +7,7 @@ import pytest
 from pursuhint.config import config_from_text
 from pursuhint.preflight import check_names
 from pursuhint.distill.methods import create_method, own_params
-from pursuhint.distill.trainer import train_student
+from pursuhint.train.student import train_student
 from pursuhint.errors import ConfigError, PursuhintError
 from pursuhint.search.duplicates import train_key
 

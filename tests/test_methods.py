@@ -443,7 +443,7 @@ def test_rkd_never_makes_the_device_wait_for_the_host():
 
 def test_connectors_are_placed_in_the_devices_memory_format(monkeypatch):
     """FitNet's and VID's connectors (conv weights) go channels_last where the inputs are, not only ``.to``."""
-    from pursuhint import devices
+    from pursuhint.infra import devices
 
     monkeypatch.setattr(devices, "uses_channels_last", lambda device: True)
     for name in ("fitnet", "vid"):

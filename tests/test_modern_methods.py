@@ -13,7 +13,7 @@ from pursuhint.config import config_from_text
 from pursuhint.distill.methods import create_method, method_class
 from pursuhint.distill.methods.reviewkd import hcl_loss
 from pursuhint.distill.methods.semckd import gram_rows
-from pursuhint.distill.trainer import method_layers, train_student
+from pursuhint.train.student import method_layers, train_student
 from pursuhint.errors import ConfigError, PursuhintError
 from pursuhint.models import create_model
 from pursuhint.preflight import check_published
@@ -105,7 +105,7 @@ def test_the_published_pairs_build_and_train_a_step(teacher_arch, student_arch):
         method = create_method(name, [(s.channels, *s.spatial) for s in s_layers],
                                [(t.channels, *t.spatial) for t in t_layers],
                                **({"batch_size": 4} if name == "semckd" else {}))
-        from pursuhint.hooks import taps
+        from pursuhint.models.hooks import taps
 
         with taps(teacher, [t.name for t in t_layers]) as tt, taps(student, [s.name for s in s_layers]) as st:
             with torch.no_grad():

@@ -11,7 +11,7 @@ import pytest
 from pursuhint import tracking
 from pursuhint.config import config_from_text
 from pursuhint.distill.methods import METHODS, method_names
-from pursuhint.distill.trainer import train_student
+from pursuhint.train.student import train_student
 from pursuhint.errors import ConfigError
 from pursuhint.preflight import preflight
 

@@ -6,7 +6,7 @@ import pytest
 
 from pursuhint.distill.methods import METHODS
 from pursuhint.errors import PursuhintError
-from pursuhint.registry import Registry
+from pursuhint.infra.registry import Registry
 
 
 def test_the_decorator_registers_and_returns_the_object():

@@ -55,8 +55,8 @@ def test_experiments_open_as_model_training_in_mlflow(tmp_path):
 def test_a_restored_trial_writes_the_checkpoint_epochs_its_run_lacks(tmp_path):
     """A driver stopped while a trial's logging was queued loses those epochs with the worker; the trial, restored
     from its checkpoint, writes them from the checkpoint's history (epochs the run has are not written twice)."""
-    from pursuhint.search.trainable import log_restored_epochs
-    from pursuhint.training import EpochStats
+    from pursuhint.search.trial import log_restored_epochs
+    from pursuhint.train.loop import EpochStats
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "t_restored")

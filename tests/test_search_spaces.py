@@ -98,7 +98,7 @@ def test_paper_search_space_and_settings(name):
         "r2_cca", "pursuhint", "mean_index")
     # searched trials calibrate β (hint_ratio searched per method, each range holding the ratio the
     # benchmark's β means at 32 px); the search stage's baselines keep the benchmark's β
-    from pursuhint.searchspace import branch_for
+    from pursuhint.config.grammar import branch_for
 
     assert cfg.distill.hint_weight == "auto"
     for method in cfg.space["distill.method"]["choice"]:

@@ -17,7 +17,7 @@ from pursuhint.config import load_config
 from pursuhint.errors import PursuhintError
 from pursuhint.search.sweep import run_sweep
 
-from pursuhint.search.trainable import RESTORED_TAG
+from pursuhint.search.trial import RESTORED_TAG
 
 from sweep_helpers import (BIN, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group, sweep_argv,
                            tune_results, wait_for, write_config)

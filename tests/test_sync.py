@@ -11,7 +11,7 @@ from pursuhint import tracking
 from pursuhint.errors import PursuhintError
 from pursuhint.search.results import MARKER, MLFLOW_KEY, TrialRecord, read_trials
 from pursuhint.search.sync import sync_sweep
-from pursuhint.search.trainable import mlflow_record
+from pursuhint.search.trial import mlflow_record
 
 
 def epoch_line(trial_id: str, epoch: int, total: int, acc: float, best: float = 0.0, **extra) -> dict:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pursuhint.config import config_from_text
-from pursuhint.training import lr_factor
+from pursuhint.train.loop import lr_factor
 from pursuhint.models import create_model, load_checkpoint, weights_sha256
-from pursuhint.teacher import load_teacher, teacher_cache_dir, train_teacher
+from pursuhint.train.teacher import load_teacher, teacher_cache_dir, train_teacher
 
 CPU = torch.device("cpu")  # exact weight comparisons: never let these pick a GPU
 
@@ -35,7 +35,7 @@ def test_same_config_never_trains_twice(trained_teacher, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr("pursuhint.teacher.fit", boom)
+    monkeypatch.setattr("pursuhint.train.teacher.fit", boom)
     assert train_teacher(cfg, progress=False) == path
     teacher = load_teacher(cfg, progress=False)
     assert not teacher.model.training

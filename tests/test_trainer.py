@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pursuhint.config import config_from_text
-from pursuhint.distill.trainer import (CohortMember, _build, _fit_member, _teacher_pass, hint_weight_for, kd_only_config,
+from pursuhint.train.student import (CohortMember, _build, _fit_member, _teacher_pass, hint_weight_for, kd_only_config,
                                        train_student)
 from pursuhint.errors import CheckpointError, HintSetError
 from pursuhint.hints.pipeline import teacher_default_hints
-from pursuhint.teacher import dataset_for, load_teacher
+from pursuhint.train.teacher import dataset_for, load_teacher
 
 from conftest import tiny_distillation
 
@@ -90,7 +90,7 @@ def test_the_crd_weight_is_a_method_parameter_whose_default_is_the_benchmarks(ti
 
 def test_learnable_parts_are_trained(tiny):
     cfg, ds, teacher, sha, hs = tiny
-    from pursuhint.distill.trainer import create_method
+    from pursuhint.train.student import create_method
 
     cfg = cfg.with_values({"distill.method": "fitnet"})
     torch.manual_seed(cfg.seed)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..registry import Registry
+from ..infra.registry import Registry
 from .mapped import Images, in_ram, take_rows
 from .pixels import channel_stats
 from .splits import carve_selection_split, stratified_indices

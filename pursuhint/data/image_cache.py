@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..fileio import atomic_write
-from ..paths import runs_dir
+from ..infra.fileio import atomic_write
+from ..infra.paths import runs_dir
 from .mapped import ImageRows
 
 _CACHE_VERSION = 2  # 2: the memory-mapped folder above; 1 was one .npz read whole (such caches are rebuilt)

@@ -17,9 +17,9 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from ..devices import assigned_gpu_fraction, free_bytes, memory_format, total_bytes
+from ..infra.devices import assigned_gpu_fraction, free_bytes, memory_format, total_bytes
 from ..errors import DataError
-from ..registry import unknown_name_message
+from ..infra.registry import unknown_name_message
 from .dataset import AUGMENTATIONS, ImageDataset
 from .mapped import ImageRows, Images, take_rows
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import PursuhintError
-from ..fileio import write_text_atomic
+from ..infra.fileio import write_text_atomic
 from ..hints.hintset import HintSet
 from .shapes import ShapeProbe
 from .torchdistill import torchdistill_fragment

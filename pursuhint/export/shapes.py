@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Sequence
 from torch import nn
 
 from ..errors import PursuhintError
-from ..hooks import output_shapes
+from ..models.hooks import output_shapes
 from ..models import create_model
-from ..teacher import dataset_for
+from ..train.teacher import dataset_for
 
 if TYPE_CHECKING:
     from ..config import Config

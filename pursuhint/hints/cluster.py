@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import HintSetError, PursuhintError
-from ..registry import Registry
+from ..infra.registry import Registry
 
 CenterRule = Callable[[np.ndarray, np.ndarray], int]
 Clustering = Callable[..., "ClusterResult"]

@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from ..errors import HintSetError
-from ..fileio import existing_file, write_text_atomic
+from ..infra.fileio import existing_file, write_text_atomic
 from .cluster import CENTERS, CLUSTERINGS, check_similarity, cluster
 from .layers import CandidateLayer
 from .similarity import PAPER_SIMILARITIES, SimilarityMatrix, layer_names

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from ..errors import PursuhintError
-from ..hooks import eval_mode, example_paths, module_at, module_device, output_shapes
+from ..models.hooks import eval_mode, example_paths, module_at, module_device, output_shapes
 
 tapped_module = module_at  # the name the hints package has exported
 __all__ = ["CandidateLayer", "candidate_layers", "default_input_shape", "eval_mode", "module_device", "tapped_module"]

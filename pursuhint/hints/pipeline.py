@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..data import ImageDataset, probe_images, probe_loader
-from ..devices import numerics_tag
+from ..infra.devices import numerics_tag
 from ..errors import HintSetError, PursuhintError
-from ..fileio import save_torch_atomic, write_text_atomic
+from ..infra.fileio import save_torch_atomic, write_text_atomic
 from ..models import create_model, model_block_stages
-from ..paths import runs_dir
+from ..infra.paths import runs_dir
 from .hintset import HintSet, default_hints, random_hints, select_hints, uniform_hints
 from .layers import CandidateLayer, candidate_layers
 from .representations import layer_representations

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..devices import full_fp32
+from ..infra.devices import full_fp32
 from ..errors import DataError, PursuhintError
-from ..hooks import eval_mode, module_at, module_device
+from ..models.hooks import eval_mode, module_at, module_device
 from .layers import CandidateLayer
 
 

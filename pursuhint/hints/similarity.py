@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from ..errors import PursuhintError
-from ..fileio import atomic_write, existing_file
-from ..registry import Registry
+from ..infra.fileio import atomic_write, existing_file
+from ..infra.registry import Registry
 
 PairFunction = Callable[..., float]
 # (column-centered layers, dead flags, names, **opts) -> (L × L upper triangle, meta, warnings)

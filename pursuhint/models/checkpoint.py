@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..fileio import save_torch_atomic
+from ..infra.fileio import save_torch_atomic
 
 _FEW = 5  # how many offending keys an error message lists
 

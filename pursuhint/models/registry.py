@@ -7,7 +7,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ModelError
-from ..registry import Registry
+from ..infra.registry import Registry
 from .torchvision_adapter import PREFIX, build_torchvision
 
 ModelFactory = Callable[[int, int], nn.Module]

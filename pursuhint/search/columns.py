@@ -1,7 +1,7 @@
 """A trial's columns, each declared once: where its value comes from (config key, MLflow param or tag), its
 short name, how a cell shows it and which tables show it.
 
-``TrialRow`` (``search/results.py``), the trial's MLflow params (``trainable.trial_params``), both readers of a
+``TrialRow`` (``search/results.py``), the trial's MLflow params (``trial.trial_params``), both readers of a
 sweep, the parent run's ``leaderboard.json``, the text leaderboard (``pursuhint report``) and the report page's
 leaderboard all derive from ``COLUMNS``; ``tests/test_columns.py`` checks that they agree.
 """

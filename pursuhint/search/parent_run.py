@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 from .. import tracking
 from ..config import Config
 from ..errors import SweepInterrupted
-from ..fileio import write_text_atomic
+from ..infra.fileio import write_text_atomic
 from ..plots import confirmation_plot
 from .confirm import ANSWER_TAG, FILE, headline
 from .importance import NoImportances, param_importances

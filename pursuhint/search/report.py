@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 from .. import __version__
 from ..baselines import BASELINE_LABELS
 from ..errors import PursuhintError
-from ..fileio import write_text_atomic
+from ..infra.fileio import write_text_atomic
 from ..plots import confirmation_plot, sweep_comparison
 from . import columns
 from .results import layer_atlas_png, search_stage_label

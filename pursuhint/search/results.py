@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 from .. import tracking
 from ..config import config_from_text
 from ..errors import PursuhintError
-from ..paths import runs_dir
+from ..infra.paths import runs_dir
 from ..hints.hintset import RECIPE, HintSet
 from . import columns
 from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id
@@ -298,7 +298,7 @@ def _sweep_metric(config_yaml: str) -> str:
 
 def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known: dict[str, Any]) -> TrialRow:
     """The row of a trial that never reported (so recorded no params): method and recipe from its config."""
-    from ..distill.trainer import kd_only_config  # torch: deferred, a sweep's results are read without it
+    from ..train.student import kd_only_config  # torch: deferred, a sweep's results are read without it
 
     baseline = sampled.get(BASELINE_KEY, "") or "none"
     cfg = config_from_text(config_yaml).with_values(known["sampled"])

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from ..config import Config, config_from_text
-from ..searchspace import leaf_values
+from ..config.grammar import leaf_values
 from ..data import ImageDataset
-from ..devices import place_model
+from ..infra.devices import place_model
 from ..hints.hintset import HintSet
 from ..hints.pipeline import SelectionInputs, prepare_selection
 from ..models import create_model
-from ..teacher import dataset_for, load_teacher
+from ..train.teacher import dataset_for, load_teacher
 
 
 @dataclass

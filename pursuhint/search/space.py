@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..config import Config
-from ..searchspace import BY_METHOD, branch_for, leaf_values, method_defaults
+from ..config.grammar import BY_METHOD, branch_for, leaf_values, method_defaults
 from ..distill.methods import adds_crd, method_class
 from .columns import SHORT_NAMES
 

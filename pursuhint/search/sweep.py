@@ -18,8 +18,8 @@ from typing import Any, Optional, Sequence
 from .. import tracking
 from ..config import Config
 from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
-from ..fileio import write_text_atomic
-from ..logs import log_to_file, quiet_terminal, stop_logging_to_file
+from ..infra.fileio import write_text_atomic
+from ..infra.logs import log_to_file, quiet_terminal, stop_logging_to_file
 from .confirm import (CONFIRM_TRIAL_KEY, Race, cohorts, comparisons_of, confirm_seeds, confirmation_table,
                       confirmed_results, group_results, pick_top, plan, stop_reason)
 from .importance import study_exists, study_storage
@@ -170,8 +170,8 @@ def _trial_setup(cfg: Config, parent: ParentRun, exp_dir: Optional[Path],
 
     from .callbacks import EndTrials
     from .duplicates import DuplicateIndexActor
-    from .trainable import SweepInfo
-    from .trials import run_trial
+    from .trial import SweepInfo
+    from .tune_trainable import run_trial
 
     shared = run_shared_work(cfg, progress)
     actor_name = f"pursuhint-duplicates-{parent.run_id}"

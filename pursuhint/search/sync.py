@@ -24,7 +24,7 @@ from typing import Optional
 
 from .. import tracking
 from ..errors import PursuhintError
-from ..fileio import write_text_atomic
+from ..infra.fileio import write_text_atomic
 from .results import (MARKER, MLFLOW_KEY, TrialRecord, confirmation_table, hint_sets_for, read_marker, read_trials,
                       rows_from_mlflow, stage_dirs, table, top_hint_sets)
 

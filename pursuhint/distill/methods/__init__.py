@@ -18,7 +18,7 @@ import math
 from typing import Any, Sequence, Union
 
 from ...errors import PursuhintError
-from ...registry import unknown_name_message
+from ...infra.registry import unknown_name_message
 from ..crd import CRD_WEIGHT, CRDHead
 from .base import DistillMethod, flatten, pool_to_common
 # Importing the method modules registers their methods; this order is the listing (messages, method_names):

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from ...errors import PursuhintError
-from ...registry import Registry
+from ...infra.registry import Registry
 from .base import DistillMethod
 
 def check_method(name: str, cls: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
-from .errors import PursuhintError
+from ..errors import PursuhintError
 
 T = TypeVar("T")
 

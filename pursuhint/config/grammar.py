@@ -16,10 +16,10 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from . import Config
 
 SPEC_KINDS = ("choice", "randint", "uniform", "loguniform", "quniform")
 BY_METHOD = "by_method"  # a leaf whose spec depends on the sampled distill.method

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config
-from .data import ImageDataset, load_dataset, train_val_loaders
-from .devices import place_model, runtime_device
-from .training import Callback, FitResult, fit, seed_everything
-from .errors import CheckpointError
-from .paths import runs_dir  # noqa: F401 (re-exported: teacher.runs_dir)
-from .models import create_model, load_checkpoint, save_checkpoint, weights_sha256
+from ..config import Config
+from ..data import ImageDataset, load_dataset, train_val_loaders
+from ..infra.devices import place_model, runtime_device
+from .loop import Callback, FitResult, fit, seed_everything
+from ..errors import CheckpointError
+from ..infra.paths import runs_dir  # noqa: F401 (re-exported: teacher.runs_dir)
+from ..models import create_model, load_checkpoint, save_checkpoint, weights_sha256
 
 
 @dataclass

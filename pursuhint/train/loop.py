@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import TrainRecipe
-from .devices import autocast, configure_training, cuda_rng_states, restore_cuda_rng_states
-from .errors import CheckpointError
-from .fileio import save_torch_atomic
+from ..config import TrainRecipe
+from ..infra.devices import autocast, configure_training, cuda_rng_states, restore_cuda_rng_states
+from ..errors import CheckpointError
+from ..infra.fileio import save_torch_atomic
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 Callback = Callable[["EpochStats"], None]

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 
 def pick_device(requested: Optional[str] = None) -> torch.device:

@@ -20,18 +20,18 @@ from torch import nn
 
 from ..config import COHORT_SECTIONS, Config
 from ..data import DeviceLoader, ImageDataset, train_val_loaders
-from ..devices import place_model
+from ..infra.devices import place_model
 from ..errors import HintSetError, PursuhintError
-from ..fileio import write_text_atomic
+from ..infra.fileio import write_text_atomic
 from ..hints.hintset import HintSet
 from ..hints.layers import CandidateLayer, candidate_layers
-from ..hooks import module_at, taps  # noqa: F401 (taps: re-exported for the benchmarks and tests)
+from ..models.hooks import module_at, taps  # noqa: F401 (taps: re-exported for the benchmarks and tests)
 from ..models import create_model, require_classifier, save_checkpoint
-from .calibration import HintCalibration
-from .kd import kd_loss
-from ..training import Callback, FitResult, Member, fit_cohort, rng_now, seed_everything
-from .mapping import map_hints
-from .methods import adds_crd, create_method, hint_weight_for, method_class, method_params, own_params  # noqa: F401 (hint_weight_for: re-exported)
+from ..distill.calibration import HintCalibration
+from ..distill.kd import kd_loss
+from .loop import Callback, FitResult, Member, fit_cohort, rng_now, seed_everything
+from ..distill.mapping import map_hints
+from ..distill.methods import adds_crd, create_method, hint_weight_for, method_class, method_params, own_params  # noqa: F401 (hint_weight_for: re-exported)
 
 KD_ONLY_WEIGHTS = {"distill.ce_weight": 0.1, "distill.kd_weight": 0.9}  # the benchmark's KD recipe
 

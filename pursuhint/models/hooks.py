@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from .errors import ModelError, PursuhintError
+from ..errors import ModelError, PursuhintError
 
 
 def module_device(model: nn.Module) -> torch.device:
@@ -47,7 +47,7 @@ def module_at(model: nn.Module, path: str) -> nn.Module:
 
 def example_paths(model: nn.Module, n: int = 5) -> str:
     """A few module paths of ``model`` (its blocks if it has any) for error messages."""
-    from .models import model_block_stages  # lazy: models imports torchvision
+    from . import model_block_stages  # lazy: models imports torchvision
 
     names = [name for stage in model_block_stages(model) for name in stage]
     if not names:

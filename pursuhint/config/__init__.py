@@ -31,9 +31,9 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
-from .registry import did_you_mean
-from .searchspace import (BY_METHOD, branch_for, check_by_method, collect_specs, default_for, get_path, is_spec,
+from ..errors import ConfigError
+from ..infra.registry import did_you_mean
+from .grammar import (BY_METHOD, branch_for, check_by_method, collect_specs, default_for, get_path, is_spec,
                           method_of, set_path, spec_probe_values, with_path)
 
 class _Section(BaseModel):

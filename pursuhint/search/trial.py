@@ -18,9 +18,9 @@ from ray import tune
 from .. import tracking
 from ..baselines import NO_TEACHER, WITHOUT_HINTS
 from ..config import Config, config_from_text
-from ..devices import runtime_device
+from ..infra.devices import runtime_device
 from ..distill.methods import method_class, own_params
-from ..distill.trainer import (
+from ..train.student import (
     ce_only_config,
     hint_weight_for,
     kd_only_config,
@@ -32,10 +32,10 @@ from ..distill.trainer import (
 from ..errors import PursuhintError
 from ..hints.hintset import HintSet
 from ..hints.pipeline import choose_hints, resolve_n_hints
-from ..logs import quiet_terminal
+from ..infra.logs import quiet_terminal
 from ..models import create_model
 from ..plots import layer_atlas
-from ..training import EpochStats, resume_state
+from ..train.loop import EpochStats, resume_state
 from .columns import COLUMNS
 from .confirm import CONFIRMS_KEY, ROLE_KEY
 from .duplicates import train_key
@@ -155,7 +155,7 @@ def _tune_metrics(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo) -> None:
-    """One trial (see ``trials.run_trial``): resolve its config and hints, open its MLflow run, reuse a duplicate's
+    """One trial (see ``tune_trainable.run_trial``): resolve its config and hints, open its MLflow run, reuse a duplicate's
     result or train (resuming from Tune's checkpoint), and end the run with the trial's status."""
     _quiet_worker(sweep)
     trial_id = tune.get_context().get_trial_id()

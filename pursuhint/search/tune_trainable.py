@@ -1,5 +1,5 @@
-"""The Tune function trainable of a sweep: one trial (``trainable.run_one``) or, in the confirmation stage, a
-cohort: the arms of one seed trained together (``distill.trainer.train_cohort``: one loader pass per epoch and
+"""The Tune function trainable of a sweep: one trial (``trial.run_one``) or, in the confirmation stage, a
+cohort: the arms of one seed trained together (``train.student.train_cohort``: one loader pass per epoch and
 one teacher forward per batch), each ending exactly as it would have alone.
 
 Each member keeps its own MLflow child run (its trial tag is ``<trial id>-m<i>``, tagged ``pursuhint.cohort``
@@ -24,12 +24,12 @@ from ray import tune
 
 from .. import tracking
 from ..config import config_from_text
-from ..devices import runtime_device
-from ..distill.trainer import CohortMember, train_cohort
+from ..infra.devices import runtime_device
+from ..train.student import CohortMember, train_cohort
 from .shared import SharedWork
 from .space import COHORT_KEY, MEMBERS_KEY, member_id
 from .confirm import CONFIRM_TRIAL_KEY
-from .trainable import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _quiet_worker, _restore, _tune_metrics,
+from .trial import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _quiet_worker, _restore, _tune_metrics,
                         end_arm, epoch_metrics, index_restored, prepare_arm, replayed, run_one)
 
 
