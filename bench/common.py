@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: timing protocol, machine description, synthetic CIFAR-shaped data.
+"""Shared helpers for the benchmarks: timing protocol, machine description, synthetic CIFAR-shaped data, and
+the sweep benchmarks' workspace (teacher cache, MLflow and Tune stores, Ray clean-up).
 
 Every timing is the median of several repeats after a warm-up, and every headline is a ratio against a
 baseline measured in the same process, so a busy machine slows both sides alike.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -16,6 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+
+from pursuhint.config import Config, load_config
+from pursuhint.data import ImageDataset
+from pursuhint.teacher import Teacher, load_teacher, teacher_cache_dir, train_teacher
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -80,6 +87,13 @@ def cifar_like(n: int, seed: int = 0, classes: int = 100) -> tuple[torch.Tensor,
     x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     y = torch.randint(0, classes, (n,), generator=g)
     return x, y
+
+
+def cifar_dataset(n: int, seed: int = 0) -> ImageDataset:
+    """``n`` random CIFAR-100-shaped training images (and 1 000 validation images) as an ImageDataset."""
+    x, y = cifar_like(n + 1000, seed=seed)
+    return ImageDataset("cifar100-shaped", x[:n], y[:n], x[n:], y[n:], 100, [str(i) for i in range(100)],
+                        CIFAR100_MEAN, CIFAR100_STD, "crop_flip")
 
 
 def cpu_model() -> str:
@@ -177,11 +191,9 @@ def command(name: str, quick: bool, tiny: bool = False) -> str:
 DIGITS_QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "digits_quick.yaml"
 
 
-def digits_quick(name: str, values: dict[str, Any] | None = None):
+def digits_quick(name: str, values: dict[str, Any] | None = None) -> Config:
     """search_spaces/digits_quick.yaml (the demo sweep, its space and its teacher) under another name,
     with dotted overrides: benchmarks measure what users run, and share its cached teacher."""
-    from pursuhint.config import load_config
-
     return load_config(DIGITS_QUICK).with_values({"name": name, **(values or {})})
 
 
@@ -198,3 +210,84 @@ def cifar10_subset() -> Path | None:
         if (candidate / "train").is_dir():
             return candidate
     return None
+
+
+# ------------------------------------------------------------------------------------------------
+# the workspace the sweep benchmarks share
+
+CACHE_ENV = "PURSUHINT_BENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where benchmark teachers and similarity matrices are cached between runs (never the checkout)."""
+    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "pursuhint-bench").absolute()
+
+
+@contextmanager
+def workspace() -> Iterator[Path]:
+    """Point ``PURSUHINT_RUNS`` at the benchmark cache and yield a fresh temporary folder for MLflow stores
+    and Ray results; afterwards restore the variable, shut down any Ray this process started, remove the folder.
+
+    Set before Ray starts, so the sweep's workers read and write the same cache.
+    """
+    old = os.environ.get("PURSUHINT_RUNS")
+    os.environ["PURSUHINT_RUNS"] = str(cache_dir())
+    try:
+        with tempfile.TemporaryDirectory(prefix="pursuhint-bench-") as tmp:
+            yield Path(tmp)
+    finally:
+        shutdown_ray()
+        if old is None:
+            os.environ.pop("PURSUHINT_RUNS", None)
+        else:
+            os.environ["PURSUHINT_RUNS"] = old
+
+
+def shutdown_ray() -> None:
+    """Shut down Ray if this process has it running (a failed benchmark must not leave workers behind)."""
+    if "ray" in sys.modules:
+        import ray  # ray: deferred, and only once this process has imported it
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def digits_teacher(device: torch.device | None = None) -> tuple[Teacher, dict[str, Any]]:
+    """The cached digits resnet56 teacher (trained now if the cache lacks it) and how it was obtained."""
+    cfg = digits_quick("bench_teacher")  # the teacher of search_spaces/digits_quick.yaml and of the tests
+    cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
+    t0 = time.perf_counter()
+    if device is not None:
+        train_teacher(cfg, progress=False)  # trained (when not cached) where it is fastest, then loaded on `device`
+    teacher = load_teacher(cfg, progress=False, device=device)
+    info = {"arch": teacher.arch, "checkpoint_cached": cached, "seconds": round(time.perf_counter() - t0, 1),
+            "val_acc": teacher.meta.get("val_acc"), "sha256": teacher.sha256}
+    return teacher, info
+
+
+def sweep_storage(folder: Path) -> dict[str, str]:
+    """``run_sweep`` keyword arguments that keep its MLflow store and Tune results inside ``folder`` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "storage_path": str(folder / "ray_results")}
+
+
+@contextmanager
+def tuner_fit_spans(spans: list[float]) -> Iterator[None]:
+    """Record the wall-clock seconds of every ``ray.tune.Tuner.fit`` call in the block (Ray's start-up,
+    the shared work and the MLflow parent run fall outside it); the method is restored afterwards."""
+    from ray import tune  # ray: deferred, the GPU benchmark runs without it
+
+    original = tune.Tuner.fit
+
+    def timed(self, *args: Any, **kwargs: Any):
+        t0 = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spans.append(time.perf_counter() - t0)
+
+    tune.Tuner.fit = timed
+    try:
+        yield
+    finally:
+        tune.Tuner.fit = original

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from pursuhint.config import Config
 
-from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, table
-from .sweep_overhead import shutdown_ray, sweep_storage, workspace
+from .common import (CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, shutdown_ray,
+                     sweep_storage, table, workspace)
 
 NAME = "decisive_answers"
 TITLE = "Decisive answers: racing seeds to a verdict vs a fixed number of seeds"

@@ -26,9 +26,8 @@ from pursuhint.distill.trainer import train_student
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.teacher import dataset_for
 
-from .common import cifar10_subset, command, machine, now, pick_device, table, threads
+from .common import cifar10_subset, command, digits_teacher, machine, now, pick_device, table, threads, workspace
 from .search_waste import _settings, cifar_raw, cifar_teacher, demo_raw
-from .sweep_overhead import digits_teacher, workspace
 
 NAME = "hint_ratio_transfer"
 TITLE = "Hint-ratio transfer: the ratio each published β means, and whether one r suits 16 px and 32 px"

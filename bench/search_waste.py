@@ -30,8 +30,8 @@ import yaml
 from pursuhint.config import Config, config_from_dict
 from pursuhint.search.results import TrialRow, read_trials
 
-from .common import DIGITS_QUICK, cifar10_subset, command, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import cache_dir, digits_teacher, shutdown_ray, sweep_storage, workspace
+from .common import (DIGITS_QUICK, cache_dir, cifar10_subset, command, digits_teacher, machine, now, pick_device,
+                     ratio, shutdown_ray, sweep_storage, table, threads, workspace)
 
 NAME = "search_waste"
 TITLE = "Search without waste: a calibrated hint_ratio space vs a raw-β space"

@@ -22,8 +22,8 @@ from pursuhint.data import ImageDataset
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
 from pursuhint.teacher import Teacher, dataset_for
 
-from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace
+from .common import (command, digits_quick, digits_teacher, machine, now, pick_device, ratio, shutdown_ray,
+                     sweep_storage, table, threads, workspace)
 
 NAME = "selection_quality"
 TITLE = "Selection quality: clustered vs default vs random hint points"

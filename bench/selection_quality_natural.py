@@ -38,8 +38,8 @@ import torch
 
 from pursuhint.config import Config, config_from_text
 
-from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import cache_dir, shutdown_ray, sweep_storage, workspace
+from .common import (CIFAR10_SUBSET_ENV, cache_dir, cifar10_subset, command, machine, now, pick_device, ratio,
+                     shutdown_ray, sweep_storage, table, threads, workspace)
 
 NAME = "selection_quality_natural"
 TITLE = "Selection quality on natural images: clustered vs default vs random hint points on CIFAR-10 photographs"

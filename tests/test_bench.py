@@ -241,7 +241,7 @@ def test_gpu_benchmark_without_cuda_writes_a_skipped_entry(monkeypatch):
 def test_sweep_benchmarks_workspace_points_runs_at_the_cache_and_cleans_up(tmp_path, monkeypatch):
     import os
 
-    from bench.sweep_overhead import CACHE_ENV, sweep_storage, workspace
+    from bench.common import CACHE_ENV, sweep_storage, workspace
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     before = os.environ.get("PURSUHINT_RUNS")
