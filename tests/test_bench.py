@@ -146,7 +146,8 @@ def test_asha_epochs_trained_leaves_out_replays_and_invalid_trials():
 
 
 def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
-    from bench.search_waste import collapsed, sweep_config, demo_raw, trial_hours
+    from bench.common import demo_raw
+    from bench.search_waste import collapsed, sweep_config, trial_hours
 
     from pursuhint.search.results import TrialRow
 
@@ -173,26 +174,26 @@ def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
 
 
 def test_search_waste_reruns_only_the_named_spaces_and_tables_skip_spaces_a_pair_never_ran(monkeypatch):
-    from bench.search_waste import SPACES_ENV, _kept_spaces, tables
+    from bench.search_waste import SPACES_ENV, kept_spaces, tables
 
     fig = {"collapsed": 0, "searched": 8, "final_val_acc": [50.0], "confirmed_test_acc": 51.0, "confirmed_sd": 1.0,
            "trial_hours": 0.5, "test_acc_per_trial_hour": 102.0}
     entry = {"figures": {"cifar": {"ce_only_final_val_acc": 43.6, "raw_beta": fig, "calibrated": fig,
                                    "teacher": {"arch": "resnet20"}}}}
     monkeypatch.delenv(SPACES_ENV, raising=False)
-    assert _kept_spaces(entry, "cifar") == {}  # unset: every space runs
+    assert kept_spaces(entry, "cifar") == {}  # unset: every space runs
     monkeypatch.setenv(SPACES_ENV, "calibrated_by_method")
-    assert _kept_spaces(entry, "cifar") == {"raw_beta": fig, "calibrated": fig}
-    assert _kept_spaces(None, "cifar") == {}
+    assert kept_spaces(entry, "cifar") == {"raw_beta": fig, "calibrated": fig}
+    assert kept_spaces(None, "cifar") == {}
     monkeypatch.setenv(SPACES_ENV, "calibrated,bogus")
     with pytest.raises(SystemExit, match=r"unknown spaces \['bogus'\]"):
-        _kept_spaces(entry, "cifar")
+        kept_spaces(entry, "cifar")
     rows = tables({"digits": None, "cifar": entry["figures"]["cifar"]})[0]["rows"]
     assert [r[:3] for r in rows] == [["cifar", "raw_beta", "0 of 8"], ["cifar", "calibrated", "0 of 8"]]
 
 
 def test_hint_ratio_transfer_tables_compare_the_ratios_and_the_trained_students():
-    from bench.hint_ratio_transfer import _gap, _spread, tables
+    from bench.hint_ratio_transfer import accuracy_gap, ratio_spread, tables
 
     figures = {"digits": {"implied": {"at": 10.0, "fitnet": 1000.0},
                           "trained": {"at": {"r": 5.0, "1": [94.0, 96.0], "published": [80.0, 80.0]},
@@ -200,14 +201,15 @@ def test_hint_ratio_transfer_tables_compare_the_ratios_and_the_trained_students(
                "cifar": {"implied": {"at": 5.0, "fitnet": 250.0},
                          "trained": {"at": {"r": 5.0, "1": [47.0, 48.0], "published": [47.5, 46.5]},
                                      "fitnet": {"r": 250.0, "1": [48.0, 47.0], "published": [56.0, 55.0]}}}}
-    assert _spread(figures, "at") == 2.0 and _spread(figures, "fitnet") == 4.0
-    assert _gap(figures["cifar"]["trained"]["fitnet"]) == -8.0 and _gap(figures["digits"]["trained"]["at"]) == 15.0
+    assert ratio_spread(figures, "at") == 2.0 and ratio_spread(figures, "fitnet") == 4.0
+    assert accuracy_gap(figures["cifar"]["trained"]["fitnet"]) == -8.0
+    assert accuracy_gap(figures["digits"]["trained"]["at"]) == 15.0
     ratios, trained = tables(figures)
     assert ratios["rows"] == [["at", "10", "5", "2.0×"], ["fitnet", "1e+03", "250", "4.0×"]]
     assert trained["columns"][3] == "the published β's 32-px r"
     assert trained["rows"][0] == ["digits, 16 px", "at", "95.00 ± 1.41", "5", "80.00 ± 0.00", "+15.00"]
     assert trained["rows"][3] == ["CIFAR-shaped, 32 px", "fitnet", "47.50 ± 0.71", "250", "55.50 ± 0.71", "-8.00"]
-    assert _spread({"digits": figures["digits"]}, "at") is None and tables({}) == []
+    assert ratio_spread({"digits": figures["digits"]}, "at") is None and tables({}) == []
 
 
 def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
