@@ -29,9 +29,9 @@ from pursuhint.config import Config, config_from_dict
 from pursuhint.search.results import TrialRow, read_trials
 from pursuhint.search.sweep import run_sweep
 
-from .common import (cache_dir, ce_only, cifar10_subset, cifar_raw, cifar_teacher, command, demo_raw, digits_teacher,
-                     machine, now, pick_device, ratio, search_waste_settings, shutdown_ray, sweep_storage, table,
-                     threads, workspace)
+from ..common import (cache_dir, ce_only, cifar10_subset, cifar_raw, cifar_teacher, command, demo_raw, digits_teacher,
+                      machine, now, pick_device, ratio, search_waste_settings, shutdown_ray, sweep_storage, table,
+                      threads, workspace)
 
 NAME = "search_waste"
 TITLE = "Search without waste: a calibrated hint_ratio space vs a raw-β space"
@@ -187,7 +187,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
 
 def _kept_entry(quick: bool, tiny: bool) -> dict[str, Any]:
     """The search_waste entry bench/results.json holds, when it ran with these settings (figures to keep)."""
-    path = Path(__file__).resolve().parent / "results.json"
+    path = Path(__file__).resolve().parents[1] / "results.json"
     entry = json.loads(path.read_text(encoding="utf-8")).get(NAME) if path.is_file() else None
     if (not entry or entry["figures"].get("settings") != search_waste_settings(quick, tiny)
             or not entry["figures"].get("digits")):

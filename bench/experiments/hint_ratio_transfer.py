@@ -26,8 +26,8 @@ from pursuhint.distill.trainer import train_student
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.teacher import dataset_for
 
-from .common import (cifar10_subset, cifar_raw, cifar_teacher, command, demo_raw, digits_teacher, machine, now,
-                     pick_device, search_waste_settings, table, threads, workspace)
+from ..common import (cifar10_subset, cifar_raw, cifar_teacher, command, demo_raw, digits_teacher, machine, now,
+                      pick_device, search_waste_settings, table, threads, workspace)
 
 NAME = "hint_ratio_transfer"
 TITLE = "Hint-ratio transfer: the ratio each published β means, and whether one r suits 16 px and 32 px"

@@ -43,15 +43,15 @@ from pursuhint.search.sweep import run_sweep
 from pursuhint.teacher import dataset_for, load_teacher, teacher_cache_dir, train_teacher
 from pursuhint.training import evaluate
 
-from .common import (CIFAR10_SUBSET_ENV, KD_WEIGHT, cache_dir, ce_only, cifar10_subset, cifar_raw, command, machine,
-                     natural_settings, now, pick_device, ratio, shutdown_ray, sweep_storage, table, threads, workspace)
+from ..common import (CIFAR10_SUBSET_ENV, KD_WEIGHT, cache_dir, ce_only, cifar10_subset, cifar_raw, command, machine,
+                      natural_settings, now, pick_device, ratio, shutdown_ray, sweep_storage, table, threads, workspace)
 from .selection_quality import probe_sensitivity
 
 NAME = "selection_quality_natural"
 TITLE = "Selection quality on natural images: clustered vs default vs random hint points on CIFAR-10 photographs"
 AIM = ("on real photographs, the paper-mode clustered hints train a student at least as accurate as the default "
        "hints (ratio ≥ 1; AT with KD, the authors' recipe)")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAIR = ("resnet20", "resnet8")
 K = 3
 MEASURES = ("r2_cca", "cka_linear")
@@ -194,7 +194,8 @@ def data_path(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"jpeg_mb": _folder_mb(root, (".jpg", ".jpeg"))}
     with tempfile.TemporaryDirectory(prefix="pursuhint-decode-") as cache:
         for label in ("first_load", "second_load"):
-            code = f"from bench.selection_quality_natural import decode_worker; decode_worker({str(root)!r}, {cache!r})"
+            code = (f"from bench.experiments.selection_quality_natural import decode_worker; "
+                    f"decode_worker({str(root)!r}, {cache!r})")
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                   cwd=str(ROOT), timeout=900)
             if proc.returncode != 0:

@@ -23,8 +23,8 @@ from pursuhint.hints.pipeline import choose_hints, prepare_selection
 from pursuhint.search.sweep import run_sweep
 from pursuhint.teacher import Teacher, dataset_for
 
-from .common import (command, digits_quick, digits_teacher, machine, now, pick_device, ratio, shutdown_ray,
-                     sweep_storage, table, threads, workspace)
+from ..common import (command, digits_quick, digits_teacher, machine, now, pick_device, ratio, shutdown_ray,
+                      sweep_storage, table, threads, workspace)
 
 NAME = "selection_quality"
 TITLE = "Selection quality: clustered vs default vs random hint points"

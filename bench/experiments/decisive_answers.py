@@ -24,8 +24,8 @@ from pursuhint.search.confirm import SEARCHED, Candidate, Race, baseline_arm, co
 from pursuhint.search.sweep import run_sweep
 from pursuhint.searchspace import set_path
 
-from .common import (CIFAR10_SUBSET_ENV, KD_WEIGHT, cifar10_subset, command, demo_raw, machine, natural_settings, now,
-                     pick_device, shutdown_ray, sweep_storage, table, threads, workspace)
+from ..common import (CIFAR10_SUBSET_ENV, KD_WEIGHT, cifar10_subset, command, demo_raw, machine, natural_settings, now,
+                      pick_device, shutdown_ray, sweep_storage, table, threads, workspace)
 from .selection_quality_natural import natural_teacher, student_config
 
 NAME = "decisive_answers"
