@@ -200,19 +200,9 @@ def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
     }
 
 
-def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    """Measure on the CUDA device, or return the skipped entry when there is none."""
-    if not torch.cuda.is_available():
-        return skipped_entry(quick, tiny)
-    s = _settings(quick or tiny)
-    device = pick_device()
-    ds, data_info = natural_dataset(s["images"])
-    epoch = epoch_time(device, ds)
-    epoch_host = epoch_time(device, ds, budget_gb=0)
-    syncs = step_sync_measure(device, s["sync_images"], repeats=3)
-    sel = selection_time(device, s["probe"], ds.train_x)
-    del ds
-    free_driver_gpu()
+def concurrency(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Trials per second at each of ``CONCURRENCY``: a Ray Tune sweep per level on one local Ray when the sweep
+    stack is installed, else as many concurrent processes."""
     trials = []
     if ray_stack_installed():
         with workspace() as folder:
@@ -232,6 +222,23 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     else:
         for n in CONCURRENCY:
             trials.append(concurrent_processes(n, s["sweep_samples"], s["sweep_epochs"]))
+    return trials
+
+
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """Measure on the CUDA device, or return the skipped entry when there is none."""
+    if not torch.cuda.is_available():
+        return skipped_entry(quick, tiny)
+    s = _settings(quick or tiny)
+    device = pick_device()
+    ds, data_info = natural_dataset(s["images"])
+    epoch = epoch_time(device, ds)
+    epoch_host = epoch_time(device, ds, budget_gb=0)
+    syncs = step_sync_measure(device, s["sync_images"], repeats=3)
+    sel = selection_time(device, s["probe"], ds.train_x)
+    del ds
+    free_driver_gpu()
+    trials = concurrency(s)
     base = trials[0]["trials_per_s"]
     best = max(trials, key=lambda t: t["trials_per_s"])
     headline = float(f"{best['trials_per_s'] / base:.4g}")

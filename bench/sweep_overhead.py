@@ -195,10 +195,8 @@ def _throughput(checkpoint: Path, epochs: int, repeats: int) -> dict[str, Any]:
             "two_1cpu_over_one_2cpu": ratio(rates["2 trials × 1 CPU"], rates["1 trial × 2 CPUs"])}
 
 
-def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    """Direct vs 1-trial sweep (interleaved repeats after a warm-up), then the concurrency throughput."""
-    cfg_s = _settings(quick, tiny)
-    device = pick_device()
+def _measure(cfg_s: dict[str, Any]) -> tuple[dict[str, Any], list[dict], list[dict], dict[str, Any]]:
+    """The teacher's provenance, the direct and sweep runs (interleaved after a warm-up), the throughput."""
     with workspace() as folder:
         teacher, teacher_info = digits_teacher()
         cfg = trial_config(teacher.checkpoint, cfg_s["epochs"])
@@ -209,6 +207,35 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
             sweep.append(_sweep(cfg, folder))
         shutdown_ray()
         tp = _throughput(teacher.checkpoint, cfg_s["tp_epochs"], cfg_s["tp_repeats"])
+    return teacher_info, direct, sweep, tp
+
+
+def _notes(teacher_info: dict[str, Any]) -> list[str]:
+    """The entry's "how it was measured" lines."""
+    return [
+        f"Teacher: digits_quick's resnet56 (15 epochs on all 1,438 digits training images), trained once into "
+        f"the benchmark cache ({cache_dir()}, or ${CACHE_ENV}); "
+        + ("found in the cache." if teacher_info["checkpoint_cached"]
+           else f"trained in this run ({teacher_info['seconds']} s, outside every timing)."),
+        "Direct: load the teacher from its checkpoint, the data set, the cached representations and r2_cca matrix, "
+        "choose the paper-mode hints, then train_student (1 torch thread). Sweep: run_sweep on a config with no "
+        "search space and no baselines (exactly one trial of 1 CPU, so 1 torch thread, as in digits_quick.yaml), "
+        "a fresh local Ray and a "
+        "fresh SQLite MLflow store each time; its figure includes ray.init, the shared work as a Ray task, "
+        "the parent run, Tune's per-epoch report and checkpoint, MLflow logging, the leaderboard and ray.shutdown.",
+        "Tuner.fit is timed by wrapping the method for the duration of the benchmark; the trial's own span runs "
+        "from the creation of its MLflow run to the timestamp of its last val_acc.",
+        "Throughput: separate processes that each load the teacher and data, wait at a barrier, then train the "
+        "same student with torch.set_num_threads(n) as a Tune trial with n CPUs does; images/s = images trained "
+        "by all of them ÷ (last end − first start).",
+    ]
+
+
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """Direct vs 1-trial sweep (interleaved repeats after a warm-up), then the concurrency throughput."""
+    cfg_s = _settings(quick, tiny)
+    device = pick_device()
+    teacher_info, direct, sweep, tp = _measure(cfg_s)
 
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     d_total, s_total = med(direct, "total_s"), med(sweep, "total_s")
@@ -254,23 +281,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                   f"of {cfg_s['tp_repeats']} interleaved repeats)", ["layout", "images/s", "÷ one 2-CPU trial"],
                   tp_rows),
         ],
-        "notes": [
-            f"Teacher: digits_quick's resnet56 (15 epochs on all 1,438 digits training images), trained once into "
-            f"the benchmark cache ({cache_dir()}, or ${CACHE_ENV}); "
-            + ("found in the cache." if teacher_info["checkpoint_cached"]
-               else f"trained in this run ({teacher_info['seconds']} s, outside every timing)."),
-            "Direct: load the teacher from its checkpoint, the data set, the cached representations and r2_cca matrix, "
-            "choose the paper-mode hints, then train_student (1 torch thread). Sweep: run_sweep on a config with no "
-            "search space and no baselines (exactly one trial of 1 CPU, so 1 torch thread, as in digits_quick.yaml), "
-            "a fresh local Ray and a "
-            "fresh SQLite MLflow store each time; its figure includes ray.init, the shared work as a Ray task, "
-            "the parent run, Tune's per-epoch report and checkpoint, MLflow logging, the leaderboard and ray.shutdown.",
-            "Tuner.fit is timed by wrapping the method for the duration of the benchmark; the trial's own span runs "
-            "from the creation of its MLflow run to the timestamp of its last val_acc.",
-            "Throughput: separate processes that each load the teacher and data, wait at a barrier, then train the "
-            "same student with torch.set_num_threads(n) as a Tune trial with n CPUs does; images/s = images trained "
-            "by all of them ÷ (last end − first start).",
-        ],
+        "notes": _notes(teacher_info),
         "machine": machine(device), "date": now(), "quick": quick, "tiny": tiny,
         "command": command(NAME, quick, tiny),
     }

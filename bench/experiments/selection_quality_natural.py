@@ -238,6 +238,33 @@ def one_sweep(cfg: Config, folder: Path) -> dict[str, Any]:
             "confirmation": result.confirmation}
 
 
+def all_sweeps(root: Path, checkpoint: str, s: dict[str, Any], positions: dict[str, Any],
+               folder: Path) -> dict[str, Any]:
+    """One sweep per (method ± KD, measure), keyed ``"<family> <measure>"``; a cka_linear sweep whose hints
+    equal r2_cca's is not run, only marked ``same_as``."""
+    sweeps: dict[str, Any] = {}
+    for method, kd in s["families"]:
+        for measure in s["measures"]:
+            key = f"{family_label(method, kd)} {measure}"
+            if measure != MEASURES[0] and positions[measure] == positions[MEASURES[0]]:
+                sweeps[key] = {"family": family_label(method, kd), "measure": measure,
+                               "same_as": f"{family_label(method, kd)} {MEASURES[0]}"}
+                continue
+            cfg = student_config(root, checkpoint, method, kd, measure, s)
+            sweeps[key] = {"family": family_label(method, kd), "measure": measure, **one_sweep(cfg, folder)}
+    return sweeps
+
+
+def headline_of(sweeps: dict[str, Any]) -> tuple[Optional[str], Optional[float]]:
+    """The first of ``HEADLINE_SWEEPS`` with a confirmation table, and its configuration's mean test accuracy
+    ÷ the default hints' (None when either is missing)."""
+    key = next((k for k in HEADLINE_SWEEPS if sweeps.get(k, {}).get("confirmation")), None)
+    table_ = sweeps[key]["confirmation"] if key else None
+    first = table_["configurations"][0] if table_ and table_["configurations"] else None
+    default = next((b for b in (table_ or {}).get("baselines", []) if b["kind"] == "default"), None)
+    return key, ratio(first["test_acc"]["mean"], default["test_acc"]["mean"]) if first and default else None
+
+
 def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
     """The entry written when the CIFAR-10 photographs are not there: nothing measured, and why."""
     return {
@@ -285,22 +312,9 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                   "test": int(ds.test_x.shape[0])}
         alone = students_alone(base, seeds)
         walls["ce_only"] = alone["wall_s"]
-        sweeps: dict[str, Any] = {}
-        for method, kd in s["families"]:
-            for measure in s["measures"]:
-                key = f"{family_label(method, kd)} {measure}"
-                if measure != MEASURES[0] and positions[measure] == positions[MEASURES[0]]:
-                    sweeps[key] = {"family": family_label(method, kd), "measure": measure,
-                                   "same_as": f"{family_label(method, kd)} {MEASURES[0]}"}
-                    continue
-                cfg = student_config(root, t_info["checkpoint"], method, kd, measure, s)
-                sweeps[key] = {"family": family_label(method, kd), "measure": measure, **one_sweep(cfg, folder)}
+        sweeps = all_sweeps(root, t_info["checkpoint"], s, positions, folder)
         walls["sweeps"] = round(sum(v.get("wall_s", 0.0) for v in sweeps.values()), 1)
-    headline_key = next((k for k in HEADLINE_SWEEPS if sweeps.get(k, {}).get("confirmation")), None)
-    table_ = sweeps[headline_key]["confirmation"] if headline_key else None
-    first = table_["configurations"][0] if table_ and table_["configurations"] else None
-    default = next((b for b in (table_ or {}).get("baselines", []) if b["kind"] == "default"), None)
-    headline = ratio(first["test_acc"]["mean"], default["test_acc"]["mean"]) if first and default else None
+    headline_key, headline = headline_of(sweeps)
     figures = {
         "settings": s, "pair": list(PAIR), "k": K, "kd_weight": KD_WEIGHT, "n_seeds": s["seeds"], "seeds": seeds,
         "root": str(root), "cache": str(cache_dir()), "splits": splits, "data_path": decode, "teacher": t_info,
