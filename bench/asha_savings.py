@@ -12,9 +12,10 @@ from typing import Any
 
 from pursuhint.config import Config
 from pursuhint.search.results import TrialRow
+from pursuhint.search.sweep import run_sweep
 
-from .common import command, digits_quick, machine, now, pick_device, ratio, table
-from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace
+from .common import (command, digits_quick, digits_teacher, machine, now, pick_device, ratio, shutdown_ray,
+                     sweep_storage, table, workspace)
 
 NAME = "asha_savings"
 TITLE = "ASHA savings: the same sweep with ASHA and with FIFO"
@@ -47,8 +48,6 @@ def epochs_trained(rows: list[TrialRow]) -> int:
 
 
 def _one(cfg: Config, folder: Any) -> dict[str, Any]:
-    from pursuhint.search.sweep import run_sweep
-
     t0 = time.perf_counter()
     result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
     wall = time.perf_counter() - t0
@@ -69,7 +68,7 @@ def _one(cfg: Config, folder: Any) -> dict[str, Any]:
 
 def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     """Run the FIFO sweep, then the ASHA sweep, on one local Ray; headline = ASHA epochs ÷ FIFO epochs."""
-    import ray
+    import ray  # ray: deferred, cheap import of the benchmark list
 
     s = _settings(quick, tiny)
     device = pick_device()

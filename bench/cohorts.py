@@ -33,8 +33,7 @@ from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.models import create_model
 from pursuhint.train.teacher import dataset_for
 
-from .common import command, machine, now, pick_device, seeded, table, threads
-from .gpu import cifar_dataset
+from .common import cifar_dataset, command, machine, now, pick_device, seeded, table, threads
 
 NAME = "cohorts"
 TITLE = "Cohorts: the arms of one seed trained together vs one after another"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -26,9 +27,13 @@ from pursuhint.train.student import train_student
 from pursuhint.hints import candidate_layers, layer_representations, select_hints, similarity_matrix
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.models import create_model
+from pursuhint.search.sweep import run_sweep
+from pursuhint.train.teacher import dataset_for
 
-from .common import (CIFAR100_MEAN, CIFAR100_STD, cifar10_subset, cifar_like, command, machine, now, pick_device,
-                     seconds, seeded, table)
+from .common import (CIFAR100_MEAN, CIFAR100_STD, cifar10_subset, cifar_dataset, cifar_like, command,
+                     digits_teacher, machine, now, pick_device, seconds, seeded, shutdown_ray, sweep_storage, table,
+                     tuner_fit_spans, workspace)
+from .step_syncs import measure as step_sync_measure
 
 NAME = "gpu"
 TITLE = "GPU: epoch time, selection time and concurrent fractional-GPU trials"
@@ -63,13 +68,6 @@ def _settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"images": 10_000, "probe": 10_000, "sweep_samples": 8, "sweep_epochs": 2, "sync_images": 5_120}
     return {"images": 20_000, "probe": 10_000, "sweep_samples": 16, "sweep_epochs": 3, "sync_images": 10_240}
-
-
-def cifar_dataset(n: int, seed: int = 0) -> ImageDataset:
-    """``n`` random CIFAR-100-shaped training images (and 1 000 validation images) as an ImageDataset."""
-    x, y = cifar_like(n + 1000, seed=seed)
-    return ImageDataset("cifar100-shaped", x[:n], y[:n], x[n:], y[n:], 100, [str(i) for i in range(100)],
-                        CIFAR100_MEAN, CIFAR100_STD, "crop_flip")
 
 
 def natural_dataset(n: int) -> tuple[ImageDataset, dict[str, Any]]:
@@ -135,10 +133,6 @@ def ray_stack_installed() -> bool:
 def concurrent_trials(checkpoint: Path, folder: Path, n: int, samples: int, epochs: int, gpu: bool) -> dict[str, Any]:
     """A FIFO sweep of ``samples`` distinct trials with ``n`` at a time, each asking for 1/n GPU: trials per
     second over Tuner.fit (Ray's start-up and the shared work excluded)."""
-    from pursuhint.search.sweep import run_sweep
-
-    from .sweep_overhead import sweep_storage, tuner_fit_spans
-
     cpus = os.cpu_count() or 1
     cfg = config_from_text(SWEEP_YAML.format(n=n, checkpoint=checkpoint, epochs=epochs, samples=samples,
                                              cpu=max(1, min(2, cpus // n)), gpu=round(1 / n, 4) if gpu else 0))
@@ -160,8 +154,6 @@ def _process_trials(args: tuple[int, int, int, str]) -> int:
     torch.set_num_threads(1)
     device = torch.device(device_name)
     cfg = config_from_text(SWEEP_YAML.format(n=1, checkpoint="''", epochs=epochs, samples=1, cpu=1, gpu=0))
-    from pursuhint.train.teacher import dataset_for
-
     ds = dataset_for(cfg)
     with seeded(0):
         teacher = create_model("resnet56", ds.num_classes, in_channels=ds.channels).to(device).eval()
@@ -176,8 +168,6 @@ def _process_trials(args: tuple[int, int, int, str]) -> int:
 def concurrent_processes(n: int, samples: int, epochs: int, device: str = "cuda") -> dict[str, Any]:
     """``samples`` digits trials spread over ``n`` concurrent processes on the one GPU (Ray absent): trials per
     second over the whole run, process start-up and CUDA initialisation included."""
-    import multiprocessing as mp
-
     per = [samples // n + (1 if i < samples % n else 0) for i in range(n)]
     starts = [sum(per[:i]) for i in range(n)]
     t0 = time.perf_counter()
@@ -210,31 +200,17 @@ def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
     }
 
 
-def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    """Measure on the CUDA device, or return the skipped entry when there is none."""
-    if not torch.cuda.is_available():
-        return skipped_entry(quick, tiny)
-    from .step_syncs import measure as step_sync_measure
-
-    s = _settings(quick or tiny)
-    device = pick_device()
-    ds, data_info = natural_dataset(s["images"])
-    epoch = epoch_time(device, ds)
-    epoch_host = epoch_time(device, ds, budget_gb=0)
-    syncs = step_sync_measure(device, s["sync_images"], repeats=3)
-    sel = selection_time(device, s["probe"], ds.train_x)
-    del ds
-    free_driver_gpu()
+def concurrency(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Trials per second at each of ``CONCURRENCY``: a Ray Tune sweep per level on one local Ray when the sweep
+    stack is installed, else as many concurrent processes."""
     trials = []
     if ray_stack_installed():
-        from .sweep_overhead import digits_teacher, shutdown_ray, workspace
-
         with workspace() as folder:
             teacher, _ = digits_teacher(device=torch.device("cpu"))  # the driver keeps no GPU memory
             checkpoint = teacher.checkpoint
             del teacher
             free_driver_gpu()
-            import ray
+            import ray  # ray: deferred, absent where the GPU benchmark falls back to processes
 
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
             try:
@@ -246,6 +222,23 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     else:
         for n in CONCURRENCY:
             trials.append(concurrent_processes(n, s["sweep_samples"], s["sweep_epochs"]))
+    return trials
+
+
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """Measure on the CUDA device, or return the skipped entry when there is none."""
+    if not torch.cuda.is_available():
+        return skipped_entry(quick, tiny)
+    s = _settings(quick or tiny)
+    device = pick_device()
+    ds, data_info = natural_dataset(s["images"])
+    epoch = epoch_time(device, ds)
+    epoch_host = epoch_time(device, ds, budget_gb=0)
+    syncs = step_sync_measure(device, s["sync_images"], repeats=3)
+    sel = selection_time(device, s["probe"], ds.train_x)
+    del ds
+    free_driver_gpu()
+    trials = concurrency(s)
     base = trials[0]["trials_per_s"]
     best = max(trials, key=lambda t: t["trials_per_s"])
     headline = float(f"{best['trials_per_s'] / base:.4g}")

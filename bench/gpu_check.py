@@ -98,7 +98,7 @@ def dependencies() -> tuple[str, str]:
 
 
 def _cuda_or_exit() -> str:
-    import torch
+    import torch  # torch: deferred, cheap --dry-run and dependency check
 
     if not torch.cuda.is_available():
         _say(f"no CUDA device: torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) sees none; "
@@ -130,14 +130,14 @@ def tests() -> tuple[str, str]:
 
 def _bench(name: str, out: Path, flags: list[str], timeout: int) -> tuple[str, str]:
     """Run one benchmark into ``out`` and print its tables; NOT RUN when its entry says it was skipped."""
-    from bench.run import read_results, render_entry
+    from bench.run import read_results, render_entry  # deferred: needs pydantic, dependencies() may install it
 
     results, docs = out / "results.json", out / "benchmarks.md"
     ok = _run([sys.executable, "bench/run.py", "--only", name, *flags, "--output", str(results),
                "--docs", str(docs)], timeout)
     entry = read_results(results).get(name)
     if entry is not None:
-        print(render_entry(name, entry, True), flush=True)
+        print(render_entry(name, entry), flush=True)
     if not ok:
         return "FAILED", "see the output above"
     if entry is None or entry.get("skipped"):

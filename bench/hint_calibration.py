@@ -22,8 +22,7 @@ from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.models import create_model
 from pursuhint.train.teacher import dataset_for
 
-from .common import command, machine, now, pick_device, seeded, table
-from .gpu import cifar_dataset
+from .common import cifar_dataset, command, machine, now, pick_device, seeded, table
 
 NAME = "hint_calibration"
 TITLE = "Hint-weight calibration: its cost as a fraction of one epoch"

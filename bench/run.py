@@ -2,10 +2,10 @@
 
     python bench/run.py [--quick] [--only NAME[,NAME]] [--output PATH] [--docs PATH] [--render]
 
-A benchmark is a module ``bench/<name>.py`` exposing ``NAME``, ``TITLE`` and ``run(quick) -> dict``
-(the results.json entry: figures, headline ``ratio``, ``machine``, ``date``, ``quick``, ``command``,
-and optionally ``tables`` and ``notes`` for the Markdown). Names listed in ``BENCHMARKS`` whose
-module does not exist yet are skipped with a note.
+A benchmark is a module ``bench/<name>.py`` (a micro-benchmark) or ``bench/experiments/<name>.py`` (a long
+research experiment) exposing ``NAME``, ``TITLE`` and ``run(quick) -> dict`` (the results.json entry: figures,
+headline ``ratio``, ``machine``, ``date``, ``quick``, ``command``, and optionally ``tables`` and ``notes`` for
+the Markdown).
 """
 
 from __future__ import annotations
@@ -25,16 +25,13 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` from a checkout: make `be
     sys.path.insert(0, str(ROOT))
 
 from bench.common import fmt  # noqa: E402
+from pursuhint.infra.fileio import write_text_atomic  # noqa: E402
 
 BENCHMARKS = ("selection_speed", "input_pipeline", "distill_step", "step_syncs", "hint_calibration", "sweep_overhead",
               "asha_savings", "search_waste",
               "selection_quality", "selection_quality_natural", "gpu", "hint_ratio_transfer", "decisive_answers", "cohorts")
-TITLES = {  # headings for benchmarks whose module (and so its TITLE) does not exist yet
-    "sweep_overhead": "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly",
-    "asha_savings": "ASHA savings: the same sweep with ASHA and with FIFO",
-    "selection_quality": "Selection quality: clustered vs default vs random hint points",
-    "gpu": "GPU: epoch time, selection time and concurrent fractional-GPU trials",
-}
+EXPERIMENTS = ("search_waste", "selection_quality", "selection_quality_natural", "hint_ratio_transfer",
+               "decisive_answers")  # the long research experiments, in bench/experiments/
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 DEFAULT_DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BEGIN generated:{name} -->", "<!-- END generated:{name} -->"
@@ -45,13 +42,8 @@ class BenchUsageError(Exception):
 
 
 def load_module(name: str):
-    """The benchmark module ``bench.<name>``, or None if it is not written yet."""
-    try:
-        return importlib.import_module(f"bench.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"bench.{name}":
-            return None
-        raise
+    """The benchmark module: ``bench.experiments.<name>`` for an experiment, else ``bench.<name>``."""
+    return importlib.import_module(f"bench.experiments.{name}" if name in EXPERIMENTS else f"bench.{name}")
 
 
 def parse_only(value: str | None) -> list[str]:
@@ -84,8 +76,6 @@ def read_results(path: Path) -> dict[str, Any]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so a crash leaves the old file."""
-    from pursuhint.infra.fileio import write_text_atomic
-
     write_text_atomic(path, text)
 
 
@@ -108,11 +98,9 @@ def render_machine(m: dict[str, Any]) -> str:
             + ("" if load is None else f"; 1-minute load average {load} when it finished"))
 
 
-def render_entry(name: str, entry: dict[str, Any] | None, written: bool) -> str:
+def render_entry(name: str, entry: dict[str, Any] | None) -> str:
     """The generated Markdown block of one benchmark."""
     if entry is None:
-        if not written:
-            return f"Not written yet: `bench/{name}.py` does not exist, so `bench/run.py` skips it."
         return f"No result yet: run `python bench/run.py --only {name}`."
     mode = "quick run" if entry.get("quick") else "full run"
     if entry.get("tiny"):
@@ -152,15 +140,14 @@ def refresh_docs(path: Path, results: dict[str, Any]) -> None:
     """
     text = path.read_text(encoding="utf-8") if path.exists() else DOC_HEAD
     for k, name in enumerate(BENCHMARKS, 1):
-        module = load_module(name)
-        block = render_entry(name, results.get(name), module is not None)
+        block = render_entry(name, results.get(name))
         begin, end = BEGIN.format(name=name), END.format(name=name)
         if begin in text and end in text:
             pre, rest = text.split(begin, 1)
             _, post = rest.split(end, 1)
             text = f"{pre}{begin}\n{block}\n{end}{post}"
         else:
-            title = getattr(module, "TITLE", TITLES.get(name, name.replace("_", " ").capitalize()))
+            title = load_module(name).TITLE
             text = text.rstrip("\n") + f"\n\n## {k}. {title} (`{name}`)\n\n{begin}\n{block}\n{end}\n"
     write_atomic(path, text if text.endswith("\n") else text + "\n")
 
@@ -191,9 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         module = load_module(name)
-        if module is None:
-            print(f"[skip] {name}: bench/{name}.py is not written yet")
-            continue
         print(f"[run ] {name} ({'quick' if args.quick else 'full'}) …", flush=True)
         try:
             entry = run_one(module, args.quick, args.tiny)

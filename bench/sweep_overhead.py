@@ -4,8 +4,7 @@ with MLflow logging, and the student throughput of one 2-CPU trial against two c
 Both runs train resnet8 from the cached digits resnet56 teacher through the same paper-mode hint set
 (r2_cca / pursuhint / mean_index, K = 3) with the same config and seed. The sweep pays Ray's start-up,
 shipping the shared work through the object store, a Tune report, a checkpoint and MLflow logging per
-epoch; the ratio says how much that costs. This module also holds the workspace the sweep benchmarks
-share (a persistent teacher cache outside the checkout, a fresh temporary MLflow store per run).
+epoch; the ratio says how much that costs.
 """
 
 from __future__ import annotations
@@ -15,25 +14,25 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
+from pursuhint import tracking
 from pursuhint.config import Config, config_from_text
 from pursuhint.train.student import train_student
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
-from pursuhint.train.teacher import Teacher, dataset_for, load_teacher, teacher_cache_dir, train_teacher
+from pursuhint.search.sweep import run_sweep
+from pursuhint.train.teacher import dataset_for, load_teacher
 
-from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
+from .common import (CACHE_ENV, cache_dir, command, digits_teacher, machine, now, pick_device, ratio, shutdown_ray,
+                     sweep_storage, table, threads, tuner_fit_spans, workspace)
 
 NAME = "sweep_overhead"
 TITLE = "Sweep overhead: a trial under Ray Tune and MLflow vs the same training run directly"
 AIM = "sweep ÷ direct wall time ≤ 1.05 for a ≥ 60 s trial; two concurrent 1-CPU trials out-train one 2-CPU trial"
-CACHE_ENV = "PURSUHINT_BENCH_CACHE"
 ROOT = Path(__file__).resolve().parents[1]
 
 TRIAL_YAML = """
@@ -51,97 +50,18 @@ search: {{num_samples: 1, baselines: [], max_concurrent_trials: 1, resources_per
 
 
 # ------------------------------------------------------------------------------------------------
-# workspace shared by the sweep benchmarks
-
-
-def cache_dir() -> Path:
-    """Where benchmark teachers and similarity matrices are cached between runs (never the checkout)."""
-    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "pursuhint-bench").absolute()
-
-
-@contextmanager
-def workspace() -> Iterator[Path]:
-    """Point ``PURSUHINT_RUNS`` at the benchmark cache and yield a fresh temporary folder for MLflow stores
-    and Ray results; afterwards restore the variable, shut down any Ray this process started, remove the folder.
-
-    Set before Ray starts, so the sweep's workers read and write the same cache.
-    """
-    old = os.environ.get("PURSUHINT_RUNS")
-    os.environ["PURSUHINT_RUNS"] = str(cache_dir())
-    try:
-        with tempfile.TemporaryDirectory(prefix="pursuhint-bench-") as tmp:
-            yield Path(tmp)
-    finally:
-        shutdown_ray()
-        if old is None:
-            os.environ.pop("PURSUHINT_RUNS", None)
-        else:
-            os.environ["PURSUHINT_RUNS"] = old
-
-
-def shutdown_ray() -> None:
-    """Shut down Ray if this process has it running (a failed benchmark must not leave workers behind)."""
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-
-
-def digits_teacher(device: torch.device | None = None) -> tuple[Teacher, dict[str, Any]]:
-    """The cached digits resnet56 teacher (trained now if the cache lacks it) and how it was obtained."""
-    cfg = digits_quick("bench_teacher")  # the teacher of search_spaces/digits_quick.yaml and of the tests
-    cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
-    t0 = time.perf_counter()
-    if device is not None:
-        train_teacher(cfg, progress=False)  # trained (when not cached) where it is fastest, then loaded on `device`
-    teacher = load_teacher(cfg, progress=False, device=device)
-    info = {"arch": teacher.arch, "checkpoint_cached": cached, "seconds": round(time.perf_counter() - t0, 1),
-            "val_acc": teacher.meta.get("val_acc"), "sha256": teacher.sha256}
-    return teacher, info
-
-
-def sweep_storage(folder: Path) -> dict[str, str]:
-    """``run_sweep`` keyword arguments that keep its MLflow store and Tune results inside ``folder`` (created)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "storage_path": str(folder / "ray_results")}
+# MLflow reads
 
 
 def child_runs(uri: str, parent: str) -> list[Any]:
     """The MLflow child runs (one per trial) of a sweep's parent run."""
-    from pursuhint import tracking
-
     exp_id = tracking.client(uri).get_run(parent).info.experiment_id
     return tracking.find_runs(uri, exp_id, **{tracking.PARENT_TAG: parent})
 
 
 def metric_history(uri: str, run_id: str, name: str) -> list[Any]:
     """A child run's per-epoch history of one metric, by epoch."""
-    from pursuhint import tracking
-
     return sorted(tracking.client(uri).get_metric_history(run_id, name), key=lambda m: m.step)
-
-
-@contextmanager
-def tuner_fit_spans(spans: list[float]) -> Iterator[None]:
-    """Record the wall-clock seconds of every ``ray.tune.Tuner.fit`` call in the block (Ray's start-up,
-    the shared work and the MLflow parent run fall outside it); the method is restored afterwards."""
-    from ray import tune
-
-    original = tune.Tuner.fit
-
-    def timed(self, *args: Any, **kwargs: Any):
-        t0 = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            spans.append(time.perf_counter() - t0)
-
-    tune.Tuner.fit = timed
-    try:
-        yield
-    finally:
-        tune.Tuner.fit = original
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,8 +107,6 @@ def _direct_body(cfg: Config) -> dict[str, Any]:
 
 def _sweep(cfg: Config, folder: Path) -> dict[str, Any]:
     """The same training as a 1-trial sweep: run_sweep's wall time, Tuner.fit's span and the trial's own times."""
-    from pursuhint.search.sweep import run_sweep
-
     spans: list[float] = []
     store = folder / f"sweep-{time.time_ns()}"
     kw = sweep_storage(store)
@@ -277,10 +195,8 @@ def _throughput(checkpoint: Path, epochs: int, repeats: int) -> dict[str, Any]:
             "two_1cpu_over_one_2cpu": ratio(rates["2 trials × 1 CPU"], rates["1 trial × 2 CPUs"])}
 
 
-def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    """Direct vs 1-trial sweep (interleaved repeats after a warm-up), then the concurrency throughput."""
-    cfg_s = _settings(quick, tiny)
-    device = pick_device()
+def _measure(cfg_s: dict[str, Any]) -> tuple[dict[str, Any], list[dict], list[dict], dict[str, Any]]:
+    """The teacher's provenance, the direct and sweep runs (interleaved after a warm-up), the throughput."""
     with workspace() as folder:
         teacher, teacher_info = digits_teacher()
         cfg = trial_config(teacher.checkpoint, cfg_s["epochs"])
@@ -291,6 +207,35 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
             sweep.append(_sweep(cfg, folder))
         shutdown_ray()
         tp = _throughput(teacher.checkpoint, cfg_s["tp_epochs"], cfg_s["tp_repeats"])
+    return teacher_info, direct, sweep, tp
+
+
+def _notes(teacher_info: dict[str, Any]) -> list[str]:
+    """The entry's "how it was measured" lines."""
+    return [
+        f"Teacher: digits_quick's resnet56 (15 epochs on all 1,438 digits training images), trained once into "
+        f"the benchmark cache ({cache_dir()}, or ${CACHE_ENV}); "
+        + ("found in the cache." if teacher_info["checkpoint_cached"]
+           else f"trained in this run ({teacher_info['seconds']} s, outside every timing)."),
+        "Direct: load the teacher from its checkpoint, the data set, the cached representations and r2_cca matrix, "
+        "choose the paper-mode hints, then train_student (1 torch thread). Sweep: run_sweep on a config with no "
+        "search space and no baselines (exactly one trial of 1 CPU, so 1 torch thread, as in digits_quick.yaml), "
+        "a fresh local Ray and a "
+        "fresh SQLite MLflow store each time; its figure includes ray.init, the shared work as a Ray task, "
+        "the parent run, Tune's per-epoch report and checkpoint, MLflow logging, the leaderboard and ray.shutdown.",
+        "Tuner.fit is timed by wrapping the method for the duration of the benchmark; the trial's own span runs "
+        "from the creation of its MLflow run to the timestamp of its last val_acc.",
+        "Throughput: separate processes that each load the teacher and data, wait at a barrier, then train the "
+        "same student with torch.set_num_threads(n) as a Tune trial with n CPUs does; images/s = images trained "
+        "by all of them ÷ (last end − first start).",
+    ]
+
+
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """Direct vs 1-trial sweep (interleaved repeats after a warm-up), then the concurrency throughput."""
+    cfg_s = _settings(quick, tiny)
+    device = pick_device()
+    teacher_info, direct, sweep, tp = _measure(cfg_s)
 
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     d_total, s_total = med(direct, "total_s"), med(sweep, "total_s")
@@ -336,23 +281,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                   f"of {cfg_s['tp_repeats']} interleaved repeats)", ["layout", "images/s", "÷ one 2-CPU trial"],
                   tp_rows),
         ],
-        "notes": [
-            f"Teacher: digits_quick's resnet56 (15 epochs on all 1,438 digits training images), trained once into "
-            f"the benchmark cache ({cache_dir()}, or ${CACHE_ENV}); "
-            + ("found in the cache." if teacher_info["checkpoint_cached"]
-               else f"trained in this run ({teacher_info['seconds']} s, outside every timing)."),
-            "Direct: load the teacher from its checkpoint, the data set, the cached representations and r2_cca matrix, "
-            "choose the paper-mode hints, then train_student (1 torch thread). Sweep: run_sweep on a config with no "
-            "search space and no baselines (exactly one trial of 1 CPU, so 1 torch thread, as in digits_quick.yaml), "
-            "a fresh local Ray and a "
-            "fresh SQLite MLflow store each time; its figure includes ray.init, the shared work as a Ray task, "
-            "the parent run, Tune's per-epoch report and checkpoint, MLflow logging, the leaderboard and ray.shutdown.",
-            "Tuner.fit is timed by wrapping the method for the duration of the benchmark; the trial's own span runs "
-            "from the creation of its MLflow run to the timestamp of its last val_acc.",
-            "Throughput: separate processes that each load the teacher and data, wait at a barrier, then train the "
-            "same student with torch.set_num_threads(n) as a Tune trial with n CPUs does; images/s = images trained "
-            "by all of them ÷ (last end − first start).",
-        ],
+        "notes": _notes(teacher_info),
         "machine": machine(device), "date": now(), "quick": quick, "tiny": tiny,
         "command": command(NAME, quick, tiny),
     }

@@ -5,25 +5,38 @@ Figures are not asserted (they are measured in bench/, not tested); the smoke te
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 import os
 import subprocess
 import sys
+import zipfile
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import cohorts, gpu, gpu_check, gpu_kit  # noqa: E402
 from bench import run as bench_run  # noqa: E402
+from bench.asha_savings import epochs_trained  # noqa: E402
+from bench.common import CACHE_ENV, cifar10_subset, demo_raw, sweep_storage, workspace  # noqa: E402
+from bench.experiments import hint_ratio_transfer, search_waste, selection_quality  # noqa: E402
+from bench.experiments import selection_quality_natural as natural  # noqa: E402
+from bench.experiments.hint_ratio_transfer import accuracy_gap, ratio_spread  # noqa: E402
+from bench.experiments.search_waste import SPACES_ENV, collapsed, kept_spaces, sweep_config, trial_hours  # noqa: E402
 from bench.selection_speed import naive_cka, naive_kmeans, naive_pair_list  # noqa: E402
 from pursuhint.hints import cluster, similarity_matrix  # noqa: E402
 from pursuhint.hints import similarity as sim  # noqa: E402
+from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table  # noqa: E402
+from pursuhint.search.results import TrialRow  # noqa: E402
 
 
 def test_quick_selection_speed_writes_a_well_formed_entry_and_keeps_others(tmp_path):
@@ -66,6 +79,14 @@ def test_unknown_benchmark_name_is_refused_with_the_valid_names(tmp_path):
     assert bench_run.parse_only(None) == list(bench_run.BENCHMARKS)
     assert bench_run.main(["--only", "nope", "--output", str(tmp_path / "r.json")]) == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_every_benchmark_loads_by_name_the_experiments_from_bench_experiments():
+    for name in bench_run.BENCHMARKS:
+        module = bench_run.load_module(name)
+        folder = "experiments" if name in bench_run.EXPERIMENTS else "bench"
+        assert module.NAME == name and module.TITLE and Path(module.__file__).parent.name == folder, name
+    assert set(bench_run.EXPERIMENTS) < set(bench_run.BENCHMARKS)
 
 
 def test_docs_are_created_with_one_section_per_benchmark(tmp_path):
@@ -135,10 +156,6 @@ def test_rbf_median_falls_back_to_a_full_selection_when_the_bracket_misses(monke
 
 
 def test_asha_epochs_trained_leaves_out_replays_and_invalid_trials():
-    from bench.asha_savings import epochs_trained
-
-    from pursuhint.search.results import TrialRow
-
     rows = [TrialRow("a", epochs=8, status="completed"), TrialRow("b", epochs=2, status="stopped"),
             TrialRow("c", epochs=8, status="completed", duplicate_of="a"), TrialRow("d", epochs=0, status="invalid"),
             TrialRow("e", epochs=4, status="diverged")]
@@ -146,10 +163,6 @@ def test_asha_epochs_trained_leaves_out_replays_and_invalid_trials():
 
 
 def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
-    from bench.search_waste import collapsed, sweep_config, demo_raw, trial_hours
-
-    from pursuhint.search.results import TrialRow
-
     nan = float("nan")
     rows = [TrialRow("a", final_val_acc=90.0), TrialRow("b", final_val_acc=84.9),  # 84.9 < 90 − 5: collapsed
             TrialRow("c", final_val_acc=85.0), TrialRow("d", final_val_acc=12.0, baseline="default"),
@@ -173,53 +186,47 @@ def test_search_waste_counts_collapsed_searched_trials_only(tmp_path):
 
 
 def test_search_waste_reruns_only_the_named_spaces_and_tables_skip_spaces_a_pair_never_ran(monkeypatch):
-    from bench.search_waste import SPACES_ENV, _kept_spaces, tables
-
     fig = {"collapsed": 0, "searched": 8, "final_val_acc": [50.0], "confirmed_test_acc": 51.0, "confirmed_sd": 1.0,
            "trial_hours": 0.5, "test_acc_per_trial_hour": 102.0}
     entry = {"figures": {"cifar": {"ce_only_final_val_acc": 43.6, "raw_beta": fig, "calibrated": fig,
                                    "teacher": {"arch": "resnet20"}}}}
     monkeypatch.delenv(SPACES_ENV, raising=False)
-    assert _kept_spaces(entry, "cifar") == {}  # unset: every space runs
+    assert kept_spaces(entry, "cifar") == {}  # unset: every space runs
     monkeypatch.setenv(SPACES_ENV, "calibrated_by_method")
-    assert _kept_spaces(entry, "cifar") == {"raw_beta": fig, "calibrated": fig}
-    assert _kept_spaces(None, "cifar") == {}
+    assert kept_spaces(entry, "cifar") == {"raw_beta": fig, "calibrated": fig}
+    assert kept_spaces(None, "cifar") == {}
     monkeypatch.setenv(SPACES_ENV, "calibrated,bogus")
     with pytest.raises(SystemExit, match=r"unknown spaces \['bogus'\]"):
-        _kept_spaces(entry, "cifar")
-    rows = tables({"digits": None, "cifar": entry["figures"]["cifar"]})[0]["rows"]
+        kept_spaces(entry, "cifar")
+    rows = search_waste.tables({"digits": None, "cifar": entry["figures"]["cifar"]})[0]["rows"]
     assert [r[:3] for r in rows] == [["cifar", "raw_beta", "0 of 8"], ["cifar", "calibrated", "0 of 8"]]
 
 
 def test_hint_ratio_transfer_tables_compare_the_ratios_and_the_trained_students():
-    from bench.hint_ratio_transfer import _gap, _spread, tables
-
     figures = {"digits": {"implied": {"at": 10.0, "fitnet": 1000.0},
                           "trained": {"at": {"r": 5.0, "1": [94.0, 96.0], "published": [80.0, 80.0]},
                                       "fitnet": {"r": 250.0, "1": [95.0, 95.0], "published": [91.0, 92.0]}}},
                "cifar": {"implied": {"at": 5.0, "fitnet": 250.0},
                          "trained": {"at": {"r": 5.0, "1": [47.0, 48.0], "published": [47.5, 46.5]},
                                      "fitnet": {"r": 250.0, "1": [48.0, 47.0], "published": [56.0, 55.0]}}}}
-    assert _spread(figures, "at") == 2.0 and _spread(figures, "fitnet") == 4.0
-    assert _gap(figures["cifar"]["trained"]["fitnet"]) == -8.0 and _gap(figures["digits"]["trained"]["at"]) == 15.0
-    ratios, trained = tables(figures)
+    assert ratio_spread(figures, "at") == 2.0 and ratio_spread(figures, "fitnet") == 4.0
+    assert accuracy_gap(figures["cifar"]["trained"]["fitnet"]) == -8.0
+    assert accuracy_gap(figures["digits"]["trained"]["at"]) == 15.0
+    ratios, trained = hint_ratio_transfer.tables(figures)
     assert ratios["rows"] == [["at", "10", "5", "2.0×"], ["fitnet", "1e+03", "250", "4.0×"]]
     assert trained["columns"][3] == "the published β's 32-px r"
     assert trained["rows"][0] == ["digits, 16 px", "at", "95.00 ± 1.41", "5", "80.00 ± 0.00", "+15.00"]
     assert trained["rows"][3] == ["CIFAR-shaped, 32 px", "fitnet", "47.50 ± 0.71", "250", "55.50 ± 0.71", "-8.00"]
-    assert _spread({"digits": figures["digits"]}, "at") is None and tables({}) == []
+    assert ratio_spread({"digits": figures["digits"]}, "at") is None and hint_ratio_transfer.tables({}) == []
 
 
 def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
-    from bench.selection_quality import tables
-    from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table
-
     cand = Candidate("t1", {}, 90.0, "at", 3, "layer1.2,layer2.2,layer3.2", (100.0, 1.0, 0.0, 1.0), 0.05)
     results = [ConfirmedResult(SEARCHED, "t1", "at", 3, s, 90.0 + s, 0.0, cand.hint_layers) for s in (1, 2, 3)]
     results += [ConfirmedResult("default", "default", "at", 3, s, 88.0 + s * 0.9, 0.0) for s in (1, 2, 3)]
     table = confirmation_table([cand], results, 3)
-    out = tables({"paper_mode": {"at r2_cca": {"wall_s": 12.5, "trials": 1, "confirmation": table}},
-                  "best": "at r2_cca", "searched": None, "probe_sensitivity": []})
+    out = selection_quality.tables({"paper_mode": {"at r2_cca": {"wall_s": 12.5, "trials": 1, "confirmation": table}},
+                                    "best": "at r2_cca", "searched": None, "probe_sensitivity": []})
     assert len(out) == 1 and "at r2_cca: confirmation stage, 3 seeds" in out[0]["title"]
     row, base = out[0]["rows"]
     assert row[0] == "at K=3 [layer1.2,layer2.2,layer3.2]" and row[1] == "92.00 ± 1.00"
@@ -228,8 +235,6 @@ def test_selection_quality_tables_come_from_the_sweeps_confirmation_tables():
 
 
 def test_gpu_benchmark_without_cuda_writes_a_skipped_entry(monkeypatch):
-    from bench import gpu
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     entry = gpu.run(quick=True)
     assert entry["skipped"] is True and entry["ratio"] is None and entry["figures"] == {}
@@ -239,10 +244,6 @@ def test_gpu_benchmark_without_cuda_writes_a_skipped_entry(monkeypatch):
 
 
 def test_sweep_benchmarks_workspace_points_runs_at_the_cache_and_cleans_up(tmp_path, monkeypatch):
-    import os
-
-    from bench.sweep_overhead import CACHE_ENV, sweep_storage, workspace
-
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     before = os.environ.get("PURSUHINT_RUNS")
     with workspace() as folder:
@@ -256,7 +257,6 @@ def test_sweep_benchmarks_workspace_points_runs_at_the_cache_and_cleans_up(tmp_p
 def _natural_figures():
     """A hand-made selection_quality_natural figures dict: an AT+KD family (r2_cca sweep with every baseline,
     a cka_linear sweep of its own) and an AT family whose cka_linear hints equal r2_cca's."""
-    from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confirmation_table
 
     def sweep(family, measure, base, baselines, wall):
         cand = Candidate("t1", {}, 50.0, "at", 3, "layer1.1,layer2.1,layer3.2", ("auto", 1.0, 1.5, 1.0), 0.05)
@@ -288,9 +288,7 @@ def _natural_figures():
 
 
 def test_selection_quality_natural_tables_pair_every_placement_with_the_default_hints():
-    from bench.selection_quality_natural import tables
-
-    out = tables(_natural_figures())
+    out = natural.tables(_natural_figures())
     titles = [t["title"] for t in out]
     assert titles[0].startswith("Teacher and student alone: test accuracy (%) on 5000 held-out photographs")
     assert out[0]["rows"][1][1] == "41.17 ± 1.26" and out[0]["rows"][2][1] == "+28.83"
@@ -318,13 +316,11 @@ def test_selection_quality_natural_tables_pair_every_placement_with_the_default_
     assert out[3]["title"].startswith("Natural-image data path: 25,000 JPEGs (30.0 MB)")
     assert out[3]["rows"][0][1:] == [15.0, 700.0, 73.4] and out[3]["rows"][2][:2] == ["first ÷ second", 7.5]
     assert out[4]["rows"] == [[250, "teacher's training split", "2, 6, 9", "3, 6, 9"]]
-    assert tables({}) == []
+    assert natural.tables({}) == []
     json.dumps(out, allow_nan=False)
 
 
 def test_selection_quality_natural_without_photographs_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):
-    from bench import selection_quality_natural as natural
-
     monkeypatch.setattr(natural, "cifar10_subset", lambda: None)
     entry = natural.run(quick=True)
     assert entry["skipped"] is True and entry["aim_met"] is False and entry["ratio"] is None
@@ -342,8 +338,6 @@ def test_selection_quality_natural_without_photographs_is_skipped_with_a_message
 
 @pytest.mark.slow
 def test_tiny_selection_quality_natural_runs_sweeps_with_a_confirmation_stage(tmp_path):
-    from bench.common import cifar10_subset
-
     if cifar10_subset() is None:
         pytest.skip("the CIFAR-10 photographs are not here (set $PURSUHINT_CIFAR10_SUBSET to their ImageFolder)")
     out, docs = tmp_path / "results.json", tmp_path / "benchmarks.md"
@@ -371,23 +365,19 @@ def test_tiny_selection_quality_natural_runs_sweeps_with_a_confirmation_stage(tm
 
 @pytest.mark.slow
 def test_selection_quality_natural_data_path_measures_a_cold_and_a_warm_load(tmp_path):
-    from PIL import Image
-
-    from bench.selection_quality_natural import data_path
-
     for split, n in (("train", 3), ("test", 2)):
         for cls in ("cat", "dog"):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (40, 36), (i * 40, 90, 200)).save(tmp_path / split / cls / f"{i}.jpg")
-    d = data_path(tmp_path)
+    d = natural.data_path(tmp_path)
     assert d["first_load"]["images"] == d["second_load"]["images"] == 10
     assert d["cache_mb"] > 0 and d["jpeg_mb"] > 0 and d["children_maxrss_mb"] >= d["first_load"]["maxrss_mb"] > 0
     assert d["first_load"]["seconds"] > 0 and d["cold_over_warm"] > 0
     assert not (tmp_path / ".pursuhint_cache").exists()  # the measurement's cache is its own temporary folder
     tmp_path.chmod(0o555)  # a read-only share, as the photographs are: the loader must still write the cache
     try:
-        d = data_path(tmp_path)
+        d = natural.data_path(tmp_path)
     finally:
         tmp_path.chmod(0o755)
     assert d["cache_mb"] > 0 and d["first_load"]["images"] == 10
@@ -406,8 +396,6 @@ def test_gpu_check_dry_run_lists_its_steps_without_a_gpu(tmp_path):
 
 
 def test_gpu_check_says_not_run_in_its_exit_status_and_writes_only_its_own_folder(tmp_path, monkeypatch):
-    from bench import gpu_check
-
     monkeypatch.setenv("GPU_CHECK_OUT", str(tmp_path / "gc"))
     monkeypatch.setattr(gpu_check, "_cuda_or_exit", lambda: "fake GPU")
     monkeypatch.setattr(gpu_check, "tests", lambda: ("ok", ""))
@@ -424,8 +412,6 @@ def test_gpu_check_says_not_run_in_its_exit_status_and_writes_only_its_own_folde
 
 
 def test_gpu_check_names_the_install_line_of_what_is_missing(monkeypatch):
-    from bench import gpu_check
-
     assert gpu_check.missing({"json": "json", "no_such_module_here": "nosuch"}) == ["nosuch"]
     assert gpu_check.install_line(["ray[tune]", "optuna"], Path("/kit")) == \
         f"{sys.executable} -m pip install --no-index --find-links /kit ray[tune] optuna"
@@ -436,8 +422,6 @@ def test_gpu_check_names_the_install_line_of_what_is_missing(monkeypatch):
 
 @pytest.mark.slow
 def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
-    from bench import cohorts
-
     entry = cohorts.run(quick=True, tiny=True)
     assert set(entry["figures"]) == {"digits resnet56 → resnet8, 16 px", "CIFAR-shaped resnet56 → resnet20, 32 px"}
     for f in entry["figures"].values():
@@ -457,12 +441,6 @@ def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
 def test_the_gpu_kit_strips_a_wheel_into_one_pip_installs(tmp_path):
     """The kit's Ray is re-zipped without the parts a sweep never imports; its RECORD matches what stays, so pip
     installs it; wheels of projects the GPU image has are left out."""
-    import base64
-    import hashlib
-    import zipfile
-
-    from bench import gpu_kit
-
     wheel = tmp_path / "toy-1.0-py3-none-any.whl"
     files = {"toy/__init__.py": b"VALUE = 42\n", "toy/jars/big.jar": b"x" * 5000, "toy/keep.txt": b"kept\n",
              "toy-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: toy\nVersion: 1.0\n",

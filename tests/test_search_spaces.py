@@ -78,7 +78,7 @@ def test_imagenet_config_is_the_paper_pair_at_224px():
 
 
 # The ratio r (hint term ÷ CE term at the first step) the CRD benchmark's β means at 32 px, measured by
-# bench/hint_ratio_transfer.py on CIFAR-10 photographs (resnet20 → resnet8): AT 1000, FitNet 100, VID 1.
+# bench/experiments/hint_ratio_transfer.py on CIFAR-10 photographs (resnet20 → resnet8): AT 1000, FitNet 100, VID 1.
 BENCHMARK_RATIO_32PX = {"at": 4.7, "fitnet": 240.0, "vid": 1.3}
 
 

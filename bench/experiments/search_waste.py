@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from pursuhint.config import Config, config_from_dict
 from pursuhint.search.results import TrialRow, read_trials
+from pursuhint.search.sweep import run_sweep
 
-from .common import DIGITS_QUICK, cifar10_subset, command, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import cache_dir, digits_teacher, shutdown_ray, sweep_storage, workspace
+from ..common import (cache_dir, ce_only, cifar10_subset, cifar_raw, cifar_teacher, command, demo_raw, digits_teacher,
+                      machine, now, pick_device, ratio, search_waste_settings, shutdown_ray, sweep_storage, table,
+                      threads, workspace)
 
 NAME = "search_waste"
 TITLE = "Search without waste: a calibrated hint_ratio space vs a raw-β space"
@@ -56,34 +56,6 @@ SPACES = {  # what differs between the sweeps: the hint-weight leaves
 }
 PAIR_SPACES = {"digits": ("raw_beta", "calibrated"), "cifar": ("raw_beta", "calibrated", "calibrated_by_method")}
 
-CIFAR_TEXT = """
-seed: 0
-data: {{dataset: imagefolder, root: {root}, train_samples: {train}, val_samples: 1000, probe_size: 1000}}
-teacher: {{arch: resnet20, train: {{epochs: {teacher_epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}}}
-student: {{arch: resnet8}}
-"""
-
-
-def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
-    if tiny:
-        return {"samples": 2, "epochs": 2, "seeds": 2, "cifar_train": 1000, "teacher_epochs": 2}
-    if quick:
-        return {"samples": 4, "epochs": 3, "seeds": 2, "cifar_train": 2000, "teacher_epochs": 6}
-    return {"samples": 8, "epochs": 6, "seeds": 3, "cifar_train": 5000, "teacher_epochs": 15}
-
-
-def demo_raw() -> dict[str, Any]:
-    """The demo sweep's config as YAML data (its space, recipe and teacher)."""
-    return yaml.safe_load(DIGITS_QUICK.read_text())
-
-
-def cifar_raw(root: Path, s: dict[str, Any]) -> dict[str, Any]:
-    """The demo's space and recipe on CIFAR-shaped data: 32-px photographs, a resnet20 teacher."""
-    raw = demo_raw()
-    raw.update(yaml.safe_load(CIFAR_TEXT.format(root=root, train=s["cifar_train"],
-                                                teacher_epochs=s["teacher_epochs"])))
-    return raw
-
 
 def sweep_config(raw: dict[str, Any], name: str, space: str, checkpoint: str, s: dict[str, Any]) -> Config:
     """One of the two sweeps: ``raw`` with the space's hint-weight leaves, full budget, a one-configuration
@@ -97,15 +69,6 @@ def sweep_config(raw: dict[str, Any], name: str, space: str, checkpoint: str, s:
     raw["search"].update({"num_samples": s["samples"], "scheduler": "fifo", "baselines": [],
                           "confirm": {"top_k": 1, "seeds": s["seeds"], "baselines": []}})
     return config_from_dict(raw, source=raw["name"])
-
-
-def ce_only(cfg: Config, teacher: Any) -> float:
-    """Final selection-split accuracy of a CE-only student (no hints, no KD) with the sweep's recipe and seed."""
-    from pursuhint.train.student import train_student
-    from pursuhint.train.teacher import dataset_for
-
-    plain = cfg.with_values({"distill.method": "kd_only", "distill.kd_weight": 0.0, "distill.ce_weight": 1.0})
-    return float(train_student(plain, None, teacher.model, dataset_for(plain)).final_val_acc)
 
 
 def collapsed(rows: list[TrialRow], reference: float, points: float = COLLAPSE_POINTS) -> list[TrialRow]:
@@ -130,8 +93,6 @@ def trial_hours(*folders: Path) -> float:
 
 
 def one_space(cfg: Config, folder: Path, reference: float) -> dict[str, Any]:
-    from pursuhint.search.sweep import run_sweep
-
     t0 = time.perf_counter()
     with threads(1):
         result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
@@ -157,15 +118,15 @@ def _pair(raw: dict[str, Any], name: str, checkpoint: str, folder: Path, teacher
     earlier run with the same settings) is not run again."""
     kept = kept or {}
     configs = {space: sweep_config(raw, name, space, checkpoint, s) for space in PAIR_SPACES[name]}
-    with threads(2):
-        reference = ce_only(configs["calibrated"], teacher)
+    with threads(2):  # the final selection-split accuracy of the student trained alone, same recipe and seed
+        reference = float(ce_only(configs["calibrated"], teacher).final_val_acc)
     out = {"ce_only_final_val_acc": reference}
     for space, cfg in configs.items():
         out[space] = kept[space] if space in kept else one_space(cfg, folder, reference)
     return out
 
 
-def _kept_spaces(entry: Optional[dict[str, Any]], pair: str) -> dict[str, Any]:
+def kept_spaces(entry: Optional[dict[str, Any]], pair: str) -> dict[str, Any]:
     """The figures of the spaces not named in $PURSUHINT_WASTE_SPACES, from ``entry`` (all run when it is unset)."""
     wanted = [w for w in os.environ.get(SPACES_ENV, "").split(",") if w]
     if not wanted or entry is None or not entry["figures"].get(pair):
@@ -176,18 +137,8 @@ def _kept_spaces(entry: Optional[dict[str, Any]], pair: str) -> dict[str, Any]:
     return {k: v for k, v in entry["figures"][pair].items() if k in SPACES and k not in wanted}
 
 
-def cifar_teacher(raw: dict[str, Any]) -> tuple[Any, str]:
-    """The CIFAR-shaped resnet20 teacher, trained once on the training part and cached with the benchmarks."""
-    from pursuhint.train.teacher import load_teacher, teacher_cache_dir, train_teacher
-
-    cfg = config_from_dict({**copy.deepcopy(raw), "name": "bench_waste_cifar_teacher"})
-    with threads(2):
-        train_teacher(cfg, progress=True)
-    return load_teacher(cfg, progress=False), str(teacher_cache_dir(cfg) / "teacher.pt")
-
-
 def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    s = _settings(quick, tiny)
+    s = search_waste_settings(quick, tiny)
     device = pick_device()
     figures: dict[str, Any] = {"settings": s, "cache": str(cache_dir())}
     only_cifar = os.environ.get(ONLY_ENV) == "cifar"
@@ -198,7 +149,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         else:
             teacher, info = digits_teacher()
             figures["digits"] = _pair(demo_raw(), "digits", str(teacher.checkpoint), folder, teacher, s,
-                                      _kept_spaces(kept, "digits"))
+                                      kept_spaces(kept, "digits"))
             figures["digits"]["teacher"] = info
         root = cifar10_subset()
         if root is None:
@@ -206,7 +157,7 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         else:
             raw = cifar_raw(root, s)
             t, checkpoint = cifar_teacher(raw)
-            figures["cifar"] = _pair(raw, "cifar", checkpoint, folder, t, s, _kept_spaces(kept, "cifar"))
+            figures["cifar"] = _pair(raw, "cifar", checkpoint, folder, t, s, kept_spaces(kept, "cifar"))
             figures["cifar"]["teacher"] = {"arch": t.arch, "val_acc": t.meta.get("val_acc")}
     pairs = {k: v for k, v in figures.items() if k in PAIR_SPACES and v}
     speeds = {space: {k: ratio(v[space]["test_acc_per_trial_hour"], v["raw_beta"]["test_acc_per_trial_hour"])
@@ -236,9 +187,10 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
 
 def _kept_entry(quick: bool, tiny: bool) -> dict[str, Any]:
     """The search_waste entry bench/results.json holds, when it ran with these settings (figures to keep)."""
-    path = Path(__file__).resolve().parent / "results.json"
+    path = Path(__file__).resolve().parents[1] / "results.json"
     entry = json.loads(path.read_text(encoding="utf-8")).get(NAME) if path.is_file() else None
-    if not entry or entry["figures"].get("settings") != _settings(quick, tiny) or not entry["figures"].get("digits"):
+    if (not entry or entry["figures"].get("settings") != search_waste_settings(quick, tiny)
+            or not entry["figures"].get("digits")):
         raise SystemExit(f"{ONLY_ENV}=cifar and {SPACES_ENV} need a search_waste entry of the same variant in "
                          f"{path}; run the benchmark once without them")
     return entry

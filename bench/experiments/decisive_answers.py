@@ -19,16 +19,19 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from pursuhint.config import Config
+from pursuhint.config import Config, config_from_dict
+from pursuhint.search.confirm import SEARCHED, Candidate, Race, baseline_arm, comparisons_of, replay
+from pursuhint.search.sweep import run_sweep
+from pursuhint.config.grammar import set_path
 
-from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, table
-from .sweep_overhead import shutdown_ray, sweep_storage, workspace
+from ..common import (CIFAR10_SUBSET_ENV, KD_WEIGHT, cifar10_subset, command, demo_raw, machine, natural_settings, now,
+                      pick_device, shutdown_ray, sweep_storage, table, threads, workspace)
+from .selection_quality_natural import natural_teacher, student_config
 
 NAME = "decisive_answers"
 TITLE = "Decisive answers: racing seeds to a verdict vs a fixed number of seeds"
 AIM = ("racing decides at least the share of comparisons that all seeds decide, with fewer arm-seeds than "
        "training every arm to the maximum, and agrees with the all-seed verdicts")
-KD_WEIGHT = 1.5
 FAMILIES = (("at", KD_WEIGHT), ("fitnet", KD_WEIGHT))
 SHARED = ("kd_only", "ce_only")  # arms that do not depend on the family: trained once, in the first family's sweep
 MARGIN = 1.0
@@ -57,11 +60,6 @@ def family_config(method: str, kd: float, s: dict[str, Any], seeds: Any, baselin
                "search.baselines": [], "distill.method": method, "distill.kd_weight": kd, "distill.ce_weight": 1.0,
                "distill.hint_weight": "auto", "train.epochs": s["epochs"]}
     if s["data"] == "digits":  # the demo's file with every searched leaf fixed (with_values keeps a space)
-        from pursuhint.config import config_from_dict
-        from pursuhint.config.grammar import set_path
-
-        from .search_waste import demo_raw
-
         raw = demo_raw()
         values = {**confirm, "name": name, "selection.similarity": "r2_cca", "selection.n_hints": 3,
                   "selection.algorithm": "pursuhint", "selection.center": "mean_index",
@@ -72,18 +70,12 @@ def family_config(method: str, kd: float, s: dict[str, Any], seeds: Any, baselin
         cfg = config_from_dict(raw, source=name)
         assert not cfg.space, cfg.space
         return cfg
-    from .selection_quality_natural import _settings as natural_settings, student_config
-
     ns = {**natural_settings(False, False), "train": s["train"], "test": s["test"], "epochs": s["epochs"]}
     return student_config(root, checkpoint, method, kd, "r2_cca", ns).with_values({"name": name, **confirm})
 
 
 def run_family(cfg: Config, folder: Path) -> dict[str, Any]:
     """``pursuhint sweep`` on one family's config; its wall time and confirmation table."""
-    from pursuhint.search.sweep import run_sweep
-
-    from .common import threads
-
     t0 = time.perf_counter()
     with threads(1):
         result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
@@ -93,8 +85,6 @@ def run_family(cfg: Config, folder: Path) -> dict[str, Any]:
 
 def arm_scores(table_: dict[str, Any]) -> dict[tuple, dict[int, float]]:
     """A confirmation table's per-seed test accuracies by arm key (as ``confirm.group_results`` keys them)."""
-    from pursuhint.search.confirm import SEARCHED, baseline_arm
-
     out = {(SEARCHED, c["trial_id"]): {int(k): v for k, v in c["seeds"].items()} for c in table_["configurations"]}
     for b in table_["baselines"]:
         out[baseline_arm(b["kind"], b["method"], b.get("n_hints"))] = {int(k): v for k, v in b["seeds"].items()}
@@ -104,8 +94,6 @@ def arm_scores(table_: dict[str, Any]) -> dict[tuple, dict[int, float]]:
 def replays(tables: dict[str, dict[str, Any]], s: dict[str, Any]) -> dict[str, Any]:
     """Each family's comparisons decided by the race (replayed), by the fixed first three seeds, and by every
     seed; arm-seeds each way (the shared arms counted once); whether the race agrees with the all-seed verdicts."""
-    from pursuhint.search.confirm import Candidate, Race, comparisons_of, replay
-
     shared = arm_scores(tables[FAMILIES[0][0]])
     out: dict[str, Any] = {"families": {}}
     spent: dict[tuple, int] = {}
@@ -179,8 +167,6 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     t_start = time.perf_counter()
     with workspace() as folder:
         if s["data"] == "natural":
-            from .selection_quality_natural import _settings as natural_settings, natural_teacher
-
             _, _, t_info = natural_teacher(root, natural_settings(False, False))
             checkpoint = t_info["checkpoint"]
         sweeps = {}

@@ -20,10 +20,11 @@ from typing import Any
 from pursuhint.config import Config, config_from_text
 from pursuhint.data import ImageDataset
 from pursuhint.hints.pipeline import choose_hints, prepare_selection
+from pursuhint.search.sweep import run_sweep
 from pursuhint.train.teacher import Teacher, dataset_for
 
-from .common import command, digits_quick, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import digits_teacher, shutdown_ray, sweep_storage, workspace
+from ..common import (command, digits_quick, digits_teacher, machine, now, pick_device, ratio, shutdown_ray,
+                      sweep_storage, table, threads, workspace)
 
 NAME = "selection_quality"
 TITLE = "Selection quality: clustered vs default vs random hint points"
@@ -98,8 +99,6 @@ def _sweep(teacher: Teacher, folder: Path, method: str, epochs: int, seeds: int,
     configuration itself (``measure`` / pursuhint / mean_index, K = 3); otherwise a search of similarity ×
     clustering × center. The confirmation table (``top_k`` configurations and the default, uniform, random
     and KD-only baselines over ``seeds`` seeds, test split) is the result."""
-    from pursuhint.search.sweep import run_sweep
-
     cfg = student_config(teacher.checkpoint, method, epochs, samples=samples, searched=samples > 0)
     cfg = cfg.with_values({"name": f"{cfg.name}_{measure if not samples else 'searched'}",
                            "search.baselines": [], "search.confirm.top_k": top_k, "search.confirm.seeds": seeds,

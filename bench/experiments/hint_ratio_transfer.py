@@ -26,9 +26,8 @@ from pursuhint.train.student import train_student
 from pursuhint.hints.pipeline import teacher_default_hints
 from pursuhint.train.teacher import dataset_for
 
-from .common import cifar10_subset, command, machine, now, pick_device, table, threads
-from .search_waste import _settings, cifar_raw, cifar_teacher, demo_raw
-from .sweep_overhead import digits_teacher, workspace
+from ..common import (cifar10_subset, cifar_raw, cifar_teacher, command, demo_raw, digits_teacher, machine, now,
+                      pick_device, search_waste_settings, table, threads, workspace)
 
 NAME = "hint_ratio_transfer"
 TITLE = "Hint-ratio transfer: the ratio each published β means, and whether one r suits 16 px and 32 px"
@@ -89,7 +88,7 @@ def trained(raw: dict[str, Any], teacher: Any, implied: dict[str, float], seeds:
 
 
 def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
-    s = _settings(quick, tiny)
+    s = search_waste_settings(quick, tiny)
     seeds = [1] if tiny else [1, 2]
     methods = ["at", "fitnet"] if tiny else hint_methods()
     figures: dict[str, Any] = {"settings": s, "seeds": seeds}
@@ -106,9 +105,10 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         reference = figures[pairs[-1][0]]["implied"]  # 32 px when the photographs are here
         for name, raw, t in pairs:
             figures[name]["trained"] = trained(raw, t, reference, seeds, s["epochs"])
-    spread = {m: _spread(figures, m) for m in methods}
+    spread = {m: ratio_spread(figures, m) for m in methods}
     worst = max((v for v in spread.values() if v is not None), default=None)
-    cost = max((abs(_gap(figures[p]["trained"][m])) for p in ("digits", "cifar") if p in figures for m in TRAINED),
+    cost = max((abs(accuracy_gap(figures[p]["trained"][m])) for p in ("digits", "cifar") if p in figures
+                for m in TRAINED),
                default=None)
     return {
         "title": TITLE, "aim": AIM, "ratio": round(worst, 3) if worst is not None else None,
@@ -128,13 +128,13 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     }
 
 
-def _spread(figures: dict[str, Any], method: str) -> Optional[float]:
+def ratio_spread(figures: dict[str, Any], method: str) -> Optional[float]:
     """max/min of the method's published-β ratio over the two pairs (None with one pair)."""
     values = [figures[p]["implied"][method] for p in ("digits", "cifar") if p in figures]
     return max(values) / min(values) if len(values) == 2 else None
 
 
-def _gap(t: dict[str, Any]) -> float:
+def accuracy_gap(t: dict[str, Any]) -> float:
     """Mean test accuracy at r = 1 minus at the published β's r."""
     return statistics.mean(t["1"]) - statistics.mean(t["published"])
 
@@ -151,14 +151,15 @@ def tables(figures: dict[str, Any]) -> list[dict[str, Any]]:
     methods = list(figures[pairs[0]]["implied"])
     label = {"digits": "digits, 16 px", "cifar": "CIFAR-shaped, 32 px"}
     ratio_rows = [[m, *[f"{figures[p]['implied'][m]:.3g}" for p in pairs],
-                   f"{_spread(figures, m):.1f}×" if _spread(figures, m) is not None else "—"] for m in methods]
+                   f"{ratio_spread(figures, m):.1f}×" if ratio_spread(figures, m) is not None else "—"]
+                  for m in methods]
     out = [table("The ratio r each method's published β means (hint term ÷ CE term at the first step)",
                  ["method", *[label[p] for p in pairs], "digits vs CIFAR"], ratio_rows)]
     rows = []
     for p in pairs:
         for m, t in figures[p]["trained"].items():
             rows.append([label[p], m, _mean_sd(t["1"]), f"{t['r']:.3g}", _mean_sd(t["published"]),
-                         f"{_gap(t):+.2f}"])
+                         f"{accuracy_gap(t):+.2f}"])
     ref = "the published β's 32-px r" if "cifar" in figures else "the published β's r"
     out.append(table("Test accuracy (%) with r = 1 and with the ratio the published β means at 32 px "
                      "(default hints)", ["data", "method", "r = 1", ref, "at that r", "r = 1 minus it"], rows))

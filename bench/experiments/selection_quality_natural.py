@@ -36,19 +36,24 @@ from typing import Any, Optional
 
 import torch
 
-from pursuhint.config import Config, config_from_text
+from pursuhint.config import Config, config_from_dict, config_from_text
+from pursuhint.data import DeviceLoader
+from pursuhint.hints.pipeline import choose_hints, prepare_selection
+from pursuhint.search.sweep import run_sweep
+from pursuhint.train.teacher import dataset_for, load_teacher, teacher_cache_dir, train_teacher
+from pursuhint.train.loop import evaluate
 
-from .common import CIFAR10_SUBSET_ENV, cifar10_subset, command, machine, now, pick_device, ratio, table, threads
-from .sweep_overhead import cache_dir, shutdown_ray, sweep_storage, workspace
+from ..common import (CIFAR10_SUBSET_ENV, KD_WEIGHT, cache_dir, ce_only, cifar10_subset, cifar_raw, command, machine,
+                      natural_settings, now, pick_device, ratio, shutdown_ray, sweep_storage, table, threads, workspace)
+from .selection_quality import probe_sensitivity
 
 NAME = "selection_quality_natural"
 TITLE = "Selection quality on natural images: clustered vs default vs random hint points on CIFAR-10 photographs"
 AIM = ("on real photographs, the paper-mode clustered hints train a student at least as accurate as the default "
        "hints (ratio ≥ 1; AT with KD, the authors' recipe)")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAIR = ("resnet20", "resnet8")
 K = 3
-KD_WEIGHT = 1.5  # the authors' reproducible AT run: CE weight 1, KD weight 1.5, hint weight as calibrated
 MEASURES = ("r2_cca", "cka_linear")
 HEADLINE_SWEEPS = ("at+kd r2_cca", "at r2_cca")  # the first one present gives the headline ratio
 
@@ -65,31 +70,6 @@ search: {{num_samples: 1, scheduler: fifo, baselines: [], max_concurrent_trials:
           resources_per_trial: {{cpu: 1, gpu: 0}},
           confirm: {{top_k: 1, seeds: {seeds}, baselines: {baselines}}}}}
 """
-
-
-def _settings(quick: bool, tiny: bool) -> dict[str, Any]:
-    """Sizes of the three variants. ``train`` is the student's stratified subset (10 % of it becomes the
-    selection split), ``test`` the held-out photographs scored (None: all 5 000), ``teacher_train`` and
-    ``teacher_epochs`` the teacher's (search_waste's CIFAR teacher at the same size, so one cached file),
-    ``families`` the (method, KD weight) pairs, ``probe_sizes`` the probe-sensitivity study's sizes.
-
-    A distillation epoch (resnet20 → resnet8, one thread) ran at ~175 images/s on the 2-core machine under
-    load (load average 4–6): tiny 2 min (measured: 128 s at 300 photographs beside a running benchmark), quick ~8 min, full
-    ~60–80 min (about 44 rounds of two concurrent ~90-s trials, plus ~1 min of Ray, Tune and MLflow per
-    sweep), quick and full without training the teacher (shared with search_waste, +1.5 / +5–9 min if not
-    cached)."""
-    if tiny:
-        return {"variant": "tiny (smoke test)", "families": [("at", 0.0)], "measures": ["r2_cca"], "seeds": 2,
-                "train": 300, "test": 300, "epochs": 1, "teacher_train": 500, "teacher_epochs": 2,
-                "teacher_threads": 1, "full_baselines": False, "decode": False, "probe_sizes": [100, 250]}
-    if quick:
-        return {"variant": "quick", "families": [("at", 0.0), ("at", KD_WEIGHT)], "measures": ["r2_cca"],
-                "seeds": 2, "train": 1000, "test": 2000, "epochs": 3, "teacher_train": 2000, "teacher_epochs": 6,
-                "teacher_threads": 2, "full_baselines": True, "decode": True, "probe_sizes": [250, 1000, 1800]}
-    return {"variant": "full", "families": [("at", 0.0), ("at", KD_WEIGHT), ("fitnet", 0.0), ("fitnet", KD_WEIGHT)],
-            "measures": list(MEASURES), "seeds": 3, "train": 2000, "test": None, "epochs": 8,
-            "teacher_train": 5000, "teacher_epochs": 15, "teacher_threads": 2, "full_baselines": True,
-            "decode": True, "probe_sizes": [250, 500, 1000, 2000, 4500]}
 
 
 def family_label(method: str, kd: float) -> str:
@@ -129,16 +109,11 @@ def student_config(root: Path, checkpoint: str, method: str, kd: float, measure:
 def teacher_raw(root: Path, s: dict[str, Any]) -> dict[str, Any]:
     """The teacher's config data: search_waste's CIFAR teacher (resnet20, 32 px, the demo's recipe) at this
     variant's size, so both benchmarks train and cache one teacher."""
-    from .search_waste import cifar_raw
-
     return cifar_raw(root, {"cifar_train": s["teacher_train"], "teacher_epochs": s["teacher_epochs"]})
 
 
 def natural_teacher(root: Path, s: dict[str, Any]) -> tuple[Any, Config, dict[str, Any]]:
     """The teacher (trained now if the benchmark cache lacks it), its config, and how it was obtained."""
-    from pursuhint.config import config_from_dict
-    from pursuhint.train.teacher import load_teacher, teacher_cache_dir, train_teacher
-
     cfg = config_from_dict({**teacher_raw(root, s), "name": "bench_natural_teacher"}, source="bench_natural_teacher")
     cached = (teacher_cache_dir(cfg) / "teacher.pt").exists()
     t0 = time.perf_counter()
@@ -152,9 +127,6 @@ def natural_teacher(root: Path, s: dict[str, Any]) -> tuple[Any, Config, dict[st
 
 def teacher_test_accuracy(model: torch.nn.Module, ds: Any) -> float:
     """Top-1 accuracy (%) of ``model`` on the data set's test split (in order, no augmentation)."""
-    from pursuhint.data import DeviceLoader
-    from pursuhint.train.loop import evaluate
-
     device = next(model.parameters()).device
     loader = DeviceLoader(ds.test_x, ds.test_y, 256, train=False, augment="none", mean=ds.mean, std=ds.std,
                           device=device)
@@ -166,28 +138,24 @@ def teacher_test_accuracy(model: torch.nn.Module, ds: Any) -> float:
 # the student trained alone
 
 
-def ce_only_worker(config_yaml: str, seed: int) -> dict[str, Any]:
+def student_alone_worker(config_yaml: str, seed: int) -> dict[str, Any]:
     """One CE-only student (no teacher term, no hints) with the sweep's recipe and splits and run seed ``seed``,
     scored on the test split; runs in its own process with one torch thread, as a 1-CPU trial does."""
-    from pursuhint.train.student import train_student
-    from pursuhint.train.teacher import dataset_for, load_teacher
-
     torch.set_num_threads(1)
-    cfg = config_from_text(config_yaml).with_values({"distill.method": "kd_only", "distill.kd_weight": 0.0,
-                                                     "distill.ce_weight": 1.0, "train.seed": seed})
+    cfg = config_from_text(config_yaml).with_values({"train.seed": seed})
     ds = dataset_for(cfg)
     teacher = load_teacher(cfg, ds=ds, progress=False)  # train_student runs it; CE alone ignores its outputs
-    result = train_student(cfg, None, teacher.model, ds, teacher_sha256=teacher.sha256, evaluate_test=True)
+    result = ce_only(cfg, teacher, ds, evaluate_test=True)
     last = result.fit.history[-1]
     return {"seed": seed, "status": result.status, "test_acc": float(last.extra.get("test_acc", float("nan"))),
             "final_val_acc": float(result.final_val_acc), "seconds": round(result.seconds, 1)}
 
 
-def ce_only(cfg: Config, seeds: list[int]) -> dict[str, Any]:
+def students_alone(cfg: Config, seeds: list[int]) -> dict[str, Any]:
     """The student trained alone over the confirmation stage's seeds, two processes at a time."""
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(2, len(seeds)), mp_context=get_context("spawn")) as pool:
-        runs = list(pool.map(ce_only_worker, [cfg.to_yaml()] * len(seeds), seeds))
+        runs = list(pool.map(student_alone_worker, [cfg.to_yaml()] * len(seeds), seeds))
     return {"seeds": {str(r["seed"]): r["test_acc"] for r in runs}, "runs": runs,
             "wall_s": round(time.perf_counter() - t0, 1)}
 
@@ -199,7 +167,7 @@ def ce_only(cfg: Config, seeds: list[int]) -> dict[str, Any]:
 def decode_worker(root: str, cache: str) -> None:
     """Body of one measurement process: load the ImageFolder at 32 px with the image cache in ``cache`` only
     (never beside the data), print seconds, image count and this process's peak RSS as JSON."""
-    from pursuhint.data import load_dataset
+    from pursuhint.data import load_dataset  # loaded here: this process measures its own peak memory
     from pursuhint.data.image_cache import IMAGE_CACHE_ENV
 
     os.environ[IMAGE_CACHE_ENV] = cache  # the measurement's own cache, empty at first, the only one read
@@ -227,7 +195,8 @@ def data_path(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"jpeg_mb": _folder_mb(root, (".jpg", ".jpeg"))}
     with tempfile.TemporaryDirectory(prefix="pursuhint-decode-") as cache:
         for label in ("first_load", "second_load"):
-            code = f"from bench.selection_quality_natural import decode_worker; decode_worker({str(root)!r}, {cache!r})"
+            code = (f"from bench.experiments.selection_quality_natural import decode_worker; "
+                    f"decode_worker({str(root)!r}, {cache!r})")
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                   cwd=str(ROOT), timeout=900)
             if proc.returncode != 0:
@@ -249,8 +218,6 @@ def hint_positions(teacher: Any, ds: Any, cfg: Config, seeds: list[int]) -> dict
     """Every placement's teacher layers (0-based candidate indices) for the sweeps' probe: the paper-mode set
     per measure, the default, uniform and (per seed) random sets, as the sweep's trials choose them. Also
     fills the similarity cache the sweeps' shared work then reads."""
-    from pursuhint.hints.pipeline import choose_hints, prepare_selection
-
     with threads(2):
         sel = prepare_selection(teacher.model, teacher.arch, teacher.sha256, ds, list(MEASURES),
                                 probe_size=cfg.data.probe_size)
@@ -264,14 +231,39 @@ def hint_positions(teacher: Any, ds: Any, cfg: Config, seeds: list[int]) -> dict
 def one_sweep(cfg: Config, folder: Path) -> dict[str, Any]:
     """``pursuhint sweep`` as users run it (a fixed configuration: one search trial), with its confirmation
     stage; its wall time and confirmation table."""
-    from pursuhint.search.sweep import run_sweep
-
     t0 = time.perf_counter()
     with threads(1):
         result = run_sweep(cfg, verbose=0, progress=False, **sweep_storage(folder / cfg.name))
     shutdown_ray()  # each sweep starts its own local Ray and ends it, as `pursuhint sweep` does
     return {"wall_s": round(time.perf_counter() - t0, 1), "trials": len(result.leaderboard),
             "confirmation": result.confirmation}
+
+
+def all_sweeps(root: Path, checkpoint: str, s: dict[str, Any], positions: dict[str, Any],
+               folder: Path) -> dict[str, Any]:
+    """One sweep per (method ± KD, measure), keyed ``"<family> <measure>"``; a cka_linear sweep whose hints
+    equal r2_cca's is not run, only marked ``same_as``."""
+    sweeps: dict[str, Any] = {}
+    for method, kd in s["families"]:
+        for measure in s["measures"]:
+            key = f"{family_label(method, kd)} {measure}"
+            if measure != MEASURES[0] and positions[measure] == positions[MEASURES[0]]:
+                sweeps[key] = {"family": family_label(method, kd), "measure": measure,
+                               "same_as": f"{family_label(method, kd)} {MEASURES[0]}"}
+                continue
+            cfg = student_config(root, checkpoint, method, kd, measure, s)
+            sweeps[key] = {"family": family_label(method, kd), "measure": measure, **one_sweep(cfg, folder)}
+    return sweeps
+
+
+def headline_of(sweeps: dict[str, Any]) -> tuple[Optional[str], Optional[float]]:
+    """The first of ``HEADLINE_SWEEPS`` with a confirmation table, and its configuration's mean test accuracy
+    ÷ the default hints' (None when either is missing)."""
+    key = next((k for k in HEADLINE_SWEEPS if sweeps.get(k, {}).get("confirmation")), None)
+    table_ = sweeps[key]["confirmation"] if key else None
+    first = table_["configurations"][0] if table_ and table_["configurations"] else None
+    default = next((b for b in (table_ or {}).get("baselines", []) if b["kind"] == "default"), None)
+    return key, ratio(first["test_acc"]["mean"], default["test_acc"]["mean"]) if first and default else None
 
 
 def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
@@ -291,15 +283,12 @@ def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
 def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     """The data path, the teacher, the student alone, then one sweep per (method ± KD, measure) with its
     confirmation stage; the results.json entry (or the skipped one without the photographs)."""
-    from pursuhint.search.confirm import confirm_seeds
-    from pursuhint.train.teacher import dataset_for
-
-    from .selection_quality import probe_sensitivity
+    from pursuhint.search.confirm import confirm_seeds  # scipy: deferred, decode_worker's process measures its RSS
 
     root = cifar10_subset()
     if root is None:
         return skipped_entry(quick, tiny)  # bench/run.py prints its note
-    s = _settings(quick, tiny)
+    s = natural_settings(quick, tiny)
     device = pick_device()
     t_start = time.perf_counter()
     walls: dict[str, float] = {}
@@ -322,24 +311,11 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         walls["teacher_test_and_hints"] = round(time.perf_counter() - t0, 1)
         splits = {"train": int(ds.train_x.shape[0]), "selection": int(ds.val_x.shape[0]),
                   "test": int(ds.test_x.shape[0])}
-        alone = ce_only(base, seeds)
+        alone = students_alone(base, seeds)
         walls["ce_only"] = alone["wall_s"]
-        sweeps: dict[str, Any] = {}
-        for method, kd in s["families"]:
-            for measure in s["measures"]:
-                key = f"{family_label(method, kd)} {measure}"
-                if measure != MEASURES[0] and positions[measure] == positions[MEASURES[0]]:
-                    sweeps[key] = {"family": family_label(method, kd), "measure": measure,
-                                   "same_as": f"{family_label(method, kd)} {MEASURES[0]}"}
-                    continue
-                cfg = student_config(root, t_info["checkpoint"], method, kd, measure, s)
-                sweeps[key] = {"family": family_label(method, kd), "measure": measure, **one_sweep(cfg, folder)}
+        sweeps = all_sweeps(root, t_info["checkpoint"], s, positions, folder)
         walls["sweeps"] = round(sum(v.get("wall_s", 0.0) for v in sweeps.values()), 1)
-    headline_key = next((k for k in HEADLINE_SWEEPS if sweeps.get(k, {}).get("confirmation")), None)
-    table_ = sweeps[headline_key]["confirmation"] if headline_key else None
-    first = table_["configurations"][0] if table_ and table_["configurations"] else None
-    default = next((b for b in (table_ or {}).get("baselines", []) if b["kind"] == "default"), None)
-    headline = ratio(first["test_acc"]["mean"], default["test_acc"]["mean"]) if first and default else None
+    headline_key, headline = headline_of(sweeps)
     figures = {
         "settings": s, "pair": list(PAIR), "k": K, "kd_weight": KD_WEIGHT, "n_seeds": s["seeds"], "seeds": seeds,
         "root": str(root), "cache": str(cache_dir()), "splits": splits, "data_path": decode, "teacher": t_info,
@@ -427,7 +403,7 @@ def family_rows(f: dict[str, Any], family: str) -> list[list[Any]]:
     """One family's rows: each placement's hint positions, test accuracy mean ± sd, and its gain over the default
     hints of the same family paired by seed (95 % CI, verdict), from the sweeps' confirmation tables and the
     CE-only runs."""
-    from pursuhint.search.stats import StatsError, paired_gain, summarise, verdict
+    from pursuhint.search.stats import StatsError, paired_gain, summarise, verdict  # scipy: as confirm_seeds
 
     sweeps = {v["measure"]: v for v in f["sweeps"].values() if v.get("family") == family}
     base_sweep = sweeps.get(MEASURES[0], {})
@@ -482,7 +458,7 @@ def tables(f: dict[str, Any]) -> list[dict[str, Any]]:
     n_test = f["splits"]["test"]
     rows = [[f"teacher {t['arch']} ({t['train_images']} images, {t['epochs']} epochs)", f"{t['test_acc']:.2f}"]]
     if f.get("ce_only", {}).get("seeds"):
-        from pursuhint.search.stats import summarise
+        from pursuhint.search.stats import summarise  # scipy: as confirm_seeds
 
         ce = summarise(list(_seeds(f["ce_only"]["seeds"]).values()))
         rows.append([f"student {f['pair'][1]} alone (CE only), {len(f['ce_only']['seeds'])} seeds", _ms(ce.as_dict())])
