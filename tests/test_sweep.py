@@ -376,3 +376,18 @@ def test_the_sweeps_run_holds_its_report_page(sweep, tmp_path):
     assert "Search stage: one seed, selection split" in page and "has 3 completed trials" in page
     for r in rows:
         assert f">{r.trial_id}<" in page and f">{r.final_val_acc:.2f}<" in page
+
+
+def test_each_tune_experiment_gets_its_own_list_of_callbacks():
+    """Tune appends its loggers to the callbacks list it is given: a list shared by the search stage and the
+    confirmation rounds carried the search's open log files into the next Tuner, which then could not be pickled."""
+    from ray.tune.utils.callback import _create_default_callbacks
+
+    from pursuhint.config import config_from_text
+    from pursuhint.search.sweep import _own_callbacks, _run_config
+
+    mine = object()
+    shared = _run_config(config_from_text("data: {dataset: digits, image_size: 8}\n"), "/tmp/x", 0, [mine])
+    for _ in range(2):  # the search stage, then a confirmation round
+        _create_default_callbacks(_own_callbacks(shared)["callbacks"])
+    assert shared["callbacks"] == [mine]

@@ -106,6 +106,13 @@ def _run_config(cfg: Config, storage_str: str, verbose: int, callbacks: list[Any
                 failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures), callbacks=callbacks)
 
 
+def _own_callbacks(run_config: dict[str, Any]) -> dict[str, Any]:
+    """``run_config`` with a list of callbacks of its own: Tune appends its loggers to the list it is given, so a
+    shared one carried the search stage's loggers (files open for writing) into each confirmation round, whose
+    Tuner then could not be pickled after a Ctrl-C."""
+    return {**run_config, "callbacks": list(run_config["callbacks"])}
+
+
 def _raise_if_unfinished(cfg: Config, grid: Any, num_samples: Optional[int]) -> None:
     """SweepInterrupted when Tune returned before every trial of the sweep ended (stopped, killed driver)."""
     from .searcher import total_trials  # ray: deferred
@@ -208,7 +215,7 @@ def _search_tuner(cfg: Config, trainable: Any, run_config: dict[str, Any], resum
             metric="val_acc", mode="max", search_alg=make_searcher(cfg, study_url), scheduler=make_scheduler(cfg),
             num_samples=total_trials(cfg, num_samples), max_concurrent_trials=cfg.search.max_concurrent_trials,
             reuse_actors=True),
-        run_config=tune.RunConfig(name=cfg.name, progress_reporter=_reporter(cfg), **run_config))
+        run_config=tune.RunConfig(name=cfg.name, progress_reporter=_reporter(cfg), **_own_callbacks(run_config)))
 
 
 def _search_rows(grid: Any) -> list[TrialRow]:
@@ -281,7 +288,7 @@ def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], ar
             trainable, param_space={CONFIRM_TRIAL_KEY: tune.grid_search(trials)},
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.search.max_concurrent_trials,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name=name, **run_config))
+            run_config=tune.RunConfig(name=name, **_own_callbacks(run_config)))
     grid = tuner.fit()
     unfinished = _unfinished(grid, len(trials))
     if unfinished:
