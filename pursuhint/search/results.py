@@ -1,8 +1,8 @@
-"""Reading a sweep's results back, the one place that does it: one ``TrialRow`` per trial, from MLflow
-or from Tune's results folder (the sweep's record, readable when MLflow is away), ranked the same way.
+"""The readers of a sweep's results: one ``TrialRow`` per trial, from MLflow or from Tune's results folder
+(the sweep's record, readable when MLflow is away), ranked the same way; the confirmation table and hint sets.
 
-The leaderboard (``pursuhint report``), ``pursuhint export``, ``search.sync`` and ``run_sweep`` all read
-rows from here; ``pursuhint.export`` only writes them out. Both readers turn a trial's MLflow params and
+``search.record.SweepRecord`` finds a sweep by its name and calls these; ``search.sync`` and ``run_sweep`` read
+rows from here too, and ``pursuhint.export`` only writes hint sets out. Both readers turn a trial's MLflow params and
 tags into a row with the same function, and a row's columns are declared once, in ``search/columns.py``.
 """
 
