@@ -6,7 +6,8 @@ import json
 import math
 
 from pursuhint.search.columns import format_leaderboard
-from pursuhint.search.results import MARKER, TrialRow, rank, rows_from_tune
+from pursuhint.search.layout import MARKER
+from pursuhint.search.results import TrialRow, rank, rows_from_tune
 
 
 def rows():

@@ -9,7 +9,8 @@ import pytest
 
 from pursuhint import tracking
 from pursuhint.errors import PursuhintError
-from pursuhint.search.results import MARKER, MLFLOW_KEY, TrialRecord, read_trials
+from pursuhint.search.layout import MARKER
+from pursuhint.search.results import MLFLOW_KEY, TrialRecord, read_trials
 from pursuhint.search.sync import sync_sweep
 from pursuhint.search.trial import mlflow_record
 

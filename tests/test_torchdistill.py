@@ -313,7 +313,7 @@ def test_export_command_builds_the_sweeps_models_for_the_shapes(tmp_path, capsys
 
     from pursuhint.cli import _shape_probe
     from pursuhint.search.record import SweepRecord
-    from pursuhint.search.results import MARKER
+    from pursuhint.search.layout import MARKER
 
     (tmp_path / "ray" / "t_sweep").mkdir(parents=True)
     (tmp_path / "ray" / "t_sweep" / MARKER).write_text(json.dumps({"name": "t_sweep", "config_yaml": TEACHER_YAML}))

@@ -22,7 +22,8 @@ from ..plots import confirmation_plot
 from .confirm import ANSWER_TAG, FILE, headline
 from .importance import NoImportances, param_importances
 from .report import write_report
-from .results import TrialRow, rows_from_mlflow, rows_from_tune, stage_dirs
+from .layout import stage_dirs
+from .results import TrialRow, rows_from_mlflow, rows_from_tune
 from .sync import (finish_parent, mark_finished, retire_lost_runs, set_aside_lost_trials, sync_sweep,
                    unreported_lost_trials)
 

@@ -19,8 +19,9 @@ from ..config import config_from_text
 from ..errors import PursuhintError, TrackingError
 from ..hints.hintset import HintSet
 from .importance import STUDY_FILE, study_storage
-from .results import (MARKER, TrialRow, confirmation_table, experiment_dir, find_parent, hint_sets_for, read_marker,
-                      recorded_folder, rows_from_mlflow, rows_from_tune)
+from .layout import MARKER, experiment_dir, read_marker
+from .results import (TrialRow, confirmation_table, find_parent, hint_sets_for, recorded_folder, rows_from_mlflow,
+                      rows_from_tune)
 from .sync import SyncSummary, sync_sweep
 
 

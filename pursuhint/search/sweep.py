@@ -25,7 +25,8 @@ from .confirm import (CONFIRM_TRIAL_KEY, Race, cohorts, comparisons_of, confirm_
 from .importance import study_exists, study_storage
 from .parent_run import ParentRun, retire
 from .ray_session import RaySession, head_node_id
-from .results import MARKER, TrialRow, confirm_round_name, experiment_dir, row_from_result, stage_dirs
+from .layout import MARKER, confirm_round_name, experiment_dir, stage_dirs
+from .results import TrialRow, row_from_result
 from .space import short_name
 
 
