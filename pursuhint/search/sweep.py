@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import shutil
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -76,7 +78,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             shared, index, trainable, callbacks = _trial_setup(cfg, parent, exp_dir, progress)
             run_config = _run_config(cfg, storage_str, verbose, callbacks)
             tuner = _search_tuner(cfg, trainable, run_config, resume, exp_dir, storage_str, study_url, num_samples)
-            grid = tuner.fit()
+            grid = _fit(tuner, cfg.name)
             _raise_if_unfinished(cfg, grid, num_samples)
             confirmation = None
             if cfg.search.confirm.top_k > 0:
@@ -112,6 +114,20 @@ def _own_callbacks(run_config: dict[str, Any]) -> dict[str, Any]:
     shared one carried the search stage's loggers (files open for writing) into each confirmation round, whose
     Tuner then could not be pickled after a Ctrl-C."""
     return {**run_config, "callbacks": list(run_config["callbacks"])}
+
+
+def _fit(tuner: Any, name: str) -> Any:
+    """``tuner.fit()``, raising SweepInterrupted when Tune stopped on a Ctrl-C: Tune swaps in its own SIGINT handler
+    and puts the previous one back only when it is interrupted, and the trials it then ends can look finished, so
+    their statuses alone cannot tell (the sweep must stop with its state saved, not go on)."""
+    watched = threading.current_thread() is threading.main_thread() and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER",
+                                                                                       "0") == "0"
+    before = signal.getsignal(signal.SIGINT) if watched else None
+    grid = tuner.fit()
+    if watched and signal.getsignal(signal.SIGINT) is before:
+        raise SweepInterrupted(f"sweep {name!r} interrupted; its state is saved: run the same command with --resume "
+                               f"to finish it")
+    return grid
 
 
 def _raise_if_unfinished(cfg: Config, grid: Any, num_samples: Optional[int]) -> None:
@@ -290,7 +306,7 @@ def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], ar
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg.search.max_concurrent_trials,
                                         reuse_actors=True),
             run_config=tune.RunConfig(name=name, **_own_callbacks(run_config)))
-    grid = tuner.fit()
+    grid = _fit(tuner, cfg.name)
     unfinished = _unfinished(grid, len(trials))
     if unfinished:
         raise SweepInterrupted(f"sweep {cfg.name!r} interrupted in its confirmation stage with {unfinished} "
