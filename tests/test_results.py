@@ -102,3 +102,15 @@ def test_a_cohort_trial_reads_as_one_record_per_member(tmp_path):
     assert first.status(False) == "completed" and second.status(False) == "invalid"
     assert first.record == {"run_name": "m", "params": {}, "tags": {}} and first.artifacts == "m0/artifacts"
     assert all(r["trial_id"] == "c1-m0" for r in first.results) and second.epochs == []
+
+
+def test_a_trial_that_never_reported_in_a_by_method_space_gets_its_row():
+    """Optuna's by_method branch keys (``distill.kd_weight@at``) are not config keys: the row of a trial that never
+    reported is made from the plain keys (it failed with "unknown key 'distill.kd_weight@at'")."""
+    from pursuhint.search.results import _unreported
+
+    yaml = ("data: {dataset: digits, image_size: 8}\ndistill: {method: {choice: [at, fitnet]}, "
+            "kd_weight: {by_method: {at: {uniform: [0, 1]}, fitnet: {uniform: [0, 1]}}}}\n")
+    known = {"sampled": {"distill.method": "at", "distill.kd_weight": 0.3, "distill.kd_weight@at": 0.3}}
+    row = _unreported("t", dict(known["sampled"]), yaml, known)
+    assert (row.method, row.kd_weight) == ("at", 0.3)

@@ -22,7 +22,7 @@ from ..errors import PursuhintError
 from ..hints.hintset import RECIPE, HintSet
 from . import columns
 from .layout import CONFIRMATION_FILE, read_marker
-from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id
+from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id, plain_values
 
 
 NAN = float("nan")
@@ -292,7 +292,7 @@ def _unreported(trial_id: str, sampled: dict[str, Any], config_yaml: str, known:
     from ..train.student import kd_only_config  # torch: deferred, a sweep's results are read without it
 
     baseline = sampled.get(BASELINE_KEY, "") or "none"
-    cfg = config_from_text(config_yaml).with_values(known["sampled"])
+    cfg = config_from_text(config_yaml).with_values(plain_values(known["sampled"]))
     if baseline == "kd_only":
         cfg = kd_only_config(cfg)
     return TrialRow(trial_id=trial_id, baseline=baseline, method=cfg.distill.method, hint_weight=0.0,
