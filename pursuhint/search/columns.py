@@ -108,7 +108,8 @@ def number(value: Any) -> float:
 
 def count(value: Any) -> int:
     """A recorded count, 0 when missing."""
-    return int(number(value)) if math.isfinite(number(value)) else 0
+    read = number(value)
+    return int(read) if math.isfinite(read) else 0
 
 
 def from_record(params: Mapping[str, Any], tags: Mapping[str, Any]) -> dict[str, Any]:
