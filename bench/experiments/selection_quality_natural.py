@@ -90,16 +90,20 @@ def confirm_baselines(kd: float, measure: str, full: bool) -> list[str]:
 
 
 def student_config(root: Path, checkpoint: str, method: str, kd: float, measure: str,
-                   s: dict[str, Any]) -> Config:
+                   s: dict[str, Any], baselines: Optional[list[str]] = None, seeds: Any = None,
+                   suffix: str = "") -> Config:
     """One sweep's config: the paper-mode configuration itself (nothing searched, no search-stage baselines),
-    FIFO, two 1-CPU trials at a time, a confirmation stage over ``s["seeds"]`` seeds."""
+    FIFO, two 1-CPU trials at a time, a confirmation stage over ``s["seeds"]`` seeds (or ``seeds``: a number,
+    or ``{"min": a, "max": b}`` to race) against :func:`confirm_baselines` (or ``baselines``)."""
     train = s["train"]
+    seeds = s["seeds"] if seeds is None else seeds
+    if baselines is None:
+        baselines = confirm_baselines(kd, measure, s["full_baselines"])
     return config_from_text(STUDENT_YAML.format(
-        name=f"bench_natural_{family_label(method, kd).replace('+', '_')}_{measure}", root=root, train=train,
-        test="null" if s["test"] is None else s["test"], probe=train - round(0.1 * train),
+        name=f"bench_natural_{family_label(method, kd).replace('+', '_')}_{measure}{suffix}", root=root,
+        train=train, test="null" if s["test"] is None else s["test"], probe=train - round(0.1 * train),
         teacher=PAIR[0], checkpoint=checkpoint, student=PAIR[1], measure=measure, k=K, method=method, kd=kd,
-        epochs=s["epochs"], seeds=s["seeds"],
-        baselines="[" + ", ".join(confirm_baselines(kd, measure, s["full_baselines"])) + "]"))
+        epochs=s["epochs"], seeds=json.dumps(seeds), baselines="[" + ", ".join(baselines) + "]"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,6 +260,115 @@ def all_sweeps(root: Path, checkpoint: str, s: dict[str, Any], positions: dict[s
     return sweeps
 
 
+# ------------------------------------------------------------------------------------------------
+# the methods that choose no layer: DKD, ReviewKD, SemCKD
+
+
+MODERN = ("dkd", "reviewkd", "semckd")  # the published methods, as confirmation baselines
+ONLY_ENV = "PURSUHINT_NATURAL_ONLY"  # "modern": run only these sweeps, keep the entry's other figures
+
+
+def modern_settings(quick: bool, tiny: bool) -> dict[str, Any]:
+    """The published methods' part: the hint family they are raced against (the authors' AT + KD recipe; in the
+    tiny smoke test AT alone), its baselines, and the seeds (``{min, max}``: a race)."""
+    if tiny:
+        return {"family": ("at", 0.0), "baselines": ["kd_only", *MODERN], "seeds": 2}
+    return {"family": ("at", KD_WEIGHT), "baselines": ["default", "kd_only", *MODERN],
+            "seeds": {"min": 2, "max": 3} if quick else {"min": 3, "max": 5}}
+
+
+def modern_configs(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, Any]) -> dict[str, Config]:
+    """Two sweeps. ``race``: the family's paper-mode configuration (r2_cca) raced against its default hints, KD
+    only, DKD, ReviewKD and SemCKD over the teacher's stage ends, each with its published recipe.
+    ``semckd_hints``: SemCKD with its published recipe over the paper-mode hint set's layers instead (its
+    candidates clustered by PURSUhInT), over the race's first seeds, paired with the race's runs afterwards."""
+    method, kd = m["family"]
+    race = student_config(root, checkpoint, method, kd, MEASURES[0], s, baselines=m["baselines"], seeds=m["seeds"],
+                          suffix="_modern")
+    first = m["seeds"]["min"] if isinstance(m["seeds"], dict) else m["seeds"]
+    hints = student_config(root, checkpoint, method, kd, MEASURES[0], s, baselines=[], seeds=first).with_values({
+        "name": f"bench_natural_semckd_hints_{MEASURES[0]}", "distill.method": "semckd",
+        "distill.hint_weight": None, "distill.kd_weight": 1.0, "distill.ce_weight": 1.0,
+        "distill.params": {"candidates": "hints"}})
+    return {"race": race, "semckd_hints": hints}
+
+
+def modern_sweeps(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Both sweeps of :func:`modern_configs`, with their walls and confirmation tables."""
+    return {key: one_sweep(cfg, folder) for key, cfg in modern_configs(root, checkpoint, s, m).items()}
+
+
+def modern_arms(f: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
+    """Every arm of the published-methods part by key: its label and test accuracy by seed."""
+    mo = f.get("modern") or {}
+    race = (mo.get("sweeps", {}).get("race") or {}).get("confirmation") or {}
+    fam = family_label(*mo.get("settings", {}).get("family", ("at", 0.0)))
+    arms: dict[str, tuple[str, dict[int, float]]] = {}
+    for c in race.get("configurations", [])[:1]:
+        arms["paper"] = (f"{fam}, paper-mode hints ({MEASURES[0]})", _seeds(c["seeds"]))
+    names = {"default": f"{fam}, default hints", "kd_only": "KD only", "dkd": "DKD", "reviewkd": "ReviewKD",
+             "semckd": "SemCKD over the stage ends"}
+    for b in race.get("baselines", []):
+        if b["kind"] in names:
+            arms[b["kind"]] = (names[b["kind"]], _seeds(b["seeds"]))
+    hints = (mo.get("sweeps", {}).get("semckd_hints") or {}).get("confirmation") or {}
+    for c in hints.get("configurations", [])[:1]:
+        arms["semckd_hints"] = ("SemCKD over the paper-mode hints", _seeds(c["seeds"]))
+    if f.get("ce_only", {}).get("seeds"):
+        arms["ce_only"] = ("student alone (CE only)", _seeds(f["ce_only"]["seeds"]))
+    return arms
+
+
+# (arm, against): each published method against KD only, and SemCKD's two candidate sets against each other and
+# against the paper-mode hints; the race itself decides the paper-mode hints against every baseline
+MODERN_PAIRS = (("dkd", "kd_only"), ("reviewkd", "kd_only"), ("semckd", "kd_only"), ("semckd_hints", "kd_only"),
+                ("semckd_hints", "semckd"), ("semckd_hints", "paper"))
+
+
+def modern_decisions(f: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """:data:`MODERN_PAIRS` decided on the seeds both arms have (one look, Holm over the table, margin 1
+    point, α 0.05): the comparisons the race does not make itself."""
+    from pursuhint.search.stats import decide_table  # scipy: as confirm_seeds
+
+    arms = modern_arms(f)
+    diffs = {}
+    for a, b in MODERN_PAIRS:
+        if a in arms and b in arms:
+            common = sorted(set(arms[a][1]) & set(arms[b][1]))
+            diffs[(a, b)] = [arms[a][1][k] - arms[b][1][k] for k in common]
+    decided = decide_table(diffs, alpha=0.05, margin=1.0)
+    return {pair: decided[pair] for pair in MODERN_PAIRS if pair in decided}  # the table's order, not Holm's
+
+
+def modern_tables(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """The published methods' tables: every arm's accuracy, the race's verdicts (paper-mode hints against each
+    baseline), and the comparisons decided afterwards on common seeds."""
+    from pursuhint.search.stats import summarise  # scipy: as confirm_seeds
+
+    mo = f.get("modern")
+    if not mo:
+        return []
+    arms = modern_arms(f)
+    n_test = f["splits"]["test"]
+    out = [table(f"Published methods that choose no layer, on {n_test} held-out photographs: test accuracy (%)",
+                 ["arm", "seeds", "test_acc mean ± sd"],
+                 [[label, len(sc), _ms(summarise(list(sc.values())).as_dict())] for label, sc in arms.values()])]
+    race = mo["sweeps"]["race"].get("confirmation") or {}
+    cfg = (race.get("configurations") or [{}])[0]
+    rows = [[arms.get(kind, (kind,))[0], g["n"], g["decision"], g["verdict"]]
+            for kind, g in cfg.get("gains", {}).items()]
+    out.append(table(f"The race: {arms.get('paper', ('paper-mode hints',))[0]} against each baseline, seeds "
+                     f"{race.get('min_seeds')}–{race.get('max_seeds')} (one more per round while undecided), "
+                     f"margin ±{race.get('margin')} point, α {race.get('alpha')} over the table and its looks",
+                     ["against", "seeds", "decision", "verdict (paper-mode hints − it)"], rows))
+    decisions = modern_decisions(f)
+    out.append(table("Afterwards, on the seeds both arms have: each published method against KD only, SemCKD's "
+                     "candidate sets (one look, Holm over these comparisons, margin ±1 point, α 0.05)",
+                     ["arm", "against", "seeds", "decision", "verdict (arm − against)"],
+                     [[arms[a][0], arms[b][0], d.n, d.verdict, d.words()] for (a, b), d in decisions.items()]))
+    return out
+
+
 def headline_of(sweeps: dict[str, Any]) -> tuple[Optional[str], Optional[float]]:
     """The first of ``HEADLINE_SWEEPS`` with a confirmation table, and its configuration's mean test accuracy
     ÷ the default hints' (None when either is missing)."""
@@ -289,6 +402,9 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     if root is None:
         return skipped_entry(quick, tiny)  # bench/run.py prints its note
     s = natural_settings(quick, tiny)
+    m = modern_settings(quick, tiny)
+    if os.environ.get(ONLY_ENV):
+        return modern_only(root, s, m, quick, tiny)
     device = pick_device()
     t_start = time.perf_counter()
     walls: dict[str, float] = {}
@@ -315,11 +431,14 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         walls["ce_only"] = alone["wall_s"]
         sweeps = all_sweeps(root, t_info["checkpoint"], s, positions, folder)
         walls["sweeps"] = round(sum(v.get("wall_s", 0.0) for v in sweeps.values()), 1)
+        modern = {"settings": m, "sweeps": modern_sweeps(root, t_info["checkpoint"], s, m, folder), "date": now(),
+                  "same_run": True}
+        walls["modern"] = round(sum(v["wall_s"] for v in modern["sweeps"].values()), 1)
     headline_key, headline = headline_of(sweeps)
     figures = {
         "settings": s, "pair": list(PAIR), "k": K, "kd_weight": KD_WEIGHT, "n_seeds": s["seeds"], "seeds": seeds,
         "root": str(root), "cache": str(cache_dir()), "splits": splits, "data_path": decode, "teacher": t_info,
-        "ce_only": alone, "hints": positions, "sweeps": sweeps, "headline": headline_key,
+        "ce_only": alone, "hints": positions, "sweeps": sweeps, "headline": headline_key, "modern": modern,
         "probe_sensitivity": sensitivity, "walls_s": walls,
         "driver_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "measured_wall_s": round(time.perf_counter() - t_start, 1),
@@ -340,6 +459,48 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     }
     entry["tables"] = tables(figures)
     return entry
+
+
+def modern_only(root: Path, s: dict[str, Any], m: dict[str, Any], quick: bool, tiny: bool) -> dict[str, Any]:
+    """$PURSUHINT_NATURAL_ONLY=modern: the published methods' sweeps alone, beside the figures of the entry
+    bench/results.json holds for the same variant (same teacher, splits, recipe and seeds)."""
+    if os.environ[ONLY_ENV] != "modern":
+        raise SystemExit(f"{ONLY_ENV} may only be 'modern', got {os.environ[ONLY_ENV]!r}")
+    path = ROOT / "bench" / "results.json"
+    entry = json.loads(path.read_text(encoding="utf-8")).get(NAME) if path.is_file() else None
+    if not entry or entry.get("skipped") or entry["figures"].get("settings") != json.loads(json.dumps(s)):
+        raise SystemExit(f"{ONLY_ENV}=modern needs a {NAME} entry of the same variant in {path}; run the "
+                         "benchmark once without it")
+    t0 = time.perf_counter()
+    with workspace() as folder:
+        _, _, t_info = natural_teacher(root, s)
+        if t_info["sha256"] != entry["figures"]["teacher"]["sha256"]:
+            raise SystemExit(f"{ONLY_ENV}=modern: the cached teacher differs from the entry's; rerun the benchmark")
+        modern = {"settings": m, "sweeps": modern_sweeps(root, t_info["checkpoint"], s, m, folder), "date": now(),
+                  "same_run": False}
+    figures = {**entry["figures"], "modern": modern}
+    figures["walls_s"] = {**figures["walls_s"], "modern": round(time.perf_counter() - t0, 1)}
+    entry = {**entry, "figures": figures,
+             "notes": [n for n in entry["notes"] if not n.startswith("Published methods:")] + [_modern_note(figures)]}
+    entry["tables"] = tables(figures)
+    return entry
+
+
+def _modern_note(f: dict[str, Any]) -> str:
+    """How the published methods' part was measured."""
+    mo = f["modern"]
+    fam = family_label(*mo["settings"]["family"])
+    names = {"default": "its default hints", "kd_only": "KD only", "dkd": "DKD", "reviewkd": "ReviewKD",
+             "semckd": "SemCKD over the teacher's stage ends"}
+    against = ", ".join(names[b] for b in mo["settings"]["baselines"])
+    return (f"Published methods: one sweep races {fam}'s paper-mode configuration (r2_cca) against {against} "
+            f"(seeds {json.dumps(mo['settings']['seeds'])}, cohorts of the "
+            "arms of a seed, `search.confirm.baselines`), each published method with its recipe (DKD α 1, β 8, "
+            "T 4 with its warm-up scaled to our epochs; ReviewKD β 1 beside CE; SemCKD β 400 beside KD); a second "
+            "sweep trains SemCKD with `candidates: hints` over the paper-mode hint set, paired afterwards with the "
+            f"race's runs of the same seeds. Run on {mo['date']} ({f['walls_s'].get('modern')} s); "
+            + ("in the same run as the rest." if mo.get("same_run") else
+               f"beside the other figures' run (`{ONLY_ENV}=modern`: same teacher, splits, recipe and seeds)."))
 
 
 def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
@@ -379,7 +540,7 @@ def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
         "so far."
         + ("" if f["data_path"] else " Not measured in the tiny variant (a cold decode costs ~15 s of its ~2 min)."),
         "VID is left out: a third method would add a third of the runs, beyond the budget.",
-    ]
+    ] + ([_modern_note(f)] if f.get("modern") else [])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -474,6 +635,7 @@ def tables(f: dict[str, Any]) -> list[dict[str, Any]]:
                          f"photographs; gain over the default hints paired by seed (sweeps: {walls})",
                          ["placement", "hint positions (1-based)", "test_acc mean ± sd",
                           "gain vs default hints (95 % CI)", "verdict"], family_rows(f, family)))
+    out += modern_tables(f)
     d = f.get("data_path")
     if d:
         n = d["first_load"]["images"]
