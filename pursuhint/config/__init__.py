@@ -257,7 +257,8 @@ class ConfirmConfig(_Section):
 
     ``cohort`` trains the arms of one seed together, one Tune trial per cohort, with one loader pass and one
     teacher forward per batch (exactly what each arm would have seen alone): ``auto`` (cohorts of at most
-    :data:`AUTO_COHORT_MAX`), ``off`` (one trial per arm and seed) or a number of students per cohort.
+    :data:`AUTO_COHORT_MAX`; on a GPU, as many students as fit a trial's share of the card), ``off`` (one trial
+    per arm and seed) or a number of students per cohort.
 
     .. code-block:: yaml
 
@@ -286,7 +287,8 @@ class ConfirmConfig(_Section):
 
     @property
     def cohort_size(self) -> int:
-        """Students per confirmation trial: 1 with ``off``, :data:`AUTO_COHORT_MAX` with ``auto``."""
+        """Students per confirmation trial: 1 with ``off``, :data:`AUTO_COHORT_MAX` with ``auto`` (the sweep lowers
+        it to what fits a trial's share of the GPU: ``train/cohort_memory.py``)."""
         if self.cohort == "off":
             return 1
         return AUTO_COHORT_MAX if self.cohort == "auto" else int(self.cohort)

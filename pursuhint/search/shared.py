@@ -3,18 +3,20 @@ trained, cached), its representations and every similarity matrix the space can 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..config import Config, config_from_text
+from ..config import AUTO_COHORT_MAX, Config, config_from_text
 from ..config.grammar import leaf_values
 from ..data import ImageDataset
-from ..infra.devices import place_model
+from ..infra.devices import place_model, total_bytes
 from ..hints.hintset import HintSet
 from ..hints.pipeline import SelectionInputs, prepare_selection
 from ..models import create_model
+from ..train.cohort_memory import auto_cohort_size
 from ..train.teacher import dataset_for, load_teacher
 
 
@@ -30,6 +32,7 @@ class SharedWork:
     teacher_meta: dict[str, Any]
     selection: SelectionInputs
     default_hints: HintSet
+    auto_cohort: int = AUTO_COHORT_MAX  # students per confirmation trial for cohort: auto (what fits on its GPU)
 
     def teacher(self, device: torch.device) -> torch.nn.Module:
         """A frozen teacher in eval mode on ``device`` (in its memory format), rebuilt from the shipped weights."""
@@ -59,4 +62,16 @@ def prepare_shared(config_yaml: str, progress: bool = True) -> SharedWork:
     return SharedWork(config_yaml=config_yaml, dataset=ds, teacher_arch=teacher.arch,
                       teacher_state={k: v.detach().cpu() for k, v in teacher.model.state_dict().items()},
                       teacher_sha256=teacher.sha256, teacher_meta=teacher.meta, selection=inputs,
-                      default_hints=inputs.default())
+                      default_hints=inputs.default(), auto_cohort=cohort_fit(cfg, ds, teacher.model))
+
+
+def cohort_fit(cfg: Config, ds: ImageDataset, teacher: torch.nn.Module) -> int:
+    """Students per confirmation trial for ``cohort: auto``: what fits a trial's share of this task's GPU (the
+    shared task runs on a GPU whenever the trials do), or :data:`AUTO_COHORT_MAX` on the CPU."""
+    fraction = cfg.search.resources_per_trial.gpu
+    if fraction <= 0 or not torch.cuda.is_available():
+        return AUTO_COHORT_MAX
+    student = create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels)
+    cpu_teacher = copy.deepcopy(teacher).cpu()
+    return auto_cohort_size(student, cpu_teacher, tuple(ds.train_x.shape[1:]), cfg.train.batch_size,
+                            total_bytes(torch.device("cuda", torch.cuda.current_device())), fraction)

@@ -84,7 +84,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
             if cfg.search.confirm.top_k > 0:
                 confirmation = _confirmation_stage(cfg, grid, trainable, run_config, resume,
                                                    exp_dir.parent if exp_dir is not None else None, storage_str,
-                                                   shared.dataset.splits)
+                                                   shared.dataset.splits, shared.auto_cohort)
                 if confirmation is not None:
                     parent.log_confirmation(exp_dir, confirmation)
             return _finish(cfg, parent, exp_dir, storage_str, confirmation, study_url)
@@ -248,12 +248,14 @@ def _search_rows(grid: Any) -> list[TrialRow]:
 
 
 def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_config: dict[str, Any], resume: bool,
-                        storage: Optional[Path], storage_str: str,
-                        splits: dict[str, Any]) -> Optional[dict[str, Any]]:
+                        storage: Optional[Path], storage_str: str, splits: dict[str, Any],
+                        auto_cohort: int) -> Optional[dict[str, Any]]:
     """Retrain the search's top-K distinct configurations and their baselines over fresh seeds, racing: the first
     round trains every arm with ``min`` seeds, each later round one more seed for the arms whose comparisons
-    are undecided (Tune trials of the same sweep, one folder a round, resumable); then the confirmation table."""
+    are undecided (Tune trials of the same sweep, one folder a round, resumable); then the confirmation table.
+    ``auto_cohort``: the students per trial ``cohort: auto`` means (what fits a trial's share of the GPU)."""
     conf = cfg.search.confirm
+    size = auto_cohort if conf.cohort == "auto" else conf.cohort_size
     candidates = pick_top(_search_rows(search_grid), conf.top_k, cfg.search.metric)
     if not candidates:
         print("pursuhint: no searched trial completed, so there is nothing to confirm", file=sys.stderr)
@@ -267,8 +269,8 @@ def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_confi
     results, hours, n, arms = [], 0.0, conf.min_seeds, None
     while True:
         round_seeds = seeds[:n] if arms is None else [seeds[n - 1]]
-        got, spent = _confirmation_round(cfg, candidates, round_seeds, arms, n - conf.min_seeds + 1, trainable,
-                                         run_config, resume, storage, storage_str)
+        got, spent = _confirmation_round(cfg, candidates, round_seeds, arms, n - conf.min_seeds + 1, size,
+                                         trainable, run_config, resume, storage, storage_str)
         results += got
         hours += spent
         race.look(group_results(results), n)
@@ -284,14 +286,15 @@ def _confirmation_stage(cfg: Config, search_grid: Any, trainable: Any, run_confi
 
 
 def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], arms: Optional[set[tuple]],
-                        number: int, trainable: Any, run_config: dict[str, Any], resume: bool,
+                        number: int, cohort_size: int, trainable: Any, run_config: dict[str, Any], resume: bool,
                         storage: Optional[Path], storage_str: str) -> tuple[list[Any], float]:
     """One round of the confirmation stage as its own Tune experiment (``<name>-confirm`` for the first, then
-    ``-round2``, ...); returns its results and trial-hours. A resumed sweep restores a round that has a folder."""
+    ``-round2``, ...), its arms in cohorts of at most ``cohort_size``; returns its results and trial-hours. A
+    resumed sweep restores a round that has a folder."""
     from ray import tune  # ray: deferred
 
     planned = plan(cfg, candidates, seeds, cfg.search.confirm.baselines, arms)
-    trials = cohorts(planned, cfg.search.confirm.cohort_size)
+    trials = cohorts(planned, cohort_size)
     name = confirm_round_name(cfg.name, number)
     path = str(storage / name) if storage is not None else f"{storage_str.rstrip('/')}/{name}"
     if number == 1:
