@@ -502,7 +502,7 @@ def _modern_note(f: dict[str, Any]) -> str:
             f"race's runs of the same seeds. Run on {mo['date']} ({f['walls_s'].get('modern')} s); "
             + ("in the same run as the rest." if mo.get("same_run") else
                f"after the other figures' run (`{ONLY_ENV}=modern`: same splits, recipe and seeds"
-               + ("and teacher)." if mo.get("same_teacher") else
+               + (" and teacher)." if mo.get("same_teacher") else
                   f"; the teacher was retrained with the same config, since the cached one was gone, and is not "
                   f"bitwise the same: test accuracy {mo['teacher']['test_acc']:.2f} %, sha256 "
                   f"{mo['teacher']['sha256'][:12]}; every arm of this part learns from this teacher, the CE-only "
