@@ -7,7 +7,7 @@ import pytest
 
 from pursuhint.config import config_from_text
 from pursuhint.errors import PursuhintError
-from pursuhint.search.sweep import run_shared_work, shared_resources
+from pursuhint.search.shared_task import run_shared_work, shared_resources
 
 GPU_NODE = {"CPU": 16.0, "GPU": 4.0, "memory": 1e11}
 CPU_NODE = {"CPU": 2.0}

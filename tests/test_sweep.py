@@ -15,7 +15,8 @@ from pursuhint.config import load_config
 from pursuhint.export import write_hint_sets
 from pursuhint.search.columns import format_leaderboard
 from pursuhint.hints import HintSet
-from pursuhint.search.results import rows_from_mlflow, rows_from_tune, top_hint_sets
+from pursuhint.search.hint_sets import top_hint_sets
+from pursuhint.search.results import rows_from_mlflow, rows_from_tune
 from pursuhint.search.sweep import run_sweep
 
 from sweep_helpers import children, write_config

@@ -1,5 +1,5 @@
 """Writing a sweep's best hint sets out for other training code: JSON, YAML or a torchdistill fragment.
-Reading them is ``search.results``'s job; the leaderboard's text is ``search.columns``'s."""
+Picking and reading them is ``search.hint_sets``' job; the leaderboard's text is ``search.columns``'s."""
 
 from __future__ import annotations
 

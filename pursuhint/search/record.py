@@ -2,7 +2,8 @@
 
 Tune's results folder comes first (its marker file, ``confirmation.json``, ``optuna.db``: the sweep's record,
 readable while MLflow is away); the sweep's MLflow parent run when the folder is not here (Tune wrote to
-remote storage, or the sweep ran on another machine). The readers themselves are ``search.results``'.
+remote storage, or the sweep ran on another machine). The readers themselves are ``search.results``' (rows,
+the confirmation table) and ``search.hint_sets``' (hint sets).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from ..errors import PursuhintError, TrackingError
 from ..hints.hintset import HintSet
 from .importance import STUDY_FILE, study_storage
 from .layout import MARKER, experiment_dir, read_marker
-from .results import (TrialRow, confirmation_table, find_parent, hint_sets_for, recorded_folder, rows_from_mlflow,
-                      rows_from_tune)
+from .hint_sets import hint_sets_for
+from .results import TrialRow, confirmation_table, find_parent, recorded_folder, rows_from_mlflow, rows_from_tune
 from .sync import SyncSummary, sync_sweep
 
 

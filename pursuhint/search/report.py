@@ -19,7 +19,8 @@ from ..errors import PursuhintError
 from ..infra.fileio import write_text_atomic
 from ..plots import confirmation_plot, sweep_comparison
 from . import columns
-from .results import layer_atlas_png, search_stage_label
+from .hint_sets import layer_atlas_png
+from .results import search_stage_label
 
 if TYPE_CHECKING:
     from .results import TrialRow

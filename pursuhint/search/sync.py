@@ -26,8 +26,8 @@ from .. import tracking
 from ..errors import PursuhintError
 from ..infra.fileio import write_text_atomic
 from .layout import MARKER, read_marker, stage_dirs
-from .results import (MLFLOW_KEY, TrialRecord, confirmation_table, hint_sets_for, read_trials, rows_from_mlflow,
-                      table, top_hint_sets)
+from .hint_sets import hint_sets_for, top_hint_sets
+from .results import MLFLOW_KEY, TrialRecord, confirmation_table, read_trials, rows_from_mlflow, table
 
 # Tune's own result keys and ours that are not per-epoch metrics.
 NOT_METRICS = {"epoch", "epochs_total", "status", "node_id", "trial_id", "training_iteration", "timestamp",
