@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 import torch
 from PIL import Image
 
@@ -320,6 +321,87 @@ def test_selection_quality_natural_tables_pair_every_placement_with_the_default_
     json.dumps(out, allow_nan=False)
 
 
+def test_selection_quality_natural_builds_the_published_methods_sweeps(tmp_path):
+    from pursuhint.preflight import check_names, check_published
+
+    s = natural.natural_settings(False, False)
+    m = natural.modern_settings(False, False)
+    cfgs = natural.modern_configs(tmp_path, str(tmp_path / "teacher.pt"), s, m)
+    race, hints = cfgs["race"], cfgs["semckd_hints"]
+    conf = race.search.confirm
+    assert conf.baselines == ["default", "kd_only", "dkd", "reviewkd", "semckd"]
+    assert (conf.min_seeds, conf.max_seeds, conf.cohort) == (3, 5, "auto")  # a race, arms of a seed together
+    assert (race.distill.method, race.distill.kd_weight, race.selection.similarity) == ("at", 1.5, "r2_cca")
+    assert hints.distill.method == "semckd" and hints.distill.params == {"candidates": "hints"}
+    assert hints.distill.hint_weight is None and hints.distill.kd_weight == 1.0  # SemCKD's published recipe
+    assert hints.search.confirm.seeds == 3 and hints.search.confirm.baselines == []  # the race's first seeds
+    assert hints.selection == race.selection and hints.train == race.train and hints.data == race.data
+    for cfg in cfgs.values():
+        check_names(cfg)
+        check_published(cfg)
+    assert list(natural.modern_configs(tmp_path, "t.pt", s, natural.modern_settings(True, True))) == ["race"]
+
+
+def _modern_figures():
+    """Figures with the published methods' part: a race over five baselines and the SemCKD-over-hints sweep."""
+    cand = Candidate("t1", {}, 50.0, "at", 3, "layer1.1,layer2.1,layer3.2", ("auto", 1.0, 1.5, 1.0), 0.05)
+    paper = {1: 50.0, 2: 51.0, 3: 52.0}
+    offsets = {"default": {1: 0.5, 2: 0.4, 3: 0.6}, "kd_only": {1: 3.0, 2: 3.5, 3: 2.5},
+               "dkd": {1: 0.1, 2: -0.1, 3: 0.0}, "reviewkd": {1: 1.0, 2: 2.0, 3: 3.0}, "semckd": {1: 2.0, 2: 2.2, 3: 1.8}}
+    results = [ConfirmedResult(SEARCHED, "t1", "at", 3, k, v, 0.0, cand.hint_layers) for k, v in paper.items()]
+    for kind, off in offsets.items():
+        method = {"default": "at", "kd_only": "kd_only"}.get(kind, kind)  # the default hints train the config's AT
+        results += [ConfirmedResult(kind, kind, method, 3, k, paper[k] - off[k], 0.0) for k in paper]
+    hints_cand = Candidate("h1", {}, 49.0, "semckd", 3, "layer1.1,layer2.1,layer3.2", ("auto", 1.0, 1.0, 1.0), 0.05)
+    hints = [ConfirmedResult(SEARCHED, "h1", "semckd", 3, k, paper[k] - 1.0, 0.0, hints_cand.hint_layers)
+             for k in paper]
+    f = _natural_figures()
+    f["modern"] = {"settings": {"family": ["at", 1.5], "baselines": list(offsets), "seeds": 3},
+                   "sweeps": {"race": {"wall_s": 100.0, "trials": 1, "confirmation": confirmation_table([cand], results, 3)},
+                              "semckd_hints": {"wall_s": 50.0, "trials": 1,
+                                               "confirmation": confirmation_table([hints_cand], hints, 3)}},
+                   "date": "2026-12-03T00:00:00+00:00", "same_run": True}
+    f["walls_s"] = {"modern": 150.0}
+    return f
+
+
+def test_selection_quality_natural_decides_the_published_methods_against_kd_only_and_the_hints():
+    from pursuhint.search.stats import decide_table
+
+    f = _modern_figures()
+    arms = natural.modern_arms(f)
+    assert list(arms)[0] == "paper" and list(arms)[-2:] == ["semckd_hints", "ce_only"]  # baselines: best first
+    assert set(arms) == {"paper", "default", "kd_only", "dkd", "reviewkd", "semckd", "semckd_hints", "ce_only"}
+    assert arms["dkd"] == ("DKD", {1: 49.9, 2: 51.1, 3: 52.0}) and arms["paper"][0] == "at+kd, paper-mode hints (r2_cca)"
+    decided = natural.modern_decisions(f)
+    assert list(decided) == list(natural.MODERN_PAIRS)  # the table's order
+    # DKD − KD only: 49.9 − 47, 51.1 − 47.5, 52 − 49.5 = 2.9, 3.6, 2.5 (paired by seed)
+    d = decided[("dkd", "kd_only")]
+    assert d.n == 3 and d.mean == pytest.approx(3.0)
+    # Holm over six: SemCKD over the hints is 1 point below the paper-mode hints on every seed (sd 0: decided
+    # first, at α/6); DKD − KD only comes next, at α/5 = 0.01, where t(0.995, 2) · sd/√3 is wider than its mean
+    first = decided[("semckd_hints", "paper")]
+    assert (first.mean, first.verdict, first.alpha_star) == (pytest.approx(-1.0), "worse", pytest.approx(0.05 / 6))
+    half = scipy_stats.t.ppf(1 - 0.01 / 2, 2) * np.std([2.9, 3.6, 2.5], ddof=1) / math.sqrt(3)
+    assert (d.alpha_star, d.low, d.high) == (pytest.approx(0.01), pytest.approx(3 - half), pytest.approx(3 + half))
+    assert d.verdict == "undecided" and d.low < 0
+    again = decide_table({pair: [arms[pair[0]][1][k] - arms[pair[1]][1][k] for k in (1, 2, 3)]
+                          for pair in natural.MODERN_PAIRS}, alpha=0.05, margin=1.0)
+    assert {k: v.verdict for k, v in again.items()} == {k: v.verdict for k, v in decided.items()}
+    out = natural.modern_tables(f)
+    assert [t["title"].split(":")[0] for t in out] == [
+        "Published methods that choose no layer, on 5000 held-out photographs",
+        "The race", "Afterwards, on the seeds both arms have"]
+    assert out[0]["rows"][0] == ["at+kd, paper-mode hints (r2_cca)", 3, "51.00 ± 1.00"]
+    race_rows = {r[0]: r for r in out[1]["rows"]}
+    assert set(race_rows) == {"at+kd, default hints", "KD only", "DKD", "ReviewKD", "SemCKD over the stage ends"}
+    assert race_rows["KD only"][2] == "better" and race_rows["DKD"][2] == "equivalent"
+    assert [r[:2] for r in out[2]["rows"]][:1] == [["DKD", "KD only"]]
+    assert natural.tables(f)[-3:-2] == out[-1:]  # before the data path and the probe tables
+    assert "same run" in natural._modern_note(f)
+    json.dumps(out, allow_nan=False)
+
+
 def test_selection_quality_natural_without_photographs_is_skipped_with_a_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(natural, "cifar10_subset", lambda: None)
     entry = natural.run(quick=True)
@@ -360,6 +442,11 @@ def test_tiny_selection_quality_natural_runs_sweeps_with_a_confirmation_stage(tm
     assert len(f["ce_only"]["seeds"]) >= 2 and 0 < f["teacher"]["test_acc"] <= 100
     assert len(f["hints"]["r2_cca"]) == 3 and f["probe_sensitivity"]
     assert entry["tables"][1]["rows"][0][0] == "paper mode, r2_cca"
+    race = f["modern"]["sweeps"]["race"]["confirmation"]  # the published methods, raced in cohorts
+    assert {b["kind"] for b in race["baselines"]} == {"kd_only", "dkd", "reviewkd", "semckd"}
+    assert set(race["configurations"][0]["gains"]) == {"kd_only", "dkd", "reviewkd", "semckd"}
+    assert list(f["modern"]["sweeps"]) == ["race"]
+    assert any(t["title"].startswith("Published methods that choose no layer") for t in entry["tables"])
     assert "<!-- BEGIN generated:selection_quality_natural -->" in docs.read_text()
 
 

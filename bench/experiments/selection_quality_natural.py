@@ -271,10 +271,10 @@ ONLY_ENV = "PURSUHINT_NATURAL_ONLY"  # "modern": run only these sweeps, keep the
 def modern_settings(quick: bool, tiny: bool) -> dict[str, Any]:
     """The published methods' part: the hint family they are raced against (the authors' AT + KD recipe; in the
     tiny smoke test AT alone), its baselines, and the seeds (``{min, max}``: a race)."""
-    if tiny:
-        return {"family": ("at", 0.0), "baselines": ["kd_only", *MODERN], "seeds": 2}
+    if tiny:  # the smoke test: the race alone (the SemCKD-over-hints config is built by a unit test)
+        return {"family": ("at", 0.0), "baselines": ["kd_only", *MODERN], "seeds": 2, "semckd_hints": False}
     return {"family": ("at", KD_WEIGHT), "baselines": ["default", "kd_only", *MODERN],
-            "seeds": {"min": 2, "max": 3} if quick else {"min": 3, "max": 5}}
+            "seeds": {"min": 2, "max": 3} if quick else {"min": 3, "max": 5}, "semckd_hints": True}
 
 
 def modern_configs(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, Any]) -> dict[str, Config]:
@@ -290,7 +290,7 @@ def modern_configs(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, 
         "name": f"bench_natural_semckd_hints_{MEASURES[0]}", "distill.method": "semckd",
         "distill.hint_weight": None, "distill.kd_weight": 1.0, "distill.ce_weight": 1.0,
         "distill.params": {"candidates": "hints"}})
-    return {"race": race, "semckd_hints": hints}
+    return {"race": race, "semckd_hints": hints} if m.get("semckd_hints", True) else {"race": race}
 
 
 def modern_sweeps(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, Any], folder: Path) -> dict[str, Any]:
