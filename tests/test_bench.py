@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -418,6 +419,47 @@ def test_gpu_check_names_the_install_line_of_what_is_missing(monkeypatch):
     monkeypatch.setattr(gpu_check, "NEEDED", {"torch": "torch", "no_such_module_here": "nosuch"})
     status, why = gpu_check.dependencies()
     assert status == "FAILED" and why == f"missing nosuch: {sys.executable} -m pip install nosuch"
+
+
+def test_gpu_check_fits_in_eight_minutes_of_a_gpu(tmp_path, monkeypatch):
+    """Every command `make gpu-check` starts runs under its step's declared timeout (the GPU kit's offline install
+    and both pytest runs included), and they add up, with the reserve for what runs outside them, to at most 480 s:
+    a lent H200's 8 minutes. Read from the declarations and the commands, nothing timed."""
+    assert gpu_check.BUDGET_S == 480
+    assert sum(gpu_check.TIMEOUTS.values()) + gpu_check.RESERVE_S <= 480 and gpu_check.RESERVE_S >= gpu_check.END_S
+    calls = []
+
+    def fake_run(cmd, timeout=None, **kwargs):
+        calls.append((cmd, timeout))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "ray-1.0-py3-none-any.whl").write_bytes(b"")
+    monkeypatch.setenv("GPU_KIT", str(kit))
+    monkeypatch.setenv("GPU_CHECK_OUT", str(tmp_path / "gc"))
+    real_missing = gpu_check.missing
+    monkeypatch.setattr(gpu_check, "missing", lambda m: list(m.values()) if m is gpu_check.KIT else real_missing(m))
+    monkeypatch.setattr(gpu_check, "_cuda_or_exit", lambda: "fake GPU")
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    monkeypatch.setattr(gpu_check, "_deadline", None)
+    gpu_check.main([])
+    monkeypatch.undo()
+    commands = [" ".join(cmd[1:]) for cmd, _ in calls]
+    assert commands[0].startswith(f"-m pip install --no-index --find-links {kit.resolve()} ray[tune] optuna")
+    assert [c.split()[1] for c in commands[1:3]] == ["pytest", "pytest"]
+    assert [c.split(" --output")[0] for c in commands[3:]] == [  # the trimmed forms
+        "bench/run.py --only gpu --tiny", "bench/run.py --only cohorts --tiny",
+        "bench/run.py --only selection_quality_natural --tiny"]
+    timeouts = [t for _, t in calls]
+    assert timeouts == [gpu_check.TIMEOUTS[k] for k in ("kit install", "CUDA tests", "device tests", "gpu benchmark",
+                                                          "cohort benchmark", "confirmation sweep")]
+    assert all(isinstance(t, int) and t > 0 for t in timeouts) and sum(timeouts) + gpu_check.RESERVE_S <= 480
+    # what is left of the budget caps a step, and a step with none left is not started
+    monkeypatch.setattr(gpu_check, "_deadline", time.perf_counter() + 30.5)
+    assert gpu_check.step_timeout("gpu benchmark") in (29, 30) and gpu_check.step_timeout("device tests") <= 30
+    monkeypatch.setattr(gpu_check, "_deadline", time.perf_counter() - 1)
+    assert gpu_check.cohort_benchmark(tmp_path) == ("NOT RUN", "the 480 s budget is spent")
 
 
 @pytest.mark.slow
