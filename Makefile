@@ -44,9 +44,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py --quick
 
-# On a GPU machine: every CUDA path and the GPU figures (bench/gpu_check.py; written under
-# $(GPU_CHECK_OUT), default runs/gpu-check/, and printed). Where torch is already installed system-wide,
-# `make gpu-check GPU_PY=python3` skips the virtual environment.
+# On a GPU machine, in at most 8 minutes (each step under a timeout, 480 s in all): every CUDA path and the
+# GPU figures, check-sized (bench/gpu_check.py; written under $(GPU_CHECK_OUT), default runs/gpu-check/, and
+# printed). Where torch is already installed system-wide, `make gpu-check GPU_PY=python3` skips the virtual
+# environment; carry gpu-kit/ (make gpu-kit) so the offline install finds it.
 GPU_PY ?= $(PY)
 gpu-check: $(if $(filter $(PY),$(GPU_PY)),$(STAMP))
 	$(GPU_PY) bench/gpu_check.py

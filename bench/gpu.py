@@ -1,6 +1,7 @@
 """GPU: epoch time of the natural-image pair (resnet56 → resnet20 at 32 px) on the CIFAR-10 subset with the
 data on the device and on the host, the step-sync saving, ResNet-110 selection time with 10 000 probe images,
-and trials per second at 1, 2, 4 and 8 concurrent fractional-GPU trials.
+and trials per second at 1, 2, 4 and 8 concurrent fractional-GPU trials (``--tiny``, `make gpu-check`'s
+form: 5 000 photographs, 1 and 4).
 
 Without a CUDA device the entry says so (``skipped``) and measures nothing. Timings do not depend on the
 weights, so the models are randomly initialised; the images are the real CIFAR-10 subset when it is there
@@ -64,19 +65,27 @@ search: {{num_samples: {samples}, scheduler: fifo, baselines: [], max_concurrent
 """
 
 
-def _settings(quick: bool) -> dict[str, Any]:
+def _settings(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """The sizes. ``tiny`` is `make gpu-check`'s form, sized to its 8-minute budget: 5 000 of the photographs,
+    4 one-epoch trials at 1 and 4 concurrent."""
+    if tiny:
+        return {"images": 5_000, "probe": 5_000, "sweep_samples": 4, "sweep_epochs": 1, "sync_images": 2_560,
+                "concurrency": (1, 4), "subset": True}
     if quick:
-        return {"images": 10_000, "probe": 10_000, "sweep_samples": 8, "sweep_epochs": 2, "sync_images": 5_120}
-    return {"images": 20_000, "probe": 10_000, "sweep_samples": 16, "sweep_epochs": 3, "sync_images": 10_240}
+        return {"images": 10_000, "probe": 10_000, "sweep_samples": 8, "sweep_epochs": 2, "sync_images": 5_120,
+                "concurrency": CONCURRENCY, "subset": False}
+    return {"images": 20_000, "probe": 10_000, "sweep_samples": 16, "sweep_epochs": 3, "sync_images": 10_240,
+            "concurrency": CONCURRENCY, "subset": False}
 
 
-def natural_dataset(n: int) -> tuple[ImageDataset, dict[str, Any]]:
-    """The CIFAR-10 subset (decoded and cached once; the decode time is measured), or random images."""
+def natural_dataset(n: int, subset: bool = False) -> tuple[ImageDataset, dict[str, Any]]:
+    """The CIFAR-10 subset (decoded and cached once; the decode time is measured), all of its training photographs
+    or, with ``subset``, a stratified ``n`` of them; or ``n`` random images."""
     root = cifar10_subset()
     if root is None:
         return cifar_dataset(n), {"data": "random CIFAR-shaped images (the CIFAR-10 subset was not found)"}
     t0 = time.perf_counter()
-    ds = load_dataset("imagefolder", root=str(root), image_size=32, seed=0)
+    ds = load_dataset("imagefolder", root=str(root), image_size=32, seed=0, train_samples=n if subset else None)
     load_s = time.perf_counter() - t0
     return ds, {"data": f"CIFAR-10 subset ({ds.train_x.shape[0]:,} train / {ds.val_x.shape[0]:,} test JPEGs)",
                 "load_s": load_s}
@@ -201,8 +210,8 @@ def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
 
 
 def concurrency(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """Trials per second at each of ``CONCURRENCY``: a Ray Tune sweep per level on one local Ray when the sweep
-    stack is installed, else as many concurrent processes."""
+    """Trials per second at each of the settings' ``concurrency``: a Ray Tune sweep per level on one local Ray
+    when the sweep stack is installed, else as many concurrent processes."""
     trials = []
     if ray_stack_installed():
         with workspace() as folder:
@@ -214,13 +223,13 @@ def concurrency(s: dict[str, Any]) -> list[dict[str, Any]]:
 
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
             try:
-                for n in CONCURRENCY:
+                for n in s["concurrency"]:
                     trials.append(concurrent_trials(checkpoint, folder, n, s["sweep_samples"], s["sweep_epochs"],
                                                     gpu=True))
             finally:
                 shutdown_ray()
     else:
-        for n in CONCURRENCY:
+        for n in s["concurrency"]:
             trials.append(concurrent_processes(n, s["sweep_samples"], s["sweep_epochs"]))
     return trials
 
@@ -229,9 +238,9 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
     """Measure on the CUDA device, or return the skipped entry when there is none."""
     if not torch.cuda.is_available():
         return skipped_entry(quick, tiny)
-    s = _settings(quick or tiny)
+    s = _settings(quick, tiny)
     device = pick_device()
-    ds, data_info = natural_dataset(s["images"])
+    ds, data_info = natural_dataset(s["images"], s["subset"])
     epoch = epoch_time(device, ds)
     epoch_host = epoch_time(device, ds, budget_gb=0)
     syncs = step_sync_measure(device, s["sync_images"], repeats=3)

@@ -6,12 +6,16 @@ Figures are not asserted (they are measured in bench/, not tested); the smoke te
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -505,6 +509,130 @@ def test_gpu_check_names_the_install_line_of_what_is_missing(monkeypatch):
     monkeypatch.setattr(gpu_check, "NEEDED", {"torch": "torch", "no_such_module_here": "nosuch"})
     status, why = gpu_check.dependencies()
     assert status == "FAILED" and why == f"missing nosuch: {sys.executable} -m pip install nosuch"
+
+
+def test_gpu_check_fits_in_eight_minutes_of_a_gpu(tmp_path, monkeypatch):
+    """Every command `make gpu-check` starts runs under its step's declared timeout (the GPU kit's offline install
+    and both pytest runs included), and they add up, with the reserve for what runs outside them, to at most 480 s:
+    a lent H200's 8 minutes. Read from the declarations and the commands, nothing timed."""
+    assert gpu_check.BUDGET_S == 480
+    assert sum(gpu_check.TIMEOUTS.values()) + gpu_check.RESERVE_S <= 480 and gpu_check.RESERVE_S >= gpu_check.END_S
+    calls = []
+
+    def fake_run(cmd, timeout=None, **kwargs):
+        calls.append((cmd, timeout))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "ray-1.0-py3-none-any.whl").write_bytes(b"")
+    monkeypatch.setenv("GPU_KIT", str(kit))
+    monkeypatch.setenv("GPU_CHECK_OUT", str(tmp_path / "gc"))
+    real_missing = gpu_check.missing
+    monkeypatch.setattr(gpu_check, "missing", lambda m: list(m.values()) if m is gpu_check.KIT else real_missing(m))
+    monkeypatch.setattr(gpu_check, "_cuda_or_exit", lambda: "fake GPU")
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    monkeypatch.setattr(gpu_check, "_deadline", None)
+    gpu_check.main([])
+    monkeypatch.undo()
+    commands = [" ".join(cmd[1:]) for cmd, _ in calls]
+    assert commands[0].startswith(f"-m pip install --no-index --find-links {kit.resolve()} ray[tune] optuna")
+    assert [c.split()[1] for c in commands[1:3]] == ["pytest", "pytest"]
+    assert [c.split(" --output")[0] for c in commands[3:]] == [  # the trimmed forms
+        "bench/run.py --only gpu --tiny", "bench/run.py --only cohorts --tiny",
+        "bench/run.py --only selection_quality_natural --tiny"]
+    timeouts = [t for _, t in calls]
+    assert timeouts == [gpu_check.TIMEOUTS[k] for k in ("kit install", "CUDA tests", "device tests", "gpu benchmark",
+                                                          "cohort benchmark", "confirmation sweep")]
+    assert all(isinstance(t, int) and t > 0 for t in timeouts) and sum(timeouts) + gpu_check.RESERVE_S <= 480
+    # what is left of the budget caps a step, and a step with none left is not started
+    monkeypatch.setattr(gpu_check, "_deadline", time.perf_counter() + 30.5)
+    assert gpu_check.step_timeout("gpu benchmark") in (29, 30) and gpu_check.step_timeout("device tests") <= 30
+    monkeypatch.setattr(gpu_check, "_deadline", time.perf_counter() - 1)
+    assert gpu_check.cohort_benchmark(tmp_path) == ("NOT RUN", "the 480 s budget is spent")
+
+
+def _python312() -> str | None:
+    """A working CPython 3.12 (PATH's python3.12 may be a pyenv shim that refuses to run)."""
+    candidates = [shutil.which("python3.12"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
+    for exe in filter(None, candidates):
+        try:
+            done = subprocess.run([exe, "-c", "import sys, venv; print(sys.version_info[:2] == (3, 12))"],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip() == "True":
+            return exe
+    return None
+
+
+KIT_SMOKE = """
+import ray, optuna, mlflow, pydantic, sqlalchemy, alembic
+from ray import tune
+mlflow.set_tracking_uri("sqlite:///" + {db!r})
+with mlflow.start_run():
+    mlflow.log_metric("acc", 0.5)
+study = optuna.create_study()
+study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # never a running one
+double = ray.remote(lambda x: 2 * x)
+print("kit ok", ray.__version__, ray.get(double.remote(21)), len(study.trials))
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_the_gpu_kit_installs_offline_into_a_fresh_python_312(tmp_path):
+    """What `make gpu-check` does on the lent GPU machine, on the CPU: the kit's projects (gpu_check.KIT) install
+    into a fresh CPython 3.12 with no package index (`pip install --no-index --find-links gpu-kit`), every one
+    of them from the kit; then Ray runs a remote task, MLflow (skinny) logs to SQLite and Optuna runs a study.
+    The projects the kit leaves out because the GPU image has them (gpu_kit.ON_THE_IMAGE: numpy, requests,
+    pandas, ...) are put there first from the registry, at what the kit's pinned versions need."""
+    kit = gpu_check.find_kit()
+    if kit is None:
+        pytest.skip("no GPU kit here: run `make gpu-kit` (or set GPU_KIT to its folder)")
+    python = _python312()
+    if python is None:
+        pytest.skip("no CPython 3.12 here (python3.12 on PATH or under ~/.pyenv/versions/3.12*/bin), the kit's Python")
+    t0 = time.perf_counter()
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    # 1. The image's part, from the registry: what the kit's pinned projects need that the kit leaves out.
+    report = tmp_path / "report.json"
+    done = subprocess.run([py, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--report",
+                           str(report), *gpu_kit.requirements()], capture_output=True, text=True, timeout=240)
+    if done.returncode != 0:
+        pytest.skip(f"the package registry could not resolve the image's part: {done.stderr[-500:]}")
+    resolved = {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"]
+                for item in json.loads(report.read_text())["install"]}
+    image = sorted(f"{name}=={version}" for name, version in resolved.items() if name in gpu_kit.ON_THE_IMAGE)
+    kit_projects = {gpu_kit.project(w.name) for w in kit.glob("*.whl")}
+    assert set(resolved) - set(gpu_kit.ON_THE_IMAGE) <= kit_projects, "the kit lacks a dependency the image lacks too"
+    assert not any(name in kit_projects for name in gpu_kit.ON_THE_IMAGE)
+    done = subprocess.run([py, "-m", "pip", "install", "--quiet", *image], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"the package registry is unreachable: {done.stderr[-500:]}")
+    t_image = time.perf_counter()
+    # 2. The kit, offline: the very command gpu_check runs, with this venv's Python.
+    cmd = gpu_check.install_line(list(gpu_check.KIT.values()), kit, python=py).split()
+    assert "--no-index" in cmd
+    done = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    t_kit = time.perf_counter()
+    versions = subprocess.run([py, "-c", "from importlib import metadata as m; import json; print(json.dumps("
+                               "{d: m.version(d) for d in ('ray', 'optuna', 'mlflow-skinny', 'pydantic')}))"],
+                              capture_output=True, text=True, timeout=60, check=True)
+    wheels = {(gpu_kit.project(w.name), w.name.split("-")[1]) for w in kit.glob("*.whl")}
+    for name, version in json.loads(versions.stdout).items():
+        assert (name, version) in wheels, f"{name} {version} is not the kit's"
+    # 3. The stack runs.
+    done = subprocess.run([py, "-c", KIT_SMOKE.format(db=str(tmp_path / "mlflow.db"))], capture_output=True,
+                          text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kit ok" in done.stdout and " 42 3" in done.stdout, done.stdout
+    print(f"fresh venv and the image's part {t_image - t0:.0f} s, the kit offline {t_kit - t_image:.0f} s, "
+          f"the smoke run {time.perf_counter() - t_kit:.0f} s")
 
 
 @pytest.mark.slow
