@@ -22,6 +22,7 @@ from pursuhint.search import trial as trial_module
 from pursuhint.search import tune_trainable
 from pursuhint.search.confirm import Candidate, cohorts, plan
 from pursuhint.search.parent_run import ParentRun
+from pursuhint.search.results import rows_from_mlflow
 from pursuhint.search.shared import prepare_shared
 from pursuhint.search.space import BASELINE_KEY, COHORT_KEY, MEMBERS_KEY
 from pursuhint.search.sync import MLFLOW_KEY
@@ -130,6 +131,11 @@ def test_an_invalid_member_ends_alone_and_the_others_train_as_without_it(shared,
     for tag in ("pursuhint.error", tracking.REASON_TAG):
         assert "stage_ends mapping needs one teacher hint per student stage" in bad.data.tags[tag]
     assert "test_acc" not in bad.data.metrics
+    # filed under the confirmation stage, as a trained arm is: never among the search stage's rows
+    assert bad.data.tags[tracking.ROLE_TAG] == "confirm" and bad.data.tags["pursuhint.seed"] == str(SEED)
+    assert bad.data.tags["pursuhint.confirms"] == "uniform"
+    assert bad.info.run_name == f"confirm-baseline-uniform-k2-at-seed{SEED}"
+    assert rows_from_mlflow(uri, parent.run_id) == []
     good = {i: runs[f"cohort-a-m{i}"] for i in (0, 2)}
     assert {i: r.data.tags[tracking.BASELINE_TAG] for i, r in good.items()} == {0: "default", 2: "kd_only"}
     for r in good.values():

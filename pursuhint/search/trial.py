@@ -98,7 +98,7 @@ def run_name(cfg: Config, baseline: str, hs: Optional[HintSet], role: str = "") 
     if baseline in WITHOUT_HINTS:
         return f"{prefix}baseline-{baseline}{seed}"
     if baseline in ("default", "uniform", "random"):
-        k = f"-k{hs.n_hints}" if baseline != "default" and hs else ""
+        k = f"-k{hs.n_hints if hs else cfg.selection.n_hints}" if baseline != "default" else ""
         return f"{prefix}baseline-{baseline}{k}-{cfg.distill.method}{seed}"
     s = cfg.selection
     return f"{prefix}{s.similarity}-k{hs.n_hints if hs else s.n_hints}-{s.algorithm}-{s.center}-{cfg.distill.method}{seed}"
@@ -428,10 +428,14 @@ def _invalid(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sample
 
 def invalid_run(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sampled: dict[str, Any],
                 message: str, tags: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The MLflow run of an arm that cannot be trained, ended ``invalid``; its one Tune result."""
-    tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid",
-            "pursuhint.error": tracking.scrub(message)[:4000], **(tags or {})}
-    name = run_name(cfg, baseline, None)
+    """The MLflow run of an arm that cannot be trained, ended ``invalid``, filed under its stage (a confirmation
+    arm with its seed and what it confirms, as a trained one); its one Tune result."""
+    role = sampled.get(ROLE_KEY) or "search"
+    tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid", tracking.ROLE_TAG: role,
+            "pursuhint.seed": cfg.run_seed, "pursuhint.error": tracking.scrub(message)[:4000], **(tags or {})}
+    if role == "confirm":
+        tags["pursuhint.confirms"] = sampled.get(CONFIRMS_KEY) or baseline or "none"
+    name = run_name(cfg, baseline, None, role)
     params = trial_params(cfg, baseline, None, [], sampled)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
     tracker.params(params)
