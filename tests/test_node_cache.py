@@ -1,6 +1,7 @@
 """ImageFolder on a cluster whose nodes each hold their own copy of the data and their own cache: the cache is
 found by the data's content (not its path), built once however many processes ask for it at once, and a split
-shipped to a node without the driver's cache file finds or builds that node's own cache, with the same rows."""
+shipped to a node without the driver's cache file finds or builds that node's own cache, with the same rows.
+The checks before a sweep list the files and decode a sample, and refuse a cache folder the trials cannot write."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pursuhint.data import imagefolder, load_dataset, train_val_loaders
+from pursuhint.config import config_from_text
+from pursuhint.data import imagefolder, load_dataset, survey_dataset, train_val_loaders
 from pursuhint.data.image_cache import IMAGE_CACHE_ENV, LAST_USED, STALE_AFTER_S, cache_spec, content_ids
 from pursuhint.errors import DataError
+from pursuhint.preflight import check_image_cache, check_splits
 
 CLASSES = ("ant", "bee")
 
@@ -225,3 +228,57 @@ def test_a_node_with_other_data_or_without_its_variable_is_refused_in_one_senten
     monkeypatch.delenv("DATA_ROOT")
     with pytest.raises(DataError, match=r"names the environment variable DATA_ROOT, which is not set on this"):
         pickle.loads(shipped).train_x[0]
+
+
+# ------------------------------------------------------------------------------ checks before a sweep
+
+
+def _config(root: str, **data) -> object:
+    extra = "".join(f", {k}: {v}" for k, v in data.items())
+    return config_from_text(f"data: {{dataset: imagefolder, root: '{root}', image_size: 8{extra}}}")
+
+
+def test_the_checks_before_a_sweep_list_the_files_and_decode_a_sample_only(tmp_path, monkeypatch):
+    root = _write_folder(tmp_path / "data", train=30, val=5)
+    monkeypatch.setenv("DATA_ROOT", str(root))
+    decoded = []
+    real = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda path, size: decoded.append(path) or real(path, size))
+    check_splits(_config("${DATA_ROOT}", val_fraction=0.2))
+    assert 0 < len(decoded) <= imagefolder.SURVEY_SAMPLE and not (root / ".pursuhint_cache").exists()
+    survey = survey_dataset("imagefolder", "${DATA_ROOT}", 8, val_samples=6, seed=0, val_fraction=0.2)
+    loaded = load_dataset("imagefolder", str(root), 8, val_samples=6, seed=0, val_fraction=0.2)
+    assert survey.splits == loaded.splits and survey.classes == loaded.classes  # the same splits, same hashes
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(survey, f"{split}_y"), getattr(loaded, f"{split}_y"))
+    with pytest.raises(DataError, match=r"the selection split of 'imagefolder' \(1 images\) lacks class"):
+        check_splits(_config(str(root), train_samples=20, val_fraction=0.05))
+    with pytest.raises(DataError, match=r"has 10 images, fewer than the 11 requested"):
+        check_splits(_config(str(root), val_samples=11))
+    bad = root / "train" / "ant" / "000.png"  # the first file of the listing is in the sample
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=rf"image '{bad}' cannot be decoded"):
+        check_splits(_config(str(root)))
+
+
+def test_an_image_cache_folder_the_trials_cannot_write_is_refused_before_the_sweep(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    monkeypatch.setenv(IMAGE_CACHE_ENV, str(folder))
+    cfg = _config(str(tmp_path / "data"))
+    check_image_cache(cfg)  # writable: passes, and leaves nothing behind
+    assert not list(folder.iterdir())
+    mode = folder.stat().st_mode
+    folder.chmod(stat.S_IMODE(mode) & ~0o222)
+    try:
+        with pytest.raises(DataError, match=rf"^the image cache folder '{folder}' \(PURSUHINT_IMAGE_CACHE\) is not "
+                                            r"writable \(.*\); make it writable for the user the trials run as, "
+                                            r"or point PURSUHINT_IMAGE_CACHE at a writable folder$"):
+            check_image_cache(cfg)
+    finally:
+        folder.chmod(stat.S_IMODE(mode))
+    (tmp_path / "file").write_text("a file, not a folder")
+    monkeypatch.setenv(IMAGE_CACHE_ENV, str(tmp_path / "file" / "cache"))
+    with pytest.raises(DataError, match="is not writable"):
+        check_image_cache(cfg)
+    check_image_cache(config_from_text("data: {dataset: digits}"))  # no ImageFolder: nothing to check
