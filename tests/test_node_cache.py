@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pursuhint.config import config_from_text
-from pursuhint.data import imagefolder, load_dataset, survey_dataset, train_val_loaders
+from pursuhint.data import ImageRows, imagefolder, load_dataset, survey_dataset, train_val_loaders
 from pursuhint.data.image_cache import IMAGE_CACHE_ENV, LAST_USED, STALE_AFTER_S, cache_spec, content_ids
 from pursuhint.errors import DataError
 from pursuhint.preflight import check_image_cache, check_splits
@@ -211,6 +211,15 @@ def test_a_split_whose_cache_file_is_missing_builds_this_nodes_cache_and_yields_
     (cache,) = _caches(tmp_path / "node_cache")
     assert {trial.train_x.path, trial.val_x.path, trial.test_x.path} == {str(cache / "train_x.npy"),
                                                                           str(cache / "val_x.npy")}
+
+
+def test_a_split_refuses_a_file_with_other_rows_than_it_was_made_from(tmp_path):
+    x = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8)
+    np.save(tmp_path / "x.npy", x.numpy())
+    shipped = pickle.dumps(ImageRows(tmp_path / "x.npy").select(torch.tensor([5, 0])))
+    np.save(tmp_path / "x.npy", x[:5].numpy())  # one row fewer: position 5 would read past the end
+    with pytest.raises(DataError, match=r"x.npy' are \(5, 3, 4, 4\), not the \(6, 3, 4, 4\) this split was made"):
+        pickle.loads(shipped)[0]
 
 
 def test_a_node_with_other_data_or_without_its_variable_is_refused_in_one_sentence(tmp_path, monkeypatch):

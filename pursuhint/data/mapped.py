@@ -66,7 +66,7 @@ class ImageRows:
                 self.path = str(self.source.locate())
             base = open_mapped(self.path)
             if int(base.shape[0]) != self._rows_in_file or tuple(base.shape[1:]) != self._row_shape:
-                raise DataError(f"memory-mapped images {self.path!r} hold {tuple(base.shape)} rows, not the "
+                raise DataError(f"memory-mapped images {self.path!r} are {tuple(base.shape)}, not the "
                                 f"{(self._rows_in_file, *self._row_shape)} this split was made from; load the data "
                                 "set again")
             self._base = base
