@@ -88,6 +88,7 @@ def preflight(cfg: Config, student: bool = True, sweep: bool = False) -> list[st
     check_names(cfg)
     check_published(cfg, student)
     check_splits(cfg)
+    check_image_cache(cfg)
     return check_space(cfg, student, searched=sweep)
 
 
@@ -180,8 +181,25 @@ def _student_shape(arch: str) -> tuple[Optional[int], Optional[int]]:
 
 
 def check_splits(cfg: Config) -> None:
-    """Each of the three splits (training, selection, test) must hold every class: loading the data set
-    with the config's sizes says so, before a teacher, Ray or MLflow is touched."""
+    """Each of the three splits (training, selection, test) must hold every class: the data set's splits are
+    made with the config's sizes, before a teacher, Ray or MLflow is touched. A data set with a survey
+    (ImageFolder) is checked from its file listing and a decoded sample, not decoded whole here: the sweep's
+    shared work decodes it once, on the node where it runs."""
+    from .data import SURVEYS, survey_dataset  # torch and the registries: deferred so the CLI starts fast
     from .train.teacher import dataset_for  # torch and the registries: deferred so the CLI starts fast
 
-    dataset_for(cfg)
+    d = cfg.data
+    if d.dataset in SURVEYS:
+        survey_dataset(d.dataset, d.root, d.image_size, d.train_samples, d.val_samples, cfg.seed, d.val_fraction)
+    else:
+        dataset_for(cfg)
+
+
+def check_image_cache(cfg: Config) -> None:
+    """An ImageFolder sweep's ``$PURSUHINT_IMAGE_CACHE`` must be a folder the trials can write their cache in: it is
+    probed (a temporary file created and removed) and refused with the folder and the fix otherwise."""
+    if "imagefolder" not in leaf_values(cfg, "data.dataset"):
+        return
+    from .data.image_cache import check_cache_folder  # torch and the registries: deferred so the CLI starts fast
+
+    check_cache_folder()

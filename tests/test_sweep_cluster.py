@@ -1,20 +1,27 @@
 """Sweeps in harder settings: refused before work when their services are unreachable, and spread over a
 two-node Ray cluster on this machine, tracked by a real `mlflow server` as a cluster's sweeps are (an
-interrupted sweep's resume: test_faults)."""
+interrupted sweep's resume: test_faults); an ImageFolder sweep over two nodes that each see only their own
+copy of the data and their own image cache."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pursuhint import tracking
-from pursuhint.config import load_config
+from pursuhint.config import config_from_text, load_config
 from pursuhint.errors import PursuhintError
+from pursuhint.preflight import preflight
 from pursuhint.search.sweep import run_sweep
 
 from pursuhint.search.trial import RESTORED_TAG
@@ -120,3 +127,125 @@ def test_two_node_cluster_survives_losing_its_worker_node(tmp_path, isolated_run
 
 def results_of(results: dict[str, list[dict]], trial_id: str) -> list[dict]:
     return next(lines for lines in results.values() if any(r.get("trial_id") == trial_id for r in lines))
+
+
+# ------------------------------------------------------------ ImageFolder: each node its own data and cache
+
+NODES_SWEEP = """
+name: t_nodes
+seed: 0
+data:
+  dataset: imagefolder
+  root: ${DATA_ROOT}
+  image_size: 16
+  probe_size: 40
+teacher: {arch: resnet14, train: {epochs: 1, batch_size: 32, lr: 0.05, lr_schedule: cosine}}
+student: {arch: resnet8}
+selection: {similarity: r2_cca, n_hints: 2}
+distill: {method: at, hint_weight: 10, kd_weight: 0.0}
+train:
+  epochs: 20   # trials outlast a trial actor's start (~10 s here), so the second node's actor gets one
+  batch_size: 32
+  lr: {uniform: [0.01, 0.1]}   # every searched student differs: no trial replays another's result
+  lr_schedule: cosine
+search: {num_samples: 2, max_concurrent_trials: 2, scheduler: fifo, resources_per_trial: {cpu: 1, gpu: 0},
+         confirm: {top_k: 0}}
+"""
+
+
+def _write_jpeg_folder(root: Path, per_class: int = 100, val: int = 20) -> None:
+    """2 classes × ``per_class`` tiny noise JPEGs (20 px), ``val`` of each class in val/."""
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("ant", "bee")):
+        for i in range(per_class):
+            split = "val" if i < val else "train"
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 128, (20, 20, 3), dtype=np.uint8) + np.uint8(100 * c)
+            Image.fromarray(pixels).save(root / split / cls / f"{i:03d}.jpg", quality=90)
+
+
+def _can_hide_folders() -> bool:
+    """Whether this machine lets a process see a folder as empty while others see its files (a mount namespace
+    with a tmpfs over it): how two "nodes" on one machine are kept from each other's data and caches."""
+    probe = subprocess.run(_unshared(["true"], [Path("/tmp")]), capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+def _unshared(argv: list[str], hide: list[Path]) -> list[str]:
+    """``argv`` run in its own mount namespace where each folder of ``hide`` is an empty tmpfs."""
+    mounts = " && ".join(f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(p))}" for p in hide)
+    user = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return ["unshare", "--mount", "--propagation", "private", *user, "sh", "-c", f'{mounts} && exec "$@"', "sh",
+            *argv]
+
+
+def _isolated_node(args: list[str], env: dict, hide: list[Path]) -> subprocess.Popen:
+    """A Ray node (``ray start --block``, 1 CPU) that cannot see the folders ``hide``."""
+    argv = [str(BIN / "ray"), "start", "--block", "--num-cpus", "1", "--object-store-memory", str(150 * 2**20),
+            *args]
+    return subprocess.Popen(_unshared(argv, hide), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def test_an_imagefolder_sweep_runs_on_two_nodes_each_with_its_own_data_copy_and_cache(tmp_path, isolated_runs,
+                                                                                      monkeypatch):
+    """Each node sees only its own copy of the data (``data.root: ${DATA_ROOT}``, set per node) and its own
+    ``PURSUHINT_IMAGE_CACHE``: the shared work builds the cache on its node, and trials on the other node,
+    handed a cache path that does not exist there, build that node's own cache from its own copy; the sweep
+    completes with trials on both nodes and the two caches hold the same rows."""
+    if shutil.which("unshare") is None or not _can_hide_folders():
+        pytest.skip("needs mount namespaces (unshare) to keep two nodes on one machine from each other's files")
+    data = {n: tmp_path / n / "data" for n in ("head", "worker")}
+    cache = {n: tmp_path / n / "image_cache" for n in ("head", "worker")}
+    _write_jpeg_folder(data["head"])
+    shutil.copytree(data["head"], data["worker"])
+    for folder in cache.values():
+        folder.mkdir(parents=True)
+    other = {"head": "worker", "worker": "head"}
+    base_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PURSUHINT_RUNS": str(isolated_runs)}
+    env = {n: {**base_env, "DATA_ROOT": str(data[n]), "PURSUHINT_IMAGE_CACHE": str(cache[n])} for n in data}
+    hide = {n: [data[other[n]], cache[other[n]]] for n in data}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [_isolated_node(["--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+                             "--include-dashboard=false"], env["head"], hide["head"])]
+    try:
+        def alive_nodes() -> list[str]:
+            probe = subprocess.run([sys.executable, "-c",
+                                    f"import ray; ray.init(address='{address}', logging_level='ERROR');"
+                                    "print(*[n['NodeID'] for n in ray.nodes() if n['Alive']])"],
+                                   env=base_env, capture_output=True, text=True, timeout=60)
+            return probe.stdout.split() if probe.returncode == 0 else []
+
+        head_id = wait_for(lambda: (ids := alive_nodes()) and len(ids) == 1 and ids[0], 120, "the head node",
+                           interval=3)
+        nodes.append(_isolated_node(["--address", address, "--node-ip-address", "127.0.0.1"], env["worker"],
+                                    hide["worker"]))
+        worker_id = wait_for(lambda: next((i for i in alive_nodes() if i != head_id), None), 120,
+                             "the worker node", interval=3)
+        # The driver checks the data from its own view (the head's copy), without decoding it, then joins.
+        monkeypatch.setenv("DATA_ROOT", str(data["head"]))
+        monkeypatch.delenv("PURSUHINT_IMAGE_CACHE", raising=False)
+        cfg = config_from_text(NODES_SWEEP)
+        preflight(cfg, sweep=True)
+        assert not (data["head"] / ".pursuhint_cache").exists() and not any(any(c.iterdir()) for c in cache.values())
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        result = run_sweep(cfg, address=address, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"),
+                           verbose=0, progress=False)
+
+        results = tune_results(result.experiment_dir)
+        trained = {r.get("node_id") for lines in results.values() for r in lines if r.get("epoch")} - {None}
+        assert trained == {head_id, worker_id}, {k: [(r.get("node_id") or "")[:8] for r in v]
+                                                for k, v in results.items()}
+        _, runs = children(uri, "t_nodes")
+        assert len(runs) == 4 and all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
+        built = {n: sorted(p.parent for p in cache[n].rglob("meta.json")) for n in cache}
+        assert [len(b) for b in built.values()] == [1, 1], built  # each node decoded into its own folder
+        head_cache, worker_cache = built["head"][0], built["worker"][0]
+        assert head_cache.relative_to(cache["head"]) == worker_cache.relative_to(cache["worker"])  # <data id>/<key>
+        for name in ("train_x.npy", "val_x.npy", "train_y.npy", "val_y.npy"):
+            assert (head_cache / name).read_bytes() == (worker_cache / name).read_bytes(), name
+        assert not (data["head"] / ".pursuhint_cache").exists() and not (data["worker"] / ".pursuhint_cache").exists()
+    finally:
+        for node in reversed(nodes):
+            stop_group(node)

@@ -1,6 +1,6 @@
 """Data sets as uint8 images (in memory, or memory-mapped) and the on-device batching/augmentation pipeline."""
 
-from .dataset import AUGMENTATIONS, DATASETS, ImageDataset, load_dataset
+from .dataset import AUGMENTATIONS, DATASETS, SURVEYS, ImageDataset, load_dataset, survey_dataset
 
 # Importing the built-in data sets registers them, in this (listing) order.
 from . import digits, cifar, imagefolder  # noqa: F401
@@ -12,6 +12,7 @@ from .splits import stratified_indices
 __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
+    "SURVEYS",
     "DeviceLoader",
     "resolve_augment",
     "train_val_loaders",
@@ -23,4 +24,5 @@ __all__ = [
     "probe_loader",
     "resize_images",
     "stratified_indices",
+    "survey_dataset",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .dataset import DATASETS, ImageDataset, dataset_with_stats
+from .dataset import DATASETS, ImageDataset, dataset_with_stats, expand_root
 from .pixels import resize_images
 
 
@@ -77,7 +77,7 @@ def _cifar_arrays(path: Path, folder: Path, label_key: bytes, expected: str) -> 
 def _cifar_folder(root: str | None, sub: str, marker: str, expected: str, name: str) -> Path:
     if root is None:
         raise DataError(f"data set {name!r} needs root, a folder holding {sub}/ ({expected})")
-    base = Path(root).expanduser()
+    base = expand_root(root)
     for candidate in (base / sub, base):
         if (candidate / marker).is_file():
             return candidate

@@ -9,7 +9,10 @@ register themselves in their own modules (``digits.py``, ``cifar.py``, ``imagefo
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -25,6 +28,9 @@ AUGMENTATIONS = ("none", "crop", "crop_flip")
 
 Loader = Callable[[str | None, int | None, int], "ImageDataset"]
 DATASETS: Registry[Loader] = Registry("data set", error=DataError)
+# A data set that can be checked without decoding all of it registers a survey here under its name: a loader
+# whose data set has the real labels, classes and split sizes but 1-pixel placeholder images.
+SURVEYS: Registry[Loader] = Registry("data set survey", error=DataError)
 
 
 @dataclass
@@ -138,8 +144,39 @@ def load_dataset(
     A loader may return memory-mapped splits (ImageFolder does): subsets and the selection split are then
     views of the mapped file that copy no pixels. ``memory_map=False`` reads such splits into memory first
     (the in-RAM path; the batches are the same). Digits and CIFAR are in memory either way.
+
+    ``root`` may name environment variables (``${DATA_ROOT}``): the loader expands them (:func:`expand_root`)
+    on the machine that reads the data, so each node of a cluster may have its own copy.
     """
     loader = DATASETS.get(name)
+    _check_arguments(image_size, train_samples, val_samples, seed)
+    ds = loader(root, image_size, seed)
+    if not memory_map:
+        ds.train_x, ds.val_x = in_ram(ds.train_x), in_ram(ds.val_x)
+    return _shape_splits(ds, name, train_samples, val_samples, seed, val_fraction)
+
+
+def survey_dataset(
+    name: str,
+    root: str | None = None,
+    image_size: int | None = None,
+    train_samples: int | None = None,
+    val_samples: int | None = None,
+    seed: int = 0,
+    val_fraction: float | None = None,
+) -> ImageDataset:
+    """The splits :func:`load_dataset` would make, checked as it checks them (sizes, every class in every split),
+    without decoding every image where the data set has a survey (``SURVEYS``: ImageFolder lists its files and
+    decodes a sample); the images of such a data set are 1-pixel placeholders. Others are loaded."""
+    if name not in SURVEYS:
+        return load_dataset(name, root, image_size, train_samples, val_samples, seed, val_fraction)
+    survey = SURVEYS.get(name)
+    _check_arguments(image_size, train_samples, val_samples, seed)
+    return _shape_splits(survey(root, image_size, seed), name, train_samples, val_samples, seed, val_fraction)
+
+
+def _check_arguments(image_size: int | None, train_samples: int | None, val_samples: int | None,
+                     seed: object) -> None:
     if image_size is not None:
         _check_positive_int("image_size", image_size, minimum=4)
     for what, n in (("train_samples", train_samples), ("val_samples", val_samples)):
@@ -147,9 +184,11 @@ def load_dataset(
             _check_positive_int(what, n)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise DataError(f"seed {seed!r} is not an integer; give an integer seed such as 0")
-    ds = loader(root, image_size, seed)
-    if not memory_map:
-        ds.train_x, ds.val_x = in_ram(ds.train_x), in_ram(ds.val_x)
+
+
+def _shape_splits(ds: ImageDataset, name: str, train_samples: int | None, val_samples: int | None, seed: int,
+                  val_fraction: float | None) -> ImageDataset:
+    """The loaded data set's subsets and its selection split (see :func:`load_dataset`)."""
     if train_samples is not None:
         idx = stratified_indices(ds.train_y, train_samples, seed, tag=1, what=f"{name} train")
         ds.train_x, ds.train_y = take_rows(ds.train_x, idx), ds.train_y[idx]
@@ -160,6 +199,28 @@ def load_dataset(
     if val_fraction is None:
         return ds
     return carve_selection_split(ds, val_fraction, seed, held_indices=held)
+
+
+_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def expand_root(root: str) -> Path:
+    """A data folder as configured, on the machine that reads it: its environment variables (``$NAME``,
+    ``${NAME}``) and ``~`` expanded here, so each node of a cluster may point at its own copy of the data; a
+    variable not set here is a DataError."""
+    unset = [a or b for a, b in _VARIABLE.findall(root) if (a or b) not in os.environ]
+    if unset:
+        raise DataError(f"data.root {root!r} names the environment variable {unset[0]}, which is not set on "
+                        f"this machine; set it (on a cluster, in each node's environment) or give a path")
+    return Path(os.path.expandvars(root)).expanduser()
+
+
+def portable_root(root: str) -> str:
+    """``root`` as it may be handed to another process or node: as configured when it names a variable or
+    starts with ``~`` (each node expands it for itself), else as an absolute path."""
+    if "$" in root or root.startswith("~"):
+        return root
+    return str(expand_root(root).absolute())
 
 
 def _check_positive_int(what: str, value: object, minimum: int = 1) -> None:

@@ -2,18 +2,22 @@
 
 The images are listed, then decoded once (RGB, shorter side resized, center-cropped), by parallel worker
 processes that write their rows straight into the memory-mapped cache files (``image_cache.py`` keeps the
-cache: where it lives, its key, its layout, when an old one goes); the loader returns views of those files.
+cache: where it lives, its key, its layout, one build at a time, when an old one goes); the loader returns
+views of those files, which carry where to find (or build) the cache on another node (:class:`CachedSplit`).
+Its survey (for the checks before a sweep) lists the files and decodes a sample only.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import multiprocessing
 import os
 import sys
 import tempfile
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,43 +28,123 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from .dataset import DATASETS, ImageDataset
-from .image_cache import cache_dirs, cache_key, open_cache, read_cache, write_cache, write_meta
+from .dataset import DATASETS, SURVEYS, ImageDataset, expand_root, portable_root
+from .image_cache import IMAGE_CACHE_ENV, CacheSpec, cache_spec, content_ids, ensure_cache, open_cache, write_meta
 from .pixels import histogram_stats
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _DECODE_CHUNK = 512  # files per decoding job
 _DECODE_WORKERS = 8  # at most this many decoding processes (and never more than the usable cores)
+SURVEY_SAMPLE = 16  # images the survey decodes, evenly spaced over the listing
 
 
 @DATASETS.register("imagefolder")
 def load_imagefolder(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
     """Images in ``root/train/<class>/`` and ``root/val/<class>/`` (or ``root/test/``), as RGB at 32 px.
 
-    Decoded once, by parallel worker processes, into a memory-mapped cache (``.npy`` files, layout in
-    ``image_cache.py``) under ``root/.pursuhint_cache/`` (or, when root is read-only, under the runs folder),
-    keyed by the data's content identity (relative paths, sizes, a sample's first bytes; see
-    :func:`~pursuhint.data.image_cache.cache_key`) and the image size. The splits are
-    :class:`~pursuhint.data.mapped.ImageRows` views of the mapped files: rows are read a batch at a time, so
-    the data set may be larger than RAM.
+    ``root`` may name environment variables (``${DATA_ROOT}``), expanded on the machine that reads it. Decoded
+    once, by parallel worker processes, into a memory-mapped cache (``.npy`` files, layout and places in
+    ``image_cache.py``) under ``root/.pursuhint_cache/`` (or, when root is read-only, under the runs folder;
+    or in ``$PURSUHINT_IMAGE_CACHE``), keyed by the data's content identity (relative paths, sizes, a sample's
+    first bytes; see :func:`~pursuhint.data.image_cache.content_ids`) and the image size; concurrent loads
+    decode once. The splits are :class:`~pursuhint.data.mapped.ImageRows` views of the mapped files: rows are
+    read a batch at a time, so the data set may be larger than RAM. Unpickled where their files are not (a
+    trial on another node), they find or build that node's cache (:class:`CachedSplit`).
     """
-    if root is None:
-        raise DataError("data set 'imagefolder' needs root, a folder holding train/<class>/ and val/<class>/")
-    base = Path(root).expanduser()
+    base = _base(root)
     size = image_size or 32
     classes, train_items, val_items = _imagefolder_files(base)
-    prefix = f"imagefolder-{size}px-"
-    key = cache_key(base, train_items + val_items, size)
-    dirs, writable = cache_dirs(base)
-    cache = read_cache(dirs, f"{prefix}{key}", key, size)
-    if cache is None:
-        splits = {"train": train_items, "val": val_items}
-        fill = partial(_decode_into, key=key, size=size, classes=classes, splits=splits)
-        folder = write_cache(writable, prefix, key, size, fill)
-        cache = (open_cache(folder, key, size) if folder is not None
-                 else _decode_in_memory(writable, key, size, classes, splits))
+    data_id, key = content_ids(base, train_items + val_items, size)
+    spec = cache_spec(base, _prefix(size), size, data_id, key)
+    splits = {"train": train_items, "val": val_items}
+    found = ensure_cache(spec, partial(_decode_into, key=key, size=size, classes=classes, splits=splits,
+                                       root=spec.root))
+    if found is None:
+        cache = _decode_in_memory(spec, classes, splits)
+    else:
+        cache = found[1]
+        for split in splits:
+            cache[f"{split}_x"].source = CachedSplit(portable_root(str(root)), size, data_id, key, f"{split}_x.npy")
     return ImageDataset("imagefolder", cache["train_x"], cache["train_y"], cache["val_x"], cache["val_y"],
                         len(cache["classes"]), cache["classes"], cache["mean"], cache["std"], "crop_flip")
+
+
+@SURVEYS.register("imagefolder")
+def survey_imagefolder(root: str | None, image_size: int | None, seed: int) -> ImageDataset:
+    """The ImageFolder data set checked without decoding it: its files listed (classes, the splits' sizes and
+    labels) and ``SURVEY_SAMPLE`` images, evenly spaced over the listing, decoded (an unreadable one is a
+    DataError naming it). Its images are 1-pixel placeholders; the mean and std are placeholders too."""
+    base = _base(root)
+    classes, train_items, val_items = _imagefolder_files(base)
+    listing = train_items + val_items
+    for _, f in listing[:: max(1, len(listing) // SURVEY_SAMPLE)][:SURVEY_SAMPLE]:
+        _decode(f, image_size or 32)
+    index = {c: i for i, c in enumerate(classes)}
+
+    def labels(items: list[tuple[str, Path]]) -> torch.Tensor:
+        return torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
+
+    return ImageDataset("imagefolder", torch.zeros((len(train_items), 3, 1, 1), dtype=torch.uint8),
+                        labels(train_items), torch.zeros((len(val_items), 3, 1, 1), dtype=torch.uint8),
+                        labels(val_items), len(classes), classes, (0.5,) * 3, (0.25,) * 3, "crop_flip")
+
+
+@dataclass(frozen=True)
+class CachedSplit:
+    """Where a split's cache file lies on the machine that reads it (the ``source`` of its
+    :class:`~pursuhint.data.mapped.ImageRows`): the data folder as configured (expanded there), the image size,
+    the data's content ids and the file's name. Small and pickled with the split, so a trial on a node without
+    the driver's cache file opens its own node's cache, or builds it once from that node's copy of the data."""
+
+    root: str
+    size: int
+    data_id: str
+    key: str
+    file: str
+
+    def locate(self) -> str:
+        """The split's file in this machine's cache (see :func:`node_cache`)."""
+        return str(node_cache(self.root, self.size, self.data_id, self.key) / self.file)
+
+
+@functools.lru_cache(maxsize=8)
+def node_cache(root: str, size: int, data_id: str, key: str) -> Path:
+    """This machine's cache folder of the data with these content ids at this size: found where its caches are
+    kept (``image_cache.cache_spec``, with ``root`` expanded here), else built once from the data here (under
+    the cache's lock, so the trials of one node decode once). The data here must be the same data (the key is
+    checked before decoding); a DataError when they are not, or when no cache folder here is writable."""
+    base = _base(root)
+    spec = cache_spec(base, _prefix(size), size, data_id, key)
+    found = ensure_cache(spec, partial(_list_and_decode, base=base, spec=spec))
+    if found is None:
+        raise DataError(f"no image cache folder is writable on this machine ({_places(spec)}); set "
+                        f"{IMAGE_CACHE_ENV} to a folder the trials can write")
+    return found[0]
+
+
+def _list_and_decode(folder: Path, base: Path, spec: CacheSpec) -> None:
+    """List the data in ``base``, check that they are the data ``spec`` was made from (its key), and decode them
+    into ``folder``: the same files in the same order, so the rows sit where the shipped split expects them."""
+    classes, train_items, val_items = _imagefolder_files(base)
+    _, key = content_ids(base, train_items + val_items, spec.size)
+    if key != spec.key:
+        raise DataError(f"the image folder {str(base)!r} on this machine holds other data than the sweep was "
+                        f"prepared with (cache key {key}, expected {spec.key}); give every node an identical copy")
+    _decode_into(folder, key, spec.size, classes, {"train": train_items, "val": val_items}, spec.root)
+
+
+def _base(root: str | None) -> Path:
+    if root is None:
+        raise DataError("data set 'imagefolder' needs root, a folder holding train/<class>/ and val/<class>/")
+    return expand_root(root)
+
+
+def _prefix(size: int) -> str:
+    return f"imagefolder-{size}px-"
+
+
+def _places(spec: CacheSpec) -> str:
+    return ", ".join(str(d) for d in spec.write or spec.read[:1])
 
 
 def _list_split(split_dir: Path) -> list[tuple[str, Path]]:
@@ -118,7 +202,7 @@ def _decode(path: Path, size: int) -> np.ndarray:
 
 
 def _decode_into(folder: Path, key: str, size: int, classes: list[str],
-                 splits: dict[str, list[tuple[str, Path]]]) -> None:
+                 splits: dict[str, list[tuple[str, Path]]], root: str = "") -> None:
     """Decode every split into cache files in ``folder`` (the layout in ``image_cache.py``).
 
     Each ``<split>_x.npy`` is created at its full size (a sparse file; nothing is mapped into this process)
@@ -145,7 +229,7 @@ def _decode_into(folder: Path, key: str, size: int, classes: list[str],
     for split in splits:
         for name in (f"{split}_x.npy", f"{split}_y.npy"):
             _fsync(folder / name)
-    write_meta(folder, key, size, classes, counts, mean, std)
+    write_meta(folder, key, size, classes, counts, mean, std, root)
 
 
 def _decode_job(path: str, offset: int, start: int, files: list[str], size: int,
@@ -247,14 +331,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _decode_in_memory(dirs: list[Path], key: str, size: int, classes: list[str],
-                      splits: dict[str, list[tuple[str, Path]]]) -> dict[str, Any]:
+def _decode_in_memory(spec: CacheSpec, classes: list[str], splits: dict[str, list[tuple[str, Path]]]) -> dict[str, Any]:
     """No cache folder is writable: decode into a temporary folder, read the splits into memory, delete it."""
-    warnings.warn(f"could not write an image cache in any of {[str(d) for d in dirs]}; images are decoded "
-                  "into memory and not cached")
+    warnings.warn(f"could not write an image cache in any of [{_places(spec)}]; images are decoded into memory "
+                  "and not cached")
     with tempfile.TemporaryDirectory(prefix="pursuhint-images-") as tmp:
-        _decode_into(Path(tmp), key, size, classes, splits)
-        cache = open_cache(Path(tmp), key, size)
+        _decode_into(Path(tmp), spec.key, spec.size, classes, splits, spec.root)
+        cache = open_cache(Path(tmp), spec.key, spec.size)
         for split in splits:
             cache[f"{split}_x"] = cache[f"{split}_x"].materialise()
     return cache

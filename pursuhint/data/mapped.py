@@ -11,8 +11,9 @@ the same file (the trials on one node), and the kernel can drop them again under
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,6 +21,14 @@ import torch
 from ..errors import DataError
 
 _CHUNK_BYTES = 64 * 2**20  # rows gathered at a time when a whole split is copied or streamed
+
+
+class RowsSource(Protocol):
+    """Where a split's file lies on the node that reads it (the ImageFolder cache's own, built when missing)."""
+
+    def locate(self) -> str:
+        """The path of the split's ``.npy`` file on this node."""
+        ...
 
 
 class ImageRows:
@@ -30,36 +39,47 @@ class ImageRows:
     ``element_size()``, ``index_select(0, idx)``, indexing, ``to(device)``), and every read returns a new
     in-memory tensor of just the rows asked for. :meth:`select` makes a sub-view without reading anything.
     Pickling carries the path and the positions, never the pixels (Ray ships a split to its trials this
-    way); the file must then be readable at the same path where it is unpickled.
+    way). Where the file is not at that path (another node of a cluster), ``source`` says where this node's copy
+    lies (:class:`RowsSource`; the ImageFolder cache builds it there when missing), and the path is re-pointed.
     """
 
     dtype = torch.uint8
     device = torch.device("cpu")
 
-    def __init__(self, path: str | Path, index: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, path: str | Path, index: Optional[torch.Tensor] = None,
+                 source: Optional[RowsSource] = None) -> None:
         self.path = str(path)
-        self._base: Optional[torch.Tensor] = None
-        base = self.base  # opens (and checks) the file; its header gives the row count and shape
-        self._rows_in_file = int(base.shape[0])
-        self._row_shape = tuple(int(s) for s in base.shape[1:])
+        self.source = source
+        self._base: Optional[torch.Tensor] = open_mapped(self.path)  # its header gives the row count and shape
+        self._rows_in_file = int(self._base.shape[0])
+        self._row_shape = tuple(int(s) for s in self._base.shape[1:])
         self.index = None if index is None else _positions(index, self._rows_in_file, self.path)
 
     # ---------------------------------------------------------------------------- the mapped file
 
     @property
     def base(self) -> torch.Tensor:
-        """The whole file as a CPU tensor over a copy-on-write memory map (opened on first use)."""
+        """The whole file as a CPU tensor over a copy-on-write memory map (opened on first use; a file missing at
+        ``path`` is looked for where ``source`` says, and must hold as many rows of the same shape)."""
         if self._base is None:
-            self._base = open_mapped(self.path)
+            if self.source is not None and not os.path.exists(self.path):
+                self.path = str(self.source.locate())
+            base = open_mapped(self.path)
+            if int(base.shape[0]) != self._rows_in_file or tuple(base.shape[1:]) != self._row_shape:
+                raise DataError(f"memory-mapped images {self.path!r} are {tuple(base.shape)}, not the "
+                                f"{(self._rows_in_file, *self._row_shape)} this split was made from; load the data "
+                                "set again")
+            self._base = base
         return self._base
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "index": self.index, "rows_in_file": self._rows_in_file,
-                "row_shape": self._row_shape}
+                "row_shape": self._row_shape, "source": self.source}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path, self.index = state["path"], state["index"]
         self._rows_in_file, self._row_shape = state["rows_in_file"], tuple(state["row_shape"])
+        self.source = state.get("source")
         self._base = None  # mapped again on first read, in the process that reads
 
     # ------------------------------------------------------------------- tensor-like attributes
@@ -102,7 +122,7 @@ class ImageRows:
         """The sub-view of rows ``idx`` (positions in this view, or a boolean mask): no pixel is read."""
         idx = _positions(idx, len(self), self.path)
         view = ImageRows.__new__(ImageRows)
-        view.path, view._base = self.path, self._base
+        view.path, view._base, view.source = self.path, self._base, self.source
         view._rows_in_file, view._row_shape = self._rows_in_file, self._row_shape
         view.index = idx if self.index is None else self.index.index_select(0, idx)
         return view
