@@ -1,7 +1,7 @@
 """Sweeps on a Ray cluster whose trials ask for GPUs, on this CPU machine: a head node started with
 ``ray start --num-gpus 1`` (a fake GPU: Ray counts it, torch never sees it) runs the shared work on the GPU and two
 trials on half of it each, the config's plugin (``tests/fake_gpu.py``) sending torch to the CPU and writing down
-what Ray assigned each worker."""
+what Ray assigned each worker; a head without GPUs refuses the sweep in one sentence and starts nothing."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 
 from pursuhint import tracking
 from pursuhint.config import load_config
+from pursuhint.errors import PursuhintError
 from pursuhint.infra.logs import LOG_FILE
 from pursuhint.search.shared_task import shared_resources
 from pursuhint.search.sweep import run_sweep
@@ -125,3 +126,25 @@ def test_trials_share_a_fake_gpu_after_the_shared_work_held_all_of_it(tmp_path, 
     # what Ray said on joining the cluster is in the sweep's log file
     assert "Connecting to existing Ray cluster at address" in (tmp_path / "ray" / "t_fake_gpu" / LOG_FILE).read_text()
     print(f"fake-GPU sweep with its head node: {elapsed:.0f} s; assigned: {table}")
+
+
+def test_a_gpu_sweep_on_a_cluster_without_gpus_is_refused_and_starts_nothing(tmp_path, cluster_env):
+    """Trials asking for half a GPU on a cluster with none, whose autoscaler adds none within
+    search.shared_timeout_s: one sentence naming the GPU, and no MLflow experiment, parent run, Tune folder, log
+    file or marker."""
+    cfg = sweep_config(tmp_path, "t_no_gpu", timeout=5)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    with ray_head(0, cluster_env) as address:
+        start = time.time()
+        with pytest.raises(PursuhintError) as refused:
+            run_sweep(cfg, address=address, tracking_uri=uri, storage_path=str(storage), verbose=0, progress=False)
+        waited = time.time() - start
+    message = str(refused.value)
+    assert message.startswith("the shared work (teacher, probe pass, similarities) needs 1 GPU and 2 CPUs on one "
+                              "node, and the cluster (CPU 2, GPU 0) gave none within search.shared_timeout_s = 5 s")
+    assert "\n" not in message and ". " not in message, message  # one sentence
+    assert 5 <= waited < 60, waited
+    assert not storage.exists()  # no Tune folder: no log file, marker or Optuna study either
+    if (tmp_path / "mlflow.db").exists():
+        assert tracking.client(uri).get_experiment_by_name("t_no_gpu") is None  # no parent run, RUNNING or not
