@@ -3,7 +3,9 @@
 The libraries a sweep drives print their own INFO lines (MLflow's database set-up, Optuna's "a new study
 created", Ray's start-up notes) on the same terminal as Tune's trial table and pursuhint's results.
 ``quiet_terminal`` raises their console handlers to WARNING, so what remains asks the user to act;
-``log_to_file`` keeps everything (INFO and up) in the sweep's folder, ``pursuhint.log``.
+``log_to_file`` keeps everything (INFO and up) in the sweep's folder, ``pursuhint.log``. Until the sweep may
+write its folder (Ray has started and the cluster has placed its first work), ``hold_logs`` keeps the records in
+memory, and ``log_to_file`` writes them first: a sweep refused meanwhile leaves no file behind.
 """
 
 from __future__ import annotations
@@ -48,20 +50,50 @@ def quiet_terminal() -> None:
                 handler.addFilter(_NOTICES_ONLY)
 
 
-def log_to_file(folder: Optional[Path]) -> Optional[logging.Handler]:
-    """Append every library's INFO-and-up records to ``folder/pursuhint.log`` (None: remote storage, no file);
-    returns the handler, which ``stop_logging_to_file`` removes."""
+class HeldLogs(logging.Handler):
+    """The libraries' INFO-and-up records, kept in memory (``hold_logs``) until ``log_to_file`` writes them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _attach(handler: logging.Handler) -> None:
+    """``handler`` on every library's logger, each lowered to INFO if it was above."""
+    for name in LIBRARIES:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
+def hold_logs() -> HeldLogs:
+    """Keep every library's INFO-and-up records in memory, for ``log_to_file`` to write first (or
+    ``stop_logging_to_file`` to drop)."""
+    held = HeldLogs()
+    _attach(held)
+    return held
+
+
+def log_to_file(folder: Optional[Path], held: Optional[HeldLogs] = None) -> Optional[logging.Handler]:
+    """Append every library's INFO-and-up records to ``folder/pursuhint.log`` (None: remote storage, no file),
+    the ``held`` ones first (which stop being held either way); returns the handler, which
+    ``stop_logging_to_file`` removes."""
+    stop_logging_to_file(held)
     if folder is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in LIBRARIES:
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
+    _attach(handler)
+    if held is not None:
+        for record in held.records:
+            handler.handle(record)
+        held.records.clear()
     return handler
 
 

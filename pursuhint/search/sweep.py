@@ -22,7 +22,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
 from ..infra.fileio import write_text_atomic
-from ..infra.logs import log_to_file, quiet_terminal, stop_logging_to_file
+from ..infra.logs import HeldLogs, hold_logs, log_to_file, quiet_terminal, stop_logging_to_file
 from .confirm import (CONFIRM_TRIAL_KEY, Race, cohorts, comparisons_of, confirm_seeds, confirmation_table,
                       confirmed_results, group_results, pick_top, plan, stop_reason)
 from .importance import study_exists, study_storage
@@ -30,7 +30,7 @@ from .parent_run import ParentRun, retire
 from .ray_session import RaySession, head_node_id
 from .layout import MARKER, confirm_round_name, experiment_dir, stage_dirs
 from .results import TrialRow, row_from_result
-from .shared_task import run_shared_work
+from .shared_task import SharedPlacement, reserve_shared, run_shared_work
 from .space import short_name
 
 
@@ -63,21 +63,23 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     _storage_policy(cfg, uri, exp_dir, resume, overwrite)
     ray_session = RaySession(address, cfg.plugins)
     ray_session.check_local_resources(cfg)  # refused before a local Ray starts or a file is written
-    log_file = _quiet_and_logged(exp_dir)  # before the Optuna study and Ray say anything
+    held = _quiet_and_held()  # before the Optuna study and Ray say anything
+    log_file, placement = None, None
     try:
         study_url = _study(cfg, exp_dir, resume, overwrite)
         ray_session.start()
-    except BaseException:
-        stop_logging_to_file(log_file)
-        raise
-    try:
         ray_session.check_resources(cfg)
+        # The shared work's resources (a GPU whenever trials ask for one) are reserved before anything of the
+        # sweep is written: a cluster that cannot give them within search.shared_timeout_s refuses the sweep in
+        # one sentence, leaving no log file, parent run or marker behind.
+        placement = reserve_shared(cfg)
+        log_file = log_to_file(exp_dir, held)  # with what was said since the terminal went quiet
         parent = ParentRun.open(uri, cfg.name, str(exp_dir or storage_str))
         with parent.ended_if_interrupted():
             parent.log_sweep(cfg, study_url)
             # `index` (the duplicate index actor's handle) must live as long as the sweep: Ray ends an actor
             # once nothing holds a handle to it, and trials look it up by name.
-            shared, index, trainable, callbacks = _trial_setup(cfg, parent, exp_dir, progress)
+            shared, index, trainable, callbacks = _trial_setup(cfg, parent, exp_dir, progress, placement)
             run_config = _run_config(cfg, storage_str, verbose, callbacks)
             tuner = _search_tuner(cfg, trainable, run_config, resume, exp_dir, storage_str, study_url, num_samples)
             grid = _fit(tuner, cfg.name)
@@ -91,6 +93,9 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
                     parent.log_confirmation(exp_dir, confirmation)
             return _finish(cfg, parent, exp_dir, storage_str, confirmation, study_url)
     finally:
+        if placement is not None:
+            placement.release()  # already, once the shared work ran; this is for a sweep stopped before it
+        stop_logging_to_file(held)
         stop_logging_to_file(log_file)
         ray_session.close()
 
@@ -176,20 +181,21 @@ def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _quiet_and_logged(exp_dir: Optional[Path]) -> Any:
-    """A quiet terminal and the sweep's log file (its handler, which ``stop_logging_to_file`` removes)."""
+def _quiet_and_held() -> HeldLogs:
+    """A quiet terminal, and what the terminal no longer shows held in memory until ``log_to_file`` writes it into
+    the sweep's log file (its handler, which ``stop_logging_to_file`` removes)."""
     import mlflow  # noqa: F401 - deferred (heavy); imported here so that its console handler exists to be quieted
     import optuna  # noqa: F401 - deferred (heavy), as mlflow
 
     quiet_terminal()
-    return log_to_file(exp_dir)  # everything the terminal no longer shows
+    return hold_logs()
 
 
-def _trial_setup(cfg: Config, parent: ParentRun, exp_dir: Optional[Path],
-                 progress: bool) -> tuple[Any, Any, Any, list[Any]]:
-    """The shared work (teacher, matrices: once, in a Ray task), the duplicate index (its actor handle: keep it
-    for the whole sweep), the trainable and the callbacks; writes the sweep's marker (what ``report``,
-    ``export`` and ``--resume`` find it by)."""
+def _trial_setup(cfg: Config, parent: ParentRun, exp_dir: Optional[Path], progress: bool,
+                 placement: SharedPlacement) -> tuple[Any, Any, Any, list[Any]]:
+    """The shared work (teacher, matrices: once, in a Ray task in ``placement``), the duplicate index (its actor
+    handle: keep it for the whole sweep), the trainable and the callbacks; writes the sweep's marker (what
+    ``report``, ``export`` and ``--resume`` find it by)."""
     import ray  # ray: deferred, as every import in this function
     from ray import tune
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -199,7 +205,7 @@ def _trial_setup(cfg: Config, parent: ParentRun, exp_dir: Optional[Path],
     from .trial import SweepInfo
     from .tune_trainable import run_trial
 
-    shared = run_shared_work(cfg, progress)
+    shared = run_shared_work(cfg, progress, placement)
     actor_name = f"pursuhint-duplicates-{parent.run_id}"
     # On the head node: a worker node that goes away must not take the index with it.
     head = NodeAffinitySchedulingStrategy(node_id=head_node_id(), soft=True)
