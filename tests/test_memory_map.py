@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pursuhint.config import config_from_text
 from pursuhint.data import (DeviceLoader, ImageRows, channel_stats, dataset, imagefolder, load_dataset, probe_images,
@@ -23,19 +22,13 @@ from pursuhint.data.loader import choose_placement
 from pursuhint.errors import DataError
 from pursuhint.train.teacher import dataset_for
 
+from image_folders import write_random_folder
+
 CLASSES = ("ant", "bee", "cow")
 
 
 def _write_random_folder(root: Path, train: int = 8, val: int = 3, seed: int = 0) -> Path:
-    """``train`` + ``val`` random-noise PNGs per class (odd sizes: every image is resized and center-cropped)."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", train), ("val", val)):
-        for cls in CLASSES:
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (int(rng.integers(9, 14)), int(rng.integers(9, 14)), 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / cls / f"{i:03d}.png")
-    return root
+    return write_random_folder(root, CLASSES, train, val, seed)
 
 
 def _by_hand(root: Path, split: str, size: int) -> np.ndarray:

@@ -24,19 +24,13 @@ from pursuhint.data.image_cache import IMAGE_CACHE_ENV, LAST_USED, STALE_AFTER_S
 from pursuhint.errors import DataError
 from pursuhint.preflight import check_image_cache, check_splits
 
+from image_folders import write_random_folder
+
 CLASSES = ("ant", "bee")
 
 
 def _write_folder(root: Path, train: int = 10, val: int = 4, seed: int = 0) -> Path:
-    """``train`` + ``val`` random-noise PNGs per class, of odd sizes (each is resized and center-cropped)."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", train), ("val", val)):
-        for cls in CLASSES:
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, (int(rng.integers(9, 14)), int(rng.integers(9, 14)), 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / cls / f"{i:03d}.png")
-    return root
+    return write_random_folder(root, CLASSES, train, val, seed)
 
 
 def _by_hand(root: Path, split: str, size: int = 8) -> np.ndarray:
