@@ -20,15 +20,15 @@ import pytest
 
 from pursuhint import tracking
 from pursuhint.config import load_config
-from pursuhint.errors import PursuhintError
 from pursuhint.infra.logs import LOG_FILE
 from pursuhint.search.shared_task import shared_resources
-from pursuhint.search.sweep import run_sweep
 
 from fake_gpu import LOG_ENV, TRIALS_ENV
-from sweep_helpers import BIN, children, free_port, stop_group, wait_for
+from sweep_helpers import BIN, children, free_port, stop_group, sweep_argv, wait_for
 
 pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parent
 
 CPUS = 2
 
@@ -47,10 +47,10 @@ search: {{num_samples: 1, baselines: [kd_only], scheduler: fifo, max_concurrent_
 """
 
 
-def sweep_config(folder: Path, name: str, timeout: float = 120):
+def sweep_config(folder: Path, name: str, timeout: float = 120) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(SWEEP.format(name=name, timeout=timeout))
-    return load_config(path)
+    return path
 
 
 @contextmanager
@@ -83,10 +83,18 @@ def ray_head(gpus: int, env: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster_env(monkeypatch, isolated_runs) -> dict[str, str]:
-    """The environment of the head node and of the driver (this process) connecting to it."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    return {**os.environ, "PURSUHINT_RUNS": str(isolated_runs)}
+def cluster_env(isolated_runs) -> dict[str, str]:
+    """The environment of the head node and of the driver: ``pursuhint sweep`` in a process of its own, so that
+    this process's Ray (its auth mode is read once per process) never meets a cluster started without token auth;
+    the tests folder on the path for the plugin."""
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "PURSUHINT_RUNS": str(isolated_runs), "PYTHONPATH": path}
+
+
+def sweep(cfg_path: Path, uri: str, storage: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``pursuhint sweep`` joining the cluster at ``address``, as a user runs it."""
+    return subprocess.run(sweep_argv(cfg_path, uri, storage, "--address", address), env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_trials_share_a_fake_gpu_after_the_shared_work_held_all_of_it(tmp_path, cluster_env):
@@ -95,13 +103,14 @@ def test_trials_share_a_fake_gpu_after_the_shared_work_held_all_of_it(tmp_path, 
     completes. The trials train on the CPU (the plugin's ``ray_device``), as their MLflow params say."""
     seen = tmp_path / "assigned"
     seen.mkdir()
-    cfg = sweep_config(tmp_path, "t_fake_gpu")
+    path = sweep_config(tmp_path, "t_fake_gpu")
+    cfg = load_config(path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     start = time.time()
     with ray_head(1, {**cluster_env, LOG_ENV: str(seen), TRIALS_ENV: "2"}) as address:
-        result = run_sweep(cfg, address=address, tracking_uri=uri, storage_path=str(tmp_path / "ray"),
-                           verbose=0, progress=False)
+        done = sweep(path, uri, tmp_path / "ray", address, cluster_env)
     elapsed = time.time() - start
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(seen.glob("*.json"))]
     tasks = [r for r in records if not r["actor"]]
     trials = [r for r in records if r["actor"]]
@@ -118,8 +127,8 @@ def test_trials_share_a_fake_gpu_after_the_shared_work_held_all_of_it(tmp_path, 
     assert len({r["pid"] for r in trials}) == 2, table
     assert task["time"] < min(t["time"] for t in trials)
 
-    assert [row.status for row in result.leaderboard] == ["completed", "completed"], result.leaderboard
     parent, runs = children(uri, "t_fake_gpu")
+    assert [r.data.tags[tracking.STATUS_TAG] for r in runs] == ["completed", "completed"]
     assert parent.info.status == "FINISHED" and parent.data.tags[tracking.STATUS_TAG] == "completed"
     assert sorted(r.data.tags[tracking.TRIAL_TAG] for r in runs) == sorted(t["trial_id"] for t in trials)
     assert {r.data.params["device_type"] for r in runs} == {"cpu"}
@@ -132,19 +141,20 @@ def test_a_gpu_sweep_on_a_cluster_without_gpus_is_refused_and_starts_nothing(tmp
     """Trials asking for half a GPU on a cluster with none, whose autoscaler adds none within
     search.shared_timeout_s: one sentence naming the GPU, and no MLflow experiment, parent run, Tune folder, log
     file or marker."""
-    cfg = sweep_config(tmp_path, "t_no_gpu", timeout=5)
+    path = sweep_config(tmp_path, "t_no_gpu", timeout=5)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
     with ray_head(0, cluster_env) as address:
         start = time.time()
-        with pytest.raises(PursuhintError) as refused:
-            run_sweep(cfg, address=address, tracking_uri=uri, storage_path=str(storage), verbose=0, progress=False)
+        refused = sweep(path, uri, storage, address, cluster_env)
         waited = time.time() - start
-    message = str(refused.value)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("pursuhint: error: ")]
+    message = line.removeprefix("pursuhint: error: ")
     assert message.startswith("the shared work (teacher, probe pass, similarities) needs 1 GPU and 2 CPUs on one "
                               "node, and the cluster (CPU 2, GPU 0) gave none within search.shared_timeout_s = 5 s")
     assert "\n" not in message and ". " not in message, message  # one sentence
-    assert 5 <= waited < 60, waited
+    assert 5 <= waited < 90, waited  # the timeout, plus a process's start and Ray's join
     assert not storage.exists()  # no Tune folder: no log file, marker or Optuna study either
     if (tmp_path / "mlflow.db").exists():
         assert tracking.client(uri).get_experiment_by_name("t_no_gpu") is None  # no parent run, RUNNING or not

@@ -230,10 +230,16 @@ def test_an_imagefolder_sweep_runs_on_two_nodes_each_with_its_own_data_copy_and_
         preflight(cfg, sweep=True)
         assert not (data["head"] / ".pursuhint_cache").exists() and not any(any(c.iterdir()) for c in cache.values())
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        result = run_sweep(cfg, address=address, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"),
-                           verbose=0, progress=False)
+        cfg_path = tmp_path / "t_nodes.yaml"
+        cfg_path.write_text(NODES_SWEEP)
+        # `pursuhint sweep` in a process of its own: this one's Ray keeps the auth mode it first read, and the
+        # nodes run without token auth
+        driver = {k: v for k, v in base_env.items() if k != "PURSUHINT_IMAGE_CACHE"} | {"DATA_ROOT": str(data["head"])}
+        done = subprocess.run(sweep_argv(cfg_path, uri, tmp_path / "ray_results", "--address", address), env=driver,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-        results = tune_results(result.experiment_dir)
+        results = tune_results(tmp_path / "ray_results" / "t_nodes")
         trained = {r.get("node_id") for lines in results.values() for r in lines if r.get("epoch")} - {None}
         assert trained == {head_id, worker_id}, {k: [(r.get("node_id") or "")[:8] for r in v]
                                                 for k, v in results.items()}
