@@ -244,9 +244,10 @@ def one_sweep(cfg: Config, folder: Path) -> dict[str, Any]:
 
 
 def all_sweeps(root: Path, checkpoint: str, s: dict[str, Any], positions: dict[str, Any],
-               folder: Path) -> dict[str, Any]:
+               folder: Path, m: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """One sweep per (method ± KD, measure), keyed ``"<family> <measure>"``; a cka_linear sweep whose hints
-    equal r2_cca's is not run, only marked ``same_as``."""
+    equal r2_cca's is not run, only marked ``same_as``. With ``m["in_family_sweep"]`` (the tiny variant) the
+    published methods' family's r2_cca sweep takes their baselines too, and is their race."""
     sweeps: dict[str, Any] = {}
     for method, kd in s["families"]:
         for measure in s["measures"]:
@@ -255,7 +256,8 @@ def all_sweeps(root: Path, checkpoint: str, s: dict[str, Any], positions: dict[s
                 sweeps[key] = {"family": family_label(method, kd), "measure": measure,
                                "same_as": f"{family_label(method, kd)} {MEASURES[0]}"}
                 continue
-            cfg = student_config(root, checkpoint, method, kd, measure, s)
+            races = bool(m and m.get("in_family_sweep")) and key == race_key(m)
+            cfg = student_config(root, checkpoint, method, kd, measure, s, baselines=m["baselines"] if races else None)
             sweeps[key] = {"family": family_label(method, kd), "measure": measure, **one_sweep(cfg, folder)}
     return sweeps
 
@@ -271,8 +273,9 @@ ONLY_ENV = "PURSUHINT_NATURAL_ONLY"  # "modern": run only these sweeps, keep the
 def modern_settings(quick: bool, tiny: bool) -> dict[str, Any]:
     """The published methods' part: the hint family they are raced against (the authors' AT + KD recipe; in the
     tiny smoke test AT alone), its baselines, and the seeds (``{min, max}``: a race)."""
-    if tiny:  # the smoke test: the race alone (the SemCKD-over-hints config is built by a unit test)
-        return {"family": ("at", 0.0), "baselines": ["kd_only", *MODERN], "seeds": 2, "semckd_hints": False}
+    if tiny:  # the smoke test: the family's own sweep races them (the SemCKD-over-hints config: a unit test)
+        return {"family": ("at", 0.0), "baselines": ["default", "kd_only", *MODERN], "seeds": 2,
+                "semckd_hints": False, "in_family_sweep": True}
     return {"family": ("at", KD_WEIGHT), "baselines": ["default", "kd_only", *MODERN],
             "seeds": {"min": 2, "max": 3} if quick else {"min": 3, "max": 5}, "semckd_hints": True}
 
@@ -293,8 +296,17 @@ def modern_configs(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, 
     return {"race": race, "semckd_hints": hints} if m.get("semckd_hints", True) else {"race": race}
 
 
-def modern_sweeps(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Both sweeps of :func:`modern_configs`, with their walls and confirmation tables."""
+def race_key(m: dict[str, Any]) -> str:
+    """The key in :func:`all_sweeps` of the family sweep that races the published methods in the tiny variant."""
+    return f"{family_label(*m['family'])} {MEASURES[0]}"
+
+
+def modern_sweeps(root: Path, checkpoint: str, s: dict[str, Any], m: dict[str, Any], folder: Path,
+                  sweeps: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Both sweeps of :func:`modern_configs`, with their walls and confirmation tables (in the tiny variant the
+    race is the family's own sweep, already run: ``sweeps[race_key(m)]``)."""
+    if m.get("in_family_sweep") and sweeps is not None:
+        return {"race": sweeps[race_key(m)]}
     return {key: one_sweep(cfg, folder) for key, cfg in modern_configs(root, checkpoint, s, m).items()}
 
 
@@ -429,11 +441,12 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
                   "test": int(ds.test_x.shape[0])}
         alone = students_alone(base, seeds)
         walls["ce_only"] = alone["wall_s"]
-        sweeps = all_sweeps(root, t_info["checkpoint"], s, positions, folder)
+        sweeps = all_sweeps(root, t_info["checkpoint"], s, positions, folder, m)
         walls["sweeps"] = round(sum(v.get("wall_s", 0.0) for v in sweeps.values()), 1)
-        modern = {"settings": m, "sweeps": modern_sweeps(root, t_info["checkpoint"], s, m, folder), "date": now(),
-                  "same_run": True}
-        walls["modern"] = round(sum(v["wall_s"] for v in modern["sweeps"].values()), 1)
+        modern = {"settings": m, "sweeps": modern_sweeps(root, t_info["checkpoint"], s, m, folder, sweeps),
+                  "date": now(), "same_run": True}
+        walls["modern"] = 0.0 if m.get("in_family_sweep") else round(
+            sum(v["wall_s"] for v in modern["sweeps"].values()), 1)
     headline_key, headline = headline_of(sweeps)
     figures = {
         "settings": s, "pair": list(PAIR), "k": K, "kd_weight": KD_WEIGHT, "n_seeds": s["seeds"], "seeds": seeds,
