@@ -3,7 +3,6 @@ trained, cached), its representations and every similarity matrix the space can 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +71,5 @@ def cohort_fit(cfg: Config, ds: ImageDataset, teacher: torch.nn.Module) -> int:
     if fraction <= 0 or not torch.cuda.is_available():
         return AUTO_COHORT_MAX
     student = create_model(cfg.student.arch, ds.num_classes, in_channels=ds.channels)
-    cpu_teacher = copy.deepcopy(teacher).cpu()
-    return auto_cohort_size(student, cpu_teacher, tuple(ds.train_x.shape[1:]), cfg.train.batch_size,
+    return auto_cohort_size(student, teacher, tuple(ds.train_x.shape[1:]), cfg.train.batch_size,
                             total_bytes(torch.device("cuda", torch.cuda.current_device())), fraction)

@@ -431,10 +431,9 @@ def invalid_run(sweep: SweepInfo, trial_id: str, cfg: Config, baseline: str, sam
     """The MLflow run of an arm that cannot be trained, ended ``invalid``, filed under its stage (a confirmation
     arm with its seed and what it confirms, as a trained one); its one Tune result."""
     role = sampled.get(ROLE_KEY) or "search"
-    tags = {tracking.BASELINE_TAG: baseline or "none", tracking.STATUS_TAG: "invalid", tracking.ROLE_TAG: role,
-            "pursuhint.seed": cfg.run_seed, "pursuhint.error": tracking.scrub(message)[:4000], **(tags or {})}
-    if role == "confirm":
-        tags["pursuhint.confirms"] = sampled.get(CONFIRMS_KEY) or baseline or "none"
+    own = _trial_tags(cfg, baseline, None, role, "", sampled)
+    own.pop(tracking.TRAIN_KEY_TAG)  # it trains no student
+    tags = {**own, tracking.STATUS_TAG: "invalid", "pursuhint.error": tracking.scrub(message)[:4000], **(tags or {})}
     name = run_name(cfg, baseline, None, role)
     params = trial_params(cfg, baseline, None, [], sampled)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))

@@ -5,7 +5,7 @@ card is its GPU fraction × the card's memory; the data loader may take :data:`G
 (``data/loader.py``), the rest is for models. Each member needs its weights, gradients and optimizer state
 (momentum) plus the activations its backward pass keeps, which grow with the batch; the teacher needs its
 weights and, without gradients, at most its activations of one batch. Both are measured by one small forward
-pass on the CPU (two images, scaled to the batch), with :data:`HEADROOM` for connectors, cuDNN's workspace
+pass (two images, scaled to the batch), with :data:`HEADROOM` for connectors, cuDNN's workspace
 and the allocator's rounding. On the CPU a cohort is sized by count alone (:data:`AUTO_COHORT_MAX`).
 """
 
@@ -25,7 +25,8 @@ STATE_COPIES = 3  # weights, gradients, SGD momentum
 
 def activation_bytes(model: torch.nn.Module, image_shape: Sequence[int], batch_size: int) -> int:
     """Bytes of the outputs of every leaf module of ``model`` for one batch of ``batch_size`` images (what a
-    backward pass keeps, at most), measured on a forward pass of :data:`PROBE_BATCH` zero images on the CPU."""
+    backward pass keeps, at most), measured on a forward pass of :data:`PROBE_BATCH` zero images on the model's
+    own device."""
     total = [0]
 
     def count(_module: torch.nn.Module, _inputs: object, out: object) -> None:
@@ -38,7 +39,7 @@ def activation_bytes(model: torch.nn.Module, image_shape: Sequence[int], batch_s
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(PROBE_BATCH, *image_shape))
+            model(torch.zeros(PROBE_BATCH, *image_shape, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for h in handles:
