@@ -641,7 +641,8 @@ def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
     assert set(entry["figures"]) == {"digits resnet56 → resnet8, 16 px", "CIFAR-shaped resnet56 → resnet20, 32 px"}
     for f in entry["figures"].values():
         assert f["exact"] is True  # every arm's final weights equal bit for bit, trained apart or together
-        assert f["separate_s"] > 0 and f["cohort_s"] > 0 and 0 < f["teacher_share"] < 1
+        # timed figures, from separate measurements: only their signs are certain (tiny runs are noise-bound)
+        assert f["separate_s"] > 0 and f["cohort_s"] > 0 and f["teacher_share"] > 0
         # at best the arms one after another less the teacher passes a cohort saves (all but one of those arms
         # that run it: the CE-only student does not)
         best = f["separate_s"] - (f["teacher_arms"] - 1) * f["teacher_s"]
