@@ -1,8 +1,10 @@
-"""Shared fixtures: an isolated runs folder for the session and one trained digits teacher."""
+"""Shared fixtures: an isolated runs folder for the session, one trained digits teacher, one local Ray for the
+in-process sweeps and the golden sweep (tests/golden.py) that the sweep modules read."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,9 @@ def tiny_distillation(config_yaml: str, teacher_arch: str):
     return cfg, ds, teacher, sha, teacher_default_hints(teacher, teacher_arch, sha, ds)
 
 
-SLOW_FIXTURES = {"trained_teacher"}  # a ~1-minute digits teacher: what uses it is not in the fast lane
+# a ~1-minute digits teacher, a local Ray, the golden sweep: what uses them is not in the fast lane
+SLOW_FIXTURES = {"trained_teacher", "local_ray", "golden_sweep"}
+RAY_FIXTURES = {"local_ray", "golden_sweep"}  # the tests that keep the session's Ray running
 
 
 def pytest_collection_modifyitems(config, items):
@@ -95,3 +99,65 @@ def trained_teacher(digits_config_path, isolated_runs):
     cfg = load_config(digits_config_path)
     path = train_teacher(cfg, progress=False)
     return cfg, path
+
+
+def start_local_ray() -> None:
+    """The session's local Ray, started once (≈5 s saved per sweep): a sweep joins a Ray already running in its
+    process and leaves it running. Its workers have tests/ on their PYTHONPATH (the config's ``plugins:
+    [toy_method]``) and MLflow's fail-fast HTTP settings, as a sweep's own local Ray would give them."""
+    import ray
+
+    from pursuhint import tracking
+
+    if ray.is_initialized():
+        return
+    tracking.fail_fast_http()
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), old]))
+    try:  # the raylet, and so every worker it starts, takes the environment of this moment
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def stop_local_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def ray_only_where_asked(request):
+    """A test that asks for neither ``local_ray`` nor ``golden_sweep`` finds no Ray running in this process: it
+    may start its own (with its own settings), or check that none starts."""
+    if not RAY_FIXTURES & set(request.fixturenames):
+        stop_local_ray()
+    yield
+
+
+@pytest.fixture
+def local_ray():
+    """For a test that runs a sweep in this process: the session's local Ray (see ``start_local_ray``)."""
+    start_local_ray()
+    yield
+    # left running for the next test that asks; ray_only_where_asked or the session's end shuts it down
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shut_ray_down_at_the_end():
+    yield
+    stop_local_ray()
+
+
+@pytest.fixture(scope="session")
+def golden_sweep(tmp_path_factory, isolated_runs):
+    """The golden sweep (tests/golden.py), run once per session on the session's local Ray."""
+    from golden import run_golden
+
+    start_local_ray()
+    return run_golden(tmp_path_factory.mktemp("golden"))

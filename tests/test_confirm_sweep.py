@@ -14,34 +14,27 @@ from pursuhint.config import load_config
 from pursuhint.search.confirm import answer
 from pursuhint.search.sweep import run_sweep
 
+from golden import NAME
 from sweep_helpers import children, write_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def confirmed(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("confirm")
-    path = write_config(folder, "t_confirm", epochs=2, samples=2, scheduler="fifo", confirm_k=1)
-    # a calibrated hint weight: β = r · CE₀ / H₀ at the start of each run
-    text = path.read_text()
-    assert "hint_weight: 10," in text and "seeds: 2}" in text
-    # ... and a race: every arm 2 seeds, then a third for the arms of comparisons undecided after 2
-    path.write_text(text.replace("hint_weight: 10,", "hint_weight: auto, hint_ratio: 0.5,")
-                    .replace("seeds: 2}", "seeds: {min: 2, max: 3}, "
-                             "baselines: [default, kd_only, ce_only, uniform, random, dkd, reviewkd, semckd]}"))
-    cfg = load_config(path)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
-    return cfg, uri, result, folder
+@pytest.fixture
+def confirmed(golden_sweep):
+    """The golden sweep (tests/golden.py): 2 searched trials, AT and the plugin method's default and uniform hints
+    and KD only, then AT's configuration (calibrated β = r · CE₀ / H₀, r = 0.5) raced 2-3 seeds against every
+    baseline, in cohorts."""
+    g = golden_sweep
+    return g.cfg, g.uri, g.result, g.folder
 
 
 def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(confirmed):
     cfg, uri, result, folder = confirmed
-    parent, runs = children(uri, "t_confirm")
+    parent, runs = children(uri, NAME)
     confirm = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "confirm"]
     search = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "search"]
-    assert len(search) == 2 + 2  # 2 searched + default + KD only
+    assert len(search) == 2 + 5  # 2 searched + default and uniform hints of AT and toy_meanmatch + KD only
     # 1 configuration + default, kd_only, ce_only, uniform, random, DKD, ReviewKD and SemCKD baselines, each with
     # seeds 1 and 2, and seed 3 for the arms the race kept going
     table = result.confirmation
@@ -51,8 +44,8 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
     third = [seeds for seeds in arms if "3" in seeds]
     kept_going = [g for g in table["configurations"][0]["gains"].values() if g["n"] == 3]  # open after 2 seeds
     assert bool(third) == bool(kept_going) == (table["n_seeds"] == 3)
-    rounds = sorted(p.name for p in folder.joinpath("ray_results").iterdir() if p.name.startswith("t_confirm-"))
-    assert rounds == ["t_confirm-confirm"] + (["t_confirm-confirm-round2"] if third else [])
+    rounds = sorted(p.name for p in folder.joinpath("ray_results").iterdir() if p.name.startswith(NAME + "-"))
+    assert rounds == [NAME + "-confirm"] + ([NAME + "-confirm-round2"] if third else [])
     searched_ids = {r.data.tags[tracking.TRIAL_TAG] for r in search}
     keys = Counter((r.data.tags["pursuhint.confirms"], r.data.tags[tracking.BASELINE_TAG],
                     r.data.tags["pursuhint.seed"]) for r in confirm)
@@ -62,14 +55,7 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
                                     "semckd"}
     ce = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == "ce_only"]
     assert all(r.data.params["kd_weight"] == "0.0" and r.data.params["hint_layers"] == "" for r in ce)
-    dkd = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == "dkd"]
-    assert dkd and all(r.data.params["method"] == "dkd" and r.data.params["hint_layers"] == "" and
-                       r.data.params["kd_weight"] == "0.0" and "loss_logit" in r.data.metrics for r in dkd)
-    for kind, weight, kd in (("reviewkd", "1.0", "0.0"), ("semckd", "400.0", "1.0")):  # their published recipes
-        published = [r for r in confirm if r.data.tags[tracking.BASELINE_TAG] == kind]
-        assert published and all(r.data.params["method"] == kind and r.data.params["hint_weight"] == weight and
-                                 r.data.params["kd_weight"] == kd and r.data.params["student_layers"] ==
-                                 "layer1.0,layer2.0,layer3.0" and "loss_hint" in r.data.metrics for r in published)
+    # the published methods' recipes and layers: test_modern_methods reads them from this sweep
     assert {k[0] for k in keys if k[1] == "none"} <= searched_ids
     cohorts = Counter(r.data.tags.get(tracking.COHORT_TAG) for r in confirm)  # cohort: auto, the default
     assert cohorts.pop(None, 0) < len(confirm) and cohorts and min(cohorts.values()) >= 2, cohorts
@@ -79,7 +65,7 @@ def test_confirmation_runs_are_children_with_role_seed_and_what_they_confirm(con
         assert run.data.params["split_selection_size"] == "30" and run.data.params["split_test_size"] == "120"
     for run in search:
         assert "test_acc" not in run.data.metrics  # the search never sees the test split
-    hinted = [r for r in runs if r.data.params.get("hint_layers")]
+    hinted = [r for r in runs if r.data.params.get("hint_layers") and r.data.params["method"] == "at"]
     assert hinted
     for run in hinted:  # the calibrated β, recorded so users can take it to other training code
         assert run.data.params["hint_weight"] == "auto" and run.data.params["hint_ratio"] == "0.5"
@@ -102,7 +88,7 @@ def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
         assert g["verdict"].startswith(("better by", "worse by", "equivalent within", "undecided after"))
     assert table["answer"].startswith("Best: ") and table["answer"] == answer(table)
     assert set(table["splits"]) == {"train", "selection", "test"}
-    parent, _ = children(uri, "t_confirm")
+    parent, _ = children(uri, NAME)
     files = {f.path for f in tracking.client(uri).list_artifacts(parent.info.run_id)}
     assert {"confirmation.json", "confirmation.png"} <= files
     assert parent.data.metrics["confirmed_test_acc"] == pytest.approx(c["test_acc"]["mean"])
@@ -115,14 +101,14 @@ def test_the_table_is_on_the_parent_and_in_the_result(confirmed):
 def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, tmp_path):
     cfg, uri, result, folder = confirmed
     common = ["--tracking-uri", uri, "--storage-path", str(folder / "ray_results")]
-    assert main(["report", "t_confirm", *common, "--plot", str(tmp_path / "c.png")]) == 0
+    assert main(["report", NAME, *common, "--plot", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Answer: " + result.confirmation["answer"])
     first, search = out.index("Confirmation stage: racing 2-3 seeds"), out.index("Search stage: one seed")
     assert first < search and "vs default hints" in out and "vs the CE-only student" in out
-    assert "sweep t_confirm: 4 trials" in out  # the search leaderboard holds the search stage only
+    assert f"sweep {NAME}: 7 trials" in out  # the search leaderboard holds the search stage only
     assert (tmp_path / "c.png").stat().st_size > 1000
-    assert main(["export", "t_confirm", *common, "--top", "3", "-o", str(tmp_path / "x")]) == 0
+    assert main(["export", NAME, *common, "--top", "3", "-o", str(tmp_path / "x")]) == 0
     err = capsys.readouterr().err
     assert ("pursuhint: writing 1 hint set(s), not 3: the confirmation stage confirmed 1 configuration(s) "
             "(search.confirm.top_k); `--stage search --top 3` ranks the search's trials instead") in err
@@ -140,10 +126,10 @@ def test_report_labels_both_stages_and_export_carries_the_ci(confirmed, capsys, 
     assert conf["answer"] == result.confirmation["answer"]
     assert conf["gain_vs_default_decision"] == c["gains"]["default"]["decision"]
     assert conf["split_selection_hash"] == result.confirmation["splits"]["selection"]["hash"]
-    resolved = {float(r.data.params["hint_weight_resolved"]) for r in children(uri, "t_confirm")[1]
+    resolved = {float(r.data.params["hint_weight_resolved"]) for r in children(uri, NAME)[1]
                 if r.data.params.get("hint_weight_resolved")}
     assert resolved and any(conf["hint_weight"] == pytest.approx(v) for v in resolved)  # the resolved β, not "auto"
-    assert main(["export", "t_confirm", *common, "--stage", "search", "-o", str(tmp_path / "y")]) == 0
+    assert main(["export", NAME, *common, "--stage", "search", "-o", str(tmp_path / "y")]) == 0
     assert "ranked by the search stage: one seed" in capsys.readouterr().err
 
 
@@ -151,14 +137,14 @@ def test_the_parents_best_hint_set_is_the_confirmed_winner_even_from_mlflow_alon
     """best_hint_set.json on the parent run is what `export` writes first (the confirmation stage's winner), and
     `export` finds the confirmation table on the parent run when Tune's folder is not at hand."""
     cfg, uri, result, folder = confirmed
-    parent, _ = children(uri, "t_confirm")
+    parent, _ = children(uri, NAME)
     got = tracking.client(uri).download_artifacts(parent.info.run_id, "best_hint_set.json", str(tmp_path))
     best = json.loads(open(got).read())
     c = result.confirmation["configurations"][0]
     assert best["provenance"]["stage"] == "confirmation" and best["score"] == pytest.approx(c["test_acc"]["mean"])
     assert ",".join(best["layers"]) == c["hint_layers"]
     elsewhere = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "no_such_results")]
-    assert main(["export", "t_confirm", *elsewhere, "-o", str(tmp_path / "m")]) == 0
+    assert main(["export", NAME, *elsewhere, "-o", str(tmp_path / "m")]) == 0
     assert f"ranked by the confirmation stage ({result.confirmation['n_seeds']} seeds, test split)" in \
         capsys.readouterr().err
     exported = json.loads((tmp_path / "m" / "hint_set_1.json").read_text())
@@ -172,7 +158,7 @@ def test_the_winner_reruns_bit_for_bit_with_the_threads_it_trained_with(confirme
 
     cfg, uri, result, folder = confirmed
     common = ["--tracking-uri", uri, "--storage-path", str(folder / "ray_results")]
-    assert main(["export", "t_confirm", *common, "--stage", "search", "--top", "1", "-o", str(tmp_path / "e")]) == 0
+    assert main(["export", NAME, *common, "--stage", "search", "--top", "1", "-o", str(tmp_path / "e")]) == 0
     capsys.readouterr()
     exported = json.loads((tmp_path / "e" / "hint_set_1.json").read_text())
     prov = exported["provenance"]
@@ -201,32 +187,35 @@ def test_report_and_export_find_a_sweeps_parts_from_its_name_and_tracking_uri_al
     run records where each is."""
     cfg, uri, result, folder = confirmed
     monkeypatch.chdir(tmp_path)  # no runs/ray_results here
-    parent, _ = children(uri, "t_confirm")
-    assert parent.data.tags["pursuhint.sweep_dir"] == str(folder / "ray_results" / "t_confirm")
-    assert parent.data.tags["pursuhint.optuna_storage"] == f"sqlite:///{folder / 'ray_results' / 't_confirm' / 'optuna.db'}"
-    assert parent.data.tags["pursuhint.confirmation"] == str(folder / "ray_results" / "t_confirm" / "confirmation.json")
-    assert main(["report", "t_confirm", "--tracking-uri", uri, "--sync"]) == 0
+    parent, _ = children(uri, NAME)
+    assert parent.data.tags["pursuhint.sweep_dir"] == str(folder / "ray_results" / NAME)
+    assert parent.data.tags["pursuhint.optuna_storage"] == f"sqlite:///{folder / 'ray_results' / NAME / 'optuna.db'}"
+    assert parent.data.tags["pursuhint.confirmation"] == str(folder / "ray_results" / NAME / "confirmation.json")
+    assert main(["report", NAME, "--tracking-uri", uri, "--sync"]) == 0
     out = capsys.readouterr().out
-    assert f"synced {folder / 'ray_results' / 't_confirm'} → MLflow {uri}" in out
+    assert f"synced {folder / 'ray_results' / NAME} → MLflow {uri}" in out
     assert out.count("Answer: " + result.confirmation["answer"]) == 1
     assert "no Optuna study named" not in out and "the Optuna study has 2 completed trials" in out
-    assert main(["export", "t_confirm", "--tracking-uri", uri, "-o", str(tmp_path / "x")]) == 0
+    assert main(["export", NAME, "--tracking-uri", uri, "-o", str(tmp_path / "x")]) == 0
     assert f"ranked by the confirmation stage ({result.confirmation['n_seeds']} seeds" in capsys.readouterr().err
     # a given --storage-path still wins: a wrong one is named, not silently replaced by the recorded folder
     wrong = tmp_path / "no_such_place"
-    assert main(["report", "t_confirm", "--tracking-uri", uri, "--sync", "--storage-path", str(wrong)]) == 2
-    assert f"no sweep results in {wrong / 't_confirm'}" in capsys.readouterr().err
+    assert main(["report", NAME, "--tracking-uri", uri, "--sync", "--storage-path", str(wrong)]) == 2
+    assert f"no sweep results in {wrong / NAME}" in capsys.readouterr().err
 
 
-def test_cohorts_train_the_arms_as_separate_trials_would_with_fewer_tune_trials(tmp_path):
+def test_cohorts_train_the_arms_as_separate_trials_would_with_fewer_tune_trials(tmp_path, local_ray):
     """The same confirmation stage with ``cohort: off`` and ``cohort: auto``: every arm's test accuracy is equal
-    bit for bit, and each arm-seed has its MLflow run either way, the cohort's carrying ``pursuhint.cohort``."""
+    bit for bit, and each arm-seed has its MLflow run either way, the cohort's carrying ``pursuhint.cohort``.
+    Kept small (one searched trial, no search baselines; the configuration and KD only, 2 seeds): the golden
+    sweep's confirmation covers the wider set of arms in cohorts."""
     found = {}
     for mode in ("off", "auto"):
         name = f"t_cohort_{mode}"
         path = write_config(tmp_path, name, epochs=1, samples=1, scheduler="fifo", confirm_k=1)
-        text = path.read_text().replace("seeds: 2}", f"seeds: 2, cohort: {mode}, baselines: [default, kd_only]}}")
-        assert f"cohort: {mode}" in text
+        text = (path.read_text().replace("seeds: 2}", f"seeds: 2, cohort: {mode}, baselines: [kd_only]}}")
+                .replace("grace_period: 1,", "grace_period: 1, baselines: [],"))
+        assert f"cohort: {mode}" in text and "baselines: []" in text
         path.write_text(text)
         uri = f"sqlite:///{tmp_path / (mode + '.db')}"
         run_sweep(load_config(path), tracking_uri=uri, storage_path=str(tmp_path / mode), verbose=0, progress=False)
@@ -239,9 +228,9 @@ def test_cohorts_train_the_arms_as_separate_trials_would_with_fewer_tune_trials(
         folders = list((tmp_path / mode / f"{name}-confirm").glob("run_trial_*"))
         found[mode + "_trials"] = len(folders)
     off, auto = found["off"], found["auto"]
-    assert len(off) == len(auto) == 3 * 2 and off.keys() == auto.keys()  # configuration, default, KD only × 2
+    assert len(off) == len(auto) == 2 * 2 and off.keys() == auto.keys()  # configuration, KD only × 2 seeds
     for key in off:
         assert off[key][:3] == auto[key][:3], key  # test and final accuracy bitwise equal, FINISHED both
         assert off[key][4:] == auto[key][4:], key  # the same params and metrics
         assert off[key][3] is None and auto[key][3] is not None
-    assert found["off_trials"] == 6 and found["auto_trials"] == 2  # one Tune trial per seed with cohorts
+    assert found["off_trials"] == 4 and found["auto_trials"] == 2  # one Tune trial per seed with cohorts

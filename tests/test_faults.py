@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from pursuhint import tracking
-from pursuhint.config import config_from_text, load_config
+from pursuhint.config import load_config
 from pursuhint.errors import PursuhintError
 from pursuhint.search.sweep import run_sweep
 from pursuhint.search.trial import RESTORED_TAG
 
-from sweep_helpers import (BIN, TINY_SWEEP, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group,
+from sweep_helpers import (BIN, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group,
                            sweep_argv, tune_results, wait_for, write_config)
 
 EPOCHS = 8  # long enough to kill a trial mid-run (running_trial wants 3 epochs to go), short for the suite
@@ -234,31 +234,32 @@ def test_mlflow_server_away_mid_sweep_then_report_sync(tmp_path, isolated_runs):
         stop_group(server)
 
 
-@pytest.mark.slow
-def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_goes_on(tmp_path, isolated_runs):
-    # Searched trials: 2 clustered hints cannot map onto the student's 3 stage ends -> `invalid`.
-    # Default baseline (3 hints) with an absurd hint weight -> `diverged`. KD-only -> `completed`.
-    text = (TINY_SWEEP.format(name="t_status", epochs=3, samples=1, scheduler="fifo", confirm_k=0)
-            .replace("n_hints: 3", "n_hints: 2").replace("hint_weight: 10", "hint_weight: 1.0e+30, mapping: stage_ends"))
-    cfg = config_from_text(text)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_sweep(cfg, tracking_uri=uri, storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)
-    by_kind = {r.baseline: r.status for r in result.leaderboard}
-    assert by_kind == {"none": "invalid", "default": "diverged", "kd_only": "completed"}, result.leaderboard
-    _, runs = one_run_per_trial(uri, "t_status", 3)
-    tags = {r.data.tags[tracking.BASELINE_TAG]: r.data.tags for r in runs}
-    assert tags["none"][tracking.STATUS_TAG] == "invalid" and "stage_ends" in tags["none"]["pursuhint.error"]
-    assert tags["default"][tracking.STATUS_TAG] == "diverged" and "lr" in tags["default"]["pursuhint.message"]
-    statuses = {r.data.tags[tracking.BASELINE_TAG]: r.info.status for r in runs}
-    assert statuses == {"none": "FAILED", "default": "FAILED", "kd_only": "FINISHED"}, statuses
-    reasons = {r.data.tags[tracking.BASELINE_TAG]: r.data.tags.get(tracking.REASON_TAG, "") for r in runs}
-    assert "lr" in reasons["default"] and reasons["none"] and not reasons["kd_only"]
-    assert tags["kd_only"][tracking.STATUS_TAG] == "completed"
-    results = tune_results(tmp_path / "ray_results" / "t_status")
-    last = {lines[-1]["status"] for lines in results.values()}
-    assert last == {"invalid", "diverged", "running"}  # the completed trial's last report is its last epoch
-    invalid = next(lines for lines in results.values() if lines[-1]["status"] == "invalid")
-    assert len(invalid) == 1  # reported once, not retried
+def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_goes_on(golden_sweep):
+    """The golden sweep's plugin method trains with β = 1e30 and pairs hints by stage ends: its default hints (3
+    stage ends) diverge in the first epoch; its uniform hints at K = 2 cannot pair with resnet8's 3 stages and end
+    ``invalid``, reported once and not retried; AT and KD only complete, and the confirmation stage goes on."""
+    from golden import NAME
+
+    g = golden_sweep
+    by_kind = {(r.baseline, r.method): r.status for r in g.result.leaderboard}
+    assert by_kind[("default", "toy_meanmatch")] == "diverged" and by_kind[("uniform", "toy_meanmatch")] == "invalid"
+    assert by_kind[("default", "at")] == by_kind[("uniform", "at")] == by_kind[("kd_only", "kd_only")] == "completed"
+    assert g.result.confirmation["configurations"], "the sweep went on to confirm AT's configuration"
+    _, runs = children(g.uri, NAME)
+    search = {(r.data.tags[tracking.BASELINE_TAG], r.data.params["method"]): r for r in runs
+              if r.data.tags.get(tracking.ROLE_TAG) == "search"}
+    diverged, invalid, kd = (search[k] for k in (("default", "toy_meanmatch"), ("uniform", "toy_meanmatch"),
+                                                   ("kd_only", "kd_only")))
+    assert invalid.data.tags[tracking.STATUS_TAG] == "invalid" and "stage_ends" in invalid.data.tags["pursuhint.error"]
+    assert diverged.data.tags[tracking.STATUS_TAG] == "diverged" and "lr" in diverged.data.tags["pursuhint.message"]
+    assert (diverged.info.status, invalid.info.status, kd.info.status) == ("FAILED", "FAILED", "FINISHED")
+    assert "lr" in diverged.data.tags[tracking.REASON_TAG] and invalid.data.tags[tracking.REASON_TAG]
+    assert not kd.data.tags.get(tracking.REASON_TAG) and kd.data.tags[tracking.STATUS_TAG] == "completed"
+    results = tune_results(g.experiment_dir)
+    last = Counter(lines[-1]["status"] for lines in results.values())
+    assert last == {"invalid": 2, "diverged": 1, "running": 4}, last  # a completed trial's last report: its last epoch
+    invalid_lines = [lines for lines in results.values() if lines[-1]["status"] == "invalid"]
+    assert all(len(lines) == 1 for lines in invalid_lines)  # reported once, not retried
 
 
 def test_resources_a_trial_can_never_get_are_refused_before_ray_starts(tmp_path):
