@@ -338,7 +338,7 @@ def _cifar10_subset() -> Path | None:
 
 
 @pytest.mark.slow
-def test_a_sweep_on_the_cifar10_subset_trains_from_the_memory_mapped_cache(tmp_path, isolated_runs):
+def test_a_sweep_on_the_cifar10_subset_trains_from_the_memory_mapped_cache(tmp_path, isolated_runs, local_ray):
     root = _cifar10_subset()
     if root is None:
         pytest.skip("the CIFAR-10 subset is not here: set PURSUHINT_CIFAR10_SUBSET to a folder with train/<class>/ "

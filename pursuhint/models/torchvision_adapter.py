@@ -3,34 +3,53 @@
 Weights are never downloaded (``weights=None``). torchvision ResNets get ``block_stages`` and
 ``classifier_path`` like the zoo models (``contract.HintModel``); any other model has no stages
 (``model_block_stages`` → []).
+
+torchvision is imported when a ``torchvision:`` model is first asked for, not with this module: its import
+(torchvision.ops pulls in torch._dynamo) costs about 1.5 s, paid otherwise by every trial worker and command.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+from typing import Any
 
-import torchvision
 from torch import nn
-from torchvision.models import ResNet
 
 from ..errors import ModelError
 
 PREFIX = "torchvision:"
 
 
-class TorchvisionResNet(ResNet):
-    """torchvision's ResNet with the zoo's hint-point API; instances are re-classed, never built directly."""
+def _block_stages(self: nn.Module) -> list[list[str]]:
+    """Every residual block, grouped by stage (``layer1`` … ``layer4``)."""
+    stages = ("layer1", "layer2", "layer3", "layer4")
+    return [[f"{s}.{i}" for i in range(len(getattr(self, s)))] for s in stages]
 
-    classifier_path = "fc"
 
-    def block_stages(self) -> list[list[str]]:
-        """Every residual block, grouped by stage (``layer1`` … ``layer4``)."""
-        stages = ("layer1", "layer2", "layer3", "layer4")
-        return [[f"{s}.{i}" for i in range(len(getattr(self, s)))] for s in stages]
+@functools.cache
+def resnet_class() -> type:
+    """``TorchvisionResNet``: torchvision's ResNet with the zoo's hint-point API (``block_stages``,
+    ``classifier_path``); instances are re-classed, never built directly. Made once, on first use; picklable
+    under its module-level name (see ``__getattr__``)."""
+    from torchvision.models import ResNet  # torchvision: deferred (≈1.5 s to import)
+
+    cls = type("TorchvisionResNet", (ResNet,), {"classifier_path": "fc", "block_stages": _block_stages,
+                                                 "__module__": __name__, "__doc__": resnet_class.__doc__})
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """``TorchvisionResNet`` on demand, so that pickle finds the class of a re-classed model by its name."""
+    if name == "TorchvisionResNet":
+        return resnet_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def torchvision_names() -> list[str]:
     """Names of torchvision's image-classification builders."""
+    import torchvision  # torchvision: deferred (≈1.5 s to import)
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -45,6 +64,8 @@ def build_torchvision(name: str, num_classes: int, in_channels: int = 3) -> nn.M
             f"unknown torchvision architecture {name!r}; valid names include "
             f"{', '.join(PREFIX + n for n in some)} (see torchvision.models.list_models())"
         )
+    import torchvision  # torchvision: deferred (≈1.5 s to import)
+
     try:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     except (TypeError, ValueError) as exc:
@@ -53,8 +74,8 @@ def build_torchvision(name: str, num_classes: int, in_channels: int = 3) -> nn.M
         ) from None
     if in_channels != 3:
         _replace_first_conv(model, name, in_channels)
-    if type(model) is ResNet:
-        model.__class__ = TorchvisionResNet
+    if type(model) is torchvision.models.ResNet:
+        model.__class__ = resnet_class()
     return model
 
 

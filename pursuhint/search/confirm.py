@@ -29,7 +29,6 @@ from .space import BASELINE_KEY, COHORT_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY
 from .stats import Decision, decide_table, label_of, summarise
 
 SEED_KEY = "train.seed"
-CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
 FILE = CONFIRMATION_FILE  # the table, in the sweep's folder and on the parent run
 SEARCHED = "searched"  # the kind of a confirmed (searched) configuration
 ANSWER_TAG = "pursuhint.answer"  # the parent run's tag holding the sweep's answer in one sentence

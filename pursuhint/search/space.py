@@ -15,6 +15,7 @@ ROLE_KEY = "pursuhint.role"  # "confirm" in a confirmation trial's config ("" or
 CONFIRMS_KEY = "pursuhint.confirms"  # the search trial id a confirmation trial repeats, or the baseline's name
 COHORT_KEY = "pursuhint.cohort"  # a cohort trial's spec: {COHORT_KEY: [one planned spec per member]}
 MEMBERS_KEY = "pursuhint_members"  # a cohort trial's Tune result: JSON {member index: that member's result}
+CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
 
 
 def member_id(trial_id: str, index: int) -> str:

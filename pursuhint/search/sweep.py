@@ -23,7 +23,7 @@ from ..config import Config
 from ..errors import PursuhintError, SweepInterrupted  # noqa: F401 (SweepInterrupted: re-exported)
 from ..infra.fileio import write_text_atomic
 from ..infra.logs import HeldLogs, hold_logs, log_to_file, quiet_terminal, stop_logging_to_file
-from .confirm import (CONFIRM_TRIAL_KEY, Race, cohorts, comparisons_of, confirm_seeds, confirmation_table,
+from .confirm import (Race, cohorts, comparisons_of, confirm_seeds, confirmation_table,
                       confirmed_results, group_results, pick_top, plan, stop_reason)
 from .importance import study_exists, study_storage
 from .parent_run import ParentRun, retire
@@ -31,7 +31,7 @@ from .ray_session import RaySession, head_node_id
 from .layout import MARKER, confirm_round_name, experiment_dir, stage_dirs
 from .results import TrialRow, row_from_result
 from .shared_task import SharedPlacement, reserve_shared, run_shared_work
-from .space import short_name
+from .space import CONFIRM_TRIAL_KEY, short_name
 
 
 @dataclass

@@ -37,10 +37,9 @@ from ..models import create_model
 from ..plots import layer_atlas
 from ..train.loop import EpochStats, resume_state
 from .columns import COLUMNS
-from .confirm import CONFIRMS_KEY, ROLE_KEY
 from .duplicates import train_key
 from .shared import SharedWork
-from .space import BASELINE_KEY, plain_values, short_name
+from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY, plain_values, short_name
 from .sync import MLFLOW_KEY
 
 log = logging.getLogger("pursuhint.trial")
