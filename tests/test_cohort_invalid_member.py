@@ -171,3 +171,40 @@ def test_an_invalid_member_ends_alone_and_the_others_train_as_without_it(shared,
         assert [m.value for m in c.get_metric_history(other.info.run_id, "train_loss")] == \
             [m.value for m in c.get_metric_history(good[i].info.run_id, "train_loss")]
     assert not ray.is_initialized()  # no cluster was started or joined
+
+
+@pytest.mark.slow  # trains the shared tiny teacher's students: not in `make test-fast`
+def test_a_cohort_trains_its_arms_as_separate_trials_would(shared, tmp_path, monkeypatch):
+    """``cohort: off`` against a cohort: the same two planned arms (default hints and KD only, one seed) trained
+    as two single trials and as one cohort give bitwise the same test and final accuracy, per-epoch losses, and
+    MLflow runs with the same params and metrics, the cohort's carrying ``pursuhint.cohort``. (The golden sweep
+    trains its confirmation in cohorts on a real Ray; this checks the arithmetic against trials trained apart.)"""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = ParentRun.open(uri, NAME, str(tmp_path / "sweep"))
+    sweep = SweepInfo(NAME, uri, parent.experiment_id, parent.run_id, duplicates_actor=None, cpus_per_trial=1)
+    specs = planned_specs()
+    pair = [specs[0], specs[2]]  # default hints, KD only
+
+    def one(spec, trial_id):
+        fake = FakeTune(trial_id)
+        monkeypatch.setattr(tune_trainable, "tune", fake)
+        monkeypatch.setattr(trial_module, "tune", fake)
+        trial_module.run_one(spec, shared, sweep)
+
+    for i, spec in enumerate(pair):
+        one(spec, f"alone-{i}")
+    run(pair, shared, sweep, "together", monkeypatch)
+
+    def record(trial_id):
+        (r,) = tracking.find_runs(uri, parent.experiment_id, **{tracking.TRIAL_TAG: trial_id})
+        history = [m.value for m in tracking.client(uri).get_metric_history(r.info.run_id, "train_loss")]
+        return r, (r.data.metrics["test_acc"], r.data.metrics["final_val_acc"], r.info.status, history,
+                   sorted(r.data.params), sorted(r.data.metrics))
+
+    for i in range(2):
+        apart, a = record(f"alone-{i}")
+        together, t = record(f"together-m{i}")
+        assert a == t, (i, a, t)  # bit for bit, and the same params and metrics
+        assert tracking.COHORT_TAG not in apart.data.tags and together.data.tags[tracking.COHORT_TAG] == "together"
+        assert apart.data.tags[tracking.BASELINE_TAG] == together.data.tags[tracking.BASELINE_TAG]
+        assert apart.data.params == {**together.data.params}  # the same values too
