@@ -1,6 +1,7 @@
 """The golden sweep: one small sweep, search then confirmation, on the session's local Ray and a real sqlite
 MLflow store, that the modules which each used to run a sweep of their own read instead (test_confirm_sweep,
-test_modern_methods, test_faults, test_plugins). What it holds, and which of its points each reader needs:
+test_modern_methods, test_faults). test_sweep (the search-only regime: ASHA, a fixed β, duplicates) and
+test_plugins (``--plugin`` shipping, which needs a Ray the sweep starts) keep their own. What it holds:
 
 - a search stage of AT and the plugin method ``toy_meanmatch`` (``plugins: [toy_method]``, imported by the Ray
   workers from their PYTHONPATH), with the default and uniform hints of each method and KD only;
