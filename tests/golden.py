@@ -4,7 +4,9 @@ test_modern_methods, test_faults). test_sweep (the search-only regime: ASHA, a f
 test_plugins (``--plugin`` shipping, which needs a Ray the sweep starts) keep their own. What it holds:
 
 - a search stage of AT and the plugin method ``toy_meanmatch`` (``plugins: [toy_method]``, imported by the Ray
-  workers from their PYTHONPATH), with the default and uniform hints of each method and KD only;
+  workers from their PYTHONPATH), with the default and uniform hints of each method and KD only; its 2 searched
+  trials are Optuna's seeded start-up samples, one of each method with seed 0 (the toy one cannot pair its
+  K = 2 hints either, so only AT's configuration is confirmed);
 - a **diverging point**: ``toy_meanmatch`` trains with β = 1e30 (a by_method weight), so its default baseline
   (3 stage-end hints) diverges in its first epoch;
 - an **invalid point**: ``toy_meanmatch`` pairs hints by ``stage_ends``, which needs one hint per student stage
