@@ -101,6 +101,9 @@ def trained_teacher(digits_config_path, isolated_runs):
     return cfg, path
 
 
+_SESSION_RAY: set[str] = set()  # the node id of the Ray start_local_ray started, while it runs
+
+
 def start_local_ray() -> None:
     """The session's local Ray, started once (≈5 s saved per sweep): a sweep joins a Ray already running in its
     process and leaves it running. Its workers have tests/ on their PYTHONPATH (the config's ``plugins:
@@ -110,12 +113,15 @@ def start_local_ray() -> None:
     from pursuhint import tracking
 
     if ray.is_initialized():
-        return
+        if ray.get_runtime_context().get_node_id() in _SESSION_RAY:
+            return
+        ray.shutdown()  # a Ray some test started with its own settings: not one these workers can use
     tracking.fail_fast_http()
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), old]))
     try:  # the raylet, and so every worker it starts, takes the environment of this moment
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        _SESSION_RAY.add(ray.get_runtime_context().get_node_id())
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
@@ -124,11 +130,13 @@ def start_local_ray() -> None:
 
 
 def stop_local_ray() -> None:
+    """Shut down whatever Ray runs in this process (the session's or a test's own)."""
     if "ray" in sys.modules:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
+    _SESSION_RAY.clear()
 
 
 @pytest.fixture(autouse=True)
