@@ -117,16 +117,10 @@ def start_local_ray() -> None:
             return
         ray.shutdown()  # a Ray some test started with its own settings: not one these workers can use
     tracking.fail_fast_http()
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), old]))
-    try:  # the raylet, and so every worker it starts, takes the environment of this moment
+    with pytest.MonkeyPatch.context() as env:  # the raylet, and every worker it starts, takes the env of now
+        env.setenv("PYTHONPATH", str(ROOT / "tests"), prepend=os.pathsep)
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        _SESSION_RAY.add(ray.get_runtime_context().get_node_id())
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+    _SESSION_RAY.add(ray.get_runtime_context().get_node_id())
 
 
 def stop_local_ray() -> None:

@@ -104,10 +104,16 @@ def planned_specs() -> list[dict]:
     return list(cohort[COHORT_KEY])
 
 
-def run(specs, shared, sweep, trial_id, monkeypatch) -> FakeTune:
+def fake_tune(trial_id: str, monkeypatch) -> FakeTune:
+    """A :class:`FakeTune` for trial ``trial_id``, put where the trainable and the trial look Tune up."""
     fake = FakeTune(trial_id)
     monkeypatch.setattr(tune_trainable, "tune", fake)
     monkeypatch.setattr(trial_module, "tune", fake)
+    return fake
+
+
+def run(specs, shared, sweep, trial_id, monkeypatch) -> FakeTune:
+    fake = fake_tune(trial_id, monkeypatch)
     tune_trainable.run_cohort(specs, shared, sweep)
     return fake
 
@@ -185,14 +191,9 @@ def test_a_cohort_trains_its_arms_as_separate_trials_would(shared, tmp_path, mon
     specs = planned_specs()
     pair = [specs[0], specs[2]]  # default hints, KD only
 
-    def one(spec, trial_id):
-        fake = FakeTune(trial_id)
-        monkeypatch.setattr(tune_trainable, "tune", fake)
-        monkeypatch.setattr(trial_module, "tune", fake)
-        trial_module.run_one(spec, shared, sweep)
-
     for i, spec in enumerate(pair):
-        one(spec, f"alone-{i}")
+        fake_tune(f"alone-{i}", monkeypatch)
+        trial_module.run_one(spec, shared, sweep)
     run(pair, shared, sweep, "together", monkeypatch)
 
     def record(trial_id):

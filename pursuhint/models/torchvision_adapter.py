@@ -34,9 +34,8 @@ def resnet_class() -> type:
     under its module-level name (see ``__getattr__``)."""
     from torchvision.models import ResNet  # torchvision: deferred (≈1.5 s to import)
 
-    cls = type("TorchvisionResNet", (ResNet,), {"classifier_path": "fc", "block_stages": _block_stages,
-                                                 "__module__": __name__, "__doc__": resnet_class.__doc__})
-    return cls
+    return type("TorchvisionResNet", (ResNet,), {"classifier_path": "fc", "block_stages": _block_stages,
+                                                  "__module__": __name__, "__doc__": resnet_class.__doc__})
 
 
 def __getattr__(name: str) -> Any:
