@@ -64,34 +64,6 @@ def running_trial(exp_dir: Path, before_end: int = 3):
     return None
 
 
-@pytest.mark.slow
-def test_killed_trial_worker_restarts_from_its_checkpoint(tmp_path, isolated_runs):
-    proc, uri, exp_dir, _ = launch(tmp_path, isolated_runs, "t_kill", samples=1)
-    try:
-        hit = wait_for(lambda: running_trial(exp_dir) or proc.poll() is not None, 300, "a running trial",
-                       interval=0.2)
-        assert proc.poll() is None, "the sweep ended before a trial could be killed"
-        os.kill(hit["pid"], signal.SIGKILL)  # the trial's Ray worker process, mid-epoch
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            stop_group(proc, signal.SIGKILL)
-    assert proc.returncode == 0, out[-4000:]
-    # a quiet terminal: the libraries' INFO lines go to the sweep's log file, not to the user's screen
-    log = (exp_dir / "pursuhint.log").read_text()
-    for noise in ("Creating initial MLflow database tables", "A new study created"):
-        assert noise not in out and noise in log, noise
-    assert "Trial name" in out or "trial" in out.lower()  # Tune's trial table is still shown
-    _, runs = one_run_per_trial(uri, "t_kill", 3)
-    assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs)
-    killed = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == hit["trial_id"])
-    assert hit["epoch"] <= int(killed.data.tags[RESTORED_TAG]) < EPOCHS  # its checkpoint, not scratch
-    for run in runs:  # the retried trial logged into the same run, each epoch once
-        assert epoch_steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1)), run.info.run_name
-    lines = next(v for v in tune_results(exp_dir).values() if v and v[0].get("trial_id") == hit["trial_id"])
-    assert {r["pid"] for r in lines} - {hit["pid"]}, "the trial did not move to a new worker process"
-
-
 def saved_trial_states(exp_dir: Path) -> dict[str, str]:
     """trial id → status in Tune's newest saved experiment state (what a resumed sweep starts from)."""
     files = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
@@ -106,6 +78,29 @@ def saved_trial_states(exp_dir: Path) -> dict[str, str]:
         trial = json.loads(trial_json)
         out[trial["trial_id"]] = trial["status"]
     return out
+
+
+def kill_a_trial_worker(proc: subprocess.Popen, exp_dir: Path) -> dict:
+    """SIGKILL the worker process of a trial in ``exp_dir`` that has checkpointed an epoch and has ≥ 3 to go, mid-
+    epoch, then wait until Tune has restarted that trial in another worker process; its last result before."""
+    try:
+        hit = wait_for(lambda: running_trial(exp_dir) or proc.poll() is not None, 300, "a running trial",
+                       interval=0.2)
+        assert proc.poll() is None, "the sweep ended before a trial could be killed"
+        os.kill(hit["pid"], signal.SIGKILL)
+
+        def moved() -> bool:
+            lines = next((v for v in tune_results(exp_dir).values() if v and v[0].get("trial_id") == hit["trial_id"]),
+                         [])
+            return any(r.get("pid") != hit["pid"] for r in lines) or proc.poll() is not None
+
+        wait_for(moved, 300, "the killed trial's results from a new worker process", interval=0.2)
+        assert proc.poll() is None, "the sweep ended before the killed trial came back"
+        return hit
+    except BaseException:
+        if proc.poll() is None:
+            stop_group(proc, signal.SIGKILL)
+        raise
 
 
 def stop_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: float, crash: bool = True) -> str:
@@ -134,18 +129,27 @@ def stop_once_a_trial_finished(proc: subprocess.Popen, exp_dir: Path, timeout: f
 @pytest.mark.slow
 def test_a_driver_stopped_in_each_stage_resumes_to_one_run_per_trial_without_rerunning_finished_ones(
         tmp_path, isolated_runs):
-    """The user presses Ctrl-C once a search trial has finished; after --resume the driver is killed with its
-    local Ray once a confirmation trial has finished (a crash); a second --resume ends the sweep, racing on to a
-    second round (a margin too small to call anything equivalent keeps comparisons open after 2 seeds), with one
-    MLflow run per trial and per (arm, seed), every epoch logged once, and the finished trials not rerun."""
+    """A search trial's worker process is SIGKILLed mid-epoch: Tune restarts the trial in another worker, from its
+    checkpoint, logging into the same run. The user presses Ctrl-C once a search trial has finished; after
+    --resume the driver is killed with its local Ray once a confirmation trial has finished (a crash); a second
+    --resume ends the sweep, racing on to a second round (a margin too small to call anything equivalent keeps
+    comparisons open after 2 seeds), with one MLflow run per trial and per (arm, seed), every epoch logged once,
+    and the finished trials not rerun."""
     epochs = 6
     proc, uri, exp_dir, argv = launch(tmp_path, isolated_runs, "t_crash", samples=2, confirm_k=1, epochs=epochs,
                                       seeds="seeds: {min: 2, max: 3}, margin: 0.001, cohort: 2")
     env = sweep_env(isolated_runs)
+    hit = kill_a_trial_worker(proc, exp_dir)
     out = stop_once_a_trial_finished(proc, exp_dir, 400, crash=False)
     assert proc.returncode == 130 and "--resume" in out, out[-3000:]  # interrupted, and told how to go on
+    # a quiet terminal: the libraries' INFO lines go to the sweep's log file, not to the user's screen
+    log = (exp_dir / "pursuhint.log").read_text()
+    for noise in ("Creating initial MLflow database tables", "A new study created"):
+        assert noise not in out and noise in log, noise
     parent, runs = children(uri, "t_crash")
     assert parent.info.status == "KILLED"  # MLflow shows the interrupted sweep as such
+    killed = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == hit["trial_id"])
+    assert hit["epoch"] <= int(killed.data.tags[RESTORED_TAG]) <= epochs  # its checkpoint, not scratch
     statuses = Counter(r.info.status for r in runs)
     assert statuses["FINISHED"] >= 1 and set(statuses) <= {"FINISHED", "KILLED"}, statuses
     finished = {t for t, s in saved_trial_states(exp_dir).items() if s == "TERMINATED"}
