@@ -24,7 +24,7 @@ from pursuhint.search.confirm import Candidate, cohorts, plan
 from pursuhint.search.parent_run import ParentRun
 from pursuhint.search.results import rows_from_mlflow
 from pursuhint.search.shared import prepare_shared
-from pursuhint.search.space import BASELINE_KEY, COHORT_KEY, MEMBERS_KEY
+from pursuhint.search.trial_keys import BASELINE_KEY, COHORT_KEY, MEMBERS_KEY
 from pursuhint.search.sync import MLFLOW_KEY
 from pursuhint.search.trial import SweepInfo
 

@@ -12,7 +12,7 @@ from pursuhint.search.confirm import (CONFIRMS_KEY, ROLE_KEY, SEARCHED, Confirme
                                       comparisons_of, confirm_seeds, confirmation_table, format_table, headline,
                                       pick_top, plan, replay, stop_reason)
 from pursuhint.search.results import row_from_result
-from pursuhint.search.space import BASELINE_KEY
+from pursuhint.search.trial_keys import BASELINE_KEY
 
 CFG = config_from_text("""
 seed: 5
@@ -278,7 +278,7 @@ def test_a_cohort_trials_last_report_gives_each_members_result():
     import json
 
     from pursuhint.search.confirm import COHORT_KEY, confirmed_results
-    from pursuhint.search.space import MEMBERS_KEY
+    from pursuhint.search.trial_keys import MEMBERS_KEY
 
     specs = [{BASELINE_KEY: "", CONFIRMS_KEY: "t1", "train.seed": 6, "distill.method": "at"},
              {BASELINE_KEY: "kd_only", CONFIRMS_KEY: "kd_only", "train.seed": 6, "distill.method": "kd_only"},

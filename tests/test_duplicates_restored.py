@@ -3,7 +3,7 @@ owner's new claim starts the key's history afresh, so the restored epochs are gi
 
 from __future__ import annotations
 
-from pursuhint.search.duplicates import DuplicateIndex
+from pursuhint.search.duplicate_index import DuplicateIndex
 from pursuhint.search.trial import index_restored
 from pursuhint.train.loop import EpochStats
 

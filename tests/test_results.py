@@ -78,7 +78,7 @@ def test_the_kind_column_marks_trials_asha_stopped_early():
 def test_a_cohort_trial_reads_as_one_record_per_member(tmp_path):
     """Each report of a cohort trial carries its members' new results; the readers see each member alone."""
     from pursuhint.search.results import read_trials
-    from pursuhint.search.space import MEMBERS_KEY
+    from pursuhint.search.trial_keys import MEMBERS_KEY
 
     folder = tmp_path / "run_trial_c1"
     folder.mkdir()

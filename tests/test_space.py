@@ -11,7 +11,8 @@ from pursuhint.config import config_from_text
 from pursuhint.preflight import check_names
 from pursuhint.errors import ConfigError
 from pursuhint.search.searcher import make_searcher
-from pursuhint.search.space import BASELINE_KEY, baseline_configs, plain_values
+from pursuhint.search.space import baseline_configs, plain_values
+from pursuhint.search.trial_keys import BASELINE_KEY
 
 SPACE = """
 seed: 3

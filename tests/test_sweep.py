@@ -255,7 +255,7 @@ def test_trials_ended_by_tune_are_completed_only_when_every_epoch_ran():
 
 
 def test_duplicate_book_hands_a_restarting_owners_key_to_its_waiter():
-    from pursuhint.search.duplicates import DuplicateIndex
+    from pursuhint.search.duplicate_index import DuplicateIndex
 
     book = DuplicateIndex()
     assert book.claim("k", "a") == {"role": "owner"}

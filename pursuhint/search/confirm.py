@@ -25,7 +25,7 @@ from ..baselines import BASELINE_LABELS, NO_TEACHER, WITHOUT_HINTS
 from ..config import COHORT_SECTIONS, Config
 from .layout import CONFIRMATION_FILE
 from .results import TrialRow
-from .space import BASELINE_KEY, COHORT_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY
+from .trial_keys import BASELINE_KEY, COHORT_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY
 from .stats import Decision, decide_table, label_of, summarise
 
 SEED_KEY = "train.seed"

@@ -23,7 +23,8 @@ from ..errors import PursuhintError
 from ..hints.hintset import RECIPE
 from . import columns
 from .layout import CONFIRMATION_FILE, read_marker
-from .space import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id, plain_values
+from .space import plain_values
+from .trial_keys import BASELINE_KEY, CONFIRMS_KEY, MEMBERS_KEY, ROLE_KEY, member_id
 
 
 NAN = float("nan")

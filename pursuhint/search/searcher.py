@@ -12,7 +12,8 @@ from ray.tune.search import Searcher
 
 from ..config import Config
 from .importance import open_storage
-from .space import BASELINE_KEY, baseline_configs, define_by_run
+from .space import baseline_configs, define_by_run
+from .trial_keys import BASELINE_KEY
 
 METRIC, MODE = "val_acc", "max"
 

@@ -9,24 +9,7 @@ from ..config import Config
 from ..config.grammar import BY_METHOD, branch_for, leaf_values, method_defaults
 from ..distill.methods import adds_crd, method_class
 from .columns import SHORT_NAMES
-
-BASELINE_KEY = "pursuhint.baseline"
-ROLE_KEY = "pursuhint.role"  # "confirm" in a confirmation trial's config ("" or absent: a search trial)
-CONFIRMS_KEY = "pursuhint.confirms"  # the search trial id a confirmation trial repeats, or the baseline's name
-COHORT_KEY = "pursuhint.cohort"  # a cohort trial's spec: {COHORT_KEY: [one planned spec per member]}
-MEMBERS_KEY = "pursuhint_members"  # a cohort trial's Tune result: JSON {member index: that member's result}
-CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
-
-
-def member_id(trial_id: str, index: int) -> str:
-    """A cohort member's id: its MLflow run's trial tag and its record's name in every reader."""
-    return f"{trial_id}-m{index}"
-
-
-def owned_by(owner: str, trial_id: str) -> bool:
-    """Whether ``owner`` (a trial or cohort member id) belongs to Tune trial ``trial_id``."""
-    return owner == trial_id or owner.startswith(f"{trial_id}-m")
-
+from .trial_keys import BASELINE_KEY
 
 BRANCH_SEP = "@"  # Optuna's name for a by_method leaf's branch: ``distill.hint_ratio@fitnet``
 

@@ -31,7 +31,8 @@ from .ray_session import RaySession, head_node_id
 from .layout import MARKER, confirm_round_name, experiment_dir, stage_dirs
 from .results import TrialRow, row_from_result
 from .shared_task import SharedPlacement, reserve_shared, run_shared_work
-from .space import CONFIRM_TRIAL_KEY, short_name
+from .space import short_name
+from .trial_keys import CONFIRM_TRIAL_KEY
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _trial_setup(cfg: Config, parent: ParentRun, exp_dir: Optional[Path], progre
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from .callbacks import EndTrials
-    from .duplicates import DuplicateIndexActor
+    from .duplicate_index import DuplicateIndexActor
     from .trial import SweepInfo
     from .tune_trainable import run_trial
 

@@ -39,7 +39,8 @@ from ..train.loop import EpochStats, resume_state
 from .columns import COLUMNS
 from .duplicates import train_key
 from .shared import SharedWork
-from .space import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY, plain_values, short_name
+from .space import plain_values, short_name
+from .trial_keys import BASELINE_KEY, CONFIRMS_KEY, ROLE_KEY
 from .sync import MLFLOW_KEY
 
 log = logging.getLogger("pursuhint.trial")

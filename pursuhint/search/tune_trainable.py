@@ -27,7 +27,7 @@ from ..config import config_from_text
 from ..infra.devices import runtime_device
 from ..train.student import CohortMember, train_cohort
 from .shared import SharedWork
-from .space import COHORT_KEY, CONFIRM_TRIAL_KEY, MEMBERS_KEY, member_id
+from .trial_keys import COHORT_KEY, CONFIRM_TRIAL_KEY, MEMBERS_KEY, member_id
 from .trial import (STATE_FILE, Arm, SweepInfo, _claim, _epoch_reporter, _quiet_worker, _restore, _tune_metrics,
                         end_arm, epoch_metrics, index_restored, prepare_arm, replayed, run_one)
 
