@@ -55,9 +55,11 @@ def _pair(teacher_arch: str, student: str, images: int | None, epochs: int, devi
     if images is not None:
         text = text.replace("data: {dataset: digits, image_size: 16}\n", "")
     cfg = config_from_text(text).with_values({"train.epochs": epochs})
-    if tiny and images is None:  # the smoke test's size: 320 digits
-        cfg = cfg.with_values({"data.train_samples": 320})
-    ds = dataset_for(cfg) if images is None else cifar_dataset(images)
+    if tiny and images is None:  # the smoke test's size: 320 digits, 120 to validate on
+        cfg = cfg.with_values({"data.train_samples": 320, "data.val_samples": 120})
+    # tiny: a validation set at most the training set's size (each arm evaluates it every epoch; the smoke test
+    # checks the arithmetic and the equality, not the seconds)
+    ds = dataset_for(cfg) if images is None else cifar_dataset(images, val=min(images, 1000) if tiny else 1000)
     with seeded(0):
         teacher = create_model(teacher_arch, ds.num_classes, in_channels=ds.channels).to(device).eval()
     return cfg, ds, teacher

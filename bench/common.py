@@ -93,9 +93,9 @@ def cifar_like(n: int, seed: int = 0, classes: int = 100) -> tuple[torch.Tensor,
     return x, y
 
 
-def cifar_dataset(n: int, seed: int = 0) -> ImageDataset:
-    """``n`` random CIFAR-100-shaped training images (and 1 000 validation images) as an ImageDataset."""
-    x, y = cifar_like(n + 1000, seed=seed)
+def cifar_dataset(n: int, seed: int = 0, val: int = 1000) -> ImageDataset:
+    """``n`` random CIFAR-100-shaped training images (and ``val`` validation images) as an ImageDataset."""
+    x, y = cifar_like(n + val, seed=seed)
     return ImageDataset("cifar100-shaped", x[:n], y[:n], x[n:], y[n:], 100, [str(i) for i in range(100)],
                         CIFAR100_MEAN, CIFAR100_STD, "crop_flip")
 
