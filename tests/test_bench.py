@@ -44,6 +44,7 @@ from pursuhint.search.confirm import SEARCHED, Candidate, ConfirmedResult, confi
 from pursuhint.search.results import TrialRow  # noqa: E402
 
 
+@pytest.mark.slow  # bench/run.py in a process of its own, timing selections (7 s): not in `make test-fast`
 def test_quick_selection_speed_writes_a_well_formed_entry_and_keeps_others(tmp_path):
     out, docs = tmp_path / "results.json", tmp_path / "benchmarks.md"
     kept = {"name": "gpu", "ratio": 3.0, "note": "from an earlier run"}
@@ -654,6 +655,7 @@ def test_tiny_cohorts_bench_times_both_sides_and_finds_the_weights_equal():
     assert entry["command"] == "python bench/run.py --quick --tiny --only cohorts"
 
 
+@pytest.mark.slow  # pip in a process of its own (3 s): not in `make test-fast`
 def test_the_gpu_kit_strips_a_wheel_into_one_pip_installs(tmp_path):
     """The kit's Ray is re-zipped without the parts a sweep never imports; its RECORD matches what stays, so pip
     installs it; wheels of projects the GPU image has are left out."""
