@@ -118,6 +118,11 @@ def tune_results(exp_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+def trial_lines(results: dict[str, list[dict]], trial_id: str) -> list[dict]:
+    """The result lines of trial ``trial_id`` among ``tune_results``' (none yet: empty)."""
+    return next((lines for lines in results.values() if any(r.get("trial_id") == trial_id for r in lines)), [])
+
+
 def sweep_argv(cfg_path: Path, uri: str, storage: Path, *extra: str) -> list[str]:
     return [str(BIN / "pursuhint"), "sweep", str(cfg_path), "--tracking-uri", uri, "--storage-path", str(storage),
             "-q", *extra]

@@ -21,7 +21,7 @@ from pursuhint.search.sweep import run_sweep
 from pursuhint.search.trial import RESTORED_TAG
 
 from sweep_helpers import (BIN, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group,
-                           sweep_argv, tune_results, wait_for, write_config)
+                           sweep_argv, trial_lines, tune_results, wait_for, write_config)
 
 EPOCHS = 8  # long enough to kill a trial mid-run (running_trial wants 3 epochs to go), short for the suite
 
@@ -90,8 +90,7 @@ def kill_a_trial_worker(proc: subprocess.Popen, exp_dir: Path) -> dict:
         os.kill(hit["pid"], signal.SIGKILL)
 
         def moved() -> bool:
-            lines = next((v for v in tune_results(exp_dir).values() if v and v[0].get("trial_id") == hit["trial_id"]),
-                         [])
+            lines = trial_lines(tune_results(exp_dir), hit["trial_id"])
             return any(r.get("pid") != hit["pid"] for r in lines) or proc.poll() is not None
 
         wait_for(moved, 300, "the killed trial's results from a new worker process", interval=0.2)

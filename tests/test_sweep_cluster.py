@@ -28,7 +28,7 @@ from pursuhint.search.sweep import run_sweep
 from pursuhint.search.trial import RESTORED_TAG
 
 from sweep_helpers import (BIN, children, epoch_steps, free_port, kill_tree, start_mlflow_server, stop_group, sweep_argv,
-                           tune_results, wait_for, write_config)
+                           trial_lines, tune_results, wait_for, write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -108,10 +108,6 @@ def _isolated_node(args: list[str], env: dict, hide: list[Path]) -> subprocess.P
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def results_of(results: dict[str, list[dict]], trial_id: str) -> list[dict]:
-    return next(lines for lines in results.values() if any(r.get("trial_id") == trial_id for r in lines))
-
-
 def test_an_imagefolder_sweep_on_two_nodes_survives_losing_its_worker_node(tmp_path, isolated_runs, monkeypatch):
     """A two-node cluster on this machine, tracked by a real `mlflow server` (artifacts through its proxy), as a
     cluster's sweeps are. Each node sees only its own copy of the data (``data.root: ${DATA_ROOT}``, set per node)
@@ -186,7 +182,7 @@ def test_an_imagefolder_sweep_on_two_nodes_survives_losing_its_worker_node(tmp_p
         table = [(r.get("trial_id"), r.get("epoch"), r.get("status"), (r.get("node_id") or "")[:8], r.get("pid"))
                  for lines in results.values() for r in lines]
         assert trained == {head_id, worker_id}, (worker_id[:8], table, out[-3000:])
-        _, runs = children(uri, "t_nodes")
+        parent, runs = children(uri, "t_nodes")
         ids = Counter(r.data.tags[tracking.TRIAL_TAG] for r in runs)
         assert len(ids) == 4 and set(ids.values()) == {1}, ids
         assert all(r.data.tags[tracking.STATUS_TAG] == "completed" for r in runs), out[-4000:]
@@ -194,9 +190,8 @@ def test_an_imagefolder_sweep_on_two_nodes_survives_losing_its_worker_node(tmp_p
         moved = next(r for r in runs if r.data.tags[tracking.TRIAL_TAG] == hit["trial_id"])
         assert int(moved.data.tags[RESTORED_TAG]) >= hit["epoch"]  # from its checkpoint, not from scratch
         assert epoch_steps(uri, moved.info.run_id) == list(range(1, NODE_EPOCHS + 1))
-        after = [r for r in results_of(results, hit["trial_id"]) if r.get("node_id")][-1]
+        after = [r for r in trial_lines(results, hit["trial_id"]) if r.get("node_id")][-1]
         assert after["node_id"] != worker_id  # finished on the head node
-        parent = tracking.client(uri).get_run(runs[0].data.tags[tracking.PARENT_TAG])
         assert parent.data.tags[tracking.STATUS_TAG] == "completed"
         client = tracking.client(uri)
         for run in (r for r in runs if r.data.params["hint_layers"]):  # artifacts went through the server's proxy

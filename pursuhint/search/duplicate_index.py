@@ -1,6 +1,6 @@
 """The duplicate index: ``train key → owner trial, state, per-epoch history``, held by a small Ray actor named per
 sweep (``train_key`` in ``duplicates.py`` makes the keys). Free of torch, so the actor's worker starts in about a
-second: this module is all it imports of the package beside the config-free ``space``.
+second: of the package it imports only ``trial_keys``.
 """
 
 from __future__ import annotations

@@ -11,11 +11,14 @@ MEMBERS_KEY = "pursuhint_members"  # a cohort trial's Tune result: JSON {member 
 CONFIRM_TRIAL_KEY = "pursuhint.confirm_trial"  # the Tune grid's one key: each value is a planned trial
 
 
+MEMBER_SEP = "-m"  # between a cohort trial's id and its member's index
+
+
 def member_id(trial_id: str, index: int) -> str:
     """A cohort member's id: its MLflow run's trial tag and its record's name in every reader."""
-    return f"{trial_id}-m{index}"
+    return f"{trial_id}{MEMBER_SEP}{index}"
 
 
 def owned_by(owner: str, trial_id: str) -> bool:
     """Whether ``owner`` (a trial or cohort member id) belongs to Tune trial ``trial_id``."""
-    return owner == trial_id or owner.startswith(f"{trial_id}-m")
+    return owner == trial_id or owner.startswith(trial_id + MEMBER_SEP)
