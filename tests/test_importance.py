@@ -112,7 +112,7 @@ def test_a_restored_searcher_goes_on_in_the_same_study(tmp_path):
 
 
 def test_a_new_sweep_refuses_a_study_of_its_name_unless_overwritten(tmp_path, capsys):
-    from pursuhint.search.sweep import _study as sweep_study
+    from pursuhint.search.sweep import _replace_old, _study as sweep_study
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     cfg = load_config(write_config(tmp_path, "s_taken")).with_values({"search.optuna_storage": url})
@@ -121,6 +121,8 @@ def test_a_new_sweep_refuses_a_study_of_its_name_unless_overwritten(tmp_path, ca
         sweep_study(cfg, tmp_path / "rr" / "s_taken", resume=False, overwrite=False)
     assert sweep_study(cfg, tmp_path / "rr" / "s_taken", resume=True, overwrite=False) == url  # goes on in it
     assert sweep_study(cfg, tmp_path / "rr" / "s_taken", resume=False, overwrite=True) == url
+    assert study_exists(url, "s_taken")  # kept until the new sweep has passed its checks and holds its resources
+    _replace_old(cfg, "", None, url)
     assert not study_exists(url, "s_taken")  # overwritten: the old study is gone
     remote = load_config(write_config(tmp_path, "s_remote"))
     assert sweep_study(remote, None, resume=False, overwrite=False) is None

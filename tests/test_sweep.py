@@ -205,6 +205,25 @@ def test_existing_sweep_is_not_overwritten_silently(sweep):
         run_sweep(other, tracking_uri=uri, storage_path=str(folder / "ray_results"), resume=True, verbose=0)
 
 
+def test_an_overwrite_refused_by_its_checks_keeps_the_old_sweep(sweep):
+    """--overwrite replaces the old sweep only once the new one has passed every check: a sweep refused for its
+    resources (more GPUs per trial than the machine has) leaves the old folder, Optuna study and runs as they were."""
+    from pursuhint.errors import PursuhintError
+    from pursuhint.search.importance import study_exists
+
+    cfg, uri, result, folder = sweep
+    exp_dir = folder / "ray_results" / "t_sweep"
+    files = sorted(p.name for p in exp_dir.iterdir())
+    tag = tracking.client(uri).get_run(result.parent_run_id).data.tags[tracking.SWEEP_DIR_TAG]
+    greedy = cfg.with_values({"search.resources_per_trial.gpu": 64})
+    with pytest.raises(PursuhintError, match="asks for 64 GPU per trial"):
+        run_sweep(greedy, tracking_uri=uri, storage_path=str(folder / "ray_results"), overwrite=True, verbose=0,
+                  progress=False)
+    assert sorted(p.name for p in exp_dir.iterdir()) == files and "pursuhint_sweep.json" in files
+    assert tracking.client(uri).get_run(result.parent_run_id).data.tags[tracking.SWEEP_DIR_TAG] == tag
+    assert study_exists(result.optuna_storage, "t_sweep")
+
+
 def test_report_and_export_fall_back_to_tune_results(sweep, tmp_path, capsys):
     from pursuhint.cli import main
 

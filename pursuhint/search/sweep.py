@@ -61,7 +61,7 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
     tracking.fail_fast_http()  # before Ray starts, so a local Ray's workers inherit it too
     exp_dir = experiment_dir(cfg.name, storage_path)  # None: remote storage, Tune's alone to read
     storage_str = str(exp_dir.parent) if exp_dir is not None else str(storage_path)
-    _storage_policy(cfg, uri, exp_dir, resume, overwrite)
+    _storage_policy(cfg, exp_dir, resume, overwrite)
     ray_session = RaySession(address, cfg.plugins)
     ray_session.check_local_resources(cfg)  # refused before a local Ray starts or a file is written
     held = _quiet_and_held()  # before the Optuna study and Ray say anything
@@ -74,6 +74,8 @@ def run_sweep(cfg: Config, *, address: Optional[str] = None, resume: bool = Fals
         # sweep is written: a cluster that cannot give them within search.shared_timeout_s refuses the sweep in
         # one sentence, leaving no log file, parent run or marker behind.
         placement = reserve_shared(cfg)
+        if overwrite:  # only now, with all the new sweep needs in hand: a refused sweep loses nothing
+            _replace_old(cfg, uri, exp_dir, study_url)
         log_file = log_to_file(exp_dir, held)  # with what was said since the terminal went quiet
         parent = ParentRun.open(uri, cfg.name, str(exp_dir or storage_str))
         with parent.ended_if_interrupted():
@@ -160,9 +162,9 @@ def _finish(cfg: Config, parent: ParentRun, exp_dir: Optional[Path], storage_str
                        optuna_storage=_kept(study_url, cfg.name))
 
 
-def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> None:
-    """Refuse what would mix two sweeps in one Tune folder; ``overwrite`` retires the old one (its MLflow runs
-    stay, under a parent tagged as replaced). Remote storage (``exp_dir`` None) is Tune's alone to judge."""
+def _storage_policy(cfg: Config, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> None:
+    """Refuse what would mix two sweeps in one Tune folder (``overwrite`` lets a new sweep replace the old one,
+    see :func:`_replace_old`). Remote storage (``exp_dir`` None) is Tune's alone to judge."""
     if exp_dir is None:
         return
     exists = (exp_dir / MARKER).exists()
@@ -175,11 +177,20 @@ def _storage_policy(cfg: Config, uri: str, exp_dir: Optional[Path], resume: bool
         raise PursuhintError(f"a sweep named {cfg.name!r} already exists in {exp_dir}; pass --resume to "
                              f"continue it, --overwrite to start it again, or change `name` or "
                              f"--storage-path for a new one")
-    if overwrite and exp_dir.exists():
+
+
+def _replace_old(cfg: Config, uri: str, exp_dir: Optional[Path], study_url: Optional[str]) -> None:
+    """``--overwrite``: retire the old sweep (its MLflow runs stay, under a parent tagged as replaced), delete its
+    Tune folders and its Optuna study. Called once the new sweep has passed every check and holds its resources."""
+    if exp_dir is not None and exp_dir.exists():
         retire(uri, cfg.name, str(exp_dir))
         shutil.rmtree(exp_dir)
         for folder in stage_dirs(exp_dir)[1:]:
             shutil.rmtree(folder, ignore_errors=True)
+    if study_url is not None and study_exists(study_url, cfg.name):
+        import optuna  # optuna: deferred
+
+        optuna.delete_study(study_name=cfg.name, storage=study_url)
 
 
 def _quiet_and_held() -> HeldLogs:
@@ -330,7 +341,8 @@ def _confirmation_round(cfg: Config, candidates: list[Any], seeds: list[int], ar
 
 def _study(cfg: Config, exp_dir: Optional[Path], resume: bool, overwrite: bool) -> Optional[str]:
     """The RDB URL the sweep's Optuna study is kept in (None: in memory, said in one line). A new sweep refuses
-    a study of its name already there, unless ``overwrite`` (then it is deleted); ``--resume`` goes on in it."""
+    a study of its name already there, unless ``overwrite`` (``_replace_old`` deletes it); ``--resume`` goes on
+    in it."""
     if not cfg.space:
         return None  # nothing searched: no Optuna study
     url = study_storage(cfg, exp_dir)
@@ -338,14 +350,10 @@ def _study(cfg: Config, exp_dir: Optional[Path], resume: bool, overwrite: bool) 
         print("pursuhint: note: Tune writes to remote storage, so the Optuna study is kept in memory only; set "
               "search.optuna_storage (an RDB URL) to keep it", file=sys.stderr)
         return None
-    if not resume and study_exists(url, cfg.name):
-        if not overwrite:
-            raise PursuhintError(f"an Optuna study named {cfg.name!r} already exists in {tracking.scrub(url)}; pass "
-                                 f"--resume to continue its sweep, --overwrite to start it again, or change `name` "
-                                 f"or search.optuna_storage")
-        import optuna  # optuna: deferred
-
-        optuna.delete_study(study_name=cfg.name, storage=url)
+    if not resume and not overwrite and study_exists(url, cfg.name):
+        raise PursuhintError(f"an Optuna study named {cfg.name!r} already exists in {tracking.scrub(url)}; pass "
+                             f"--resume to continue its sweep, --overwrite to start it again, or change `name` "
+                             f"or search.optuna_storage")
     return url
 
 
