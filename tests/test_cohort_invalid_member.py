@@ -156,6 +156,9 @@ def test_an_invalid_member_ends_alone_and_the_others_train_as_without_it(shared,
     final = {i: v[-1] for i, v in json.loads(final_line[MEMBERS_KEY]).items()}
     assert {i: v["status"] for i, v in final.items()} == {"0": "completed", "1": "invalid", "2": "completed"}
     assert "stage_ends" in final["1"]["error"] and final["1"]["epoch"] == 0
+    # the cohort's own val_acc (Tune's progress table): the mean of the members that trained, the invalid one
+    # left out rather than counted as 0
+    assert final_line["val_acc"] == (final["0"]["val_acc"] + final["2"]["val_acc"]) / 2
     invalid = fake.members()["1"]  # its one result (the final report repeats every member's last)
     assert all(v == final["1"] for v in invalid)
     record = json.loads(final["1"][MLFLOW_KEY])  # what `report --sync` writes if MLflow never saw the member
@@ -209,3 +212,12 @@ def test_a_cohort_trains_its_arms_as_separate_trials_would(shared, tmp_path, mon
         assert tracking.COHORT_TAG not in apart.data.tags and together.data.tags[tracking.COHORT_TAG] == "together"
         assert apart.data.tags[tracking.BASELINE_TAG] == together.data.tags[tracking.BASELINE_TAG]
         assert apart.data.params == {**together.data.params}  # the same values too
+
+
+def test_a_cohorts_val_acc_counts_only_members_with_a_result():
+    from pursuhint.search.tune_trainable import cohort_val_acc
+
+    last = {0: {"val_acc": 50.0, "status": "completed"}, 1: {"val_acc": 0.0, "status": "invalid"},
+            2: {"val_acc": 31.0, "status": "error"}, 3: {"val_acc": 40.0, "status": "running"}, 4: {"epoch": 0}}
+    assert cohort_val_acc(last) == 45.0
+    assert cohort_val_acc({1: last[1]}) == 0.0 and cohort_val_acc({}) == 0.0

@@ -66,13 +66,22 @@ class _Reports:
             for i, last in self.last.items():
                 if self.new.get(i, [None])[-1] != last:
                     self.new.setdefault(i, []).append(last)
-        accs = [float(v["val_acc"]) for v in self.last.values() if isinstance(v.get("val_acc"), (int, float))]
-        line = {"epoch": epoch, "status": "ended" if final else "running",
-                "val_acc": sum(accs) / len(accs) if accs else 0.0,
+        line = {"epoch": epoch, "status": "ended" if final else "running", "val_acc": cohort_val_acc(self.last),
                 MEMBERS_KEY: json.dumps({str(i): v for i, v in sorted(self.new.items())}, default=str)}
         self.new = {}
         checkpoint = None if final else tune.Checkpoint.from_directory(str(self.workdir))
         tune.report(line, checkpoint=checkpoint)
+
+
+NO_RESULT = ("invalid", "error")  # a member's final statuses without an accuracy of its own: none is counted
+
+
+def cohort_val_acc(last: dict[int, dict[str, Any]]) -> float:
+    """A cohort's Tune ``val_acc``: the mean over its members that have a result (an invalid member trained
+    nothing; a failed one ended without a result); 0 while none has one."""
+    accs = [float(v["val_acc"]) for v in last.values()
+            if v.get("status") not in NO_RESULT and isinstance(v.get("val_acc"), (int, float))]
+    return sum(accs) / len(accs) if accs else 0.0
 
 
 def run_cohort(specs: list[dict[str, Any]], shared: SharedWork, sweep: SweepInfo) -> None:
