@@ -26,6 +26,7 @@ from typing import Any
 
 NAME = "t_golden"
 STUDENT_STAGE_STARTS = "layer1.0,layer2.0,layer3.0"  # resnet8's: where ReviewKD and SemCKD pair their hints
+TEACHER_STAGE_ENDS = "layer1.1,layer2.1,layer3.1"  # resnet14's: the teacher layers ReviewKD and SemCKD read
 
 CONFIG = f"""
 name: {NAME}

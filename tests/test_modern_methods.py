@@ -183,7 +183,7 @@ def test_a_sweep_trains_the_published_methods_with_their_recipes_and_layers(gold
     """DKD, ReviewKD and SemCKD in the golden sweep (its confirmation baselines: the same trainable a searched
     trial runs): each trains with its published recipe; DKD on the logits alone; ReviewKD and SemCKD pick their
     own layers, one per stage whatever the selection keys say, paired with the student's stages."""
-    from golden import NAME, STUDENT_STAGE_STARTS
+    from golden import NAME, STUDENT_STAGE_STARTS, TEACHER_STAGE_ENDS
     from sweep_helpers import children
 
     _, runs = children(golden_sweep.uri, NAME)
@@ -200,6 +200,9 @@ def test_a_sweep_trains_the_published_methods_with_their_recipes_and_layers(gold
         for run in by_kind[kind]:
             p = run.data.params
             assert (p["method"], p["hint_weight"], p["kd_weight"]) == (kind, weight, kd), run.info.run_name
-            # the method's own three pairs, though the selection asks for K = 2 (no hint set: hint_layers is empty)
-            assert (p["hint_layers"], p["student_layers"]) == ("", STUDENT_STAGE_STARTS)
+            # the method's own three pairs, though the selection asks for K = 2: with no hint set, the teacher layers
+            # it chose are its hint layers
+            assert (p["hint_layers"], p["n_hints"], p["student_layers"]) == (TEACHER_STAGE_ENDS, "3",
+                                                                           STUDENT_STAGE_STARTS)
+            assert run.data.tags["pursuhint.confirms"] == kind and p["hint_indices"] == ""
             assert "loss_hint" in run.data.metrics and run.data.tags["pursuhint.status"] == "completed"

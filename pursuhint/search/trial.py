@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from ray import tune
@@ -105,13 +105,15 @@ def run_name(cfg: Config, baseline: str, hs: Optional[HintSet], role: str = "") 
 
 
 def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_layers: list[str],
-                 sampled: dict[str, Any], split_info: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
+                 sampled: dict[str, Any], split_info: Optional[dict[str, dict[str, Any]]] = None,
+                 own_layers: Sequence[str] = ()) -> dict[str, Any]:
     """The child run's params: scalars only, so MLflow's compare and parallel-coordinates views work. Every
-    recorded column of ``search/columns.py`` is logged under its param name, then the rest of the recipe."""
+    recorded column of ``search/columns.py`` is logged under its param name, then the rest of the recipe.
+    ``own_layers``: without a hint set, the teacher layers the method chose itself (its hint layers)."""
     searched = not baseline
     values: dict[str, Any] = {
         "similarity": cfg.selection.similarity if searched else "none",
-        "n_hints": 0 if hs is None else hs.n_hints,
+        "n_hints": len(own_layers) if hs is None else hs.n_hints,
         "algorithm": cfg.selection.algorithm if searched else (baseline if baseline not in WITHOUT_HINTS else "none"),
         "center": cfg.selection.center if searched else "none",
         "method": cfg.distill.method,
@@ -121,7 +123,7 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
         "kd_weight": cfg.distill.kd_weight,
         "ce_weight": cfg.distill.ce_weight,
         "lr": cfg.train.lr,
-        "hint_layers": ",".join(hs.layers) if hs else "",
+        "hint_layers": ",".join(hs.layers if hs else own_layers),
         "hint_indices": ",".join(str(i + 1) for i in hs.indices) if hs else "",
         "student_layers": ",".join(student_layers),
         "n_candidates": len(hs.candidates) if hs else 0,
@@ -220,8 +222,9 @@ def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, te
         hs = trial_hints(cfg, baseline, shared)
         student_probe = create_model(cfg.student.arch, shared.dataset.num_classes,
                                      in_channels=shared.dataset.channels)
-        _, student_layers = method_layers(student_method(cfg, hs), cfg.distill.params, hs, teacher, student_probe,
-                                          shared.dataset, cfg.selection.granularity, cfg.distill.mapping)
+        teacher_layers, student_layers = method_layers(student_method(cfg, hs), cfg.distill.params, hs, teacher,
+                                                       student_probe, shared.dataset, cfg.selection.granularity,
+                                                       cfg.distill.mapping)
     except PursuhintError as exc:
         return invalid_run(sweep, trial_id, cfg, baseline, config, str(exc), extra_tags)
     role = config.get(ROLE_KEY) or "search"
@@ -229,8 +232,10 @@ def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, te
     tags = _trial_tags(cfg, baseline, hs, role, key, config) | (extra_tags or {})
     name = run_name(cfg, baseline, hs, role)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
+    # Without a hint set, the teacher layers a method chose itself (ReviewKD's, SemCKD's) are its hint layers.
+    own = [] if hs is not None else [layer.name for layer in teacher_layers]
     params = trial_params(cfg, baseline, hs, [layer.name for layer in student_layers], config,
-                          shared.dataset.splits)
+                          shared.dataset.splits, own_layers=own)
     params.update(threads=torch.get_num_threads(), device_type=teacher_device(teacher))  # for an exact rerun
     given = None if params["hint_weight"] == "auto" else float(params["hint_weight"])  # None: calibrated
     if given:  # a given β is the one that trains: known now, so stopped trials and duplicates have it too
@@ -241,8 +246,7 @@ def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, te
     _write_artifacts(workdir, hs, shared, cfg, tracker)
     facts = {"role": role, "run_seed": cfg.run_seed,
              "method_name": cfg.distill.method if hs is not None else (baseline or "kd_only"),
-             "n_hints_used": hs.n_hints if hs is not None else 0,
-             "hint_layer_names": ",".join(hs.layers) if hs is not None else "",
+             "n_hints_used": params["n_hints"], "hint_layer_names": params["hint_layers"],
              "confirms": config.get(CONFIRMS_KEY) or ""}
     if given is not None:  # a calibrated β is reported by the trainer with every epoch
         facts["hint_weight_resolved"] = given
