@@ -97,6 +97,12 @@ def install_line(pips: list[str], kit: Path | None = None, python: str | None = 
     return f"{python or sys.executable} -m pip install {where}{' '.join(pips)}"
 
 
+# A system Python marked externally managed (PEP 668: Debian's, Ubuntu's) refuses any pip install. The kit's
+# install may go ahead there: it is offline (--no-index) and the kit holds only projects the image lacks, so it
+# adds packages and can replace none of the system's (a conflict fails the resolution instead).
+KIT_INSTALL_ENV = {"PIP_BREAK_SYSTEM_PACKAGES": "1"}
+
+
 def find_kit() -> Path | None:
     """The GPU kit's folder (``$GPU_KIT``, else ``gpu-kit/`` in the checkout) when it holds wheels, else None."""
     folder = Path(os.environ.get("GPU_KIT") or ROOT / "gpu-kit").resolve()
@@ -119,7 +125,7 @@ def dependencies() -> tuple[str, str]:
     kit_why = None
     if from_kit and kit is not None:
         _say(f"installing {', '.join(from_kit)} from the GPU kit {kit}")
-        kit_why = _run(install_line(from_kit, kit).split(), step_timeout("kit install"))
+        kit_why = _run(install_line(from_kit, kit).split(), step_timeout("kit install"), KIT_INSTALL_ENV)
         importlib.invalidate_caches()  # see what was just installed
     lacking = missing(NEEDED)
     if lacking:

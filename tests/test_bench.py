@@ -522,8 +522,10 @@ def test_gpu_check_fits_in_eight_minutes_of_a_gpu(tmp_path, monkeypatch):
 
     def fake_run(cmd, timeout=None, **kwargs):
         calls.append((cmd, timeout))
+        envs.append(kwargs.get("env") or {})
         return subprocess.CompletedProcess(cmd, 0)
 
+    envs = []
     kit = tmp_path / "kit"
     kit.mkdir()
     (kit / "ray-1.0-py3-none-any.whl").write_bytes(b"")
@@ -538,6 +540,8 @@ def test_gpu_check_fits_in_eight_minutes_of_a_gpu(tmp_path, monkeypatch):
     monkeypatch.undo()
     commands = [" ".join(cmd[1:]) for cmd, _ in calls]
     assert commands[0].startswith(f"-m pip install --no-index --find-links {kit.resolve()} ray[tune] optuna")
+    # offline, adding only what the image lacks: allowed into a system Python that PEP 668 marks externally managed
+    assert envs[0].get("PIP_BREAK_SYSTEM_PACKAGES") == "1" and "PIP_BREAK_SYSTEM_PACKAGES" not in envs[1]
     assert [c.split()[1] for c in commands[1:3]] == ["pytest", "pytest"]
     assert [c.split(" --output")[0] for c in commands[3:]] == [  # the trimmed forms
         "bench/run.py --only gpu --tiny", "bench/run.py --only cohorts --tiny",
