@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pursuhint.infra.devices import autocast, configure_training, place_model, precision_name
-from pursuhint.train.loop import FINITE_CHECK_EVERY, _EpochSums
+from pursuhint.train.loop import FINITE_CHECK_EVERY, EpochSums
 from pursuhint.distill.methods import create_method
 from pursuhint.hints import candidate_layers
 from pursuhint.train.student import taps
@@ -52,7 +52,7 @@ def _epoch(device, parts, host_reads: bool) -> int:
     teacher, student, method, t_names, s_names, loader, opt = parts
     steps = 0
     with taps(teacher, t_names) as tt, taps(student, s_names) as st:
-        sums = _EpochSums(device)
+        sums = EpochSums(device)
         host: dict[str, float] = {}
         correct = 0
         for step, (images, labels) in enumerate(loader, 1):

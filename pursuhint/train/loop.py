@@ -257,7 +257,7 @@ class _MemberRun:
         self.next_epoch = 0
         self.status, self.message, self.error = "running", "", None
         self.lr = recipe.lr
-        self.sums: Optional[_EpochSums] = None
+        self.sums: Optional[EpochSums] = None
         path = member.checkpoint_path
         with self.random_state():
             state = resume_state(Path(path)) if path is not None else None
@@ -284,7 +284,7 @@ class _MemberRun:
         self.lr = set_lr(self.optimizer, epoch, recipe)
         for m in self.member.modules.values():
             m.train()
-        self.sums = _EpochSums(device)
+        self.sums = EpochSums(device)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, shared: Any) -> None:
         """One optimizer step on the batch; an exception ends this member alone (status ``error``)."""
@@ -365,7 +365,7 @@ def _restore(state: dict[str, Any], modules: dict[str, nn.Module], optimizer: An
     return [EpochStats(**h) for h in state["history"]], int(state["epoch"])
 
 
-class _EpochSums:
+class EpochSums:
     """Per-epoch sums of the total and each loss term (times batch size), correct predictions and a not-finite
     flag, kept as device tensors so a step never waits for the host; :meth:`read` turns them into numbers once."""
 
