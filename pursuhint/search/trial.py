@@ -109,7 +109,8 @@ def trial_params(cfg: Config, baseline: str, hs: Optional[HintSet], student_laye
                  own_layers: Sequence[str] = ()) -> dict[str, Any]:
     """The child run's params: scalars only, so MLflow's compare and parallel-coordinates views work. Every
     recorded column of ``search/columns.py`` is logged under its param name, then the rest of the recipe.
-    ``own_layers``: without a hint set, the teacher layers the method chose itself (its hint layers)."""
+    ``own_layers``: the teacher layers the method reads; they are the hint layers only without a hint set (the
+    ones ReviewKD and SemCKD choose themselves)."""
     searched = not baseline
     values: dict[str, Any] = {
         "similarity": cfg.selection.similarity if searched else "none",
@@ -232,10 +233,8 @@ def prepare_arm(config: dict[str, Any], shared: SharedWork, sweep: SweepInfo, te
     tags = _trial_tags(cfg, baseline, hs, role, key, config) | (extra_tags or {})
     name = run_name(cfg, baseline, hs, role)
     tracker = tracking.RunLogger(sweep.tracking_uri, _opener(sweep, trial_id, name, tags))
-    # Without a hint set, the teacher layers a method chose itself (ReviewKD's, SemCKD's) are its hint layers.
-    own = [] if hs is not None else [layer.name for layer in teacher_layers]
     params = trial_params(cfg, baseline, hs, [layer.name for layer in student_layers], config,
-                          shared.dataset.splits, own_layers=own)
+                          shared.dataset.splits, own_layers=[layer.name for layer in teacher_layers])
     params.update(threads=torch.get_num_threads(), device_type=teacher_device(teacher))  # for an exact rerun
     given = None if params["hint_weight"] == "auto" else float(params["hint_weight"])  # None: calibrated
     if given:  # a given β is the one that trains: known now, so stopped trials and duplicates have it too
