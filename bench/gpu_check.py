@@ -16,11 +16,12 @@ Steps (``--dry-run`` lists them, with their timeouts, without a GPU):
    cohort, on the GPU with ResNet-110 → ResNet-20 too (the CUDA tests include a cohort's equality with
    separate training).
 5. A short confirmation sweep on the CIFAR-10 photographs (``selection_quality_natural --tiny``), when Ray,
-   MLflow and Optuna are importable and the photographs are there.
+   MLflow and Optuna are importable and the photographs are there: ``$PURSUHINT_CIFAR10_SUBSET``, or the GPU
+   kit's packed sample of them (6 000 photographs), unpacked before the steps that read them.
 
 The budget: a lent GPU machine is held for minutes, so the whole check fits in :data:`BUDGET_S` (480 s, one
 H200's 8 minutes). Every step runs under its own timeout (:data:`TIMEOUTS`, the kit's install and each of the
-two pytest runs included: 460 s together), :data:`RESERVE_S` is left for what runs outside them (the
+two pytest runs included: 450 s together), :data:`RESERVE_S` is left for what runs outside them (the
 interpreter, imports, CUDA's start, the summary), and no step runs past the budget's end whatever came before
 (a step with no time left is NOT RUN). To get there the benchmarks run trimmed, as ``--tiny`` instead of
 ``--quick`` (the step timeouts added up to 840 s, the kit's install untimed): the ``gpu`` benchmark times 5 000
@@ -44,6 +45,8 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,8 +64,11 @@ SWEEP_STACK = {"ray": "ray[tune]", "optuna": "optuna", "mlflow": "mlflow"}
 KIT = {"ray": "ray[tune]", "optuna": "optuna", "mlflow": "mlflow-skinny", "pydantic": "pydantic",
        "sqlalchemy": "sqlalchemy", "alembic": "alembic"}
 BUDGET_S = 480  # the whole check: one H200's 8 minutes
-# Each subprocess's timeout (s); the CUDA and the device tests are two pytest runs.
-TIMEOUTS = {"kit install": 60, "CUDA tests": 90, "device tests": 30, "gpu benchmark": 110, "cohort benchmark": 60,
+# Each subprocess's timeout (s); the CUDA and the device tests are two pytest runs. Measured on a lent H200
+# (2026-12-04, the whole check 313 s): the CUDA tests 26 s of pytest, the device tests 12 s, the cohorts 28 s,
+# the sweep 83 s, the gpu benchmark 89 s with a warm cache and past 110 s cold (its first teacher, JPEG decode
+# and Ray start), so it has the most.
+TIMEOUTS = {"kit install": 60, "CUDA tests": 60, "device tests": 25, "gpu benchmark": 150, "cohort benchmark": 45,
             "confirmation sweep": 110}
 RESERVE_S = BUDGET_S - sum(TIMEOUTS.values())  # what runs outside the steps: interpreter, imports, CUDA start
 END_S = 10  # the budget's last seconds, kept for the summary: no step runs into them
@@ -136,6 +142,27 @@ def dependencies() -> tuple[str, str]:
         return "ok", (f"the sweep stack is missing ({', '.join(stack)}): the sweep steps will be NOT RUN; "
                       f"`make gpu-kit` here, carry gpu-kit/, or {install_line(stack)}")
     return "ok", "all there"
+
+
+def photographs() -> str:
+    """Where the natural-image steps read the CIFAR-10 photographs: where the benchmarks find them
+    (``$PURSUHINT_CIFAR10_SUBSET``, or the shared data folder beside the checkout), else the GPU kit's packed
+    sample (``make gpu-kit``), unpacked into a temporary folder that the variable then names for the steps."""
+    from bench.common import CIFAR10_SUBSET_ENV, cifar10_subset  # deferred: imports torch, after dependencies()
+    from bench.gpu_kit import PHOTOS
+
+    found = cifar10_subset()
+    if found is not None:
+        return f"the photographs in {found}"
+    kit = find_kit()
+    if kit is None or not (kit / PHOTOS).is_file():
+        return f"no photographs (${CIFAR10_SUBSET_ENV}, or {PHOTOS} in the GPU kit): random images or NOT RUN"
+    folder = Path(tempfile.mkdtemp(prefix="pursuhint-photos-"))
+    with tarfile.open(kit / PHOTOS) as tar:
+        tar.extractall(folder, filter="data")
+    os.environ[CIFAR10_SUBSET_ENV] = str(folder)
+    n = sum(1 for p in folder.glob("*/*/*") if p.is_file())
+    return f"the GPU kit's sample of the photographs: {n:,} unpacked into {folder}"
 
 
 def _cuda_or_exit() -> str:
@@ -234,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"dependencies: FAILED ({results['dependencies'][1]})")
         return 1
     _cuda_or_exit()
+    _say(f"photographs: {photographs()}")
     out.mkdir(parents=True, exist_ok=True)
     results["CUDA tests"] = ("NOT RUN", "--skip-tests") if args.skip_tests else tests()
     results["gpu benchmark"] = benchmark(out, args.full)

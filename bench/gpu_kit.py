@@ -5,11 +5,15 @@
 The lent machine reaches no package registry and its image has torch, torchvision, scikit-learn, scipy, pandas,
 pyarrow, pytest and more, but not Ray, Optuna, MLflow or pydantic. This downloads, for CPython 3.12 on
 manylinux x86-64, the versions this virtual environment runs (``pip download --only-binary=:all:``) with their
-dependencies; keeps only the wheels of projects the image lacks (:data:`ON_THE_IMAGE`); and re-zips Ray without
+dependencies; leaves out the compiled wheels of projects the image has (:data:`ON_THE_IMAGE`: their pure-Python
+wheels stay, for an image whose version is too old); and re-zips Ray without
 what a sweep never imports (its Java jar, RLlib, Serve, LLM, the dashboard's web client) and with its binaries'
 symbol tables stripped, its RECORD rewritten to match. MLflow comes as ``mlflow-skinny`` (the tracking client
 and the SQL store, without the UI) beside SQLAlchemy and Alembic. It prints the kit's size: the working tree that
 travels is capped at 64 MiB.
+
+Where the CIFAR-10 photographs are (``$PURSUHINT_CIFAR10_SUBSET``), it also packs a stratified sample of them
+(:data:`PHOTOS`, ~1.9 MiB), which the check unpacks there for its natural-image steps.
 
 On the GPU machine, ``make gpu-check`` installs it offline (``pip install --no-index --find-links gpu-kit``) when
 Ray is missing; carry ``gpu-kit`` with the command (see the README's GPU section).
@@ -24,14 +28,18 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/gpu_kit.py` from a checkout: make `bench` importable
+    sys.path.insert(0, str(ROOT))
 DEFAULT_OUT = ROOT / "gpu-kit"
 CAP_MIB = 64  # what travels to the lent machine, the project included
+ROOM_MIB = 4  # left under the cap for the project's own files (~2 MiB in git), with a margin
 # What the kit installs there: the sweep's stack, at the versions this environment runs.
 WANTED = {"ray[tune]": "ray", "optuna": "optuna", "mlflow-skinny": "mlflow", "pydantic": "pydantic",
           "sqlalchemy": "sqlalchemy", "alembic": "alembic"}
@@ -46,6 +54,10 @@ ON_THE_IMAGE = {
     "threadpoolctl", "torch", "torchvision", "tqdm", "typing-extensions", "urllib3", "werkzeug", "wheel", "wrapt",
     "yarl", "zipp",
 }
+# A stratified sample of the CIFAR-10 photographs, for the check's natural-image steps (the lent machine sees no
+# shared data folder): 500 training photographs a class, the gpu benchmark's 5 000, and 100 a class to test on.
+PHOTOS = "cifar10-sample.tgz"
+PHOTOS_PER_CLASS = {"train": 500, "test": 100}
 # Parts of Ray's wheel a sweep never imports (paths inside the wheel).
 RAY_DROPPED = ("ray/jars/", "ray/rllib/", "ray/serve/", "ray/llm/", "ray/dashboard/client/build/")
 
@@ -99,11 +111,18 @@ def strip_wheel(path: Path, dropped: tuple[str, ...] = RAY_DROPPED) -> tuple[int
     return before, path.stat().st_size
 
 
+def is_pure(wheel: str) -> bool:
+    """Whether ``wheel`` is pure Python (tagged ``…-none-any.whl``): small, and installable on any image."""
+    return Path(wheel).name.endswith("-none-any.whl")
+
+
 def keep_only_missing(folder: Path) -> list[str]:
-    """Delete the wheels of projects the image has; the names deleted."""
+    """Delete the compiled wheels of projects the image has; the names deleted. Their pure-Python wheels stay:
+    pip installs one only where the image's version is too old for a kit project (the lent image's certifi
+    2026.7.22 was, for databricks-sdk's ``certifi>=2026.10.19``, on 2026-12-04), and keeps the image's otherwise."""
     gone = []
     for wheel in sorted(folder.glob("*.whl")):
-        if project(wheel.name) in ON_THE_IMAGE:
+        if project(wheel.name) in ON_THE_IMAGE and not is_pure(wheel.name):
             wheel.unlink()
             gone.append(project(wheel.name))
     return gone
@@ -119,7 +138,7 @@ def build(out: Path, python_version: str = "3.12") -> int:
         print("gpu-kit: " + " ".join(cmd[3:]), flush=True)
         subprocess.run(cmd, check=True)
         dropped = keep_only_missing(Path(tmp))
-        print(f"gpu-kit: left out what the GPU image has: {', '.join(sorted(set(dropped)))}")
+        print(f"gpu-kit: left out the compiled wheels the GPU image has: {', '.join(sorted(set(dropped)))}")
         for wheel in Path(tmp).glob("ray-*.whl"):
             before, after = strip_wheel(wheel)
             print(f"gpu-kit: {wheel.name}: {before / 2**20:.1f} MiB → {after / 2**20:.1f} MiB without "
@@ -127,10 +146,39 @@ def build(out: Path, python_version: str = "3.12") -> int:
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(tmp, out)
-    size = sum(p.stat().st_size for p in out.glob("*.whl"))
-    print(f"gpu-kit: {len(list(out.glob('*.whl')))} wheels, {size / 2**20:.1f} MiB in {out} (what travels is capped "
-          f"at {CAP_MIB} MiB with the project)")
+    wheels = sum(p.stat().st_size for p in out.glob("*.whl"))
+    print(f"gpu-kit: {len(list(out.glob('*.whl')))} wheels, {wheels / 2**20:.1f} MiB in {out}")
+    root = photographs_here()
+    if root is None:
+        print("gpu-kit: no CIFAR-10 photographs here ($PURSUHINT_CIFAR10_SUBSET): the check's natural-image steps "
+              "will use random images or be NOT RUN")
+    else:
+        n = pack_photos(root, out / PHOTOS)
+        print(f"gpu-kit: {n:,} photographs from {root} packed into {out / PHOTOS} "
+              f"({(out / PHOTOS).stat().st_size / 2**20:.1f} MiB)")
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"gpu-kit: {size / 2**20:.1f} MiB in all (what travels is capped at {CAP_MIB} MiB with the project)")
     return size
+
+
+def photographs_here() -> Path | None:
+    """The CIFAR-10 photographs the benchmarks read here, if any (``bench.common.cifar10_subset``)."""
+    from bench.common import cifar10_subset  # deferred: bench.common imports torch, the kit's build needs none
+
+    return cifar10_subset()
+
+
+def pack_photos(root: Path, dest: Path, per_class: dict[str, int] = PHOTOS_PER_CLASS) -> int:
+    """Write ``dest``: the first ``per_class[split]`` files (by name) of each class folder of ``root``'s ImageFolder
+    splits, as a gzipped tar (their JPEG headers repeat, so 6 000 photographs take ~1.9 MiB); how many it holds."""
+    n = 0
+    with tarfile.open(dest, "w:gz") as tar:
+        for split, count in per_class.items():
+            for cls in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+                for photo in sorted(cls.iterdir())[:count]:
+                    tar.add(photo, arcname=f"{split}/{cls.name}/{photo.name}")
+                    n += 1
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python-version", default="3.12", help="the GPU image's Python (default 3.12)")
     args = parser.parse_args(argv)
     size = build(args.out, args.python_version)
-    if size > (CAP_MIB - 8) * 2**20:
+    if size > (CAP_MIB - ROOM_MIB) * 2**20:
         print(f"gpu-kit: too large to travel with the project ({size / 2**20:.1f} MiB)", file=sys.stderr)
         return 1
     return 0

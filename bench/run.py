@@ -57,9 +57,14 @@ def parse_only(value: str | None) -> list[str]:
     return names
 
 
+def variant(module, quick: bool, tiny: bool) -> str:
+    """Which sizes ``module`` runs at: tiny (only where its ``run`` accepts it), quick or full."""
+    return "tiny" if tiny and "tiny" in inspect.signature(module.run).parameters else "quick" if quick else "full"
+
+
 def run_one(module, quick: bool, tiny: bool) -> dict[str, Any]:
     """Call ``module.run`` (with ``tiny`` when it accepts it) and add the wall time it took."""
-    kwargs = {"tiny": True} if tiny and "tiny" in inspect.signature(module.run).parameters else {}
+    kwargs = {"tiny": True} if variant(module, quick, tiny) == "tiny" else {}
     t0 = time.perf_counter()
     entry = module.run(quick, **kwargs)
     entry["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         module = load_module(name)
-        print(f"[run ] {name} ({'quick' if args.quick else 'full'}) …", flush=True)
+        print(f"[run ] {name} ({variant(module, args.quick, args.tiny)}) …", flush=True)
         try:
             entry = run_one(module, args.quick, args.tiny)
         except Exception:  # noqa: BLE001 - report and go on with the other benchmarks

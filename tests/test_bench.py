@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -586,13 +587,19 @@ ray.shutdown()
 """
 
 
+# Versions read on the lent GPU image that are older than a kit project needs: the kit must bring theirs. On
+# 2026-12-04 its certifi was 2026.7.22, and mlflow-skinny's databricks-sdk needs certifi>=2026.10.19.
+IMAGE_LAGS = {"certifi": "2026.7.22"}
+
+
 @pytest.mark.slow
 def test_the_gpu_kit_installs_offline_into_a_fresh_python_312(tmp_path):
     """What `make gpu-check` does on the lent GPU machine, on the CPU: the kit's projects (gpu_check.KIT) install
     into a fresh CPython 3.12 with no package index (`pip install --no-index --find-links gpu-kit`), every one
     of them from the kit; then Ray runs a remote task, MLflow (skinny) logs to SQLite and Optuna runs a study.
     The projects the kit leaves out because the GPU image has them (gpu_kit.ON_THE_IMAGE: numpy, requests,
-    pandas, ...) are put there first from the registry, at what the kit's pinned versions need."""
+    pandas, ...) are put there first from the registry, at what the kit's pinned versions need, or older where
+    the lent image was seen older (IMAGE_LAGS): the kit's pure-Python wheel of that project must then install."""
     kit = gpu_check.find_kit()
     if kit is None:
         pytest.skip("no GPU kit here: run `make gpu-kit` (or set GPU_KIT to its folder)")
@@ -611,10 +618,12 @@ def test_the_gpu_kit_installs_offline_into_a_fresh_python_312(tmp_path):
         pytest.skip(f"the package registry could not resolve the image's part: {done.stderr[-500:]}")
     resolved = {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"]
                 for item in json.loads(report.read_text())["install"]}
-    image = sorted(f"{name}=={version}" for name, version in resolved.items() if name in gpu_kit.ON_THE_IMAGE)
+    # the image as lent: older than the kit needs where it was seen so (IMAGE_LAGS), else at what the pins need
+    image = sorted(f"{name}=={IMAGE_LAGS.get(name, version)}" for name, version in resolved.items()
+                   if name in gpu_kit.ON_THE_IMAGE)
     kit_projects = {gpu_kit.project(w.name) for w in kit.glob("*.whl")}
     assert set(resolved) - set(gpu_kit.ON_THE_IMAGE) <= kit_projects, "the kit lacks a dependency the image lacks too"
-    assert not any(name in kit_projects for name in gpu_kit.ON_THE_IMAGE)
+    assert all(gpu_kit.is_pure(w.name) for w in kit.glob("*.whl") if gpu_kit.project(w.name) in gpu_kit.ON_THE_IMAGE)
     done = subprocess.run([py, "-m", "pip", "install", "--quiet", *image], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         pytest.skip(f"the package registry is unreachable: {done.stderr[-500:]}")
@@ -626,7 +635,7 @@ def test_the_gpu_kit_installs_offline_into_a_fresh_python_312(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     t_kit = time.perf_counter()
     versions = subprocess.run([py, "-c", "from importlib import metadata as m; import json; print(json.dumps("
-                               "{d: m.version(d) for d in ('ray', 'optuna', 'mlflow-skinny', 'pydantic')}))"],
+                               "{d: m.version(d) for d in ('ray', 'optuna', 'mlflow-skinny', 'pydantic', 'certifi')}))"],
                               capture_output=True, text=True, timeout=60, check=True)
     wheels = {(gpu_kit.project(w.name), w.name.split("-")[1]) for w in kit.glob("*.whl")}
     for name, version in json.loads(versions.stdout).items():
@@ -683,10 +692,49 @@ def test_the_gpu_kit_strips_a_wheel_into_one_pip_installs(tmp_path):
                            "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (target / "toy" / "keep.txt").exists() and not (target / "toy" / "jars").exists()
-    for name in ("numpy-2.4.6-cp312-cp312-manylinux_2_28_x86_64.whl", "PyYAML-6.0-cp312-none-any.whl",
-                 "optuna-5.1.0-py3-none-any.whl"):
+    for name in ("numpy-2.4.6-cp312-cp312-manylinux_2_28_x86_64.whl", "PyYAML-6.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+                 "optuna-5.1.0-py3-none-any.whl", "certifi-2026.10.19.post1-py3-none-any.whl"):
         (tmp_path / name).write_bytes(b"")
+    # the image's compiled projects go; its pure-Python ones stay, for an image whose version is too old
     assert sorted(gpu_kit.keep_only_missing(tmp_path)) == ["numpy", "pyyaml"]
-    assert sorted(p.name for p in tmp_path.glob("*.whl")) == ["optuna-5.1.0-py3-none-any.whl",
+    assert sorted(p.name for p in tmp_path.glob("*.whl")) == ["certifi-2026.10.19.post1-py3-none-any.whl",
+                                                             "optuna-5.1.0-py3-none-any.whl",
                                                              "toy-1.0-py3-none-any.whl"]
     assert gpu_kit.project("typing_extensions-4.16.0-py3-none-any.whl") == "typing-extensions"
+
+
+def test_a_run_names_the_sizes_it_runs_at():
+    """`[run ] NAME (tiny)` only where the benchmark has a tiny form (the GPU check's log said `(full)` for its
+    `--tiny` runs); one without runs, and is named, at its quick or full sizes."""
+    with_tiny = types.SimpleNamespace(run=lambda quick, tiny=False: None)
+    without = types.SimpleNamespace(run=lambda quick: None)
+    assert [bench_run.variant(with_tiny, q, t) for q, t in ((False, True), (True, True), (True, False), (False, False))
+            ] == ["tiny", "tiny", "quick", "full"]
+    assert [bench_run.variant(without, q, True) for q in (True, False)] == ["quick", "full"]
+
+
+def test_the_gpu_kit_packs_a_sample_of_the_photographs_that_the_check_unpacks(tmp_path, monkeypatch):
+    """The lent machine sees no shared data folder: `make gpu-kit` packs the first photographs of each class (by
+    name) and the check unpacks them into an ImageFolder that $PURSUHINT_CIFAR10_SUBSET then names."""
+    root = tmp_path / "photos"
+    for split, n in (("train", 4), ("test", 3)):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / split / cls / f"{i:04d}.jpg")
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "ray-1.0-py3-none-any.whl").write_bytes(b"")
+    assert gpu_kit.pack_photos(root, kit / gpu_kit.PHOTOS, {"train": 3, "test": 1}) == 8
+    monkeypatch.setenv("GPU_KIT", str(kit))
+    monkeypatch.setattr("bench.common.cifar10_subset", lambda: None)  # as on the lent machine
+    monkeypatch.setenv("PURSUHINT_CIFAR10_SUBSET", "")
+    said = gpu_check.photographs()
+    folder = Path(os.environ["PURSUHINT_CIFAR10_SUBSET"])
+    assert said == f"the GPU kit's sample of the photographs: 8 unpacked into {folder}"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jpg")) == [
+        "test/cat/0000.jpg", "test/dog/0000.jpg", *(f"train/{c}/{i:04d}.jpg" for c in ("cat", "dog") for i in range(3))]
+    assert (folder / "train/dog/0002.jpg").read_bytes() == (root / "train/dog/0002.jpg").read_bytes()
+    (kit / gpu_kit.PHOTOS).unlink()  # no sample: said so, nothing set
+    assert gpu_check.photographs().startswith("no photographs ($PURSUHINT_CIFAR10_SUBSET, or cifar10-sample.tgz")
+    shutil.rmtree(folder)
