@@ -30,6 +30,7 @@ from pursuhint.train.student import CohortMember, train_cohort, train_student
 from pursuhint.hints.hintset import uniform_hints
 from pursuhint.hints.layers import candidate_layers
 from pursuhint.hints.pipeline import teacher_default_hints
+from pursuhint.infra.devices import autocast, place_model
 from pursuhint.models import create_model
 from pursuhint.train.teacher import dataset_for
 
@@ -78,12 +79,19 @@ def arms(cfg, ds, teacher, teacher_arch: str, k: int) -> list[tuple[Any, Any]]:
 
 
 def teacher_epoch_s(cfg, ds, teacher, device: torch.device) -> float:
-    """Seconds of the teacher's forward over one epoch's batches (no_grad), the loader's time excluded."""
+    """Seconds of the teacher's forward over one epoch's batches (no_grad), the loader's time excluded: as the
+    trainer runs it (the device's memory format and autocast precision, after a warm-up batch). On a lent H200 a
+    bare fp32 forward, cuDNN's first choices included, took longer than an arm's whole training."""
     loader, _ = train_val_loaders(ds, cfg.train.batch_size, augment=cfg.data.augment, device=device,
                                   seed=cfg.run_seed)
     batches = [images for images, _ in loader]
+    place_model(teacher, device)
+    with torch.no_grad(), autocast(device):
+        teacher(batches[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device):
         for images in batches:
             teacher(images)
     if device.type == "cuda":
@@ -99,6 +107,9 @@ def measure(teacher_arch: str, student: str, images: int | None, k: int, epochs:
     plan = arms(cfg, ds, teacher, teacher_arch, k)
     separate_s, cohort_s, teacher_s = [], [], []
     exact = True
+    if device.type == "cuda":  # warm-up, untimed: else the first side timed pays cuDNN's autotuning and the
+        # allocator's first blocks (on a lent H200 the tiny run's first pairs read 33× and 17× against bounds of 3×)
+        train_cohort([CohortMember(c, h) for c, h in plan], teacher, ds, device=device)
     for i in range(repeats):
         for side in (("separate", "cohort") if i % 2 == 0 else ("cohort", "separate")):
             t0 = time.perf_counter()
