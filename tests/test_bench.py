@@ -738,3 +738,14 @@ def test_the_gpu_kit_packs_a_sample_of_the_photographs_that_the_check_unpacks(tm
     (kit / gpu_kit.PHOTOS).unlink()  # no sample: said so, nothing set
     assert gpu_check.photographs().startswith("no photographs ($PURSUHINT_CIFAR10_SUBSET, or cifar10-sample.tgz")
     shutil.rmtree(folder)
+
+
+def test_natural_sweeps_train_their_trials_on_the_gpu_where_there_is_one(monkeypatch, tmp_path):
+    """On the lent H200 the confirmation sweep's Tune trials asked for no GPU and trained on its CPU cores; where
+    CUDA is, its two concurrent trials now share the GPU (half each), and on CPUs they ask for none."""
+    s = natural.natural_settings(False, True)
+    build = lambda: natural.student_config(tmp_path, "teacher.pt", "at", 0.0, "r2_cca", s)  # noqa: E731
+    assert (build().search.resources_per_trial.cpu, build().search.resources_per_trial.gpu) == (1, 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = build()
+    assert (cfg.search.resources_per_trial.gpu, cfg.search.max_concurrent_trials) == (0.5, 2)

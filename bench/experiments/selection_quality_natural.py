@@ -67,9 +67,15 @@ selection: {{similarity: {measure}, n_hints: {k}, algorithm: pursuhint, center: 
 distill: {{method: {method}, hint_weight: auto, hint_ratio: 1.0, kd_weight: {kd}, ce_weight: 1.0}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.05, lr_schedule: cosine}}
 search: {{num_samples: 1, scheduler: fifo, baselines: [], max_concurrent_trials: 2,
-          resources_per_trial: {{cpu: 1, gpu: 0}},
+          resources_per_trial: {{cpu: 1, gpu: {gpu}}},
           confirm: {{top_k: 1, seeds: {seeds}, baselines: {baselines}}}}}
 """
+
+
+def trial_gpu() -> float:
+    """A trial's share of the GPU where there is one: 0.5, so the two concurrent trials share it (the GPU check's
+    confirmation sweep then trains Tune trials on the GPU); 0 on CPUs."""
+    return 0.5 if torch.cuda.is_available() else 0
 
 
 def family_label(method: str, kd: float) -> str:
@@ -93,8 +99,9 @@ def student_config(root: Path, checkpoint: str, method: str, kd: float, measure:
                    s: dict[str, Any], baselines: Optional[list[str]] = None, seeds: Any = None,
                    suffix: str = "") -> Config:
     """One sweep's config: the paper-mode configuration itself (nothing searched, no search-stage baselines),
-    FIFO, two 1-CPU trials at a time, a confirmation stage over ``s["seeds"]`` seeds (or ``seeds``: a number,
-    or ``{"min": a, "max": b}`` to race) against :func:`confirm_baselines` (or ``baselines``)."""
+    FIFO, two 1-CPU trials at a time (sharing the GPU where there is one), a confirmation stage over
+    ``s["seeds"]`` seeds (or ``seeds``: a number, or ``{"min": a, "max": b}`` to race) against
+    :func:`confirm_baselines` (or ``baselines``)."""
     train = s["train"]
     seeds = s["seeds"] if seeds is None else seeds
     if baselines is None:
@@ -103,7 +110,7 @@ def student_config(root: Path, checkpoint: str, method: str, kd: float, measure:
         name=f"bench_natural_{family_label(method, kd).replace('+', '_')}_{measure}{suffix}", root=root,
         train=train, test="null" if s["test"] is None else s["test"], probe=train - round(0.1 * train),
         teacher=PAIR[0], checkpoint=checkpoint, student=PAIR[1], measure=measure, k=K, method=method, kd=kd,
-        epochs=s["epochs"], seeds=json.dumps(seeds), baselines="[" + ", ".join(baselines) + "]"))
+        epochs=s["epochs"], seeds=json.dumps(seeds), baselines="[" + ", ".join(baselines) + "]", gpu=trial_gpu()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -543,7 +550,8 @@ def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
         + ("found in the cache." if t["checkpoint_cached"] else f"trained in this run ({t['seconds']} s).")
         + f" Test accuracy {t['test_acc']:.2f} % on the same {sp['test']} test photographs.",
         f"Recipe: {epochs}, batch 64, SGD lr 0.05 cosine, one torch thread per run, FIFO, 2 concurrent 1-CPU "
-        "trials; hint weight calibrated (`hint_weight: auto`, `hint_ratio: 1`); with KD: CE weight 1, KD weight "
+        f"trials{f' ({trial_gpu():g} GPU each)' if trial_gpu() else ''}; hint weight calibrated "
+        "(`hint_weight: auto`, `hint_ratio: 1`); with KD: CE weight 1, KD weight "
         f"{KD_WEIGHT:g}, temperature 4 (the authors' reproducible AT recipe). Families: {fams}; K = {K}.",
         f"Each sweep is `pursuhint sweep` with nothing searched (one search-stage trial on the selection split), "
         f"then its confirmation stage over seeds {', '.join(map(str, f['seeds']))}: the paper-mode configuration "
