@@ -54,6 +54,14 @@ def test_equivalent_better_within_margin_and_undecided_by_hand():
     assert small.verdict == "better" and small.within_margin and "less than the ±1-point margin" in small.words()
     big = decide([-3.0, -2.5, -3.5, -3.0])
     assert big.verdict == "worse" and not big.within_margin and big.words().startswith("worse by 3.00 [")
+    assert "same difference" not in small.words() + big.words() + eq.words()
+    # the lent H200's tiny run: two students at chance, 10.67 % and 10.00 % on both seeds (sd 0, a point CI)
+    flat = decide([10.67 - 10.0, 10.67 - 10.0])
+    assert (flat.verdict, flat.sd, flat.low, flat.high) == ("better", 0.0, flat.mean, flat.mean)
+    assert flat.words() == ("better by 0.67 [+0.67, +0.67], less than the ±1-point margin; all 2 seeds gave the "
+                            "same difference, so check that both arms learned")
+    assert decide([0.0, 0.0, 0.0]).words() == ("equivalent within ±1 point (+0.00 [+0.00, +0.00]); all 3 seeds gave "
+                                               "the same difference, so check that both arms learned")
     open_ = decide([1.0, -1.0, 2.0])
     assert open_.verdict == "undecided" and open_.seeds_needed is not None and open_.seeds_needed > 3
     assert open_.words().startswith("undecided after 3 seeds (+0.67 [") and "seeds would decide it" in open_.words()

@@ -168,11 +168,15 @@ class Decision:
     def words(self) -> str:
         """The verdict as a phrase: "better by 1.2 [0.4, 2.0]", "equivalent within ±1.0 point", ..."""
         ci = f"[{self.low:+.2f}, {self.high:+.2f}]"
+        # a decision on differences that never varied rests on a CI of zero width: say so, since identical
+        # differences often mean students that did not learn (at chance, alike on every seed)
+        flat = f"; all {self.n} seeds gave the same difference, so check that both arms learned" if self.sd == 0 else ""
         if self.verdict in ("better", "worse"):
             by = f"{self.verdict} by {abs(self.mean):.2f} {ci}"
-            return by + (f", less than the ±{self.margin:g}-point margin" if self.within_margin else "")
+            return by + (f", less than the ±{self.margin:g}-point margin" if self.within_margin else "") + flat
         if self.verdict == "equivalent":
-            return f"equivalent within ±{self.margin:g} point{'s' if self.margin != 1 else ''} ({self.mean:+.2f} {ci})"
+            return (f"equivalent within ±{self.margin:g} point{'s' if self.margin != 1 else ''} ({self.mean:+.2f} "
+                    f"{ci}){flat}")
         more = ("" if self.seeds_needed is None else
                 f"; about {self.seeds_needed} seeds would decide it at this spread" if self.seeds_needed
                 <= MAX_PROJECTED_SEEDS else f"; more than {MAX_PROJECTED_SEEDS} seeds would be needed at this spread")
