@@ -65,8 +65,8 @@ KIT = {"ray": "ray[tune]", "optuna": "optuna", "mlflow": "mlflow-skinny", "pydan
        "sqlalchemy": "sqlalchemy", "alembic": "alembic"}
 BUDGET_S = 480  # the whole check: one H200's 8 minutes
 # Each subprocess's timeout (s); the CUDA and the device tests are two pytest runs. Measured on a lent H200
-# (2026-12-04, the whole check 313 s): the CUDA tests 26 s of pytest, the device tests 12 s, the cohorts 28 s,
-# the sweep 83 s, the gpu benchmark 89 s with a warm cache and past 110 s cold (its first teacher, JPEG decode
+# (2026-12-04): the kit's install 24 s, the CUDA tests 26 s of pytest, the device tests 12 s, the cohorts 28 s,
+# the sweep 83 s, the gpu benchmark 89 s with a warm cache and 134 s cold (its first teacher, JPEG decode
 # and Ray start), so it has the most.
 TIMEOUTS = {"kit install": 60, "CUDA tests": 60, "device tests": 25, "gpu benchmark": 150, "cohort benchmark": 45,
             "confirmation sweep": 110}
