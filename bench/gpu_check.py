@@ -151,6 +151,9 @@ def photographs() -> str:
     from bench.common import CIFAR10_SUBSET_ENV, cifar10_subset  # deferred: imports torch, after dependencies()
     from bench.gpu_kit import PHOTOS
 
+    named = os.environ.get(CIFAR10_SUBSET_ENV)
+    if named and not (Path(named) / "train").is_dir():  # a wrong path is said, not replaced by the sample
+        return f"${CIFAR10_SUBSET_ENV} names {named}, which has no train/ folder: random images or NOT RUN"
     found = cifar10_subset()
     if found is not None:
         return f"the photographs in {found}"

@@ -735,6 +735,11 @@ def test_the_gpu_kit_packs_a_sample_of_the_photographs_that_the_check_unpacks(tm
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jpg")) == [
         "test/cat/0000.jpg", "test/dog/0000.jpg", *(f"train/{c}/{i:04d}.jpg" for c in ("cat", "dog") for i in range(3))]
     assert (folder / "train/dog/0002.jpg").read_bytes() == (root / "train/dog/0002.jpg").read_bytes()
+    monkeypatch.setenv("PURSUHINT_CIFAR10_SUBSET", str(tmp_path / "typo"))  # a wrong path: said, not replaced
+    assert gpu_check.photographs() == (f"$PURSUHINT_CIFAR10_SUBSET names {tmp_path / 'typo'}, which has no train/ "
+                                       "folder: random images or NOT RUN")
+    assert os.environ["PURSUHINT_CIFAR10_SUBSET"] == str(tmp_path / "typo")
+    monkeypatch.setenv("PURSUHINT_CIFAR10_SUBSET", "")
     (kit / gpu_kit.PHOTOS).unlink()  # no sample: said so, nothing set
     assert gpu_check.photographs().startswith("no photographs ($PURSUHINT_CIFAR10_SUBSET, or cifar10-sample.tgz")
     shutil.rmtree(folder)
