@@ -34,7 +34,7 @@ from pursuhint.infra.devices import autocast, place_model
 from pursuhint.models import create_model
 from pursuhint.train.teacher import dataset_for
 
-from .common import cifar_dataset, command, machine, now, pick_device, seeded, table, threads
+from .common import Progress, cifar_dataset, command, machine, now, pick_device, seeded, table, threads
 
 NAME = "cohorts"
 TITLE = "Cohorts: the arms of one seed trained together vs one after another"
@@ -166,8 +166,10 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         pairs["CIFAR-shaped resnet110 → resnet20, 32 px (GPU)"] = ("resnet110", "resnet20", 2_000 if tiny else
                                                                    10_000, 5, 1)
     figures = {}
+    say = Progress(NAME)
     with threads(1):
         for name, (t_arch, s_arch, images, k, epochs) in pairs.items():
+            say(f"{name}: {k} arms apart and as one cohort, {repeats} time(s)")
             figures[name] = measure(t_arch, s_arch, images, k, epochs, repeats, device, tiny)
     worst = min(f["of_bound"] for f in figures.values())
     return {

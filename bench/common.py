@@ -52,6 +52,17 @@ def seconds(fn: Callable[[], Any], device: torch.device | None = None) -> float:
     return time.perf_counter() - t0
 
 
+class Progress:
+    """Progress lines of a long benchmark, flushed: ``[gpu +12 s] epoch time, images on the host``, so that one
+    stopped at a timeout shows how far it got (on a lent H200 the gpu benchmark's log was silent for 110 s)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.t0 = name, time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        print(f"[{self.name} +{time.perf_counter() - self.t0:.0f} s] {what}", flush=True)
+
+
 def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: torch.device | None = None) -> dict:
     """Median wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones, with every sample."""
     for _ in range(warmup):

@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -31,7 +31,7 @@ from pursuhint.models import create_model
 from pursuhint.search.sweep import run_sweep
 from pursuhint.train.teacher import dataset_for
 
-from .common import (CIFAR100_MEAN, CIFAR100_STD, cifar10_subset, cifar_dataset, cifar_like, command,
+from .common import (CIFAR100_MEAN, CIFAR100_STD, Progress, cifar10_subset, cifar_dataset, cifar_like, command,
                      digits_teacher, machine, now, pick_device, seconds, seeded, shutdown_ray, sweep_storage, table,
                      tuner_fit_spans, workspace)
 from .step_syncs import measure as step_sync_measure
@@ -209,12 +209,13 @@ def skipped_entry(quick: bool, tiny: bool) -> dict[str, Any]:
     }
 
 
-def concurrency(s: dict[str, Any]) -> list[dict[str, Any]]:
+def concurrency(s: dict[str, Any], say: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Trials per second at each of the settings' ``concurrency``: a Ray Tune sweep per level on one local Ray
-    when the sweep stack is installed, else as many concurrent processes."""
+    when the sweep stack is installed, else as many concurrent processes (each level announced by ``say``)."""
     trials = []
     if ray_stack_installed():
         with workspace() as folder:
+            say("the digits teacher (trained once, then cached) and a local Ray")
             teacher, _ = digits_teacher(device=torch.device("cpu"))  # the driver keeps no GPU memory
             checkpoint = teacher.checkpoint
             del teacher
@@ -224,12 +225,14 @@ def concurrency(s: dict[str, Any]) -> list[dict[str, Any]]:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
             try:
                 for n in s["concurrency"]:
+                    say(f"{s['sweep_samples']} trials, {n} at a time on {1 / n:g} GPU each (a Tune sweep)")
                     trials.append(concurrent_trials(checkpoint, folder, n, s["sweep_samples"], s["sweep_epochs"],
                                                     gpu=True))
             finally:
                 shutdown_ray()
     else:
         for n in s["concurrency"]:
+            say(f"{s['sweep_samples']} trials, {n} at a time (processes sharing the GPU)")
             trials.append(concurrent_processes(n, s["sweep_samples"], s["sweep_epochs"]))
     return trials
 
@@ -240,14 +243,20 @@ def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
         return skipped_entry(quick, tiny)
     s = _settings(quick, tiny)
     device = pick_device()
+    say = Progress(NAME)
+    say(f"the data: {s['images']:,} photographs (decoded once, then cached)")
     ds, data_info = natural_dataset(s["images"], s["subset"])
+    say("epoch time, images on the device")
     epoch = epoch_time(device, ds)
+    say("epoch time, images on the host")
     epoch_host = epoch_time(device, ds, budget_gb=0)
+    say("step syncs")
     syncs = step_sync_measure(device, s["sync_images"], repeats=3)
+    say(f"ResNet-110 selection over {s['probe']:,} probe images")
     sel = selection_time(device, s["probe"], ds.train_x)
     del ds
     free_driver_gpu()
-    trials = concurrency(s)
+    trials = concurrency(s, say)
     base = trials[0]["trials_per_s"]
     best = max(trials, key=lambda t: t["trials_per_s"])
     headline = float(f"{best['trials_per_s'] / base:.4g}")

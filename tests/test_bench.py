@@ -754,3 +754,35 @@ def test_natural_sweeps_train_their_trials_on_the_gpu_where_there_is_one(monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cfg = build()
     assert (cfg.search.resources_per_trial.gpu, cfg.search.max_concurrent_trials) == (0.5, 2)
+
+
+def test_the_gpu_benchmark_says_each_phase_and_assembles_its_entry(monkeypatch, capsys):
+    """Its CUDA path, with every measurement faked on the CPU: each phase is announced before it runs (on a lent
+    H200 its log was silent for the 110 s a cold run took, then cut), and the entry's tables come together."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(gpu, "pick_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(gpu, "free_driver_gpu", lambda: None)
+    ds = types.SimpleNamespace(train_x=torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+    monkeypatch.setattr(gpu, "natural_dataset", lambda n, subset: (ds, {"data": f"{n} fake photographs"}))
+    monkeypatch.setattr(gpu, "epoch_time", lambda device, d, budget_gb=None: {
+        "images": 4, "placement": "host" if budget_gb == 0 else "device", "epoch_s": [2.0, 1.0],
+        "timed_epoch_s": 1.0, "images_per_s": 4.0})
+    monkeypatch.setattr(gpu, "step_sync_measure", lambda device, n, repeats: {
+        "device_side_steps_per_s": 50.0, "host_reads_steps_per_s": 50.0, "ratio": 1.0})
+    monkeypatch.setattr(gpu, "selection_time", lambda device, n, x: {
+        "probe_images": n, "candidates": 54, "representations_s": 0.2, "clustering_s": 0.01, "total_r2_cca_s": 0.4,
+        "similarity_s": {"r2_cca": 0.19, "cka_linear": 0.1, "cka_rbf": 1.0}})
+    monkeypatch.setattr(gpu, "ray_stack_installed", lambda: False)
+    monkeypatch.setattr(gpu, "concurrent_processes", lambda n, samples, epochs: {
+        "runner": "processes (Ray not installed)", "concurrent": n, "gpu_per_trial": 1 / n, "trials": samples,
+        "trained": samples, "tuner_fit_s": 10.0 / n, "trials_per_s": samples * n / 10.0, "epochs_per_s": 1.0})
+    entry = gpu.run(quick=False, tiny=True)
+    said = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[gpu +")]
+    assert said == ["the data: 5,000 photographs (decoded once, then cached)", "epoch time, images on the device",
+                    "epoch time, images on the host", "step syncs", "ResNet-110 selection over 5,000 probe images",
+                    "4 trials, 1 at a time (processes sharing the GPU)", "4 trials, 4 at a time (processes sharing the GPU)"]
+    assert entry["device_name"] == "Fake GPU" and entry["ratio"] == 4.0 and entry["figures"]["best_concurrency"] == 4
+    assert [t["title"].split(" (")[0].split(",")[0] for t in entry["tables"]] == [
+        "resnet56 → resnet20", "Step syncs", "ResNet-110 hint selection", "Concurrent fractional-GPU trials"]
+    json.dumps(entry, allow_nan=False)
