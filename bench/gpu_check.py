@@ -75,7 +75,7 @@ END_S = 10  # the budget's last seconds, kept for the summary: no step runs into
 FULL_GPU_TIMEOUT = 420  # --full: the gpu benchmark's full settings, the 8-minute budget lifted
 STEPS = [
     ("dependencies", f"import what the check needs; name the install line of anything missing (the GPU kit's "
-                     f"offline install: {TIMEOUTS['kit install']} s)"),
+                     f"offline install: {TIMEOUTS['kit install']} s); unpack the kit's photographs where none are"),
     ("CUDA tests", f"pytest -m cuda {' '.join(CUDA_TESTS)} (PURSUHINT_REQUIRE_CUDA=1), then {DEVICE_TESTS[0]}; "
                    f"{TIMEOUTS['CUDA tests']} s and {TIMEOUTS['device tests']} s"),
     ("gpu benchmark", f"bench/run.py --only gpu --tiny into $GPU_CHECK_OUT (check-sized); "
