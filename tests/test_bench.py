@@ -495,6 +495,8 @@ def test_gpu_check_says_not_run_in_its_exit_status_and_writes_only_its_own_folde
     monkeypatch.setattr(gpu_check, "benchmark", lambda out, full: ("ok", ""))
     monkeypatch.setattr(gpu_check, "cohort_benchmark", lambda out: ("ok", ""))
     monkeypatch.setattr(gpu_check, "confirmation_sweep", lambda out: ("NOT RUN", "no photographs"))
+    # a checkout's gpu-kit/ may hold the photo sample: unpacking it would set $PURSUHINT_CIFAR10_SUBSET for the session
+    monkeypatch.setattr(gpu_check, "photographs", lambda: "none (faked)")
     before = (ROOT / "bench" / "results.json").read_bytes()
     assert gpu_check.main([]) == 3
     monkeypatch.setattr(gpu_check, "benchmark", lambda out, full: ("FAILED", "boom"))
