@@ -105,11 +105,12 @@ def measure(teacher_arch: str, student: str, images: int | None, k: int, epochs:
     epoch, the bound, and whether every arm's final weights are equal."""
     cfg, ds, teacher = _pair(teacher_arch, student, images, epochs, device, tiny)
     plan = arms(cfg, ds, teacher, teacher_arch, k)
+    members = [CohortMember(c, h) for c, h in plan]
     separate_s, cohort_s, teacher_s = [], [], []
     exact = True
     if device.type == "cuda":  # warm-up, untimed: else the first side timed pays cuDNN's autotuning and the
         # allocator's first blocks (on a lent H200 the tiny run's first pairs read 33× and 17× against bounds of 3×)
-        train_cohort([CohortMember(c, h) for c, h in plan], teacher, ds, device=device)
+        train_cohort(members, teacher, ds, device=device)
     for i in range(repeats):
         for side in (("separate", "cohort") if i % 2 == 0 else ("cohort", "separate")):
             t0 = time.perf_counter()
@@ -117,7 +118,7 @@ def measure(teacher_arch: str, student: str, images: int | None, k: int, epochs:
                 alone = [train_student(c, h, teacher, ds, device=device) for c, h in plan]
                 separate_s.append(time.perf_counter() - t0)
             else:
-                together = train_cohort([CohortMember(c, h) for c, h in plan], teacher, ds, device=device)
+                together = train_cohort(members, teacher, ds, device=device)
                 cohort_s.append(time.perf_counter() - t0)
         teacher_s.append(teacher_epoch_s(cfg, ds, teacher, device) * epochs)
         exact = exact and all(_same(a, b) for a, b in zip(alone, together))

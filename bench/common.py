@@ -215,6 +215,11 @@ def digits_quick(name: str, values: dict[str, Any] | None = None) -> Config:
 CIFAR10_SUBSET_ENV = "PURSUHINT_CIFAR10_SUBSET"
 
 
+def holds_photographs(folder: Path) -> bool:
+    """Whether ``folder`` has the ImageFolder layout's ``train/`` (what the benchmarks read)."""
+    return (folder / "train").is_dir()
+
+
 def cifar10_subset() -> Path | None:
     """The real CIFAR-10 photographs (ImageFolder layout: train/<class>/*.jpg, test/<class>/*.jpg): the folder
     named by ``$PURSUHINT_CIFAR10_SUBSET``, else ``../shared/data/cifar10-subset`` beside the checkout; None
@@ -222,7 +227,7 @@ def cifar10_subset() -> Path | None:
     named = os.environ.get(CIFAR10_SUBSET_ENV)
     for candidate in ([Path(named)] if named else []) + [Path(__file__).resolve().parents[2] / "shared" / "data" /
                                                         "cifar10-subset"]:
-        if (candidate / "train").is_dir():
+        if holds_photographs(candidate):
             return candidate
     return None
 

@@ -148,11 +148,11 @@ def photographs() -> str:
     """Where the natural-image steps read the CIFAR-10 photographs: where the benchmarks find them
     (``$PURSUHINT_CIFAR10_SUBSET``, or the shared data folder beside the checkout), else the GPU kit's packed
     sample (``make gpu-kit``), unpacked into a temporary folder that the variable then names for the steps."""
-    from bench.common import CIFAR10_SUBSET_ENV, cifar10_subset  # deferred: imports torch, after dependencies()
+    from bench.common import CIFAR10_SUBSET_ENV, cifar10_subset, holds_photographs  # deferred: imports torch
     from bench.gpu_kit import PHOTOS
 
     named = os.environ.get(CIFAR10_SUBSET_ENV)
-    if named and not (Path(named) / "train").is_dir():  # a wrong path is said, not replaced by the sample
+    if named and not holds_photographs(Path(named)):  # a wrong path is said, not replaced by the sample
         return f"${CIFAR10_SUBSET_ENV} names {named}, which has no train/ folder: random images or NOT RUN"
     found = cifar10_subset()
     if found is not None:
@@ -162,9 +162,9 @@ def photographs() -> str:
         return f"no photographs (${CIFAR10_SUBSET_ENV}, or {PHOTOS} in the GPU kit): random images or NOT RUN"
     folder = Path(tempfile.mkdtemp(prefix="pursuhint-photos-"))
     with tarfile.open(kit / PHOTOS) as tar:
+        n = sum(member.isfile() for member in tar.getmembers())
         tar.extractall(folder, filter="data")
     os.environ[CIFAR10_SUBSET_ENV] = str(folder)
-    n = sum(1 for p in folder.glob("*/*/*") if p.is_file())
     return f"the GPU kit's sample of the photographs: {n:,} unpacked into {folder}"
 
 

@@ -535,6 +535,7 @@ def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
     sp = f["splits"]
     fams = ", ".join(family_label(m, kd) for m, kd in s["families"])
     epochs = f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}"
+    gpu = f" ({trial_gpu():g} GPU each)" if trial_gpu() else ""
     return [
         f"Variant: {s['variant']}. Data: the CIFAR-10 subset's photographs (32 px, ImageFolder, read through "
         f"`data: {{dataset: imagefolder}}`). Student: {PAIR[1]} on a stratified {s['train']}-image subset of the "
@@ -550,7 +551,7 @@ def _notes(s: dict[str, Any], f: dict[str, Any], n_runs: int) -> list[str]:
         + ("found in the cache." if t["checkpoint_cached"] else f"trained in this run ({t['seconds']} s).")
         + f" Test accuracy {t['test_acc']:.2f} % on the same {sp['test']} test photographs.",
         f"Recipe: {epochs}, batch 64, SGD lr 0.05 cosine, one torch thread per run, FIFO, 2 concurrent 1-CPU "
-        f"trials{f' ({trial_gpu():g} GPU each)' if trial_gpu() else ''}; hint weight calibrated "
+        f"trials{gpu}; hint weight calibrated "
         "(`hint_weight: auto`, `hint_ratio: 1`); with KD: CE weight 1, KD weight "
         f"{KD_WEIGHT:g}, temperature 4 (the authors' reproducible AT recipe). Families: {fams}; K = {K}.",
         f"Each sweep is `pursuhint sweep` with nothing searched (one search-stage trial on the selection split), "
