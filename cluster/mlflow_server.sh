@@ -20,6 +20,10 @@
 #                                   mlflow's own (localhost and private IPs). Set it when clients
 #                                   use a DNS name, e.g. a Kubernetes service name.
 #   PURSUHINT_MLFLOW_WORKERS        server worker processes      2
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+#                                   MLflow's server-side job runner (GenAI jobs) false
+#                                   pursuhint runs none; its seven queue consumers would
+#                                   otherwise keep more than one core busy while idle
 #   MLFLOW, PYTHON                  executables                  mlflow, python3 on PATH
 #
 # Exposure: the default binds to loopback, reachable only through an SSH tunnel
@@ -52,6 +56,9 @@ ARTIFACTS="${PURSUHINT_MLFLOW_ARTIFACTS:-$DIR/artifacts}"
 WORKERS="${PURSUHINT_MLFLOW_WORKERS:-2}"
 MLFLOW="${MLFLOW:-mlflow}"
 PYTHON="${PYTHON:-python3}"
+# The job runner's consumers poll their queue without pause: >1 core of an idle head node, for jobs pursuhint
+# never submits. Off unless the user turns it on.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 PID_FILE="$DIR/server.pid"
 LOG_FILE="$DIR/server.log"
 URI_FILE="$DIR/uri"

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_SWEEP = """
 name: {name}
@@ -71,12 +72,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """A real ``mlflow server`` on 127.0.0.1:``port`` storing in ``folder`` (a restart keeps the data)."""
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "server_artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    """A real ``mlflow server`` on 127.0.0.1:``port`` storing in ``folder`` (a restart keeps the data), started
+    as users start it: ``cluster/mlflow_server.sh`` in the foreground, with one worker."""
+    env = {**os.environ, "MLFLOW": str(BIN / "mlflow"), "PURSUHINT_MLFLOW_PORT": str(port),
+           "PURSUHINT_MLFLOW_DIR": str(folder), "PURSUHINT_MLFLOW_BACKEND": f"sqlite:///{folder / 'server.db'}",
+           "PURSUHINT_MLFLOW_ARTIFACTS": str(folder / "server_artifacts"), "PURSUHINT_MLFLOW_WORKERS": "1"}
+    proc = subprocess.Popen(["bash", str(ROOT / "cluster" / "mlflow_server.sh")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
 
     def healthy():

@@ -234,6 +234,22 @@ def test_mlflow_server_script_binds_loopback_by_default(tmp_path):
     assert status.returncode == 1 and "http://127.0.0.1:1" in status.stderr
 
 
+
+@pytest.mark.parametrize("setting, expected", [(None, "false"), ("true", "true")])
+def test_mlflow_server_script_leaves_mlflows_job_runner_off_unless_asked(tmp_path, setting, expected):
+    """MLflow's job runner (seven queue consumers that keep over a core busy while idle) runs jobs pursuhint never
+    submits: the script starts the server without it, unless the user sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION."""
+    fake = tmp_path / "mlflow"
+    fake.write_text('#!/bin/sh\necho "jobs=$MLFLOW_SERVER_ENABLE_JOB_EXECUTION args=$*"\n')
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW": str(fake), "PURSUHINT_MLFLOW_PORT": "5999"}
+    if setting is not None:
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = setting
+    done = subprocess.run(["bash", str(ROOT / "cluster" / "mlflow_server.sh")], capture_output=True, text=True,
+                          env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"jobs={expected} args=server --host 127.0.0.1 --port 5999 --workers 2")
+
 def test_cluster_readme_commands_match_the_files():
     text = (ROOT / "cluster" / "README.md").read_text()
     for cmd in ("ray up -y ray_cluster.yaml", "ray dashboard ray_cluster.yaml", "ray down -y ray_cluster.yaml",
