@@ -31,15 +31,21 @@ demo: $(STAMP)
 	@echo "Browse the comparison in MLflow:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
+# Both run pytest in $(TEST_WORKERS) pytest-xdist workers; the tests that share a costly fixture (the session's
+# Ray and golden sweep, the trained teacher, a module's own fixtures) run in one worker (tests/conftest.py).
+# TEST_WORKERS=0 runs pytest in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 # Lint first (seconds), then the whole suite.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # The unit tests alone (no sweeps, no teacher training): lint, then pytest -m "not slow".
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(XDIST)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --quick

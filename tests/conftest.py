@@ -49,11 +49,40 @@ SLOW_FIXTURES = {"trained_teacher", "local_ray", "golden_sweep"}
 RAY_FIXTURES = {"local_ray", "golden_sweep"}  # the tests that keep the session's Ray running
 
 
+def pytest_configure(config):
+    """In a pytest-xdist worker (`make test` runs two), torch gets one thread and idle OpenMP threads sleep,
+    here and in every process a test starts: two processes each spinning two OpenMP threads on two cores train
+    ~9× slower than one alone (measured), where one thread each costs ~1.4×."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name, value in (("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")):
+            os.environ.setdefault(name, value)
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The pytest-xdist group of a test that shares something costly with others, so that it is built once:
+    the session's Ray and the golden sweep, the trained teacher, or its own module's module-scoped fixtures."""
+    used = set(getattr(item, "fixturenames", ()))
+    if RAY_FIXTURES & used:
+        return "session_ray"
+    if "trained_teacher" in used:
+        return "trained_teacher"
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    if any(d.scope == "module" for chain in defs for d in chain):
+        return item.module.__name__
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Tests that train the shared digits teacher are ``slow`` too: `make test-fast` leaves them out."""
+    """Tests that train the shared digits teacher are ``slow`` too: `make test-fast` leaves them out. Under
+    ``pytest -n 2 --dist loadgroup`` (`make test`) the tests that share a costly fixture run in one worker."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        group = xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_runtest_setup(item):

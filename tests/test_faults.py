@@ -243,7 +243,7 @@ def test_mlflow_server_away_mid_sweep_then_report_sync(tmp_path, isolated_runs, 
         assert main(report[1:]) == 0  # again, in this process: nothing left to write
         assert "0 MLflow runs created, 0 epochs" in capsys.readouterr().out
     finally:
-        stop_group(server)
+        stop_group(server, signal.SIGKILL)  # its data is read: no need to wait for a graceful stop
 
 
 def test_diverging_and_untrainable_trials_end_with_their_status_and_the_sweep_goes_on(golden_sweep):

@@ -206,7 +206,6 @@ def test_an_imagefolder_sweep_on_two_nodes_survives_losing_its_worker_node(tmp_p
         assert head_cache.relative_to(cache["head"]) == worker_cache.relative_to(cache["worker"])  # <data id>/<key>
         for name in ("train_x.npy", "val_x.npy", "train_y.npy", "val_y.npy"):
             assert (head_cache / name).read_bytes() == (worker_cache / name).read_bytes(), name
-    finally:  # the nodes killed (a SIGTERM'd head takes half a minute to stop; nothing of theirs needs keeping)
-        for node in reversed(nodes[1:]):
+    finally:  # all killed (a SIGTERM'd Ray head takes half a minute to stop; nothing of theirs needs keeping)
+        for node in reversed(nodes):  # the worker, the head, the mlflow server
             stop_group(node, signal.SIGKILL)
-        stop_group(nodes[0])  # the mlflow server
