@@ -33,19 +33,19 @@ demo: $(STAMP)
 
 # Both run pytest in $(TEST_WORKERS) pytest-xdist workers; the tests that share a costly fixture (the session's
 # Ray and golden sweep, the trained teacher, a module's own fixtures) run in one worker (tests/conftest.py).
-# TEST_WORKERS=0 runs pytest in one process.
+# TEST_WORKERS=0 runs pytest in one process; PYTEST_ARGS adds to its arguments (e.g. --durations=20).
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 # Lint first (seconds), then the whole suite.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q $(XDIST)
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # The unit tests alone (no sweeps, no teacher training): lint, then pytest -m "not slow".
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow" $(XDIST)
+	$(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run.py --quick
