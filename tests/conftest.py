@@ -135,6 +135,32 @@ def trained_teacher(digits_config_path, isolated_runs):
     return cfg, path
 
 
+@pytest.fixture
+def registries_restored():
+    """What a test registers by importing a plugin in this process is gone after it, and the plugin's module
+    unimported, so the tests after it, in whatever order a pytest-xdist worker runs them, see the registries a
+    fresh process would."""
+    from pursuhint.data.dataset import DATASETS, SURVEYS
+    from pursuhint.distill.methods import METHODS
+    from pursuhint.hints.cluster import CENTERS, CLUSTERINGS
+    from pursuhint.hints.similarity import SIMILARITIES
+    from pursuhint.models import MODELS
+
+    registries = (DATASETS, SURVEYS, METHODS, CENTERS, CLUSTERINGS, SIMILARITIES, MODELS)
+    before = [dict(r._items) for r in registries]
+    modules = set(sys.modules)
+    yield
+    plugins = set()
+    for registry, items in zip(registries, before):
+        for name, entry in registry._items.items():
+            if name not in items:  # registered during the test, by its module (a Measure: by its pair function's)
+                plugins.add(getattr(getattr(entry, "pair", entry), "__module__", None))
+        registry._items.clear()
+        registry._items.update(items)
+    for name in plugins & (set(sys.modules) - modules):
+        del sys.modules[name]
+
+
 _SESSION_RAY: set[str] = set()  # the node id of the Ray start_local_ray started, while it runs
 
 

@@ -19,6 +19,8 @@ from conftest import tiny_distillation
 from sweep_helpers import children
 
 TESTS = Path(__file__).resolve().parent
+# each test imports its plugins afresh and leaves the registries as it found them
+pytestmark = pytest.mark.usefixtures("registries_restored")
 TOY = "toy_meanmatch"
 TOY_WEIGHT = 7.0  # toy_method.MeanMatch.default_weight
 
