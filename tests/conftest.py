@@ -77,17 +77,19 @@ def xdist_group(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(config, items):
     """Tests that train the shared digits teacher are ``slow`` too: `make test-fast` leaves them out. Under
     ``pytest -n 2 --dist loadgroup`` (`make test`) the tests that share a costly fixture run in one worker."""
-    units = {}
+    unit_of, slow_units = [], set()  # each test's unit (its group, or itself alone); the units holding a slow test
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
         group = xdist_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-        unit = group or item.nodeid
-        units[unit] = units.get(unit, False) or item.get_closest_marker("slow") is not None
+        unit_of.append(group or item.nodeid)
+        if item.get_closest_marker("slow") is not None:
+            slow_units.add(unit_of[-1])
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the long ones start first, the short ones fill the ends in
-        items.sort(key=lambda item: not units[xdist_group(item) or item.nodeid])
+        order = sorted(range(len(items)), key=lambda i: unit_of[i] not in slow_units)
+        items[:] = [items[i] for i in order]
 
 
 def pytest_runtest_setup(item):

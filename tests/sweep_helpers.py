@@ -12,8 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from conftest import ROOT
+
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[1]
 
 TINY_SWEEP = """
 name: {name}

@@ -234,7 +234,6 @@ def test_mlflow_server_script_binds_loopback_by_default(tmp_path):
     assert status.returncode == 1 and "http://127.0.0.1:1" in status.stderr
 
 
-
 @pytest.mark.parametrize("setting, expected", [(None, "false"), ("true", "true")])
 def test_mlflow_server_script_leaves_mlflows_job_runner_off_unless_asked(tmp_path, setting, expected):
     """MLflow's job runner (seven queue consumers that keep over a core busy while idle) runs jobs pursuhint never
@@ -249,6 +248,7 @@ def test_mlflow_server_script_leaves_mlflows_job_runner_off_unless_asked(tmp_pat
                           env=env, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"jobs={expected} args=server --host 127.0.0.1 --port 5999 --workers 2")
+
 
 def test_cluster_readme_commands_match_the_files():
     text = (ROOT / "cluster" / "README.md").read_text()
