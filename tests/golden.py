@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep_helpers import mlflow_db
+
 NAME = "t_golden"
 STUDENT_STAGE_STARTS = "layer1.0,layer2.0,layer3.0"  # resnet8's: where ReviewKD and SemCKD pair their hints
 TEACHER_STAGE_ENDS = "layer1.1,layer2.1,layer3.1"  # resnet14's: the teacher layers ReviewKD and SemCKD read
@@ -81,6 +83,6 @@ def run_golden(folder: Path) -> Golden:
     path = folder / f"{NAME}.yaml"
     path.write_text(CONFIG)
     cfg = load_config(path)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = mlflow_db(folder)
     result = run_sweep(cfg, tracking_uri=uri, storage_path=str(folder / "ray_results"), verbose=0, progress=False)
     return Golden(cfg, uri, result, folder)

@@ -28,6 +28,8 @@ from pursuhint.search.trial_keys import BASELINE_KEY, COHORT_KEY, MEMBERS_KEY
 from pursuhint.search.sync import MLFLOW_KEY
 from pursuhint.search.trial import SweepInfo
 
+from sweep_helpers import mlflow_db
+
 NAME = "t_cohort_invalid"
 # stage_ends needs one hint per student stage (resnet8: 3): the default hints (one per teacher stage) pair, the
 # uniform baseline at the confirmed K = 2 cannot.
@@ -120,7 +122,7 @@ def run(specs, shared, sweep, trial_id, monkeypatch) -> FakeTune:
 
 @pytest.mark.slow  # trains a teacher (~10 s) and five students: not in `make test-fast`
 def test_an_invalid_member_ends_alone_and_the_others_train_as_without_it(shared, tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     parent = ParentRun.open(uri, NAME, str(tmp_path / "sweep"))
     sweep = SweepInfo(NAME, uri, parent.experiment_id, parent.run_id, duplicates_actor=None, cpus_per_trial=1)
     specs = planned_specs()
@@ -188,7 +190,7 @@ def test_a_cohort_trains_its_arms_as_separate_trials_would(shared, tmp_path, mon
     as two single trials and as one cohort give bitwise the same test and final accuracy, per-epoch losses, and
     MLflow runs with the same params and metrics, the cohort's carrying ``pursuhint.cohort``. (The golden sweep
     trains its confirmation in cohorts on a real Ray; this checks the arithmetic against trials trained apart.)"""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     parent = ParentRun.open(uri, NAME, str(tmp_path / "sweep"))
     sweep = SweepInfo(NAME, uri, parent.experiment_id, parent.run_id, duplicates_actor=None, cpus_per_trial=1)
     specs = planned_specs()

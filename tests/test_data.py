@@ -52,6 +52,29 @@ def test_digits_shapes_dtypes_classes(digits):
     assert digits.std[0] == pytest.approx(float(x.std(unbiased=False)), abs=1e-9)
 
 
+def test_digits_are_scikit_learns_read_without_importing_it(monkeypatch):
+    """The bundled file, read directly, gives load_digits' arrays to the bit; a worker loading digits imports
+    neither scikit-learn nor SciPy; without the file, scikit-learn's own loader answers."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from pursuhint.data import digits as digits_module
+
+    images, target = digits_module.digits_arrays()
+    raw = load_digits()
+    assert images.dtype == raw.images.dtype and np.array_equal(images, raw.images)
+    assert target.dtype == np.int64 and np.array_equal(target, raw.target)
+    probe = ("import sys; from pursuhint.data import load_dataset; load_dataset('digits'); "
+             "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    monkeypatch.setattr(digits_module.importlib.util, "find_spec", lambda name: None)
+    images, target = digits_module.digits_arrays()
+    assert np.array_equal(images, raw.images) and np.array_equal(target, raw.target)
+
+
 def test_digits_split_is_stratified_and_complete(digits):
     from sklearn.datasets import load_digits  # sklearn: deferred, slow to import
 

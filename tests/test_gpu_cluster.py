@@ -24,7 +24,7 @@ from pursuhint.infra.logs import LOG_FILE
 from pursuhint.search.shared_task import shared_resources
 
 from fake_gpu import LOG_ENV, TRIALS_ENV
-from sweep_helpers import BIN, children, free_port, stop_group, sweep_argv, wait_for
+from sweep_helpers import BIN, children, free_port, mlflow_db, stop_group, sweep_argv, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_trials_share_a_fake_gpu_after_the_shared_work_held_all_of_it(tmp_path, 
     seen.mkdir()
     path = sweep_config(tmp_path, "t_fake_gpu")
     cfg = load_config(path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     start = time.time()
     with ray_head(1, {**cluster_env, LOG_ENV: str(seen), TRIALS_ENV: "2"}) as address:
         done = sweep(path, uri, tmp_path / "ray", address, cluster_env)

@@ -23,6 +23,7 @@ from pursuhint.errors import DataError
 from pursuhint.train.teacher import dataset_for
 
 from image_folders import write_random_folder
+from sweep_helpers import mlflow_db
 
 CLASSES = ("ant", "bee", "cow")
 
@@ -353,7 +354,7 @@ def test_a_sweep_on_the_cifar10_subset_trains_from_the_memory_mapped_cache(tmp_p
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = run_sweep(cfg, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        result = run_sweep(cfg, tracking_uri=mlflow_db(tmp_path),
                            storage_path=str(tmp_path / "ray_results"), verbose=0, progress=False)
     finally:
         torch.set_num_threads(threads)

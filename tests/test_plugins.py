@@ -16,7 +16,7 @@ from pursuhint.errors import ConfigError
 from pursuhint.preflight import preflight
 
 from conftest import tiny_distillation
-from sweep_helpers import children
+from sweep_helpers import children, mlflow_db
 
 TESTS = Path(__file__).resolve().parent
 # each test imports its plugins afresh and leaves the registries as it found them
@@ -149,7 +149,7 @@ def test_a_users_model_method_similarity_and_clustering_work_in_select_and_a_swe
     hs = json.loads((tmp_path / "hs.json").read_text())
     assert (hs["similarity"], hs["algorithm"], hs["teacher_arch"]) == ("toy_normcorr", "toy_kmedoids", "toy_net")
     assert len(hs["layers"]) == 2 and all(name.startswith("s") for name in hs["layers"])
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     assert main(["sweep", "four.yaml", "--plugin", "four_toys", "--tracking-uri", uri, "--storage-path",
                  str(tmp_path / "ray"), "-q"]) == 0
     _, runs = children(uri, "t_four")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pursuhint import tracking
 
+from sweep_helpers import mlflow_db
+
 
 def test_calls_reach_the_run_and_wait_while_the_store_is_away(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     exp = tracking.ensure_experiment(uri, "t_logger")
     parent = tracking.parent_run(uri, exp, str(tmp_path), "sweep-t_logger")
     opened = []
@@ -41,7 +43,7 @@ def test_experiments_open_as_model_training_in_mlflow(tmp_path):
     and an existing one without it (made by an older pursuhint) gets it when a sweep uses it again."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     c = tracking.client(uri)
     exp = tracking.ensure_experiment(uri, "t_kind")
     assert c.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
@@ -58,7 +60,7 @@ def test_a_restored_trial_writes_the_checkpoint_epochs_its_run_lacks(tmp_path):
     from pursuhint.search.trial import log_restored_epochs
     from pursuhint.train.loop import EpochStats
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     exp = tracking.ensure_experiment(uri, "t_restored")
     parent = tracking.parent_run(uri, exp, str(tmp_path), "sweep-t_restored")
     run_id = tracking.child_run(uri, exp, parent, "trial-1", "trial-1", {})

@@ -19,7 +19,7 @@ from pursuhint.search.hint_sets import top_hint_sets
 from pursuhint.search.results import rows_from_mlflow, rows_from_tune
 from pursuhint.search.sweep import run_sweep
 
-from sweep_helpers import children, write_config
+from sweep_helpers import children, mlflow_db, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def sweep(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("sweep")
     cfg = load_config(write_config(folder, "t_sweep"))
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = mlflow_db(folder)
     # Credentials in the environment (driver and, inherited, every Ray worker) must never reach MLflow.
     os.environ["PURSUHINT_TEST_API_TOKEN"] = SECRET
     os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET + "-aws"

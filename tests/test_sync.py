@@ -14,6 +14,8 @@ from pursuhint.search.results import MLFLOW_KEY, TrialRecord, read_trials
 from pursuhint.search.sync import sync_sweep
 from pursuhint.search.trial import mlflow_record
 
+from sweep_helpers import mlflow_db
+
 
 def epoch_line(trial_id: str, epoch: int, total: int, acc: float, best: float = 0.0, **extra) -> dict:
     return {"trial_id": trial_id, "epoch": epoch, "epochs_total": total, "val_acc": acc, "train_loss": 1.0 / epoch,
@@ -37,7 +39,7 @@ def write_trial(exp_dir: Path, trial_id: str, lines: list[dict], sampled: dict, 
 @pytest.fixture
 def sweep_folder(tmp_path):
     """A parent run in a real sqlite store and a Tune folder with 4 trials MLflow never heard of."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     exp_id = tracking.ensure_experiment(uri, "t_sync")
     exp_dir = tmp_path / "rr" / "t_sync"
     parent = tracking.parent_run(uri, exp_id, str(exp_dir), "sweep-t_sync")
@@ -124,7 +126,7 @@ def test_sync_ends_runs_in_mlflows_own_terms_and_repairs_old_sweeps(sweep_folder
 
 
 def test_interrupted_runs_end_killed_and_a_resume_reopens_them(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     exp_id = tracking.ensure_experiment(uri, "t_kill")
     parent = tracking.parent_run(uri, exp_id, "/x/t_kill", "sweep-t_kill")
     done = tracking.child_run(uri, exp_id, parent, "a", "a", {tracking.STATUS_TAG: "diverged"})
@@ -162,7 +164,7 @@ def test_a_trial_tune_never_saved_is_set_aside_and_its_run_retired(tmp_path):
     trial, so at the end its folder moves to ``.lost/`` and its half-written run leaves the sweep's runs."""
     from pursuhint.search.sync import LOST_DIR, retire_lost_runs, set_aside_lost_trials
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     exp_id = tracking.ensure_experiment(uri, "t_lost")
     exp_dir = tmp_path / "t_lost"
     parent = tracking.parent_run(uri, exp_id, str(exp_dir), "sweep-t_lost")
@@ -190,7 +192,7 @@ def test_a_lost_trial_that_never_reported_has_no_folder_but_its_run_is_found_and
     run and no folder; at the end of the sweep the open runs no stage's folder knows are the lost ones."""
     from pursuhint.search.sync import retire_lost_runs, unreported_lost_trials
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db(tmp_path)
     exp_id = tracking.ensure_experiment(uri, "t_unreported")
     search, confirm = tmp_path / "t_unreported", tmp_path / "t_unreported-confirm"
     parent = tracking.parent_run(uri, exp_id, str(search), "sweep-t_unreported")
